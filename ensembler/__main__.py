@@ -1,0 +1,5 @@
+"""``python -m ensembler`` runs the `ens` command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,317 @@
+"""The `ens` command line: a thin layer over the library functions (the only module using typer and rich).
+
+Every command exits 0 on success, and 1 with one line ``Error: …`` on stderr otherwise: the
+`EnsGroup` below turns `EnsError` and usage errors into that line.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import EnsError
+from .labels import TASKS, parse_task
+from .project import DEFAULT_ZOO, Project, load_project
+from .report import Report
+from .voting import Method
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"Error: {message}", markup=False)
+    sys.exit(1)
+
+
+class EnsGroup(TyperGroup):
+    """Runs the app and maps every failure to ``Error: …`` + exit 1 (typer's own formatting is bypassed)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except EnsError as exc:
+            _fail(str(exc))
+        except NoArgsIsHelpError as exc:
+            out.print(exc.format_message(), markup=False)
+            rv = 0
+        except typer.TyperException as exc:  # usage errors: unknown option, bad value, …
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _fail(exc.format_message().replace("\n", " ") + hint)
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted; nothing half-written was left behind")
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=EnsGroup,
+    name="ens",
+    help="Compose a team's predictions into competition submissions, with honest validation scores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+zoo_app = typer.Typer(cls=EnsGroup, help="The project's models and sources.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(zoo_app, name="zoo")
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    zoo: Path
+    data: Path | None
+
+    def project(self) -> Project:
+        return load_project(self.zoo, self.data)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    zoo: Annotated[Path, typer.Option("--zoo", help="The project file (models and settings); need not exist yet.")] = DEFAULT_ZOO,
+    data: Annotated[Optional[Path], typer.Option("--data", help="The competition's data folder (train/, eval/); overrides project.data.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    ctx.obj = GlobalOptions(zoo, data)
+
+
+def _project(ctx: typer.Context) -> Project:
+    return ctx.find_root().obj.project()
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _f(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+@app.command()
+def split(
+    ctx: typer.Context,
+    folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shuffle.")] = 42,
+    val_fold: Annotated[int, typer.Option("--val-fold", help="The fold held out for validation.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing fold file.")] = False,
+) -> None:
+    """Write the team's fold file: people (all 7 images) grouped, stratified by gender x age.
+
+    Also names the fold file and the validation fold in model_zoo.yaml (created when absent).
+    """
+    from .dataset import split_project
+
+    project = _project(ctx)
+    table = split_project(project, folds, seed, val_fold, force)
+    sizes = table["fold"].value_counts().sort_index()
+    out.print(f"wrote {_rel(project.folds)}: {len(table)} people in {folds} folds ({', '.join(map(str, sizes))} people)")
+    out.print(f"validation fold: {val_fold} (set in {_rel(project.zoo)})")
+
+
+# --- zoo -------------------------------------------------------------------------------------
+
+
+@zoo_app.command("list")
+def zoo_list(ctx: typer.Context) -> None:
+    """List the registered models and every source a recipe can name (models, imports, ensembles)."""
+    from .store import Store
+
+    project = _project(ctx)
+    store = Store(project.predictions)
+    out.print(f"project file: {_rel(project.zoo)}{'' if project.zoo.is_file() else ' (not created yet)'}")
+    out.print(f"data: {_rel(project.data) if project.data else '— (pass --data)'}")
+    out.print(f"folds: {_rel(project.folds)}{'' if project.folds.is_file() else ' (none yet: ens split)'}, validation fold {project.val_fold}")
+    table = Table(title="sources", title_justify="left")
+    for col in ("name", "kind", "tasks", "joint", "splits", "rows"):
+        table.add_column(col)
+    names = sorted(set(store.sources()) | set(project.model_names))
+    for name in names:
+        splits = store.splits(name)
+        if not splits:
+            table.add_row(name, "model", "", "", "— (ens predict)", "")
+            continue
+        meta = store.read_meta(name, splits[0])
+        kind = meta.get("origin", {}).get("type", "model")
+        rows = " / ".join(str(store.read_meta(name, s).get("rows")) for s in splits)
+        table.add_row(name, kind, ",".join(meta.get("tasks", [])), "yes" if meta.get("joint") else "no", ", ".join(map(str, splits)), rows)
+    if names:
+        out.print(table)
+    else:
+        out.print("no models or sources yet: `ens import FILE --name NAME` brings a teammate's CSV")
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Source name to use in recipes.", show_default=False)],
+    kind: Annotated[Optional[str], typer.Option("--kind", help="hard (ImageID,ans), proba (ImageID,0..17), logits (same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when there is an ans column, else proba.", show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are 0..k-1.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing source of that name.")] = False,
+) -> None:
+    """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
+    info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
+    kept as validation predictions, labelled from the data folder."""
+    from .sources import ImportKind, import_source
+
+    kinds = [k.value for k in ImportKind]
+    if kind is not None and kind not in kinds:
+        raise EnsError(f"--kind {kind!r}: choose one of {', '.join(kinds)}")
+    written = import_source(
+        _project(ctx), file, name, ImportKind(kind) if kind else None, parse_task(task) if task else None, force
+    )
+    for meta in written:
+        out.print(f"source {name!r}: {meta['rows']} {meta['split']} rows, tasks {', '.join(meta['tasks'])}{' + joint' if meta['joint'] else ''} ({meta['kind']})")
+
+
+# --- compose ---------------------------------------------------------------------------------
+
+RECIPE_HELP = (
+    "TASK:SOURCE[+SOURCE*W…] parts, e.g. --recipe age:peter mask,gender:polar; '*:' covers every "
+    "task not named. Several parts may follow one --recipe."
+)
+METHOD_HELP = (
+    "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; hard: weighted "
+    "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
+    "then by the lower class index."
+)
+
+
+def _method(value: str) -> Method:
+    try:
+        return Method(value)
+    except ValueError:
+        raise EnsError(f"--method {value!r}: choose one of {', '.join(m.value for m in Method)}") from None
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def compose(
+    ctx: typer.Context,
+    parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False)] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False)] = None,
+    method: Annotated[str, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT.value,
+    name: Annotated[Optional[str], typer.Option("--name", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
+    per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
+) -> None:
+    """Compose sources into a submission. When every task takes the same sources and all carry
+    the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
+    each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
+    from .compose import compose_submission
+    from .recipe import parse_recipe
+
+    parsed = parse_recipe([*(recipe or []), *(parts or [])])
+    sub = compose_submission(_project(ctx), parsed, _method(method), name, per_task)
+    out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
+    out.print(f"recipe {parsed} · {method} vote on the {'18-way joint' if sub.mode == 'joint' else 'per-task probabilities'}")
+    val = sub.validation or {}
+    if "recipe" in val:
+        s = val["recipe"]
+        out.print(
+            f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}, accuracy {_f(s['accuracy'])}, "
+            + ", ".join(f"{t} F1 {_f(s[f'f1_{t}'])}" for t in TASKS)
+        )
+    elif "skipped" in val:
+        out.print(f"validation: not scored ({val['skipped']})")
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def report(
+    ctx: typer.Context,
+    parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe (allowed with a single --recipe).", show_default=False)] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="A source to score (repeatable). Default: every source with labelled predictions.", show_default=False)] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False)] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable): soft, geo, hard. Default: soft.", show_default=False)] = None,
+    per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
+) -> None:
+    """Validation scores of sources and recipes side by side, best first: per-task macro F1,
+    the 18-class macro F1 as the competition computes it, accuracy, and each recipe's gain over
+    the best single source. All rows are scored on the same images: the validation fold's
+    images that every source predicts."""
+    from .recipe import parse_recipe
+    from .report import build_report
+
+    recipes = list(recipe or [])
+    if parts:
+        if len(recipes) != 1:
+            raise EnsError(f"unexpected argument(s) {' '.join(parts)}: with several recipes, quote each one (--recipe 'age:B *:A')")
+        recipes = [" ".join([recipes[0], *parts])]
+    methods = [_method(m) for m in (method or [Method.SOFT.value])]
+    result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task)
+    out.print(_report_table(result))
+    for note in result.notes:
+        out.print(f"note: {note}")
+
+
+def _report_table(result: Report) -> Table:
+    table = Table(title=f"validation: {result.scope}\nmacro F1 per task, 18-class macro F1 (the competition score), accuracy; kind of a recipe row = its vote", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("source / recipe", overflow="fold", min_width=12)
+    table.add_column("kind", overflow="fold")
+    for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in result.rows:
+        kind = f"{row.method}" if row.method else row.kind
+        gain = "" if row.gain is None else f"{row.gain:+.4f}"
+        table.add_row(row.name, kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
+    return table
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder to create for the demo (must be empty or absent).")] = Path("ens-demo"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the toy data and teammates.")] = 0,
+) -> None:
+    """The whole flow on a toy competition: data, fold file, three teammates' CSVs imported,
+    a per-task recipe and a soft vote composed, the validation report, and each submission's
+    macro F1 on the hidden eval answers."""
+    from .demo import run_demo
+
+    result = run_demo(dir, seed, log=lambda line: out.print(f"· {line}", markup=False))
+    table = Table(title="hidden eval answers (never read by ens)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("source / submission")
+    table.add_column("18-class F1", justify="right")
+    for name, value in sorted(result.eval_f1.items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{value:.4f}")
+    out.print(_report_table(result.report))
+    out.print(table)
+    out.print(f"next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --recipe …)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+

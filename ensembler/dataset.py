@@ -1,0 +1,208 @@
+"""The competition's data folder (DESIGN.md §2) read into tables, and the team's fold file.
+
+Tables (pandas, one row per image):
+
+- `read_train`: ``ImageID`` (path under ``train/images/``, e.g. ``000001_female_Asian_45/mask1.jpg``),
+  ``path``, ``profile`` (the folder), ``person`` (id without its ``-N`` suffix), ``mask``,
+  ``gender``, ``age``, ``age_years``, ``label`` (the joint class).
+- `read_eval`: ``ImageID`` and ``path``, rows in ``info.csv`` order.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import EnsError, preview
+from .io import atomic_write, sha256_file
+from .labels import GENDERS, MASK_STEMS, age_band, encode
+
+TRAIN_CSV = Path("train") / "train.csv"
+TRAIN_IMAGES = Path("train") / "images"
+EVAL_CSV = Path("eval") / "info.csv"
+EVAL_IMAGES = Path("eval") / "images"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGES_PER_PERSON = len(MASK_STEMS)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise EnsError(f"{path}: {what} not found (is --data the competition's data folder?)")
+    return path
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EnsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise EnsError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
+    return table
+
+
+def parse_profile(name: str) -> dict[str, object]:
+    """``000001_female_Asian_45`` -> id, person, gender (0/1), race, age_years, age (class)."""
+    parts = name.split("_")
+    if len(parts) != 4 or parts[1] not in GENDERS or not parts[3].isdigit():
+        raise EnsError(
+            f"{TRAIN_IMAGES / name}: folder name must be <id>_<male|female>_<race>_<age>, "
+            "e.g. 000001_female_Asian_45"
+        )
+    years = int(parts[3])
+    return {
+        "profile": name,
+        "id": parts[0],
+        "person": parts[0].split("-")[0],
+        "gender": GENDERS[parts[1]],
+        "race": parts[2],
+        "age_years": years,
+        "age": int(age_band(years)),
+    }
+
+
+def read_people(data: Path) -> pd.DataFrame:
+    """One row per train person folder: profile, id, person, gender, race, age_years, age.
+
+    Folders come from ``train/images`` (names starting with ``.`` skipped) and must match the
+    ``path`` column of ``train/train.csv`` one to one.
+    """
+    data = Path(data)
+    listed = _read_csv(_require(data / TRAIN_CSV, "train.csv"), ("path",))["path"]
+    images = data / TRAIN_IMAGES
+    if not images.is_dir():
+        raise EnsError(f"{images}: train image folder not found")
+    folders = sorted(e.name for e in os.scandir(images) if e.is_dir() and not e.name.startswith("."))
+    dupes = listed[listed.duplicated()]
+    if len(dupes):
+        raise EnsError(f"{data / TRAIN_CSV}: path listed twice: {preview(dupes)}")
+    missing, extra = sorted(set(listed) - set(folders)), sorted(set(folders) - set(listed))
+    if missing or extra:
+        raise EnsError(
+            f"{data / TRAIN_CSV} and {images} disagree: {len(missing)} listed folder(s) missing "
+            f"({preview(missing)}), {len(extra)} folder(s) not listed ({preview(extra)})"
+        )
+    return pd.DataFrame([parse_profile(name) for name in folders])
+
+
+def _person_images(folder: Path) -> list[tuple[str, int]]:
+    """(file name, mask class) for the seven images of one person folder, checked."""
+    found: dict[str, str] = {}
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        stem, ext = os.path.splitext(entry.name)
+        if ext.lower() not in IMAGE_EXTENSIONS or stem not in MASK_STEMS:
+            raise EnsError(
+                f"{folder / entry.name}: unexpected file; a person folder holds "
+                f"{', '.join(MASK_STEMS)} as .jpg, .jpeg or .png"
+            )
+        if stem in found:
+            raise EnsError(f"{folder}: two images for {stem!r}: {found[stem]}, {entry.name}")
+        found[stem] = entry.name
+    absent = [s for s in MASK_STEMS if s not in found]
+    if absent:
+        raise EnsError(f"{folder}: missing image(s) {', '.join(absent)}")
+    return [(found[s], MASK_STEMS[s]) for s in MASK_STEMS]
+
+
+def read_train(data: Path) -> pd.DataFrame:
+    """One row per train image (see the module doc for the columns), person folders sorted."""
+    data = Path(data)
+    people = read_people(data)
+    rows = []
+    for person in people.itertuples(index=False):
+        for file_name, mask in _person_images(data / TRAIN_IMAGES / person.profile):
+            rows.append((f"{person.profile}/{file_name}", person.profile, mask))
+    images = pd.DataFrame(rows, columns=["ImageID", "profile", "mask"])
+    table = images.merge(people, on="profile", how="left", validate="many_to_one")
+    table["path"] = [str(data / TRAIN_IMAGES / i) for i in table["ImageID"]]
+    table["label"] = encode(table["mask"], table["gender"], table["age"])
+    columns = ["ImageID", "path", "profile", "person", "mask", "gender", "age", "age_years", "label"]
+    return table[columns]
+
+
+def read_eval(data: Path) -> pd.DataFrame:
+    """``eval/info.csv`` as ImageID and path, in file order; duplicate ImageIDs are an error."""
+    data = Path(data)
+    path = _require(data / EVAL_CSV, "info.csv")
+    table = _read_csv(path, ("ImageID",))
+    dupes = table["ImageID"].duplicated()
+    if dupes.any():
+        row = int(np.flatnonzero(dupes.to_numpy())[0])
+        raise EnsError(f"{path}: row {row + 2}: ImageID {table['ImageID'][row]!r} appears twice")
+    return pd.DataFrame({"ImageID": table["ImageID"], "path": [str(data / EVAL_IMAGES / i) for i in table["ImageID"]]})
+
+
+def data_fingerprint(data: Path) -> dict[str, str]:
+    """sha256 of ``train.csv`` and ``info.csv`` (those present): what a prediction was made on."""
+    data = Path(data)
+    return {str(rel): sha256_file(data / rel) for rel in (TRAIN_CSV, EVAL_CSV) if (data / rel).is_file()}
+
+
+# --- folds -----------------------------------------------------------------------------------
+
+
+def make_folds(people: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.DataFrame:
+    """Person-grouped folds stratified by gender x age (scikit-learn's StratifiedGroupKFold).
+
+    people: one row per profile with ``profile``, ``person``, ``gender``, ``age``.
+    Returns ``profile, fold`` (fold in 0..n_folds-1), one row per profile; profiles sharing a
+    person id (``001498`` and ``001498-1``) always share a fold.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if n_folds < 2:
+        raise EnsError(f"--folds must be at least 2, got {n_folds}")
+    if len(people) < n_folds:
+        raise EnsError(f"cannot make {n_folds} folds from {len(people)} people")
+    strata = people["gender"].to_numpy() * 3 + people["age"].to_numpy()
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.full(len(people), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        # A stratum rarer than n_folds (few old men in a small set) cannot reach every fold;
+        # the split is still person-grouped and as balanced as the data allows.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(people)), strata, people["person"])):
+            fold[held_out] = k
+    return pd.DataFrame({"profile": people["profile"].to_numpy(), "fold": fold})
+
+
+def write_folds(path: Path, folds: pd.DataFrame, *, overwrite: bool = False) -> None:
+    """Write the fold file (``profile,fold``) atomically (`FileExistsError` if it exists, unless `overwrite`)."""
+    with atomic_write(Path(path), overwrite=overwrite) as handle:
+        folds[["profile", "fold"]].to_csv(handle, index=False)
+
+
+def read_folds(path: Path) -> pd.Series:
+    """The fold file as a Series profile -> fold (int)."""
+    table = _read_csv(_require(Path(path), "fold file"), ("profile", "fold"))
+    bad = ~table["fold"].str.fullmatch(r"\d+")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise EnsError(f"{path}: row {row + 2}: fold {table['fold'][row]!r} is not a whole number")
+    if table["profile"].duplicated().any():
+        raise EnsError(f"{path}: profile listed twice: {preview(table['profile'][table['profile'].duplicated()])}")
+    return pd.Series(table["fold"].astype(int).to_numpy(), index=table["profile"].to_numpy(), name="fold")
+
+
+def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:
+    """`ens split`: write the project's fold file and name it (and the validation fold) in the zoo file.
+
+    project: an `ensembler.project.Project`. Returns ``profile, fold`` as written.
+    """
+    from .project import update_project
+
+    if not 0 <= val_fold < n_folds:
+        raise EnsError(f"--val-fold must lie in 0..{n_folds - 1}, got {val_fold}")
+    if project.folds.exists() and not force:
+        raise EnsError(f"{project.folds}: fold file exists; the team's models are trained against it (use --force to replace it)")
+    folds = make_folds(read_people(project.require_data()), n_folds, seed)
+    write_folds(project.folds, folds, overwrite=force)
+    update_project(project.zoo, folds=project.folds, val_fold=val_fold)
+    return folds

@@ -1,0 +1,62 @@
+"""Scores as the competition computes them: macro F1 over fixed label sets.
+
+The 18-class score is scikit-learn's macro F1 over labels 0..17, a class absent from both the
+truth and the prediction counting as 0 (``zero_division=0``); per-task scores are macro F1 over
+the task's own classes, after decoding the joint classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Macro F1 per covered task; 18-class macro F1 and accuracy when all tasks are predicted."""
+
+    f1: dict[Task, float]
+    f1_18: float | None
+    accuracy: float | None
+    n: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            **{f"f1_{t}": self.f1.get(t) for t in TASKS},
+            "f1_18": self.f1_18,
+            "accuracy": self.accuracy,
+            "n": self.n,
+        }
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro F1 over labels ``0..n_classes-1`` (absent classes score 0). Both ``(n,)`` ints."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=np.arange(n_classes), average="macro", zero_division=0))
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) -> Scores:
+    """Score predictions against joint labels ``y_true (n,)``.
+
+    y_pred: joint classes ``(n,)``, or ``{task: (n,)}`` for the tasks a source covers (the
+    18-class score then needs all three).
+    """
+    y_true = np.asarray(y_true)
+    truth = decode(y_true)
+    if isinstance(y_pred, Mapping):
+        parts = {Task(t): np.asarray(v) for t, v in y_pred.items()}
+        joint = encode(*(parts[t] for t in TASKS)) if all(t in parts for t in TASKS) else None
+    else:
+        joint = np.asarray(y_pred)
+        parts = decode(joint)
+    return Scores(
+        f1={t: macro_f1(truth[t], parts[t], N_CLASSES[t]) for t in TASKS if t in parts},
+        f1_18=None if joint is None else macro_f1(y_true, joint, N_JOINT),
+        accuracy=None if joint is None else (float(np.mean(y_true == joint)) if len(y_true) else 0.0),
+        n=len(y_true),
+    )

@@ -1,0 +1,168 @@
+"""The project file: the ``project:`` section of ``model_zoo.yaml``, and the paths it settles.
+
+```yaml
+project:
+  data: data            # the competition's data folder (DESIGN.md §2)
+  folds: folds.csv      # the team's fold file, written by `ens split`
+  val_fold: 0           # the fold held out for validation
+  predictions: predictions
+  submissions: submissions
+models: [...]           # zoo entries (the predictors issue validates them in full)
+```
+
+Relative paths are relative to the folder holding ``model_zoo.yaml``. Precedence, written down
+once here: CLI flag > ``model_zoo.yaml`` > default. A folder with no ``model_zoo.yaml`` works: the
+defaults are ``predictions/``, ``submissions/`` and ``folds.csv`` beside where it would be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import EnsError
+from .io import write_bytes
+
+DEFAULT_ZOO = Path("model_zoo.yaml")
+TOP_KEYS = ("project", "models")
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """The ``project:`` section as written in the file (unset keys are None)."""
+
+    data: str | None = None
+    folds: str | None = None
+    val_fold: int | None = None
+    predictions: str | None = None
+    submissions: str | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: Path) -> ProjectSettings:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise EnsError(f"{source}: 'project' must be a mapping of settings")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in raw.items():
+            if key not in fields:
+                raise EnsError(f"{source}: project: unknown key {key!r} (known: {', '.join(fields)})")
+            want = int if key == "val_fold" else str
+            if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                raise EnsError(f"{source}: project.{key}: expected {want.__name__}, got {value!r}")
+            if key == "val_fold" and value is not None and value < 0:
+                raise EnsError(f"{source}: project.val_fold: must be 0 or more, got {value}")
+        return cls(**dict(raw))
+
+
+@dataclass(frozen=True)
+class Project:
+    """Resolved paths and settings for one run of `ens` (absolute paths)."""
+
+    zoo: Path
+    data: Path | None
+    folds: Path
+    val_fold: int
+    predictions: Path
+    submissions: Path
+    models: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def root(self) -> Path:
+        return self.zoo.parent
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(str(m["name"]) for m in self.models)
+
+    def require_data(self) -> Path:
+        """The data folder, or an error that says how to name it."""
+        if self.data is None:
+            raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
+        if not self.data.is_dir():
+            raise EnsError(f"{self.data}: data folder not found")
+        return self.data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise EnsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise EnsError(f"{path}: expected a mapping with 'project' and 'models'")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise EnsError(f"{path}: unknown top-level key {key!r} (known: {', '.join(TOP_KEYS)})")
+    return raw
+
+
+def _models(raw: Any, source: Path) -> tuple[Mapping[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise EnsError(f"{source}: 'models' must be a list of entries")
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise EnsError(f"{source}: models[{i}]: every entry needs a 'name' (text)")
+        if entry["name"] in seen:
+            raise EnsError(f"{source}: models[{i}]: duplicate name {entry['name']!r}")
+        seen.add(entry["name"])
+    return tuple(raw)
+
+
+def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
+    """Read ``model_zoo.yaml`` (absent is fine) and resolve every path; `data` overrides the file."""
+    zoo = Path(zoo or DEFAULT_ZOO).absolute()
+    raw = _read_yaml(zoo)
+    settings = ProjectSettings.from_mapping(raw.get("project"), zoo)
+    root = zoo.parent
+
+    def resolve(value: str | None, default: str) -> Path:
+        return (root / (value if value is not None else default)).absolute()
+
+    data_dir = Path(data).absolute() if data is not None else (resolve(settings.data, "") if settings.data else None)
+    return Project(
+        zoo=zoo,
+        data=data_dir,
+        folds=resolve(settings.folds, "folds.csv"),
+        val_fold=settings.val_fold if settings.val_fold is not None else 0,
+        predictions=resolve(settings.predictions, "predictions"),
+        submissions=resolve(settings.submissions, "submissions"),
+        models=_models(raw.get("models"), zoo),
+    )
+
+
+def update_project(zoo: Path, **settings: Any) -> None:
+    """Set keys of the ``project:`` section, creating ``model_zoo.yaml`` when there is none.
+
+    The rest of the file is kept (its comments are not: PyYAML does not keep them).
+    """
+    zoo = Path(zoo).absolute()
+    raw = _read_yaml(zoo)
+    section = dict(raw.get("project") or {})
+    for key, value in settings.items():
+        if isinstance(value, Path):
+            value = _relative(value, zoo.parent)
+        section[key] = value
+    ProjectSettings.from_mapping(section, zoo)  # validate before writing
+    out = {"project": section, **{k: v for k, v in raw.items() if k != "project"}}
+    write_bytes(zoo, yaml.safe_dump(out, sort_keys=False).encode())
+
+
+def _relative(path: Path, root: Path) -> str:
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

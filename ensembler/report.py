@@ -1,0 +1,156 @@
+"""Validation scores of sources and recipes, side by side on the same images.
+
+Every row is scored on one set of images: the labelled images that all the sources involved
+predict, restricted to the validation fold of the team's fold file when there is one. A recipe's
+gain is its 18-class macro F1 minus that of the best single source (ensembles excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .dataset import read_folds
+from .errors import EnsError, preview, unknown
+from .metrics import Scores, score
+from .project import Project
+from .recipe import Recipe
+from .store import PredictionSet, Store
+from .voting import Method, combine
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One scored line: a source (kind model / import / ensemble) or a recipe with a method."""
+
+    name: str
+    kind: str
+    scores: Scores
+    method: str | None = None
+    gain: float | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Rows best first (by 18-class macro F1), the images they were scored on, and notes."""
+
+    rows: list[ReportRow]
+    n_images: int
+    scope: str
+    notes: list[str] = field(default_factory=list)
+
+
+def source_kind(pset: PredictionSet) -> str:
+    """``model``, ``import`` or ``ensemble``, from the set's provenance."""
+    return str(pset.meta.get("origin", {}).get("type", "model"))
+
+
+def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
+    """A source's prediction alone: the joint argmax ``(n,)`` when it has a joint, else per-task argmaxes."""
+    if pset.joint is not None:
+        return pset.joint.argmax(axis=1)
+    return {t: p.argmax(axis=1) for t, p in pset.probs.items()}
+
+
+def profile_of(image_ids: np.ndarray) -> np.ndarray:
+    """Train ImageIDs (``profile/file``) -> their person folder ``(n,)``."""
+    return np.array([i.split("/", 1)[0] for i in image_ids], dtype=object)
+
+
+def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
+    """The labelled ImageIDs that every set covers, sorted ``(n,)``."""
+    if not sets:
+        raise EnsError("no source with labelled predictions to score (import a CSV with train rows, or run ens predict --split val)")
+    common = pd.Index(next(iter(sets.values())).image_ids)
+    for pset in sets.values():
+        common = common.intersection(pd.Index(pset.image_ids), sort=False)
+    return np.sort(common.to_numpy(object))
+
+
+def validation_ids(project: Project, ids: np.ndarray) -> tuple[np.ndarray, str]:
+    """`ids` restricted to the validation fold when the project has a fold file; and the scope text."""
+    if not project.folds.is_file():
+        return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
+    folds = read_folds(project.folds)
+    ids = ids[folds.reindex(profile_of(ids)).to_numpy() == project.val_fold]
+    people = len(set(profile_of(ids)))
+    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people} people"
+
+
+def scoring_images(project: Project, sets: Mapping[str, PredictionSet]) -> tuple[np.ndarray, str, list[str]]:
+    """The images to score `sets` on: shared by all, in the validation fold. ``(ids, scope, notes)``."""
+    counts = {name: len(s) for name, s in sets.items()}
+    ids, scope = validation_ids(project, shared_ids(sets))
+    if not len(ids):
+        raise EnsError(f"the sources share no labelled image to score on ({scope}); images per source: {counts}")
+    short = [n for n, c in counts.items() if c < max(counts.values())]
+    notes = [f"scored on the images all sources share; fewer were predicted by: {preview(short, 5)}"] if short else []
+    return ids, scope, notes
+
+
+def load_labelled(store: Store, names: Sequence[str], known: Sequence[str]) -> dict[str, PredictionSet]:
+    """Each named source's labelled set; a source without one is an error."""
+    sets = {}
+    for name in names:
+        if not store.has(name):
+            raise unknown("source", name, known)
+        pset = store.labelled(name)
+        if pset is None:
+            raise EnsError(f"source {name!r} has no labelled predictions (val or oof) to score")
+        sets[name] = pset
+    return sets
+
+
+def aligned_sets(sets: Mapping[str, PredictionSet], ids: np.ndarray) -> tuple[dict[str, PredictionSet], np.ndarray]:
+    """`sets` reordered to `ids`, and their common labels ``(n,)`` (which must agree)."""
+    aligned = {name: s.take(ids) for name, s in sets.items()}
+    labels = next(iter(aligned.values())).labels
+    for name, s in aligned.items():
+        if not np.array_equal(s.labels, labels):
+            raise EnsError(f"source {name!r} carries other labels for the same images; was it made on another data folder?")
+    return aligned, labels
+
+
+def build_report(
+    project: Project,
+    sources: Sequence[str] | None = None,
+    recipes: Sequence[Recipe] = (),
+    methods: Sequence[Method] = (Method.SOFT,),
+    per_task: bool = False,
+) -> Report:
+    """Score `sources` (default: every source with labelled predictions) and each recipe x method."""
+    store = Store(project.predictions)
+    known = store.sources()
+    notes: list[str] = []
+    if sources:
+        names = list(dict.fromkeys(sources))
+    else:
+        names = [n for n in known if store.labelled(n) is not None]
+        skipped = [n for n in known if n not in names]
+        if skipped:
+            notes.append(f"no labelled predictions, not scored: {preview(skipped, 5)}")
+    for recipe in recipes:
+        names += [s for s in recipe.sources if s not in names]
+    sets = load_labelled(store, names, known + list(project.model_names))
+    ids, scope, more = scoring_images(project, sets)
+    aligned, labels = aligned_sets(sets, ids)
+
+    rows = [ReportRow(n, source_kind(s), score(labels, own_prediction(s))) for n, s in aligned.items()]
+    singles = [r.scores.f1_18 for r in rows if r.kind != "ensemble" and r.scores.f1_18 is not None]
+    best = max(singles) if singles else None
+    for recipe in recipes:
+        for method in methods:
+            composed = combine(recipe, aligned, method, per_task)
+            result = score(labels, composed.labels)
+            gain = None if best is None else result.f1_18 - best
+            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain))
+    rows = [
+        r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None
+        else ReportRow(r.name, r.kind, r.scores, r.method, r.scores.f1_18 - best)
+        for r in rows
+    ]
+    rows.sort(key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0), -np.mean(list(r.scores.f1.values()))))
+    return Report(rows, len(ids), scope, notes + more)

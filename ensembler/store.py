@@ -1,0 +1,234 @@
+"""Prediction sets (DESIGN.md §4) and the folder that keeps them.
+
+A prediction set is one source's probabilities on one split: ``predictions/<source>/<split>.csv``
+(loadable with pandas alone) plus ``<split>.json`` (provenance, and the CSV's sha256). CSV
+columns: ``ImageID``; ``label`` (the joint class, labelled splits only); ``<task>_<k>`` for each
+task the source covers (``mask_0..2``, ``gender_0..1``, ``age_0..2``); ``joint_0..17`` when the
+source has the 18-way joint. The JSON is written last and names the CSV's hash, so a set whose
+files disagree (an interrupted replace, a hand edit) is refused rather than half-read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import EnsError, preview, unknown
+from .io import atomic_write, sha256_bytes, write_json
+from .labels import N_CLASSES, N_JOINT, TASKS, Task, marginals
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class Split(str, Enum):
+    """Which images a set covers: eval images, or labelled train images (validation / out-of-fold)."""
+
+    EVAL = "eval"
+    VAL = "val"
+    OOF = "oof"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+LABELLED_SPLITS = (Split.OOF, Split.VAL)  # preference order when a source has both
+
+
+def check_name(name: str) -> str:
+    """A source name usable in recipes: letters, digits, ``_ . -``; starts with a letter or digit."""
+    if not NAME_PATTERN.fullmatch(name or ""):
+        raise EnsError(f"invalid name {name!r}: use letters, digits, '_', '.' and '-' (no spaces, '+', '*', ':' or ',')")
+    return name
+
+
+def _columns(task: Task | str, n: int) -> list[str]:
+    return [f"{task}_{k}" for k in range(n)]
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionSet:
+    """One source's predictions on one split.
+
+    image_ids: ``(n,)`` ImageIDs (eval) or paths under ``train/images`` (labelled splits).
+    probs: ``{task: (n, n_classes(task))}`` float32 for the tasks the source covers; filled from
+        `joint` when only the joint is given.
+    joint: ``(n, 18)`` float32 or None.
+    labels: ``(n,)`` int64 joint classes for labelled splits, else None.
+    meta: provenance (kind, origin file and hash, data fingerprint, tool version, time, ...).
+    """
+
+    source: str
+    split: Split
+    image_ids: np.ndarray
+    probs: Mapping[Task, np.ndarray] = field(default_factory=dict)
+    joint: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.image_ids)
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_("image_ids", np.asarray(self.image_ids, dtype=object))
+        set_("split", Split(self.split))
+        probs = {Task(t): np.asarray(p, dtype=np.float32) for t, p in self.probs.items()}
+        if self.joint is not None:
+            set_("joint", np.asarray(self.joint, dtype=np.float32))
+            if self.joint.shape != (n, N_JOINT):
+                raise ValueError(f"joint must be ({n}, {N_JOINT}), got {self.joint.shape}")
+            for task, p in marginals(self.joint).items():
+                probs.setdefault(task, p.astype(np.float32))
+        for task, p in probs.items():
+            if p.shape != (n, N_CLASSES[task]):
+                raise ValueError(f"{task} probabilities must be ({n}, {N_CLASSES[task]}), got {p.shape}")
+        if not probs:
+            raise ValueError("a prediction set needs at least one task")
+        set_("probs", {t: probs[t] for t in TASKS if t in probs})
+        if self.labels is not None:
+            set_("labels", np.asarray(self.labels, dtype=np.int64))
+            if self.labels.shape != (n,):
+                raise ValueError(f"labels must be ({n},), got {self.labels.shape}")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return tuple(self.probs)
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta.get("kind", "proba"))
+
+    def take(self, image_ids: np.ndarray) -> PredictionSet:
+        """The rows for `image_ids` ``(m,)``, in that order; an id the set lacks is an error."""
+        index = pd.Index(self.image_ids)
+        pos = index.get_indexer(np.asarray(image_ids, dtype=object))
+        if (pos < 0).any():
+            lacking = np.asarray(image_ids, dtype=object)[pos < 0]
+            raise EnsError(f"source {self.source!r} ({self.split}) lacks {len(lacking)} image(s): {preview(lacking)}")
+        return replace(
+            self,
+            image_ids=self.image_ids[pos],
+            probs={t: p[pos] for t, p in self.probs.items()},
+            joint=None if self.joint is None else self.joint[pos],
+            labels=None if self.labels is None else self.labels[pos],
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The CSV layout of the module doc."""
+        cols: dict[str, Any] = {"ImageID": self.image_ids}
+        if self.labels is not None:
+            cols["label"] = self.labels
+        for task, p in self.probs.items():
+            cols.update(zip(_columns(task, p.shape[1]), p.T))
+        if self.joint is not None:
+            cols.update(zip(_columns("joint", N_JOINT), self.joint.T))
+        return pd.DataFrame(cols)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, source: str, split: Split, meta: Mapping[str, Any]) -> PredictionSet:
+        """Inverse of `to_frame`."""
+        probs = {
+            task: frame[_columns(task, N_CLASSES[task])].to_numpy(np.float32)
+            for task in TASKS
+            if f"{task}_0" in frame.columns
+        }
+        joint = frame[_columns("joint", N_JOINT)].to_numpy(np.float32) if "joint_0" in frame.columns else None
+        labels = frame["label"].to_numpy(np.int64) if "label" in frame.columns else None
+        return cls(source, split, frame["ImageID"].to_numpy(object), probs, joint, labels, meta)
+
+
+class Store:
+    """The prediction folder: ``<root>/<source>/<split>.csv`` + ``.json``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _paths(self, source: str, split: Split) -> tuple[Path, Path]:
+        folder = self.root / source
+        return folder / f"{Split(split).value}.csv", folder / f"{Split(split).value}.json"
+
+    def sources(self) -> list[str]:
+        """Names of the sources that have at least one complete prediction set."""
+        if not self.root.is_dir():
+            return []
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and self.splits(d.name))
+
+    def splits(self, source: str) -> list[Split]:
+        return [s for s in Split if self._paths(source, s)[1].is_file()]
+
+    def has(self, source: str, split: Split | None = None) -> bool:
+        return bool(self.splits(source)) if split is None else self._paths(source, split)[1].is_file()
+
+    def read_meta(self, source: str, split: Split) -> dict[str, Any]:
+        meta_path = self._paths(source, split)[1]
+        try:
+            return json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise EnsError(f"source {source!r} has no {split} predictions ({meta_path} not found)") from None
+        except json.JSONDecodeError as exc:
+            raise EnsError(f"{meta_path}: not valid JSON ({exc})") from None
+
+    def read(self, source: str, split: Split) -> PredictionSet:
+        """Load one set; a CSV whose hash differs from its JSON is an error."""
+        csv_path, meta_path = self._paths(source, split)
+        meta = self.read_meta(source, split)
+        data = csv_path.read_bytes() if csv_path.is_file() else b""
+        if sha256_bytes(data) != meta.get("csv_sha256"):
+            raise EnsError(f"{csv_path}: does not match {meta_path.name} (changed or half-written); re-create the source")
+        frame = pd.read_csv(io.BytesIO(data), dtype={"ImageID": str}, keep_default_na=False)
+        return PredictionSet.from_frame(frame, source, split, meta)
+
+    def labelled(self, source: str) -> PredictionSet | None:
+        """The source's labelled predictions (out-of-fold preferred over validation), or None."""
+        for split in LABELLED_SPLITS:
+            if self.has(source, split):
+                return self.read(source, split)
+        return None
+
+    def write(self, pset: PredictionSet, *, overwrite: bool = False) -> dict[str, Any]:
+        """Write `pset` (CSV first, then its JSON); returns the JSON's content."""
+        check_name(pset.source)
+        csv_path, meta_path = self._paths(pset.source, pset.split)
+        if meta_path.exists() and not overwrite:
+            raise EnsError(f"source {pset.source!r} already has {pset.split} predictions ({meta_path})")
+        buffer = io.StringIO()
+        pset.to_frame().to_csv(buffer, index=False, float_format="%.9g")  # %.9g round-trips float32
+        data = buffer.getvalue().encode()
+        meta = {
+            **pset.meta,
+            "source": pset.source,
+            "split": pset.split.value,
+            "kind": pset.kind,
+            "tasks": [t.value for t in pset.tasks],
+            "joint": pset.joint is not None,
+            "labelled": pset.labels is not None,
+            "rows": len(pset),
+            "csv_sha256": sha256_bytes(data),
+            "tool_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with atomic_write(csv_path) as handle:
+            handle.write(data)
+        write_json(meta_path, meta)
+        return meta
+
+    def require(self, source: str, split: Split, known: list[str] | None = None) -> PredictionSet:
+        """`read`, with an unknown-source error that suggests close names."""
+        if not self.has(source):
+            raise unknown("source", source, known if known is not None else self.sources())
+        if not self.has(source, split):
+            have = ", ".join(s.value for s in self.splits(source))
+            raise EnsError(f"source {source!r} has no {split} predictions (it has: {have})")
+        return self.read(source, split)

@@ -1,0 +1,139 @@
+"""The command line: exit codes, one-line errors, --help everywhere, the seed case end to end."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from conftest import hard_csv
+from ensembler.cli import app
+from ensembler.labels import Task, decode, encode
+
+runner = CliRunner()
+
+
+def ens(*args, cwd=None):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def commands(group, path=()):
+    for name, cmd in group.commands.items():
+        yield (*path, name)
+        if hasattr(cmd, "commands"):
+            yield from commands(cmd, (*path, name))
+
+
+@pytest.mark.parametrize("path", [(), *commands(get_command(app))], ids=lambda p: " ".join(p) or "ens")
+def test_every_command_has_help(path):
+    result = ens(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and len(result.output) > 120
+
+
+def test_the_commands_of_the_design_exist():
+    names = set(get_command(app).commands)
+    assert {"split", "zoo", "import", "compose", "report", "demo"} <= names
+
+
+def test_no_arguments_prints_help():
+    result = ens()
+    assert result.exit_code == 0 and "compose" in result.output
+
+
+@pytest.fixture
+def team(tmp_path, toy):
+    """The seed case's two hard-label submissions, A (mask, gender right) and B (age right)."""
+    truth = pd.concat([toy.eval, toy.train])
+    t = decode(truth["label"].to_numpy())
+    a = encode(t[Task.MASK], t[Task.GENDER], (t[Task.AGE] + 2) % 3)
+    b = encode((t[Task.MASK] + 2) % 3, 1 - t[Task.GENDER], t[Task.AGE])
+    zoo = tmp_path / "team" / "model_zoo.yaml"
+    base = ("--zoo", zoo, "--data", toy.data)
+    for name, labels in (("A", a), ("B", b)):
+        result = ens(*base, "import", hard_csv(tmp_path / f"{name}.csv", truth, labels), "--name", name)
+        assert result.exit_code == 0, result.output
+        assert f"source '{name}': {len(toy.eval)} eval rows" in result.output
+    return base, zoo.parent
+
+
+def test_seed_case_from_the_command_line(team, toy):
+    base, root = team
+    result = ens(*base, "split", "--folds", "4")
+    assert result.exit_code == 0, result.output
+    assert "40 people in 4 folds" in result.output
+    result = ens(*base, "compose", "--recipe", "age:B", "mask:A", "gender:A", "--name", "seed")
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(root / "submissions" / "seed.csv")
+    assert written["ImageID"].tolist() == toy.eval["ImageID"].tolist()
+    assert written["ans"].tolist() == toy.eval["label"].tolist()
+    assert "accuracy 1.0000" in result.output and "per-task probabilities" in result.output
+    report = ens(*base, "report", "--recipe", "age:B *:A", "--method", "hard")
+    assert report.exit_code == 0, report.output
+    lines = [line.strip() for line in report.output.splitlines() if line.strip().startswith(("mask,gender:A", "A ", "B ", "seed"))]
+    assert lines[0].startswith(("mask,gender:A", "seed"))  # best first
+    assert "+" in report.output  # the recipe's gain over the best single source
+    listing = ens(*base, "zoo", "list")
+    assert listing.exit_code == 0 and "seed" in listing.output and "ensemble" in listing.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("compose", "--recipe", "age:B", "mask:A", "--name", "x"), "no source for gender: name it (gender:B) or give a default for every task not named (*:B)"),
+        (("compose", "--recipe", "*:Z", "--name", "x"), "unknown source 'Z'"),
+        (("compose", "--recipe", "*:A*0", "--name", "x"), "weight '0' must be a positive number"),
+        (("compose", "--recipe", "*:A", "--method", "vote"), "--method 'vote': choose one of soft, hard, geo"),
+        (("compose", "--recipe", "*:A", "--name", "a b"), "invalid name 'a b'"),
+        (("compose", "--bogus"), "No such option: --bogus"),
+        (("import", "missing.csv", "--name", "C"), "missing.csv: file not found"),
+        (("import", "missing.csv", "--name", "C", "--kind", "probs"), "--kind 'probs': choose one of hard, proba, logits, task"),
+        (("import", "missing.csv", "--name", "A"), "source 'A' exists"),
+        (("report", "--model", "Q"), "unknown source 'Q'"),
+        (("report", "--recipe", "*:A", "--recipe", "*:B", "age:A"), "quote each one"),
+        (("split", "--val-fold", "9"), "--val-fold must lie in 0..4"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(team, args, message):
+    base, root = team
+    result = ens(*base, *args)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (root / "submissions" / "x.csv").exists()
+
+
+def test_compose_never_overwrites_from_the_cli(team):
+    base, root = team
+    assert ens(*base, "compose", "--recipe", "*:A", "--name", "x").exit_code == 0
+    result = ens(*base, "compose", "--recipe", "*:B", "--name", "x")
+    assert result.exit_code == 1 and "x.csv exists" in result.stderr
+
+
+def test_demo_runs_and_the_composition_beats_the_single_sources(tmp_path):
+    result = ens("demo", "--dir", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "submissions" / "per-task.csv").is_file()
+    assert "hidden eval answers" in result.output
+    again = ens("demo", "--dir", tmp_path / "d")
+    assert again.exit_code == 1 and "not empty" in again.stderr
+
+
+def test_compose_and_report_do_not_import_torch(team, tmp_path):
+    base, root = team
+    code = (
+        "import sys\n"
+        "from ensembler.cli import app\n"
+        "for args in (sys.argv[1:] + ['compose', '--recipe', '*:A+B', '--name', 'nt'], sys.argv[1:] + ['report']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *map(str, base)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (root / "submissions" / "nt.csv").is_file()

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from ensembler.errors import EnsError
+from ensembler.labels import (
+    N_JOINT,
+    TASKS,
+    Task,
+    age_band,
+    decode,
+    encode,
+    joint_from_tasks,
+    marginals,
+    one_hot,
+    parse_task,
+)
+
+
+def test_encode_decode_round_trip_over_all_18_classes():
+    classes = np.arange(N_JOINT)
+    parts = decode(classes)
+    assert np.array_equal(encode(parts[Task.MASK], parts[Task.GENDER], parts[Task.AGE]), classes)
+
+
+@pytest.mark.parametrize(
+    "mask, gender, age, expected",
+    [(0, 0, 0, 0), (0, 1, 2, 5), (1, 0, 0, 6), (1, 1, 1, 10), (2, 0, 2, 14), (2, 1, 2, 17)],
+)
+def test_encode_matches_the_competition_formula(mask, gender, age, expected):
+    assert encode([mask], [gender], [age])[0] == expected == 6 * mask + 3 * gender + age
+
+
+@pytest.mark.parametrize("mask, gender, age", [(3, 0, 0), (0, 2, 0), (0, 0, 3), (-1, 0, 0)])
+def test_encode_rejects_out_of_range(mask, gender, age):
+    with pytest.raises(EnsError, match="classes must lie in"):
+        encode([mask], [gender], [age])
+
+
+def test_decode_rejects_out_of_range():
+    with pytest.raises(EnsError, match="0..17"):
+        decode([18])
+
+
+def test_age_band_boundaries():
+    assert age_band(np.array([18, 29, 30, 59, 60, 75])).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_marginals_hand_computed():
+    joint = np.zeros((1, 18))
+    joint[0, encode([1], [1], [2])[0]] = 0.75  # incorrect, female, 60+
+    joint[0, encode([0], [1], [0])[0]] = 0.25  # wear, female, <30
+    m = marginals(joint)
+    assert m[Task.MASK].tolist() == [[0.25, 0.75, 0.0]]
+    assert m[Task.GENDER].tolist() == [[0.0, 1.0]]
+    assert m[Task.AGE].tolist() == [[0.25, 0.0, 0.75]]
+
+
+def test_joint_from_tasks_is_the_product_and_its_marginals_give_back_the_tasks():
+    rng = np.random.default_rng(0)
+    probs = {t: rng.dirichlet(np.ones(k), size=5) for t, k in zip(TASKS, (3, 2, 3))}
+    joint = joint_from_tasks(probs)
+    assert joint.shape == (5, 18)
+    assert joint[2, encode([2], [0], [1])[0]] == pytest.approx(probs[Task.MASK][2, 2] * probs[Task.GENDER][2, 0] * probs[Task.AGE][2, 1])
+    for task, p in marginals(joint).items():
+        np.testing.assert_allclose(p, probs[task], atol=1e-12)
+
+
+def test_joint_from_tasks_needs_all_tasks():
+    with pytest.raises(EnsError, match="missing: gender, age"):
+        joint_from_tasks({Task.MASK: np.ones((1, 3)) / 3})
+
+
+def test_parse_task_suggests_close_names():
+    assert parse_task(" Age ") is Task.AGE
+    with pytest.raises(EnsError, match="did you mean: gender"):
+        parse_task("gendr")
+
+
+def test_one_hot():
+    assert one_hot(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from ensembler.labels import Task, encode
+from ensembler.metrics import macro_f1, score
+
+
+def test_macro_f1_counts_absent_classes_as_zero():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0, 0, 1, 1])
+    # two classes perfect, 16 absent from truth and prediction: 2/18
+    assert macro_f1(y, p, 18) == pytest.approx(2 / 18)
+    assert macro_f1(y, p, 2) == 1.0
+
+
+def test_macro_f1_hand_computed():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    # class 0: P=1, R=2/3 -> 0.8; class 1: P=1/2, R=1/2 -> 0.5; class 2: P=1/2, R=1 -> 2/3
+    assert macro_f1(y, p, 3) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert macro_f1(y, p, 3) == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_score_decodes_tasks():
+    y = encode([0, 1, 2, 2], [0, 1, 0, 1], [0, 1, 2, 0])
+    p = encode([0, 1, 2, 2], [0, 1, 0, 1], [0, 1, 2, 1])  # one age error
+    s = score(y, p)
+    assert s.f1[Task.MASK] == 1.0 and s.f1[Task.GENDER] == 1.0
+    assert s.f1[Task.AGE] == pytest.approx((2 / 3 + 2 / 3 + 1.0) / 3)
+    assert s.accuracy == 0.75 and s.n == 4
+
+
+def test_score_of_a_single_task_prediction_has_no_18_class_score():
+    y = encode([0, 1], [0, 1], [0, 2])
+    s = score(y, {Task.AGE: np.array([0, 2])})
+    assert set(s.f1) == {Task.AGE} and s.f1[Task.AGE] == pytest.approx(2 / 3)
+    assert s.f1_18 is None and s.accuracy is None
+    assert s.as_dict()["f1_mask"] is None

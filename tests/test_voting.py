@@ -1,0 +1,171 @@
+"""Voting against scikit-learn's VotingClassifier, hand-computed cases and invariants."""
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import VotingClassifier
+
+from ensembler.labels import TASKS, Task, encode, marginals
+from ensembler.recipe import parse_recipe
+from ensembler.store import PredictionSet, Split
+from ensembler.voting import Method, combine, vote
+
+
+class Fixed(ClassifierMixin, BaseEstimator):
+    """A 'classifier' whose predict_proba returns stored probabilities for row indices X[:, 0]."""
+
+    def __init__(self, probs=None):
+        self.probs = probs
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return self.probs[X[:, 0].astype(int)]
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def sklearn_vote(probs, weights, voting):
+    n, k = probs[0].shape
+    X = np.arange(n)[:, None]
+    y = np.arange(n) % k  # every class present, so sklearn's label encoding is the identity
+    clf = VotingClassifier([(f"m{i}", Fixed(p)) for i, p in enumerate(probs)], voting=voting, weights=weights)
+    return clf.fit(X, y).predict(X)
+
+
+def random_probs(seed, n_sources=5, n=2000, k=18):
+    rng = np.random.default_rng(seed)
+    return [rng.dirichlet(np.full(k, 0.3), size=n) for _ in range(n_sources)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_soft_vote_equals_sklearn(seed, weighted):
+    probs = random_probs(seed)
+    weights = list(np.random.default_rng(seed + 10).uniform(0.2, 3, size=5)) if weighted else None
+    labels, combined = vote(probs, weights, Method.SOFT)
+    assert np.array_equal(labels, sklearn_vote(probs, weights, "soft"))
+    np.testing.assert_allclose(combined.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("weights", [None, "random", [1, 2, 1, 1, 3]])
+def test_hard_vote_equals_sklearn_where_votes_are_not_tied(seed, weights):
+    probs = random_probs(seed, n_sources=5, k=3)  # few classes: many rows with ties too
+    random_weights = weights == "random"
+    if random_weights:
+        weights = list(np.random.default_rng(seed + 20).uniform(0.2, 3, size=5))
+    labels, _ = vote(probs, weights, Method.HARD)
+    w = np.ones(5) if weights is None else np.asarray(weights, dtype=float)
+    votes = np.zeros((len(labels), 3))
+    for wi, p in zip(w, probs):
+        votes[np.arange(len(labels)), p.argmax(1)] += wi
+    tied = (np.isclose(votes, votes.max(1, keepdims=True))).sum(1) > 1
+    untied = ~tied
+    assert untied.sum() > 1000
+    assert np.array_equal(labels[untied], sklearn_vote(probs, weights, "hard")[untied])
+    # tied rows follow the documented rule: the tied class with the larger weighted probability sum
+    mass = sum(wi * p for wi, p in zip(w, probs))
+    top = np.isclose(votes, votes.max(1, keepdims=True))
+    expected = np.where(top, mass, -np.inf).argmax(1)
+    assert np.array_equal(labels[tied], expected[tied])
+    assert tied.sum() > 50 or random_weights  # real-valued random weights never tie
+
+
+def test_soft_vote_hand_computed():
+    a = np.array([[0.6, 0.4], [0.1, 0.9]])
+    b = np.array([[0.2, 0.8], [0.3, 0.7]])
+    labels, combined = vote([a, b], [3, 1], Method.SOFT)
+    np.testing.assert_allclose(combined, [[0.5, 0.5], [0.15, 0.85]])
+    assert labels.tolist() == [0, 1]  # exact tie: lower index
+
+
+def test_geometric_vote_hand_computed():
+    a = np.array([[0.9, 0.1]])
+    b = np.array([[0.2, 0.8]])
+    c = np.array([[0.2, 0.8]])
+    soft, _ = vote([a, b, c], None, Method.SOFT)
+    geo, combined = vote([a, b, c], None, Method.GEO)
+    # soft: (1.3, 1.7) -> 1; geo: 0.9*0.04=0.036 vs 0.1*0.64=0.064 -> 1
+    assert soft.tolist() == [1] and geo.tolist() == [1]
+    g = np.array([0.036, 0.064]) ** (1 / 3)
+    np.testing.assert_allclose(combined, [g / g.sum()])
+    d = np.array([[0.99, 0.01]])
+    e = np.array([[0.4, 0.6]])
+    assert vote([d, e], None, Method.SOFT)[0].tolist() == [0]
+    assert vote([d, e], None, Method.GEO)[0].tolist() == [0]  # 0.396 vs 0.006
+
+
+def test_hard_vote_tie_rules_hand_computed():
+    # two sources vote 0, two vote 1: a tie, decided by the summed probabilities
+    p = [np.array([[0.5, 0.4, 0.1]]), np.array([[0.6, 0.3, 0.1]]), np.array([[0.05, 0.9, 0.05]]), np.array([[0.1, 0.85, 0.05]])]
+    labels, combined = vote(p, None, Method.HARD)
+    assert labels.tolist() == [1]  # mass 1.25 (class 0) vs 2.45 (class 1)
+    assert combined.tolist() == [[0, 1, 0]]
+    # equal votes and equal mass: the lower index
+    q = [np.array([[0.4, 0.6, 0.0]]), np.array([[0.6, 0.4, 0.0]])]
+    assert vote(q, None, Method.HARD)[0].tolist() == [0]
+    # weights decide before mass
+    assert vote(p, [1, 1, 1, 0.5], Method.HARD)[0].tolist() == [0]
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_uniform_weights_equal_no_weights(method):
+    probs = random_probs(4, n_sources=3, n=500)
+    a, pa = vote(probs, None, method)
+    b, pb = vote(probs, [2.5, 2.5, 2.5], method)
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(pa, pb)
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_one_source_alone_is_its_argmax(method):
+    probs = random_probs(5, n_sources=1, n=500)
+    labels, _ = vote(probs, [3.0], method)
+    assert np.array_equal(labels, probs[0].argmax(1))
+
+
+def _pset(name, joint=None, probs=None):
+    n = len(joint) if joint is not None else len(next(iter(probs.values())))
+    return PredictionSet(name, Split.EVAL, [str(i) for i in range(n)], probs or {}, joint)
+
+
+def test_combine_votes_on_the_joint_when_every_task_shares_joint_sources():
+    a, b = random_probs(6, n_sources=2, n=400)
+    sets = {"a": _pset("a", a), "b": _pset("b", b)}
+    out = combine(parse_recipe("*:a+b*2"), sets, Method.SOFT)
+    assert out.mode == "joint"
+    assert np.array_equal(out.labels, sklearn_vote([a, b], [1, 2], "soft"))
+    per_task = combine(parse_recipe("*:a+b*2"), sets, Method.SOFT, per_task=True)
+    assert per_task.mode == "per-task" and out.joint is not None and per_task.joint is None
+    expected = encode(*((marginals(a)[t] + 2 * marginals(b)[t]).argmax(1) for t in TASKS))
+    assert np.array_equal(per_task.labels, expected)
+
+
+def test_combine_per_task_with_a_single_task_source():
+    a = random_probs(7, n_sources=1, n=300)[0]
+    ages = np.random.default_rng(0).dirichlet(np.ones(3), size=300)
+    sets = {"a": _pset("a", a), "agemodel": _pset("agemodel", probs={Task.AGE: ages})}
+    out = combine(parse_recipe("age:agemodel *:a"), sets, Method.HARD)
+    assert out.mode == "per-task"
+    m = marginals(a)
+    assert np.array_equal(out.labels, encode(m[Task.MASK].argmax(1), m[Task.GENDER].argmax(1), ages.argmax(1)))
+
+
+def test_single_joint_source_composed_alone_is_exactly_its_argmax():
+    a = random_probs(8, n_sources=1, n=3000)[0]
+    for method in Method:
+        out = combine(parse_recipe("*:a"), {"a": _pset("a", a)}, method)
+        assert np.array_equal(out.labels, a.argmax(1))
+
+
+def test_a_source_that_does_not_cover_its_task_is_named():
+    from ensembler.errors import EnsError
+
+    ages = np.full((3, 3), 1 / 3)
+    sets = {"a": _pset("a", random_probs(9, 1, 3)[0]), "agemodel": _pset("agemodel", probs={Task.AGE: ages})}
+    with pytest.raises(EnsError, match="source 'agemodel' does not cover mask \\(it covers age\\)"):
+        combine(parse_recipe("mask:agemodel *:a"), sets, Method.SOFT)
