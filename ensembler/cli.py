@@ -15,14 +15,14 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from . import __version__
 from .errors import EnsError
-from .labels import TASKS, parse_task
+from .labels import TASKS, Task
 from .project import DEFAULT_ZOO, Project, load_project
 from .report import Report
+from .sources import ImportKind
 from .voting import Method
 
 out = Console(highlight=False, soft_wrap=True)
@@ -42,9 +42,6 @@ class EnsGroup(TyperGroup):
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except EnsError as exc:
             _fail(str(exc))
-        except NoArgsIsHelpError as exc:
-            out.print(exc.format_message(), markup=False)
-            rv = 0
         except typer.TyperException as exc:  # usage errors: unknown option, bad value, …
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -61,12 +58,12 @@ app = typer.Typer(
     cls=EnsGroup,
     name="ens",
     help="Compose a team's predictions into competition submissions, with honest validation scores.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-zoo_app = typer.Typer(cls=EnsGroup, help="The project's models and sources.", no_args_is_help=True, rich_markup_mode=None)
+zoo_app = typer.Typer(cls=EnsGroup, help="The project's models and sources.", invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -93,6 +90,19 @@ def _options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     ctx.obj = GlobalOptions(zoo, data)
+    _help_without_command(ctx)
+
+
+def _help_without_command(ctx: typer.Context) -> None:
+    """A group called with no command prints its help (and exits 0)."""
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help(), markup=False)
+        raise typer.Exit()
+
+
+@zoo_app.callback()
+def _zoo(ctx: typer.Context) -> None:
+    _help_without_command(ctx)
 
 
 def _project(ctx: typer.Context) -> Project:
@@ -172,23 +182,18 @@ def zoo_list(ctx: typer.Context) -> None:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False)],
-    name: Annotated[str, typer.Option("--name", help="Source name to use in recipes.", show_default=False)],
-    kind: Annotated[Optional[str], typer.Option("--kind", help="hard (ImageID,ans), proba (ImageID,0..17), logits (same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when there is an ans column, else proba.", show_default=False)] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are 0..k-1.", show_default=False)] = None,
+    file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False, metavar="FILE")],
+    name: Annotated[str, typer.Option("--name", help="Source name to use in recipes.", show_default=False, metavar="NAME")],
+    kind: Annotated[Optional[ImportKind], typer.Option("--kind", help="hard (ImageID,ans), proba (ImageID,0..17), logits (same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when there is an ans column, else proba.", show_default=False)] = None,
+    task: Annotated[Optional[Task], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are 0..k-1.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing source of that name.")] = False,
 ) -> None:
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
     kept as validation predictions, labelled from the data folder."""
-    from .sources import ImportKind, import_source
+    from .sources import import_source
 
-    kinds = [k.value for k in ImportKind]
-    if kind is not None and kind not in kinds:
-        raise EnsError(f"--kind {kind!r}: choose one of {', '.join(kinds)}")
-    written = import_source(
-        _project(ctx), file, name, ImportKind(kind) if kind else None, parse_task(task) if task else None, force
-    )
+    written = import_source(_project(ctx), file, name, kind, task, force)
     for meta in written:
         out.print(f"source {name!r}: {meta['rows']} {meta['split']} rows, tasks {', '.join(meta['tasks'])}{' + joint' if meta['joint'] else ''} ({meta['kind']})")
 
@@ -206,20 +211,13 @@ METHOD_HELP = (
 )
 
 
-def _method(value: str) -> Method:
-    try:
-        return Method(value)
-    except ValueError:
-        raise EnsError(f"--method {value!r}: choose one of {', '.join(m.value for m in Method)}") from None
-
-
 @app.command(context_settings={"allow_interspersed_args": True})
 def compose(
     ctx: typer.Context,
-    parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False)] = None,
-    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False)] = None,
-    method: Annotated[str, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT.value,
-    name: Annotated[Optional[str], typer.Option("--name", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
+    parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False, metavar="PART")] = None,
+    method: Annotated[Method, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
@@ -229,7 +227,7 @@ def compose(
     from .recipe import parse_recipe
 
     parsed = parse_recipe([*(recipe or []), *(parts or [])])
-    sub = compose_submission(_project(ctx), parsed, _method(method), name, per_task)
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     out.print(f"recipe {parsed} · {method} vote on the {'18-way joint' if sub.mode == 'joint' else 'per-task probabilities'}")
     val = sub.validation or {}
@@ -249,10 +247,10 @@ def compose(
 @app.command(context_settings={"allow_interspersed_args": True})
 def report(
     ctx: typer.Context,
-    parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe (allowed with a single --recipe).", show_default=False)] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="A source to score (repeatable). Default: every source with labelled predictions.", show_default=False)] = None,
-    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False)] = None,
-    method: Annotated[Optional[list[str]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable): soft, geo, hard. Default: soft.", show_default=False)] = None,
+    parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe (allowed with a single --recipe).", show_default=False, metavar="PART...")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="A source to score (repeatable). Default: every source with labelled predictions.", show_default=False, metavar="NAME")] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False, metavar="RECIPE")] = None,
+    method: Annotated[Optional[list[Method]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable). Default: soft.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
 ) -> None:
     """Validation scores of sources and recipes side by side, best first: per-task macro F1,
@@ -267,7 +265,7 @@ def report(
         if len(recipes) != 1:
             raise EnsError(f"unexpected argument(s) {' '.join(parts)}: with several recipes, quote each one (--recipe 'age:B *:A')")
         recipes = [" ".join([recipes[0], *parts])]
-    methods = [_method(m) for m in (method or [Method.SOFT.value])]
+    methods = method or [Method.SOFT]
     result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task)
     out.print(_report_table(result))
     for note in result.notes:
@@ -292,7 +290,7 @@ def _report_table(result: Report) -> Table:
 
 @app.command()
 def demo(
-    dir: Annotated[Path, typer.Option("--dir", help="Folder to create for the demo (must be empty or absent).")] = Path("ens-demo"),
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Folder to create for the demo (must be empty or absent). Default: the first of ens-demo, ens-demo-2, … that does not exist.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the toy data and teammates.")] = 0,
 ) -> None:
     """The whole flow on a toy competition: data, fold file, three teammates' CSVs imported,
@@ -300,6 +298,8 @@ def demo(
     macro F1 on the hidden eval answers."""
     from .demo import run_demo
 
+    if dir is None:
+        dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())
     result = run_demo(dir, seed, log=lambda line: out.print(f"· {line}", markup=False))
     table = Table(title="hidden eval answers (never read by ens)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("source / submission")

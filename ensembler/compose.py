@@ -28,7 +28,7 @@ from .metrics import score
 from .project import Project
 from .recipe import Recipe
 from .report import aligned_sets, own_prediction, shared_ids, validation_ids
-from .store import PredictionSet, Split, Store, check_name
+from .store import PredictionSet, Split, Store, check_name, id_mismatch
 from .voting import Composed, Method, combine
 
 
@@ -53,8 +53,7 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
                 raise EnsError(f"model {source!r} has no predictions yet: run `ens predict --model {source} --split eval`")
             raise unknown("source", source, store.sources() + list(project.model_names))
         pset = store.require(source, Split.EVAL)
-        missing = np.setdiff1d(eval_ids, pset.image_ids)
-        extra = np.setdiff1d(pset.image_ids, eval_ids)
+        missing, extra = id_mismatch(eval_ids, pset.image_ids)
         if len(missing) or len(extra):
             raise EnsError(
                 f"source {source!r} and {EVAL_CSV} disagree: {len(missing)} ImageID(s) missing ({preview(missing)}), "

@@ -35,11 +35,13 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(path: Path, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV as text columns (nothing parsed as NaN); unreadable or lacking `columns` is an error."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise EnsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise EnsError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
@@ -73,7 +75,7 @@ def read_people(data: Path) -> pd.DataFrame:
     ``path`` column of ``train/train.csv`` one to one.
     """
     data = Path(data)
-    listed = _read_csv(_require(data / TRAIN_CSV, "train.csv"), ("path",))["path"]
+    listed = read_table(_require(data / TRAIN_CSV, "train.csv"), ("path",))["path"]
     images = data / TRAIN_IMAGES
     if not images.is_dir():
         raise EnsError(f"{images}: train image folder not found")
@@ -131,7 +133,7 @@ def read_eval(data: Path) -> pd.DataFrame:
     """``eval/info.csv`` as ImageID and path, in file order; duplicate ImageIDs are an error."""
     data = Path(data)
     path = _require(data / EVAL_CSV, "info.csv")
-    table = _read_csv(path, ("ImageID",))
+    table = read_table(path, ("ImageID",))
     dupes = table["ImageID"].duplicated()
     if dupes.any():
         row = int(np.flatnonzero(dupes.to_numpy())[0])
@@ -181,7 +183,7 @@ def write_folds(path: Path, folds: pd.DataFrame, *, overwrite: bool = False) -> 
 
 def read_folds(path: Path) -> pd.Series:
     """The fold file as a Series profile -> fold (int)."""
-    table = _read_csv(_require(Path(path), "fold file"), ("profile", "fold"))
+    table = read_table(_require(Path(path), "fold file"), ("profile", "fold"))
     bad = ~table["fold"].str.fullmatch(r"\d+")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

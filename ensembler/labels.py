@@ -9,22 +9,19 @@ reshapes to ``(mask, gender, age) = (3, 2, 3)`` in C order, which is what `margi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from .errors import EnsError
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """One of the three sub-tasks; the value is the name used in recipes and file columns."""
 
     MASK = "mask"
     GENDER = "gender"
     AGE = "age"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TASKS: tuple[Task, ...] = (Task.MASK, Task.GENDER, Task.AGE)

@@ -18,7 +18,7 @@ from .errors import EnsError, preview, unknown
 from .metrics import Scores, score
 from .project import Project
 from .recipe import Recipe
-from .store import PredictionSet, Store
+from .store import LABELLED_SPLITS, PredictionSet, Store
 from .voting import Method, combine
 
 
@@ -128,7 +128,7 @@ def build_report(
     if sources:
         names = list(dict.fromkeys(sources))
     else:
-        names = [n for n in known if store.labelled(n) is not None]
+        names = [n for n in known if any(store.has(n, split) for split in LABELLED_SPLITS)]
         skipped = [n for n in known if n not in names]
         if skipped:
             notes.append(f"no labelled predictions, not scored: {preview(skipped, 5)}")

@@ -16,24 +16,24 @@ Rows are eval images (ImageID as in ``info.csv``) and/or train images (ImageID =
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .dataset import data_fingerprint, read_eval, read_train
+from .dataset import data_fingerprint, read_eval, read_table, read_train
 from .errors import EnsError, preview
 from .io import sha256_file
 from .labels import N_CLASSES, N_JOINT, Task, one_hot
 from .project import Project
-from .store import PredictionSet, Split, Store, check_name
+from .store import PredictionSet, Split, Store, check_name, id_mismatch
 
 SUM_TOLERANCE = 1e-3  # float32 probabilities written with few digits still sum to 1 within this
 
 
-class ImportKind(str, Enum):
+class ImportKind(StrEnum):
     HARD = "hard"
     PROBA = "proba"
     LOGITS = "logits"
@@ -94,13 +94,7 @@ def read_shared_csv(path: Path, kind: ImportKind | None = None, task: Task | Non
     path = Path(path)
     if not path.is_file():
         raise EnsError(f"{path}: file not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise EnsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    if "ImageID" not in table.columns:
-        raise EnsError(f"{path}: no ImageID column (found: {', '.join(table.columns)})")
+    table = read_table(path, ("ImageID",))
     if not len(table):
         raise EnsError(f"{path}: no rows")
     kind = ImportKind(kind) if kind is not None else guess_kind(list(table.columns), task)
@@ -156,7 +150,7 @@ def import_source(
         return PredictionSet(name, split, order, rows, joint, labels, meta)
 
     if in_eval.any():
-        missing = np.setdiff1d(eval_ids, ids[in_eval])
+        missing, _ = id_mismatch(eval_ids, ids[in_eval])
         if len(missing):
             raise EnsError(
                 f"{path}: ImageID sets differ from info.csv: {len(missing)} eval image(s) missing "

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,12 @@ from .labels import N_CLASSES, N_JOINT, TASKS, Task, marginals
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     """Which images a set covers: eval images, or labelled train images (validation / out-of-fold)."""
 
     EVAL = "eval"
     VAL = "val"
     OOF = "oof"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 LABELLED_SPLITS = (Split.OOF, Split.VAL)  # preference order when a source has both
@@ -50,6 +47,12 @@ def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name or ""):
         raise EnsError(f"invalid name {name!r}: use letters, digits, '_', '.' and '-' (no spaces, '+', '*', ':' or ',')")
     return name
+
+
+def id_mismatch(expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ImageIDs in `expected` but not `actual` (missing), and the reverse (extra); hashed, O(n)."""
+    want, have = pd.Index(expected), pd.Index(actual)
+    return want.difference(have).to_numpy(object), have.difference(want).to_numpy(object)
 
 
 def _columns(task: Task | str, n: int) -> list[str]:
@@ -204,7 +207,7 @@ class Store:
         if meta_path.exists() and not overwrite:
             raise EnsError(f"source {pset.source!r} already has {pset.split} predictions ({meta_path})")
         buffer = io.StringIO()
-        pset.to_frame().to_csv(buffer, index=False, float_format="%.9g")  # %.9g round-trips float32
+        pset.to_frame().to_csv(buffer, index=False)  # float32 is written in its shortest round-trip form
         data = buffer.getvalue().encode()
         meta = {
             **pset.meta,

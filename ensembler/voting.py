@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -29,13 +29,10 @@ EPS = 1e-6
 TIE_TOLERANCE = 1e-9  # float weights: vote totals this close count as tied
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     SOFT = "soft"
     HARD = "hard"
     GEO = "geo"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Method) -> tuple[np.ndarray, np.ndarray]:

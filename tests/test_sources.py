@@ -94,7 +94,7 @@ def _edit(frame, row, col, value):
         (lambda t: _eval_frame(t, ans=0).iloc[3:], {}, r"3 eval image\(s\) missing"),
         (lambda t: pd.concat([_eval_frame(t, ans=0), pd.DataFrame({"ImageID": ["nope.jpg"], "ans": [0]})]), {}, r"1 ImageID\(s\) are neither in info.csv nor under train/images: 'nope.jpg'"),
         (lambda t: _eval_frame(t, label=0), {}, r"a proba file has columns ImageID,0,"),
-        (lambda t: pd.DataFrame({"id": ["x"], "ans": [0]}), {}, r"no ImageID column"),
+        (lambda t: pd.DataFrame({"id": ["x"], "ans": [0]}), {}, r"missing column\(s\) ImageID"),
         (lambda t: _eval_frame(t, ans=0).iloc[:0], {}, r"no rows"),
     ],
 )

@@ -1,0 +1,87 @@
+"""Time `ens compose` on 20 sources x 12,600 eval images (the competition's eval size).
+
+Prints, for soft and hard voting: the vote alone on in-memory arrays (joint and per-task), and
+the whole `compose_submission` (read and hash 20 prediction sets, align on ImageID, vote,
+validate, write the submission, its manifest and the ensemble source). Then runs `ens compose`
+in a fresh interpreter and shows that torch was not imported.
+
+    python bench/compose.py [--sources 20] [--images 12600] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ensembler.compose import compose_submission
+from ensembler.labels import TASKS, marginals
+from ensembler.project import load_project, update_project
+from ensembler.recipe import parse_recipe
+from ensembler.store import PredictionSet, Split, Store
+from ensembler.toy import make_toy_competition
+from ensembler.voting import Method, vote
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=20)
+    parser.add_argument("--images", type=int, default=12600)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    joints = [rng.dirichlet(np.full(18, 0.3), size=args.images).astype(np.float32) for _ in range(args.sources)]
+    print(f"{args.sources} sources x {args.images} images, best of {args.repeat}")
+
+    for method in (Method.SOFT, Method.HARD):
+        t_joint = best_of(args.repeat, lambda: vote(joints, None, method))
+        margs = [marginals(j) for j in joints]
+        t_task = best_of(args.repeat, lambda: [vote([m[t] for m in margs], None, method) for t in TASKS])
+        print(f"vote {method.value:4s}: joint {t_joint * 1e3:7.1f} ms, per-task {t_task * 1e3:7.1f} ms (in memory)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        comp = make_toy_competition(Path(tmp), n_people=5, n_eval_people=args.images // 7, seed=0)
+        ids = comp.eval["ImageID"].to_numpy(object)
+        zoo = Path(tmp) / "model_zoo.yaml"
+        update_project(zoo, data=comp.data)
+        project = load_project(zoo)
+        store = Store(project.predictions)
+        names = [f"m{i:02d}" for i in range(args.sources)]
+        for name, joint in zip(names, joints):
+            store.write(PredictionSet(name, Split.EVAL, ids[: len(joint)], joint=joint[: len(ids)], meta={"kind": "proba"}))
+        recipe = parse_recipe("*:" + "+".join(names))
+        counter = iter(range(1000))
+        for method in (Method.SOFT, Method.HARD):
+            t = best_of(args.repeat, lambda: compose_submission(project, recipe, method, name=f"b{next(counter)}"))
+            print(f"compose_submission {method.value:4s}: {t:6.2f} s end to end ({len(ids)} eval images)")
+
+        code = (
+            "import sys, time\n"
+            "t = time.perf_counter()\n"
+            "from ensembler.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print(f'{time.perf_counter() - t:.2f}', 'torch' in sys.modules)\n"
+        )
+        cmd = [sys.executable, "-c", code, "--zoo", str(zoo), "compose", "--recipe", str(recipe), "--name", "cli"]
+        seconds, imported = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-2:]
+        installed = importlib.util.find_spec("torch") is not None
+        print(f"ens compose in a fresh interpreter: {seconds} s; torch installed: {installed}; torch imported: {imported}")
+
+
+if __name__ == "__main__":
+    main()
