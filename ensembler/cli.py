@@ -273,15 +273,23 @@ def report(
 
 
 def _report_table(result: Report) -> Table:
-    table = Table(title=f"validation: {result.scope}\nmacro F1 per task, 18-class macro F1 (the competition score), accuracy; kind of a recipe row = its vote", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=f"validation: {result.scope}",
+        caption="macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("source / recipe", overflow="fold", min_width=12)
     table.add_column("kind", overflow="fold")
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
-        kind = f"{row.method}" if row.method else row.kind
+        name = row.name.replace(" ", "\n")  # one recipe part per line
+        kind = f"{row.method} vote" if row.method else row.kind
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
-        table.add_row(row.name, kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
+        table.add_row(name, kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
     return table
 
 
