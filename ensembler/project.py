@@ -7,7 +7,7 @@ project:
   val_fold: 0           # the fold held out for validation
   predictions: predictions
   submissions: submissions
-models: [...]           # zoo entries (the predictors issue validates them in full)
+models: [...]           # zoo entries (ensembler.zoo)
 ```
 
 Relative paths are relative to the folder holding ``model_zoo.yaml``. Precedence, written down
@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from .errors import EnsError
+from .errors import EnsError, unknown
 from .io import write_bytes
+from .zoo import ZooEntry, parse_models
 
 DEFAULT_ZOO = Path("model_zoo.yaml")
 TOP_KEYS = ("project", "models")
@@ -70,7 +71,7 @@ class Project:
     val_fold: int
     predictions: Path
     submissions: Path
-    models: tuple[Mapping[str, Any], ...] = ()
+    models: tuple[ZooEntry, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -78,7 +79,14 @@ class Project:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        return tuple(str(m["name"]) for m in self.models)
+        return tuple(m.name for m in self.models)
+
+    def model(self, name: str) -> ZooEntry:
+        """The zoo entry called `name`; an unknown name suggests the close ones."""
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise unknown(f"model in {self.zoo.name}", name, self.model_names)
 
     def require_data(self) -> Path:
         """The data folder, or an error that says how to name it."""
@@ -106,21 +114,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _models(raw: Any, source: Path) -> tuple[Mapping[str, Any], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise EnsError(f"{source}: 'models' must be a list of entries")
-    seen: set[str] = set()
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            raise EnsError(f"{source}: models[{i}]: every entry needs a 'name' (text)")
-        if entry["name"] in seen:
-            raise EnsError(f"{source}: models[{i}]: duplicate name {entry['name']!r}")
-        seen.add(entry["name"])
-    return tuple(raw)
-
-
 def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
     """Read ``model_zoo.yaml`` (absent is fine) and resolve every path; `data` overrides the file."""
     zoo = Path(zoo or DEFAULT_ZOO).absolute()
@@ -139,7 +132,7 @@ def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
         val_fold=settings.val_fold if settings.val_fold is not None else 0,
         predictions=resolve(settings.predictions, "predictions"),
         submissions=resolve(settings.submissions, "submissions"),
-        models=_models(raw.get("models"), zoo),
+        models=parse_models(raw.get("models"), zoo),
     )
 
 

@@ -113,7 +113,7 @@ def test_registered_model_without_predictions_says_what_to_run(tmp_path, toy):
     from ensembler.project import load_project
 
     zoo = tmp_path / "model_zoo.yaml"
-    zoo.write_text(f"project:\n  data: {toy.data}\nmodels:\n  - name: effnet\n")
+    zoo.write_text(f"project:\n  data: {toy.data}\nmodels:\n  - {{name: effnet, architecture: resnet18, checkpoint: e.pth, layout: classes18}}\n")
     with pytest.raises(EnsError, match="run `ens predict --model effnet --split eval`"):
         compose_submission(load_project(zoo), parse_recipe("*:effnet"), name="out")
 

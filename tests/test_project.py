@@ -34,8 +34,8 @@ def test_precedence_flag_over_file_over_default(tmp_path):
         ("project:\n  val_fold: -1\n", "must be 0 or more"),
         ("project:\n  data: 3\n", "project.data: expected str"),
         ("projects: {}\n", "unknown top-level key 'projects'"),
-        ("models:\n  - name: a\n  - name: a\n", r"models\[1\]: duplicate name 'a'"),
-        ("models:\n  - owner: x\n", r"models\[0\]: every entry needs a 'name'"),
+        ("models:\n  - {name: a, architecture: x, checkpoint: c, layout: classes18}\n  - {name: a, architecture: x, checkpoint: c, layout: classes18}\n", r"models\[1\] \(a\): name: duplicate of models\[0\]"),
+        ("models:\n  - owner: x\n", r"models\[0\]: name: required"),
         ("project: [\n", "not valid YAML"),
     ],
 )
