@@ -7,6 +7,7 @@ Every command exits 0 on success, and 1 with one line ``Error: …`` on stderr o
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -23,6 +24,7 @@ from .labels import TASKS, Task
 from .project import DEFAULT_ZOO, Project, load_project
 from .report import Report
 from .sources import ImportKind
+from .store import Split
 from .voting import Method
 
 out = Console(highlight=False, soft_wrap=True)
@@ -174,6 +176,78 @@ def zoo_list(ctx: typer.Context) -> None:
         out.print(table)
     else:
         out.print("no models or sources yet: `ens import FILE --name NAME` brings a teammate's CSV")
+
+
+@zoo_app.command("check")
+def zoo_check(
+    ctx: typer.Context,
+    names: Annotated[Optional[list[str]], typer.Argument(help="Models to check (default: all).", show_default=False, metavar="NAME...")] = None,
+) -> None:
+    """Check zoo entries before any image is read: checkpoint files exist, sha256 matches when
+    given, the architecture builds, the weights load, and one dummy batch gives the output width
+    the layout needs. Needs torch (pip install -e ".[predict]")."""
+    from predictors.models import check_entry
+
+    project = _project(ctx)
+    entries = [project.model(n) for n in names] if names else list(project.models)
+    if not entries:
+        raise EnsError(f"no models in {_rel(project.zoo)} to check")
+    table = Table(title=f"zoo check: {_rel(project.zoo)}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "architecture", "layout", "checkpoints", "params", "input", "result"):
+        table.add_column(col, overflow="fold")
+    failures = []
+    for entry in entries:
+        try:
+            facts = check_entry(entry)
+            table.add_row(entry.name, entry.architecture, entry.layout.label, str(facts["checkpoints"]), f"{facts['params']:,}", facts["input"], "ok")
+        except EnsError as exc:
+            failures.append(str(exc))
+            table.add_row(entry.name, entry.architecture, entry.layout.label, "", "", "", "FAILED")
+    out.print(table)
+    for failure in failures[1:]:
+        err.print(f"  {failure}", markup=False)
+    if failures:
+        raise EnsError(f"{len(failures)} of {len(entries)} model(s) failed the check: {failures[0]}")
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model: Annotated[list[str], typer.Option("--model", help="A zoo model to run (repeatable): all of them share one pass over the images.", show_default=False, metavar="NAME")],
+    split: Annotated[Split, typer.Option("--split", help="eval: the info.csv images (a fold group averages its folds); val: the validation fold's train images; oof: every train image, by the fold model that did not see it (fold groups).")] = Split.EVAL,
+    tta: Annotated[Optional[str], typer.Option("--tta", help="TTA preset for every model: none, hflip, vflip, flip, d4 (default: each entry's tta, else none). Views are merged over probabilities (softmax first) unless the entry says over: logits.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy).")] = 32,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="On CUDA, run in float32 instead of automatic mixed precision.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
+) -> None:
+    """Run zoo models over a split with batched TTA and save per-task probabilities
+    (predictions/NAME/SPLIT.csv). A set whose checkpoint, preprocessing, TTA and images are
+    unchanged is not recomputed. Needs torch (pip install -e ".[predict]")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from predictors.runner import predict as run_predict
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(f"predict {split}", total=None, rate="—")
+        start = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
+
+        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress)
+    elapsed = time.perf_counter() - start
+    for o in outcomes:
+        note = "unchanged, not recomputed (--force to redo)" if o.status == "cached" else "written"
+        out.print(f"{o.name} {o.split}: {o.rows} images, {note}")
+    if any(o.status == "written" for o in outcomes):
+        out.print(f"{elapsed:.1f} s")
 
 
 # --- import ----------------------------------------------------------------------------------

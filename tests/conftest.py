@@ -34,3 +34,17 @@ def write_csv(path: Path, frame: pd.DataFrame) -> Path:
 def hard_csv(path: Path, truth: pd.DataFrame, labels) -> Path:
     """``ImageID,ans`` for the images of `truth` with the given joint labels."""
     return write_csv(path, pd.DataFrame({"ImageID": truth["ImageID"].to_numpy(), "ans": labels}))
+
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def fill_images(data: Path, size: tuple[int, int] = (24, 32), seed: int = 0) -> None:
+    """Replace the toy's placeholder files with small real images (noise) in their own formats."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for path in sorted((data / "train" / "images").glob("*/*")) + sorted((data / "eval" / "images").glob("*")):
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, format="PNG" if path.suffix == ".png" else "JPEG")

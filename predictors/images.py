@@ -1,0 +1,96 @@
+"""Decoding images once, and the per-entry preprocessing.
+
+`ImageSet` decodes each image once (in DataLoader workers) and returns one uint8 tensor per
+distinct geometry (resize, crop, interpolation) among the models being run; normalisation
+(mean/std, float) happens on the device, per model group. Resizing uses torchvision's
+antialiased resize on uint8, which follows PIL's, as the public baseline's transforms do.
+A corrupt or missing image is never skipped: the worker hands back its path and the error,
+and the run stops with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ensembler.zoo import Preprocess
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The part of a preprocessing that acts on pixels' positions (shared decode -> shared resize)."""
+
+    resize: tuple[int, int] | None
+    crop: tuple[int, int] | None
+    interpolation: str
+
+    @classmethod
+    def of(cls, pre: Preprocess) -> Geometry:
+        return cls(pre.resize, pre.crop, pre.interpolation)
+
+
+def decode(path: str) -> torch.Tensor:
+    """An image file as a uint8 RGB tensor ``(3, H, W)``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def apply_geometry(image: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Resize to width x height, then centre-crop to width x height; uint8 in, uint8 out."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    if geometry.resize is not None:
+        w, h = geometry.resize
+        mode = InterpolationMode(geometry.interpolation)
+        image = F.resize(image, [h, w], interpolation=mode, antialias=True)
+    if geometry.crop is not None:
+        w, h = geometry.crop
+        image = F.center_crop(image, [h, w])
+    return image
+
+
+def normalize(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 normalised by the entry's mean and std."""
+    mean = torch.tensor(pre.mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float() / 255.0 - mean) / std
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Images by path; item ``i`` -> ``(i, [uint8 tensor per geometry] or None, error or None)``."""
+
+    def __init__(self, paths: Sequence[str], geometries: Sequence[Geometry]):
+        self.paths = list(paths)
+        self.geometries = list(geometries)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = decode(self.paths[i])
+        except Exception as exc:  # noqa: BLE001 (any decoder failure stops the run with the path)
+            return i, None, f"{self.paths[i]}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return i, [apply_geometry(image, g) for g in self.geometries], None
+
+
+def collate(items):
+    """Batch of items -> (indices (B,), per geometry a list of B uint8 tensors, first error or None)."""
+    indices = torch.tensor([i for i, _, _ in items])
+    errors = [e for _, _, e in items if e is not None]
+    if errors:
+        return indices, None, errors[0]
+    per_geometry = list(zip(*(views for _, views, _ in items)))
+    return indices, [_stack(list(v)) for v in per_geometry], None
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    shapes = {tuple(t.shape) for t in images}
+    return torch.stack(images) if len(shapes) == 1 else images

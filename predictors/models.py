@@ -1,0 +1,197 @@
+"""Zoo entries -> torch modules: architecture, checkpoint, weights.
+
+Architectures: a timm name (``timm:`` optional), a torchvision name (``torchvision:`` to force),
+``package.module:Class`` for a team's own code (the entry's ``code`` folder goes on
+``sys.path``), or ``torchscript`` (the checkpoint is then a scripted module). Models are always
+built with random weights (``pretrained=False``); the checkpoint supplies them.
+
+Checkpoints: a plain ``state_dict``, ``{"state_dict": …}``, ``{"model": …}``, keys prefixed
+with ``module.`` (DataParallel), or ``.safetensors``. Loaded with ``weights_only=True``; a file
+that needs full unpickling is refused unless its entry says ``trusted: true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pickle
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ensembler.errors import EnsError, did_you_mean, preview
+from ensembler.io import sha256_file
+from ensembler.zoo import ZooEntry
+
+CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+@contextlib.contextmanager
+def _on_path(folder: Path | None) -> Iterator[None]:
+    if folder is None:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))
+
+
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def build_model(entry: ZooEntry) -> nn.Module:
+    """A randomly initialised module for `entry` (not for ``torchscript``), output width = layout's."""
+    arch, width = entry.architecture, entry.layout.width
+    kwargs = dict(entry.kwargs)
+    prefix, _, rest = arch.partition(":")
+    try:
+        if prefix == "torchvision" or (not rest and _is_torchvision(arch)):
+            import torchvision
+
+            return torchvision.models.get_model(rest or arch, weights=None, num_classes=width, **kwargs)
+        if prefix == "timm" or not rest:
+            import timm
+
+            name = rest or arch
+            if not timm.is_model(name):
+                raise EnsError(f"model {entry.name!r}: unknown architecture {arch!r}{did_you_mean(name, _timm_names())}")
+            return timm.create_model(name, pretrained=False, num_classes=width, **kwargs)
+        with _on_path(entry.code):
+            module = importlib.import_module(prefix)
+        cls = getattr(module, rest, None)
+        if cls is None:
+            raise EnsError(f"model {entry.name!r}: {prefix} has no {rest!r}{did_you_mean(rest, dir(module))}")
+        return cls(**kwargs)
+    except ImportError as exc:
+        where = f" (code folder {entry.code})" if entry.code else " (set code: to the folder holding it)"
+        raise EnsError(f"model {entry.name!r}: cannot import {prefix!r}{where}: {exc}") from None
+    except TypeError as exc:
+        raise EnsError(f"model {entry.name!r}: building {arch} with kwargs {kwargs}: {exc}") from None
+
+
+def _is_torchvision(name: str) -> bool:
+    import timm
+
+    if timm.is_model(name):
+        return False  # timm first: the zoo's plain names are timm names unless timm lacks them
+    import torchvision
+
+    return name in torchvision.models.list_models()
+
+
+def _unwrap(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in CHECKPOINT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise EnsError(f"{path}: no state_dict found (expected tensors, or one under {', '.join(CHECKPOINT_KEYS)})")
+    keys = list(obj)
+    if all(k.startswith("module.") for k in keys):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def read_state_dict(path: Path, trusted: bool = False) -> Mapping[str, torch.Tensor]:
+    """The tensors of a checkpoint file (see the module doc for the accepted forms)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EnsError(f"{path}: checkpoint not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _unwrap(load_file(str(path)), path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trusted:
+            first = str(exc).strip().splitlines()[0][:160]
+            raise EnsError(
+                f"{path}: needs full unpickling, which can run code ({first}); "
+                "set trusted: true in its zoo entry only if you trust the file"
+            ) from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise EnsError(f"{path}: not a readable checkpoint ({str(exc).strip().splitlines()[0][:160]})") from None
+    return _unwrap(obj, path)
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load `state` strictly; a mismatch names the first missing and unexpected keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise EnsError(
+            f"{path}: does not fit the architecture: {len(missing)} missing key(s) ({preview(missing)}), "
+            f"{len(unexpected)} unexpected ({preview(unexpected)})"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise EnsError(f"{path}: {key} has shape {tuple(value.shape)}, the architecture wants {tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(entry: ZooEntry, checkpoint: Path) -> nn.Module:
+    """Build `entry`'s architecture with `checkpoint`'s weights, in eval mode, on the CPU."""
+    if entry.architecture == "torchscript":
+        if not Path(checkpoint).is_file():
+            raise EnsError(f"{checkpoint}: checkpoint not found")
+        try:
+            model = torch.jit.load(str(checkpoint), map_location="cpu")
+        except RuntimeError as exc:
+            raise EnsError(f"{checkpoint}: not a TorchScript file ({str(exc).strip().splitlines()[0][:160]})") from None
+        return model.eval()
+    model = build_model(entry)
+    load_weights(model, read_state_dict(checkpoint, entry.trusted), checkpoint)
+    return model.eval()
+
+
+def checkpoints(entry: ZooEntry) -> dict[int | None, Path]:
+    """Fold -> checkpoint (``{None: path}`` for a single model)."""
+    return dict(entry.folds) if entry.is_fold_group else {None: entry.checkpoint}
+
+
+def verify_sha256(entry: ZooEntry) -> dict[int | None, str]:
+    """sha256 of each checkpoint; a missing file or a hash that differs from the entry's is an error."""
+    hashes = {}
+    for fold, path in checkpoints(entry).items():
+        if not path.is_file():
+            raise EnsError(f"model {entry.name!r}: checkpoint {path} not found")
+        hashes[fold] = sha256_file(path)
+    if entry.sha256 and hashes[None] != entry.sha256:
+        raise EnsError(f"model {entry.name!r}: {entry.checkpoint} has sha256 {hashes[None][:12]}…, the entry says {entry.sha256[:12]}… (changed file?)")
+    return hashes
+
+
+def check_entry(entry: ZooEntry) -> dict[str, Any]:
+    """`ens zoo check`: files exist, hashes match, the model builds, weights load, and one dummy
+    batch gives the layout's output width. Returns facts for the listing."""
+    from .layouts import flatten
+
+    hashes = verify_sha256(entry)
+    pre = entry.preprocess
+    w, h = pre.crop or pre.resize or (384, 512)
+    params = 0
+    for path in checkpoints(entry).values():
+        model = load_model(entry, path)
+        with torch.inference_mode():
+            flatten(model(torch.zeros(2, 3, h, w)), entry.layout, entry.name)
+        params = sum(p.numel() for p in model.parameters())
+    return {"checkpoints": len(hashes), "params": params, "input": f"{w}x{h}", "sha256": next(iter(hashes.values()))[:12]}

@@ -1,0 +1,292 @@
+"""`ens predict`: run zoo models over a split with batched TTA and save prediction sets.
+
+One pass over the images serves every model asked for: each image is decoded once (DataLoader
+workers), resized once per distinct geometry, normalised once per distinct preprocessing, and
+fed to every model that shares it. Splits:
+
+- ``eval``: the images of ``info.csv``; a fold group averages its fold models;
+- ``val``: the train images of the validation fold; a fold group uses the model that held that
+  fold out; a single model must not claim another fold (leakage);
+- ``oof``: every train image in the fold file, each predicted by the fold model that never saw
+  it (fold groups only).
+
+A set is recomputed only when its cache key changes: checkpoint hashes, architecture, layout,
+preprocessing, TTA, the images (paths, sizes, modification times) and, for labelled splits, the
+fold file. Sets are written when the pass is over, each atomically: an interrupted run leaves
+the store as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ensembler.dataset import read_eval, read_folds, read_train
+from ensembler.errors import EnsError
+from ensembler.project import Project
+from ensembler.store import PredictionSet, Split, Store
+from ensembler.zoo import TTAPolicy, ZooEntry
+
+from .images import Geometry, ImageSet, collate, normalize
+from .layouts import to_tasks
+from .models import load_model, verify_sha256
+from .tta import build_transforms, tta_predict
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Images:
+    """The images of one split: ImageIDs, paths, joint labels (labelled splits) and folds (train)."""
+
+    ids: np.ndarray
+    paths: list[str]
+    labels: np.ndarray | None
+    folds: np.ndarray | None
+
+    def fingerprint(self) -> str:
+        """sha256 over (ImageID, size, mtime) of every image: a changed or replaced file shows."""
+        digest = hashlib.sha256()
+        for image_id, path in zip(self.ids, self.paths):
+            try:
+                st = os.stat(path)
+                digest.update(f"{image_id}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            except FileNotFoundError:
+                raise EnsError(f"{path}: image not found") from None
+        return digest.hexdigest()
+
+
+def split_images(project: Project, split: Split) -> Images:
+    """The images `split` covers (see the module doc)."""
+    data = project.require_data()
+    if split is Split.EVAL:
+        table = read_eval(data)
+        missing = [p for p in table["path"] if not os.path.isfile(p)]
+        if missing:
+            raise EnsError(f"eval/info.csv and eval/images disagree: {len(missing)} listed image(s) missing, e.g. {missing[0]}")
+        return Images(table["ImageID"].to_numpy(object), list(table["path"]), None, None)
+    if not project.folds.is_file():
+        raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
+    table = read_train(data)
+    folds = read_folds(project.folds).reindex(table["profile"]).to_numpy()
+    if np.isnan(folds.astype(float)).any():
+        absent = table["profile"][pd.isna(folds)].iloc[0]
+        raise EnsError(f"{project.folds}: person {absent!r} has no fold (was the fold file made on other data?)")
+    folds = folds.astype(np.int64)
+    keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
+    table = table[keep]
+    return Images(table["ImageID"].to_numpy(object), list(table["path"]), table["label"].to_numpy(), folds[keep])
+
+
+@dataclass
+class Job:
+    """One model x split: its loaded models (fold -> module) and the accumulated outputs."""
+
+    entry: ZooEntry
+    tta: TTAPolicy
+    key: dict[str, Any]
+    models: dict[int | None, torch.nn.Module] = field(default_factory=dict)
+    out: torch.Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one model x split."""
+
+    name: str
+    split: Split
+    status: str  # "written" or "cached"
+    rows: int
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EnsError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise EnsError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _folds_needed(entry: ZooEntry, split: Split, images: Images, val_fold: int) -> list[int | None]:
+    if not entry.is_fold_group:
+        if split is Split.OOF:
+            raise EnsError(f"model {entry.name!r} is one checkpoint: out-of-fold predictions need a fold group (use --split val)")
+        if split is Split.VAL and entry.fold is not None and entry.fold != val_fold:
+            raise EnsError(
+                f"model {entry.name!r} held out fold {entry.fold}, not the validation fold {val_fold}: "
+                "it trained on the validation images"
+            )
+        return [None]
+    if split is Split.EVAL:
+        return sorted(entry.folds)
+    needed = sorted(set(images.folds.tolist()))
+    lacking = [f for f in needed if f not in entry.folds]
+    if lacking:
+        raise EnsError(f"fold group {entry.name!r} has no checkpoint for fold(s) {', '.join(map(str, lacking))}")
+    return needed
+
+
+def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, images_fp: str, folds_fp: str | None) -> dict[str, Any]:
+    return {
+        "architecture": entry.architecture,
+        "kwargs": dict(entry.kwargs),
+        "checkpoints": {str(k): v for k, v in hashes.items()},
+        "layout": entry.layout.label,
+        "preprocess": dataclasses.asdict(entry.preprocess),
+        "tta": dataclasses.asdict(tta),
+        "split": split.value,
+        "images": images_fp,
+        "folds": folds_fp,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=list))
+
+
+def predict(
+    project: Project,
+    names: Sequence[str],
+    split: Split = Split.EVAL,
+    tta: str | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int | None = None,
+    force: bool = False,
+    amp: bool = True,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Predict `names` on `split` and write their prediction sets (see the module doc).
+
+    tta: a preset name overriding every entry's policy (CLI flag > zoo entry > none).
+    """
+    if not names:
+        raise EnsError("name at least one model (--model NAME)")
+    if batch_size < 1:
+        raise EnsError(f"--batch-size must be at least 1, got {batch_size}")
+    split = Split(split)
+    entries = [project.model(n) for n in dict.fromkeys(names)]
+    override = TTAPolicy.parse(tta) if tta is not None else None
+    images = split_images(project, split)
+    images_fp = images.fingerprint()
+    folds_fp = None if split is Split.EVAL else hashlib.sha256(project.folds.read_bytes()).hexdigest() + f":{project.val_fold}"
+    store = Store(project.predictions)
+    dev = resolve_device(device)
+
+    jobs, outcomes = [], []
+    for entry in entries:
+        policy = override or entry.tta
+        folds = _folds_needed(entry, split, images, project.val_fold)
+        hashes = verify_sha256(entry)
+        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp))
+        if not force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
+            outcomes.append(Outcome(entry.name, split, "cached", len(images.ids)))
+            continue
+        jobs.append(Job(entry, policy, key))
+    if not jobs:
+        return outcomes
+
+    for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
+        paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
+        for fold in _folds_needed(job.entry, split, images, project.val_fold):
+            model = load_model(job.entry, paths[fold]).to(dev)
+            if dev.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            job.models[fold] = model
+        job.out = torch.zeros(len(images.ids), job.entry.layout.width)
+
+    _run(jobs, images, split, dev, batch_size, workers, amp, progress)
+
+    for job in jobs:
+        joint, tasks = to_tasks(job.out, job.entry.layout)
+        origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type}
+        pset = PredictionSet(
+            job.name,
+            split,
+            images.ids,
+            {t: p.numpy() for t, p in tasks.items()},
+            None if joint is None else joint.numpy(),
+            images.labels,
+            {"kind": "proba", "origin": origin, "data": {"images": images_fp}},
+        )
+        store.write(pset, overwrite=True)
+        outcomes.append(Outcome(job.name, split, "written", len(images.ids)))
+    return outcomes
+
+
+def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch_size: int, workers: int | None, amp: bool, progress: Progress | None) -> None:
+    geometries = list(dict.fromkeys(Geometry.of(j.entry.preprocess) for j in jobs))
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        ImageSet(images.paths, geometries),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=dev.type == "cuda",
+        worker_init_fn=_one_thread,
+    )
+    transforms = {id(j): build_transforms(j.tta) for j in jobs}
+    folds = torch.from_numpy(images.folds) if images.folds is not None else None
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else contextlib.nullcontext()
+    done = 0
+    with torch.inference_mode(), autocast:
+        for indices, per_geometry, error in loader:
+            if error is not None:
+                raise EnsError(error)
+            normalized: dict[Any, torch.Tensor] = {}
+            for job in jobs:
+                pre = job.entry.preprocess
+                key = (Geometry.of(pre), pre.mean, pre.std)
+                if key not in normalized:
+                    raw = per_geometry[geometries.index(key[0])]
+                    if isinstance(raw, list):
+                        raise EnsError("images of different sizes in one batch: give the model a preprocess.resize")
+                    x = normalize(raw.to(dev, non_blocking=True), pre)
+                    normalized[key] = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
+                job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
+            done += len(indices)
+            if progress is not None:
+                progress(done, len(images.ids))
+
+
+def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tensor | None, split: Split, transforms, dev: torch.device, batch: int) -> torch.Tensor:
+    def run(model: torch.nn.Module, subset: torch.Tensor) -> torch.Tensor:
+        try:
+            return tta_predict(model, subset, transforms, job.tta, job.entry.layout, job.name).float().cpu()
+        except torch.cuda.OutOfMemoryError:
+            raise EnsError(f"out of memory on {dev} running {job.name!r} at --batch-size {batch}; try --batch-size {max(1, batch // 2)}") from None
+
+    if None in job.models:
+        return run(job.models[None], x)
+    if split is Split.EVAL:
+        return torch.stack([run(m, x) for m in job.models.values()]).mean(0)
+    out = torch.empty(len(x), job.entry.layout.width)
+    row_folds = folds[indices]
+    for fold in row_folds.unique().tolist():
+        mask = row_folds == fold
+        out[mask] = run(job.models[fold], x[mask.to(x.device)])
+    return out
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode and resize; the main process owns the cores for the models
+

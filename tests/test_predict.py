@@ -1,0 +1,388 @@
+"""The torch side: checkpoints, layouts, batched TTA against ttach, the runner and its cache."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ttach = pytest.importorskip("ttach")
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from conftest import ASSETS, fill_images  # noqa: E402
+from ensembler.dataset import split_project  # noqa: E402
+from ensembler.errors import EnsError  # noqa: E402
+from ensembler.labels import Task  # noqa: E402
+from ensembler.project import load_project  # noqa: E402
+from ensembler.store import Split, Store  # noqa: E402
+from ensembler.zoo import TTAPolicy, ZooEntry  # noqa: E402
+from predictors.layouts import activate, flatten, to_tasks  # noqa: E402
+from predictors.models import load_model, read_state_dict  # noqa: E402
+from predictors.runner import predict  # noqa: E402
+from predictors.tta import build_transforms, tta_predict  # noqa: E402
+
+sys_path_code = str(ASSETS)
+
+
+def entry(tmp_path, **raw):
+    base = {"name": "m", "architecture": "tinynets:TinyNet", "code": sys_path_code, "checkpoint": "m.pth", "layout": "classes18"}
+    return ZooEntry.parse({**base, **raw}, tmp_path / "model_zoo.yaml", 0)
+
+
+def tiny(**kwargs):
+    import sys
+
+    sys.path.insert(0, sys_path_code)
+    from tinynets import TinyNet
+
+    torch.manual_seed(0)
+    return TinyNet(**kwargs).eval()
+
+
+# --- layouts ---------------------------------------------------------------------------------
+
+HEADS = {"heads": {"mask": 3, "gender": 2, "age": 3}}
+
+
+def test_every_layout_gives_distributions(tmp_path):
+    x = torch.randn(5, 3, 16, 12)
+    cases = [
+        ("classes18", tiny()),
+        (HEADS, tiny(heads=(3, 2, 3))),
+        (HEADS, tiny(heads=(3, 2, 3), as_dict=True)),
+        (HEADS, tiny(num_classes=8)),
+        ({"heads": {"age": 3}}, tiny(num_classes=3)),
+        ({"heads": {"mask": 3, "age": [0, 20, 30, 40, 50, 60, 70]}}, tiny(num_classes=10)),
+    ]
+    for layout_raw, model in cases:
+        layout = entry(tmp_path, layout=layout_raw).layout
+        joint, tasks = to_tasks(activate(flatten(model(x), layout), layout), layout)
+        assert tuple(tasks) == layout.tasks
+        for task, p in tasks.items():
+            assert p.shape == (5, {Task.MASK: 3, Task.GENDER: 2, Task.AGE: 3}[task])
+            torch.testing.assert_close(p.sum(1), torch.ones(5))
+        assert (joint is not None) == (layout_raw == "classes18")
+
+
+def test_tuple_dict_and_concatenated_heads_agree(tmp_path):
+    layout = entry(tmp_path, layout=HEADS).layout
+    out = torch.randn(4, 8)
+    parts = out.split([3, 2, 3], dim=1)
+    as_dict = dict(zip(("age", "mask", "gender"), (parts[2], parts[0], parts[1])))  # order of keys is free
+    for variant in (tuple(parts), list(parts), as_dict):
+        torch.testing.assert_close(flatten(variant, layout), out)
+
+
+def test_age_bins_and_years_map_to_the_three_classes(tmp_path):
+    bins = entry(tmp_path, layout={"heads": {"age": [0, 20, 30, 45, 60]}}).layout
+    act = torch.tensor([[0.1, 0.2, 0.3, 0.1, 0.3]])
+    _, tasks = to_tasks(act, bins)
+    torch.testing.assert_close(tasks[Task.AGE], torch.tensor([[0.3, 0.4, 0.3]]))
+    years = entry(tmp_path, layout={"heads": {"age": "years"}}).layout
+    _, tasks = to_tasks(activate(torch.tensor([[29.9], [30.0], [59.5], [60.0]]), years), years)
+    assert tasks[Task.AGE].argmax(1).tolist() == [0, 1, 1, 2]
+
+
+def test_output_width_mismatch_is_named(tmp_path):
+    layout = entry(tmp_path, layout=HEADS).layout
+    with pytest.raises(EnsError, match="outputs 18 values per image; its layout heads mask:3,gender:2,age:3 needs 8"):
+        flatten(torch.randn(2, 18), layout, "m")
+    with pytest.raises(EnsError, match="returns 2 outputs; layout .* has 3 head"):
+        flatten((torch.randn(2, 3), torch.randn(2, 2)), layout, "m")
+
+
+# --- TTA against ttach -----------------------------------------------------------------------
+
+
+class Softmaxed(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x), dim=1)
+
+
+@pytest.mark.parametrize("spec", ["hflip", "flip", "d4", {"transforms": [{"scale": [0.75, 1.25]}, "hflip"]}, {"transforms": [{"five_crop": [12, 10]}]}])
+@pytest.mark.parametrize("merge", ["mean", "gmean", "max"])
+def test_batched_tta_equals_ttach_wrapper_per_view(tmp_path, spec, merge):
+    if isinstance(spec, str):
+        spec = {"transforms": list(TTAPolicy.parse(spec).transforms)}
+    policy = TTAPolicy.parse({**spec, "merge": merge}, entry(tmp_path).tta and __import__("ensembler.zoo").zoo._Where(tmp_path, 0, "m"))
+    model, layout = tiny(), entry(tmp_path).layout
+    x = torch.randn(6, 3, 20, 16)  # not square: rotations make views of another shape
+    compose = build_transforms(policy)
+    ours = tta_predict(model, x, compose, policy, layout)
+    reference = ttach.ClassificationTTAWrapper(Softmaxed(model), compose, merge_mode=merge)(x)
+    reference = reference / reference.sum(1, keepdim=True)  # the same renormalisation of the merge
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_tta_over_logits_merges_raw_outputs_like_ttach(tmp_path):
+    where = __import__("ensembler.zoo").zoo._Where(tmp_path, 0, "m")
+    policy = TTAPolicy.parse({"transforms": ["hflip", "vflip"], "over": "logits"}, where)
+    model, layout = tiny(), entry(tmp_path).layout
+    x = torch.randn(3, 3, 16, 16)
+    compose = build_transforms(policy)
+    reference = torch.softmax(ttach.ClassificationTTAWrapper(model, compose)(x), dim=1)
+    torch.testing.assert_close(tta_predict(model, x, compose, policy, layout), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_tta_runs_one_forward_per_view_shape(tmp_path):
+    calls = []
+    model = tiny()
+    counted = lambda x: calls.append(len(x)) or model(x)  # noqa: E731
+    policy = TTAPolicy.parse("d4")
+    tta_predict(counted, torch.randn(4, 3, 20, 16), build_transforms(policy), policy, entry(tmp_path).layout)
+    assert sorted(calls) == [16, 16]  # 8 views: 4 upright, 4 rotated by 90 degrees
+
+
+def test_multi_head_tta(tmp_path):
+    layout = entry(tmp_path, layout=HEADS).layout
+    model = tiny(heads=(3, 2, 3), as_dict=True)
+    policy = TTAPolicy.parse("flip")
+    out = tta_predict(model, torch.randn(3, 3, 16, 16), build_transforms(policy), policy, layout)
+    _, tasks = to_tasks(out, layout)
+    for p in tasks.values():
+        torch.testing.assert_close(p.sum(1), torch.ones(3))
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def _saved_variants(tmp_path, model):
+    state = model.state_dict()
+    from safetensors.torch import save_file
+
+    paths = {
+        "plain": (state, "plain.pth"),
+        "state_dict": ({"state_dict": state, "epoch": 3}, "sd.pth"),
+        "model": ({"model": state, "optimizer": {}}, "model.pth"),
+        "dataparallel": ({f"module.{k}": v for k, v in state.items()}, "dp.pth"),
+    }
+    out = {}
+    for name, (obj, file) in paths.items():
+        torch.save(obj, tmp_path / file)
+        out[name] = tmp_path / file
+    save_file(state, str(tmp_path / "w.safetensors"))
+    out["safetensors"] = tmp_path / "w.safetensors"
+    return out
+
+
+def test_every_checkpoint_variant_loads(tmp_path):
+    model = tiny()
+    x = torch.randn(2, 3, 8, 8)
+    for variant, path in _saved_variants(tmp_path, model).items():
+        loaded = load_model(entry(tmp_path, checkpoint=path.name), path)
+        torch.testing.assert_close(loaded(x), model(x), msg=variant)
+
+
+def test_full_pickles_need_trust(tmp_path):
+    model = tiny()
+    torch.save(model, tmp_path / "full.pth")
+    with pytest.raises(EnsError, match="needs full unpickling.*trusted: true"):
+        read_state_dict(tmp_path / "full.pth")
+    assert set(read_state_dict(tmp_path / "full.pth", trusted=True)) == set(model.state_dict())
+
+
+def test_mismatch_names_keys(tmp_path):
+    torch.save(tiny(num_classes=3).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(EnsError, match=r"fc.weight has shape \(3, 8\), the architecture wants \(18, 8\)"):
+        load_model(entry(tmp_path), tmp_path / "w.pth")
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "x.pth")
+    with pytest.raises(EnsError, match=r"missing key\(s\) \('features.0.weight'.*unexpected \('other.weight'"):
+        load_model(entry(tmp_path), tmp_path / "x.pth")
+
+
+def test_timm_and_torchvision_architectures(tmp_path):
+    for arch in ("resnet10t", "torchvision:mobilenet_v3_small"):
+        e = entry(tmp_path, architecture=arch)
+        from predictors.models import build_model
+
+        model = build_model(e).eval()
+        torch.save(model.state_dict(), tmp_path / "a.pth")
+        out = load_model(e, tmp_path / "a.pth")(torch.randn(1, 3, 32, 32))
+        assert out.shape == (1, 18)
+
+
+def test_unknown_architecture_suggests_timm_names(tmp_path):
+    from predictors.models import build_model
+
+    with pytest.raises(EnsError, match=r"unknown architecture 'resnet1O' \(did you mean: resnet18"):
+        build_model(entry(tmp_path, architecture="resnet1O"))
+    with pytest.raises(EnsError, match=r"tinynets has no 'TinyNett' \(did you mean: TinyNet"):
+        build_model(entry(tmp_path, architecture="tinynets:TinyNett"))
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def zoo(tmp_path, toy):
+    """The toy data with real images; a 18-class TinyNet, a heads TinyNet and a Const fold group."""
+    fill_images(toy.data)
+    root = tmp_path / "team"
+    root.mkdir()
+    torch.manual_seed(0)
+    import sys
+
+    sys.path.insert(0, sys_path_code)
+    from tinynets import Const, TinyNet
+
+    torch.save(TinyNet().state_dict(), root / "tiny.pth")
+    torch.save(TinyNet(heads=(3, 2, 3)).state_dict(), root / "heads.pth")
+    for fold in range(5):
+        const = Const()
+        with torch.no_grad():
+            const.logits[fold] = 10.0  # fold k's model says class k
+        torch.save(const.state_dict(), root / f"const{fold}.pth")
+    models = [
+        {"name": "tiny", "architecture": "tinynets:TinyNet", "code": sys_path_code, "checkpoint": "tiny.pth", "layout": "classes18", "fold": 0,
+         "preprocess": {"resize": [16, 20]}, "tta": "hflip"},
+        {"name": "heads", "architecture": "tinynets:TinyNet", "code": sys_path_code, "kwargs": {"heads": [3, 2, 3]}, "checkpoint": "heads.pth",
+         "layout": HEADS, "preprocess": {"resize": [16, 20]}},
+        {"name": "group", "architecture": "tinynets:Const", "code": sys_path_code, "folds": {k: f"const{k}.pth" for k in range(5)}, "layout": "classes18"},
+    ]
+    (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": str(toy.data)}, "models": models}, sort_keys=False))
+    project = load_project(root / "model_zoo.yaml")
+    split_project(project)
+    return load_project(root / "model_zoo.yaml")
+
+
+def edit_entry(project, name, **changes):
+    raw = yaml.safe_load(project.zoo.read_text())
+    next(m for m in raw["models"] if m["name"] == name).update(changes)
+    project.zoo.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def test_predict_eval_writes_sets_for_every_model(zoo, toy):
+    seen = []
+    outcomes = predict(zoo, ["tiny", "heads", "group"], Split.EVAL, batch_size=16, workers=0, progress=lambda d, n: seen.append((d, n)))
+    assert [(o.name, o.status) for o in outcomes] == [("tiny", "written"), ("heads", "written"), ("group", "written")]
+    assert seen[-1] == (len(toy.eval), len(toy.eval))
+    store = Store(zoo.predictions)
+    tiny_set = store.read("tiny", Split.EVAL)
+    assert tiny_set.image_ids.tolist() == toy.eval["ImageID"].tolist() and tiny_set.joint is not None
+    assert store.read("heads", Split.EVAL).joint is None
+    # eval of a fold group: the mean of its fold models (each says its own class)
+    group = store.read("group", Split.EVAL).joint
+    np.testing.assert_allclose(group[:, :5], np.full((len(group), 5), group[0, 0]), rtol=1e-5)
+    assert store.read_meta("tiny", Split.EVAL)["origin"]["tta"] == "hflip"
+
+
+def test_fold_group_oof_uses_the_model_that_never_saw_each_image(zoo, toy):
+    predict(zoo, ["group"], Split.OOF, workers=0)
+    oof = Store(zoo.predictions).read("group", Split.OOF)
+    from ensembler.dataset import read_folds
+
+    folds = read_folds(zoo.folds)
+    expected = folds.reindex([i.split("/")[0] for i in oof.image_ids]).to_numpy()
+    assert np.array_equal(oof.joint.argmax(1), expected)
+    assert len(oof) == len(toy.train) and oof.labels is not None
+
+
+def test_val_split_and_leakage_guard(zoo, tmp_path):
+    predict(zoo, ["tiny", "group"], Split.VAL, workers=0)
+    val = Store(zoo.predictions).read("group", Split.VAL)
+    assert set(val.joint.argmax(1).tolist()) == {zoo.val_fold}
+    with pytest.raises(EnsError, match="model 'tiny' is one checkpoint: out-of-fold predictions need a fold group"):
+        predict(zoo, ["tiny"], Split.OOF, workers=0)
+    edit_entry(zoo, "tiny", fold=3)
+    with pytest.raises(EnsError, match="model 'tiny' held out fold 3, not the validation fold 0"):
+        predict(load_project(zoo.zoo), ["tiny"], Split.VAL, workers=0)
+
+
+def test_cache_hits_and_misses(zoo, toy):
+    assert predict(zoo, ["tiny"], workers=0)[0].status == "written"
+    assert predict(zoo, ["tiny"], workers=0)[0].status == "cached"
+    assert predict(zoo, ["tiny"], workers=0, tta="none")[0].status == "written"  # another TTA
+    assert predict(zoo, ["tiny"], workers=0, tta="none")[0].status == "cached"
+    assert predict(zoo, ["tiny"], workers=0, tta="none", force=True)[0].status == "written"
+    torch.manual_seed(1)
+    import tinynets
+
+    torch.save(tinynets.TinyNet().state_dict(), zoo.root / "tiny.pth")  # a changed checkpoint
+    assert predict(zoo, ["tiny"], workers=0, tta="none")[0].status == "written"
+    image = next((toy.data / "eval" / "images").iterdir())
+    import os
+
+    os.utime(image, ns=(1, 1))  # a changed image
+    assert predict(zoo, ["tiny"], workers=0, tta="none")[0].status == "written"
+
+
+def test_composing_a_predicted_model_alone_is_its_argmax(zoo):
+    from ensembler.compose import compose_submission
+    from ensembler.recipe import parse_recipe
+    import pandas as pd
+
+    predict(zoo, ["tiny"], workers=0)
+    sub = compose_submission(zoo, parse_recipe("*:tiny"), name="alone")
+    expected = Store(zoo.predictions).read("tiny", Split.EVAL).joint.argmax(1)
+    assert pd.read_csv(sub.csv)["ans"].tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda z, t: next((t.data / "eval" / "images").iterdir()).write_bytes(b"not an image"), r"cannot read image"),
+        (lambda z, t: next((t.data / "eval" / "images").iterdir()).unlink(), r"info.csv and eval/images disagree: 1 listed image"),
+        (lambda z, t: (z.root / "tiny.pth").unlink(), r"checkpoint .*tiny.pth not found"),
+        (lambda z, t: edit_entry(z, "tiny", sha256="0" * 64), r"has sha256 .* the entry says 000000000000"),
+        (lambda z, t: edit_entry(z, "tiny", kwargs={"num_classes": 8}), r"fc.weight has shape"),
+    ],
+)
+def test_bad_input_stops_the_run_and_writes_nothing(zoo, toy, damage, match):
+    damage(zoo, toy)
+    with pytest.raises(EnsError, match=match):
+        predict(load_project(zoo.zoo), ["tiny"], workers=0)
+    assert not Store(zoo.predictions).has("tiny")
+
+
+def test_unknown_model_and_bad_options(zoo):
+    with pytest.raises(EnsError, match=r"unknown model in model_zoo.yaml 'tinny' \(did you mean: tiny"):
+        predict(zoo, ["tinny"])
+    with pytest.raises(EnsError, match="--batch-size must be at least 1"):
+        predict(zoo, ["tiny"], batch_size=0)
+    with pytest.raises(EnsError, match="--tta: unknown preset 'spin'"):
+        predict(zoo, ["tiny"], tta="spin")
+
+
+def test_cli_zoo_check_and_predict(zoo):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    runner = CliRunner()
+    base = ["--zoo", str(zoo.zoo)]
+    result = runner.invoke(app, [*base, "zoo", "check"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" ok") == 3
+    result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "tiny val: " in result.output and "written" in result.output
+    again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0"])
+    assert again.exit_code == 0 and "not recomputed" in again.output
+    report = runner.invoke(app, [*base, "report"])
+    assert report.exit_code == 0 and "group" in report.output and "tiny" in report.output
+    listing = runner.invoke(app, [*base, "zoo", "list"])
+    assert "heads" in listing.output and "— (ens predict)" in listing.output
+
+
+def test_zoo_check_finds_a_layout_mismatch_before_any_image(zoo):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    edit_entry(zoo, "heads", layout={"heads": {"mask": 3, "gender": 2}})
+    for image in (zoo.data / "eval" / "images").iterdir():
+        image.unlink()  # no image is needed to find it
+    result = CliRunner().invoke(app, ["--zoo", str(zoo.zoo), "zoo", "check"])
+    assert result.exit_code == 1
+    assert "1 of 3 model(s) failed the check: model 'heads' returns 3 outputs; layout heads mask:3,gender:2 has 2 head(s)" in result.stderr
+
+
+def test_a_corrupt_image_is_named_across_worker_processes(zoo, toy):
+    bad = next((toy.data / "eval" / "images").iterdir())
+    bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(EnsError, match=f"{bad.name}: cannot read image"):
+        predict(zoo, ["tiny"], workers=2)
+    assert not Store(zoo.predictions).has("tiny")
