@@ -210,6 +210,27 @@ def zoo_check(
         raise EnsError(f"{len(failures)} of {len(entries)} model(s) failed the check: {failures[0]}")
 
 
+@zoo_app.command("add-baseline")
+def zoo_add_baseline(
+    ctx: typer.Context,
+    exp_dir: Annotated[Path, typer.Argument(help="The run folder: model/<exp>/ with best.pth and config.json.", show_default=False, metavar="EXP_DIR")],
+    name: Annotated[str, typer.Option("--name", help="Model name in the zoo and in recipes.", show_default=False, metavar="NAME")],
+    code: Annotated[Optional[Path], typer.Option("--code", help="Folder with the baseline's model.py (default: the folder holding model/).", show_default=False, metavar="DIR")] = None,
+    inference_resize: Annotated[Optional[tuple[int, int]], typer.Option("--inference-resize", help="The resize (height width) your inference used, to be told when it differs from training.", show_default=False, metavar="H W")] = None,
+    owner: Annotated[str, typer.Option("--owner", help="Who trained it.")] = "",
+) -> None:
+    """Register a run of the public baseline (best.pth + config.json) in model_zoo.yaml,
+    with the baseline's normalisation and the run's training resize. Creates model_zoo.yaml
+    when there is none; the entry records the code folder, so later commands need no flag."""
+    from .baseline import add_baseline
+
+    project = _project(ctx)
+    entry, notes = add_baseline(project, exp_dir, name, code, inference_resize, owner)
+    out.print(f"added {entry['name']!r} to {_rel(project.zoo)}: {entry['architecture']} from {entry['code']}, checkpoint {entry['checkpoint']}")
+    for note in notes:
+        out.print(f"note: {note}")
+
+
 # --- predict ---------------------------------------------------------------------------------
 
 

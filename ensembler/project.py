@@ -153,6 +153,15 @@ def update_project(zoo: Path, **settings: Any) -> None:
     write_bytes(zoo, yaml.safe_dump(out, sort_keys=False).encode())
 
 
+def add_model(zoo: Path, entry: dict[str, Any]) -> None:
+    """Append one zoo entry to ``model_zoo.yaml`` (created when absent), validated first."""
+    zoo = Path(zoo).absolute()
+    raw = _read_yaml(zoo)
+    models = list(raw.get("models") or [])
+    parse_models([*models, entry], zoo)  # the new entry, and no duplicate name
+    write_bytes(zoo, yaml.safe_dump({**raw, "models": [*models, entry]}, sort_keys=False).encode())
+
+
 def _relative(path: Path, root: Path) -> str:
     path = Path(path).absolute()
     try:

@@ -2,8 +2,8 @@
 
 `ImageSet` decodes each image once (in DataLoader workers) and returns one uint8 tensor per
 distinct geometry (resize, crop, interpolation) among the models being run; normalisation
-(mean/std, float) happens on the device, per model group. Resizing uses torchvision's
-antialiased resize on uint8, which follows PIL's, as the public baseline's transforms do.
+(mean/std, float) happens on the device, per model group. Resizing is torchvision's on PIL
+images, as the public baseline's transforms do.
 A corrupt or missing image is never skipped: the worker hands back its path and the error,
 and the run stops with them.
 """
@@ -32,28 +32,30 @@ class Geometry:
         return cls(pre.resize, pre.crop, pre.interpolation)
 
 
-def decode(path: str) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor ``(3, H, W)``."""
+def decode(path: str):
+    """An image file as an RGB PIL image (decoded now, not lazily)."""
     from PIL import Image
 
     with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return image.convert("RGB")
 
 
-def apply_geometry(image: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Resize to width x height, then centre-crop to width x height; uint8 in, uint8 out."""
+def apply_geometry(image, geometry: Geometry) -> torch.Tensor:
+    """Resize a PIL image to width x height, centre-crop to width x height -> uint8 ``(3, H, W)``.
+
+    The resize and crop are torchvision's on PIL images, as in the public baseline's transforms,
+    so that a baseline model sees bit for bit the pixels it saw in the baseline's inference.
+    """
     from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
+    from torchvision.transforms import functional as F
 
     if geometry.resize is not None:
         w, h = geometry.resize
-        mode = InterpolationMode(geometry.interpolation)
-        image = F.resize(image, [h, w], interpolation=mode, antialias=True)
+        image = F.resize(image, [h, w], interpolation=InterpolationMode(geometry.interpolation))
     if geometry.crop is not None:
         w, h = geometry.crop
         image = F.center_crop(image, [h, w])
-    return image
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def normalize(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:

@@ -43,6 +43,22 @@ def _on_path(folder: Path | None) -> Iterator[None]:
             sys.path.remove(str(folder))
 
 
+def _import_from(module_name: str, code: Path | None):
+    """Import `module_name`, from `code` when given: two teams' ``model.py`` must not shadow each other."""
+    if code is None:
+        return importlib.import_module(module_name)
+    top = module_name.split(".")[0]
+    owned = lambda key: key == top or key.startswith(top + ".")  # noqa: E731
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if owned(k)}
+    try:
+        with _on_path(code):
+            return importlib.import_module(module_name)
+    finally:
+        for key in [k for k in sys.modules if owned(k)]:
+            del sys.modules[key]
+        sys.modules.update(saved)
+
+
 def _timm_names() -> list[str]:
     import timm
 
@@ -66,8 +82,7 @@ def build_model(entry: ZooEntry) -> nn.Module:
             if not timm.is_model(name):
                 raise EnsError(f"model {entry.name!r}: unknown architecture {arch!r}{did_you_mean(name, _timm_names())}")
             return timm.create_model(name, pretrained=False, num_classes=width, **kwargs)
-        with _on_path(entry.code):
-            module = importlib.import_module(prefix)
+        module = _import_from(prefix, entry.code)
         cls = getattr(module, rest, None)
         if cls is None:
             raise EnsError(f"model {entry.name!r}: {prefix} has no {rest!r}{did_you_mean(rest, dir(module))}")
