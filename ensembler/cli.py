@@ -244,6 +244,7 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy).")] = 32,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="On CUDA, run in float32 instead of automatic mixed precision.")] = False,
+    no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
 ) -> None:
     """Run zoo models over a split with batched TTA and save per-task probabilities
@@ -262,7 +263,7 @@ def predict(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
 
-        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress)
+        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress, not no_channels_last)
     elapsed = time.perf_counter() - start
     for o in outcomes:
         note = "unchanged, not recomputed (--force to redo)" if o.status == "cached" else "written"

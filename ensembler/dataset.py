@@ -170,8 +170,11 @@ def make_folds(people: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.Dat
         # A stratum rarer than n_folds (few old men in a small set) cannot reach every fold;
         # the split is still person-grouped and as balanced as the data allows.
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(people)), strata, people["person"])):
-            fold[held_out] = k
+        try:
+            for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(people)), strata, people["person"])):
+                fold[held_out] = k
+        except ValueError as exc:  # every gender x age group smaller than n_folds
+            raise EnsError(f"cannot make {n_folds} folds from {len(people)} people: {exc}") from None
     return pd.DataFrame({"profile": people["profile"].to_numpy(), "fold": fold})
 
 

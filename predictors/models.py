@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import pickle
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,9 @@ def load_model(entry: ZooEntry, checkpoint: Path) -> nn.Module:
         if not Path(checkpoint).is_file():
             raise EnsError(f"{checkpoint}: checkpoint not found")
         try:
-            model = torch.jit.load(str(checkpoint), map_location="cpu")
+            with warnings.catch_warnings():  # deprecated in torch 2.14 in favour of torch.export, still what teams have
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(checkpoint), map_location="cpu")
         except RuntimeError as exc:
             raise EnsError(f"{checkpoint}: not a TorchScript file ({str(exc).strip().splitlines()[0][:160]})") from None
         return model.eval()

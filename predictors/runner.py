@@ -174,6 +174,7 @@ def predict(
     force: bool = False,
     amp: bool = True,
     progress: Progress | None = None,
+    channels_last: bool = True,
 ) -> list[Outcome]:
     """Predict `names` on `split` and write their prediction sets (see the module doc).
 
@@ -209,12 +210,12 @@ def predict(
         paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
         for fold in _folds_needed(job.entry, split, images, project.val_fold):
             model = load_model(job.entry, paths[fold]).to(dev)
-            if dev.type == "cuda":
+            if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             job.models[fold] = model
         job.out = torch.zeros(len(images.ids), job.entry.layout.width)
 
-    _run(jobs, images, split, dev, batch_size, workers, amp, progress)
+    _run(jobs, images, split, dev, batch_size, workers, amp, progress, channels_last)
 
     for job in jobs:
         joint, tasks = to_tasks(job.out, job.entry.layout)
@@ -233,7 +234,7 @@ def predict(
     return outcomes
 
 
-def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch_size: int, workers: int | None, amp: bool, progress: Progress | None) -> None:
+def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch_size: int, workers: int | None, amp: bool, progress: Progress | None, channels_last: bool) -> None:
     geometries = list(dict.fromkeys(Geometry.of(j.entry.preprocess) for j in jobs))
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     loader = torch.utils.data.DataLoader(
@@ -261,7 +262,7 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
                     if isinstance(raw, list):
                         raise EnsError("images of different sizes in one batch: give the model a preprocess.resize")
                     x = normalize(raw.to(dev, non_blocking=True), pre)
-                    normalized[key] = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
+                    normalized[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
             done += len(indices)
             if progress is not None:

@@ -117,7 +117,7 @@ def test_split_project_writes_the_fold_file_and_names_it(project):
     assert load_project(project.zoo).val_fold == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [({"n_folds": 1}, "at least 2"), ({"val_fold": 5}, "0..4")])
+@pytest.mark.parametrize("kwargs, match", [({"n_folds": 1}, "at least 2"), ({"val_fold": 5}, "0..4"), ({"n_folds": 30, "val_fold": 0}, "cannot make 30 folds from 40 people")])
 def test_split_bad_arguments(project, kwargs, match):
     with pytest.raises(EnsError, match=match):
         split_project(project, **kwargs)

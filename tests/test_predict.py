@@ -386,3 +386,15 @@ def test_a_corrupt_image_is_named_across_worker_processes(zoo, toy):
     with pytest.raises(EnsError, match=f"{bad.name}: cannot read image"):
         predict(zoo, ["tiny"], workers=2)
     assert not Store(zoo.predictions).has("tiny")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_torchscript_entries_load_the_scripted_module(tmp_path):
+    model = tiny()
+    torch.jit.script(model).save(str(tmp_path / "m.ts"))
+    e = entry(tmp_path, architecture="torchscript", checkpoint="m.ts")
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(load_model(e, tmp_path / "m.ts")(x), model(x))
+    (tmp_path / "bad.ts").write_bytes(b"nope")
+    with pytest.raises(EnsError, match="bad.ts: not a TorchScript file"):
+        load_model(e, tmp_path / "bad.ts")

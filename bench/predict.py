@@ -1,0 +1,155 @@
+"""Throughput of `ens predict` against the naive loop and against the bound.
+
+On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
+
+- ens: one `predict` call for all models (one decode per image, views batched);
+- naive: each model in turn, its own DataLoader (decode again), ttach's ClassificationTTAWrapper
+  (one forward per view), softmax;
+- bound: decode-only (the same DataLoader, no model) and forward-only (every model on the
+  pre-decoded tensors, both views in one batch, channels_last as ens runs them). With perfect overlap a run takes
+  max(decode, forward); with none, decode + forward.
+
+    python bench/predict.py [--images 256] [--models a,b,c] [--size 96x128] [--device auto]
+
+Prints images/s of each and the ratios (ens / naive, and the bound's time / ens's time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ensembler.project import load_project  # noqa: E402
+from ensembler.toy import make_toy_competition  # noqa: E402
+from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
+from predictors.models import build_model  # noqa: E402
+from predictors.runner import predict, resolve_device  # noqa: E402
+
+
+def write_images(data: Path, seed: int = 0) -> None:
+    """Full-size JPEGs with some structure (JPEG decode time depends on content)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:512, 0:384]
+    for path in sorted((data / "eval" / "images").iterdir()):
+        base = (np.sin(xx / rng.uniform(10, 40)) + np.cos(yy / rng.uniform(10, 40))) * 60 + 128
+        pixels = np.clip(base[..., None] + rng.normal(0, 20, size=(512, 384, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--models", default="resnet18,mobilenetv3_large_100,efficientnet_b0")
+    parser.add_argument("--size", default="96x128", help="resize, width x height")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-amp", action="store_true")
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    device = resolve_device(args.device)
+    amp = device.type == "cuda" and not args.no_amp
+    names = args.models.split(",")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        comp = make_toy_competition(root, n_people=5, n_eval_people=max(1, args.images // 7), seed=0)
+        write_images(comp.data)
+        n = len(comp.eval)
+        pre = {"resize": [width, height], "mean": [0.548, 0.504, 0.479], "std": [0.237, 0.247, 0.246]}
+        entries = []
+        for name in names:
+            entry = {"name": name, "architecture": name, "checkpoint": f"{name}.pth", "layout": "classes18", "preprocess": pre, "tta": "hflip"}
+            entries.append(entry)
+        (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": str(comp.data)}, "models": entries}, sort_keys=False))
+        project = load_project(root / "model_zoo.yaml")
+        torch.manual_seed(0)
+        models = {}
+        for entry in project.models:
+            models[entry.name] = build_model(entry).eval()
+            torch.save(models[entry.name].state_dict(), entry.checkpoint)
+        print(f"{n} images 384x512 JPEG -> {width}x{height}; models {', '.join(names)}; hflip TTA; "
+              f"device {device}{' (AMP)' if amp else ''}; batch {args.batch_size}; workers {args.workers}; torch threads {torch.get_num_threads()}")
+
+        # warm-up (first-call allocations, cudnn autotune), not timed
+        predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=0, force=True, amp=amp)
+        t_ens = timed(lambda: predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=args.workers, force=True, amp=amp))
+
+        paths = [str(comp.data / "eval" / "images" / i) for i in comp.eval["ImageID"]]
+        t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, amp))
+
+        geometry = Geometry((width, height), None, "bilinear")
+        loader = torch.utils.data.DataLoader(ImageSet(paths, [geometry]), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
+        batches = []
+        t_decode = timed(lambda: batches.extend(b[1][0] for b in loader))
+        t_forward = timed(lambda: forward_only(batches, models, project.models[0].preprocess, device, amp))
+
+    bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
+    print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s)")
+    print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
+    print(f"decode only : {n / t_decode:8.1f} images/s ({t_decode:.2f} s)")
+    print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s)")
+    print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
+          f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")
+
+
+def naive(paths, models, size, device, batch_size, workers, amp):
+    """What teams write: per model, its own DataLoader and ttach's wrapper."""
+    import ttach
+    from PIL import Image
+    from torchvision.transforms import Compose, Normalize, Resize, ToTensor
+
+    transform = Compose([Resize(size, Image.BILINEAR), ToTensor(), Normalize((0.548, 0.504, 0.479), (0.237, 0.247, 0.246))])
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            return transform(Image.open(paths[i]).convert("RGB"))
+
+    out = {}
+    for name, model in models.items():
+        model = model.to(device)
+        wrapped = ttach.ClassificationTTAWrapper(model, ttach.aliases.hflip_transform())
+        preds = []
+        with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+            for x in torch.utils.data.DataLoader(Images(), batch_size=batch_size, num_workers=workers):
+                preds.append(torch.softmax(wrapped(x.to(device)).float(), 1).cpu())
+        out[name] = torch.cat(preds)
+    return out
+
+
+def forward_only(batches, models, pre, device, amp):
+    xs = [normalize(b.to(device), pre).contiguous(memory_format=torch.channels_last) for b in batches]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+        for model in models.values():
+            model = model.to(device, memory_format=torch.channels_last)
+            for x in xs:
+                model(torch.cat([x, x.flip(3)])).float().cpu()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()
