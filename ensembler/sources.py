@@ -169,8 +169,9 @@ def import_source(
         labelled = train[train["ImageID"].isin(ids)]
         sets.append(build(Split.VAL, labelled["ImageID"].to_numpy(object), labelled["label"].to_numpy()))
 
-    if force:
-        for split in store.splits(name):  # a replaced source keeps no stale split
-            for suffix in (".json", ".csv"):
-                (store.root / name / f"{split.value}{suffix}").unlink(missing_ok=True)
-    return [store.write(s, overwrite=force) for s in sets]
+    stale = [s for s in store.splits(name) if s not in {new.split for new in sets}]
+    written = [store.write(s, overwrite=force) for s in sets]
+    for split in stale:  # a replaced source keeps no split of the old one (removed once the new is in)
+        for suffix in (".json", ".csv"):
+            (store.root / name / f"{split.value}{suffix}").unlink(missing_ok=True)
+    return written
