@@ -3,8 +3,10 @@
 `make_toy_competition` writes ``train/train.csv``, ``train/images/<profile>/`` (seven files per
 person, mixed .jpg/.jpeg/.png, some ids with a ``-1`` suffix, a dot-folder to skip) and
 ``eval/info.csv`` + ``eval/images/``, with the competition's imbalance and an eval set shifted
-towards older people. Image files are empty placeholders: composing and scoring never decode an
-image. The eval answers go to ``answers.csv`` beside the data folder, which `ens` never reads.
+towards older people. With ``image_size`` it draws faces (`draw_face`) whose mask state, gender
+and age are visible but not trivial; without it the files are empty placeholders, enough for
+composing and scoring, which never decode an image. The eval answers go to ``answers.csv``
+beside the data folder, which `ens` never reads.
 
 `teammate_csv` simulates what a teammate shares: per-task scores with a given skill (the
 margin of the true class's logit over noise), as probabilities or as a hard-label submission.
@@ -46,8 +48,78 @@ def _people(rng: np.random.Generator, n: int, age_mix: np.ndarray) -> pd.DataFra
     return pd.DataFrame({"gender": gender, "age": age, "years": years})
 
 
-def make_toy_competition(root: Path, n_people: int = 300, n_eval_people: int = 200, seed: int = 0) -> ToyCompetition:
-    """Write a toy competition under ``root/data`` (see the module doc); returns its truth."""
+def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int]):
+    """A PIL image (width x height = `size`) of a face-like figure.
+
+    Cues, each with noise so that no single pixel gives the label away: the mask (wear: over
+    nose and mouth; incorrect: below the nose, or on the chin; not wear: none) in a random
+    colour; gender by hair length (long for most women, short for most men) and a little by
+    face width; age by the greyness of the hair and the number of lines on the forehead, both
+    growing with the age in years, so that 29 and 31 look alike, as in the real data.
+    """
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w, h = size
+    s = min(w / 384, h / 512)
+    top, bottom = rng.integers(40, 220, size=3), rng.integers(40, 220, size=3)
+    ramp = np.linspace(0, 1, h)[:, None, None]
+    pixels = (1 - ramp) * top + ramp * bottom + rng.normal(0, 12, size=(h, w, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    cx = w / 2 + rng.normal(0, 18 * s)
+    cy = h * 0.47 + rng.normal(0, 18 * s)
+    fw = (105 if gender == 0 else 95) * s * rng.uniform(0.88, 1.12)
+    fh = 140 * s * rng.uniform(0.9, 1.1)
+    grey = np.clip((years - 18) / 55 + rng.normal(0, 0.12), 0, 1)
+    hair = tuple(int(v) for v in (1 - grey) * rng.choice([[30, 20, 15], [70, 45, 25], [20, 20, 20], [110, 80, 40]]) + grey * np.array([215, 215, 215]))
+    long_hair = rng.random() < (0.85 if gender == 1 else 0.12)
+    if long_hair:
+        draw.rectangle([cx - fw * 1.15, cy - fh * 0.6, cx + fw * 1.15, cy + fh * rng.uniform(0.9, 1.5)], fill=hair)
+    skin = tuple(int(v) for v in rng.choice([[235, 200, 170], [210, 170, 135], [175, 130, 95], [120, 85, 60]]) + rng.normal(0, 8, 3))
+    draw.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
+    draw.chord([cx - fw * 1.05, cy - fh * 1.12, cx + fw * 1.05, cy - fh * 0.05], 180, 360, fill=hair)
+    for i in range(int(np.clip(rng.poisson(max(years - 25, 0) / 9), 0, 6))):
+        y = cy - fh * 0.42 + i * 7 * s
+        draw.line([cx - fw * 0.5, y, cx + fw * 0.5, y + rng.normal(0, 2 * s)], fill=tuple(int(v * 0.7) for v in skin), width=max(1, int(2 * s)))
+    eye_y, eye_dx = cy - fh * 0.12, fw * 0.4
+    for ex in (cx - eye_dx, cx + eye_dx):
+        draw.ellipse([ex - 9 * s, eye_y - 6 * s, ex + 9 * s, eye_y + 6 * s], fill=(40, 30, 30))
+    nose_y, mouth_y = cy + fh * 0.18, cy + fh * 0.5
+    draw.polygon([(cx, nose_y - 25 * s), (cx - 12 * s, nose_y + 8 * s), (cx + 12 * s, nose_y + 8 * s)], fill=tuple(int(v * 0.85) for v in skin))
+    draw.line([cx - 28 * s, mouth_y, cx + 28 * s, mouth_y], fill=(150, 60, 60), width=max(1, int(5 * s)))
+    colour = tuple(int(v) for v in rng.choice([[240, 240, 240], [120, 170, 230], [40, 40, 45], [230, 150, 170], [110, 140, 110]]) + rng.normal(0, 10, 3))
+    if mask == 0:  # worn: from the bridge of the nose to the chin
+        box = [cx - fw * 0.95, nose_y - 30 * s, cx + fw * 0.95, cy + fh * 0.93]
+    elif mask == 1:  # incorrect: nose out, or down on the chin
+        low = rng.random() < 0.5
+        box = [cx - fw * 0.9, (mouth_y + 6 * s) if low else (nose_y + 12 * s), cx + fw * 0.9, cy + fh * (1.0 if low else 0.93)]
+    if mask in (0, 1):
+        draw.rounded_rectangle(box, radius=int(18 * s), fill=colour)
+        draw.line([box[0], box[1] + 8 * s, box[0] - 20 * s, eye_y], fill=colour, width=max(1, int(3 * s)))
+        draw.line([box[2], box[1] + 8 * s, box[2] + 20 * s, eye_y], fill=colour, width=max(1, int(3 * s)))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * s * 2))
+
+
+def _write_image(path: Path, rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int] | None) -> None:
+    if size is None:
+        path.touch()
+        return
+    image = draw_face(rng, mask, gender, years, size)
+    image.save(path, format="PNG" if path.suffix == ".png" else "JPEG", quality=90)
+
+
+def make_toy_competition(
+    root: Path,
+    n_people: int = 300,
+    n_eval_people: int = 200,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+) -> ToyCompetition:
+    """Write a toy competition under ``root/data`` (see the module doc); returns its truth.
+
+    image_size: width x height of drawn faces (the real data is 384 x 512); None writes empty
+    placeholder files.
+    """
     rng = np.random.default_rng(seed)
     root = Path(root)
     data = root / "data"
@@ -63,7 +135,7 @@ def make_toy_competition(root: Path, n_people: int = 300, n_eval_people: int = 2
         (images / p.profile).mkdir()
         for stem, mask in MASK_STEMS.items():
             name = f"{stem}{rng.choice(['.jpg', '.jpeg', '.png'], p=[0.8, 0.1, 0.1])}"
-            (images / p.profile / name).touch()
+            _write_image(images / p.profile / name, rng, mask, p.gender, p.years, image_size)
             train_rows.append((f"{p.profile}/{name}", int(encode(mask, p.gender, p.age))))
     pd.DataFrame(
         {"id": people["id"], "gender": np.where(people["gender"] == 1, "female", "male"),
@@ -76,7 +148,7 @@ def make_toy_competition(root: Path, n_people: int = 300, n_eval_people: int = 2
     for p in eval_people.itertuples():
         for mask in MASK_STEMS.values():
             image_id = f"{rng.integers(1 << 62):016x}{rng.integers(1 << 62):016x}.jpg"
-            (data / EVAL_IMAGES / image_id).touch()
+            _write_image(data / EVAL_IMAGES / image_id, rng, mask, p.gender, p.years, image_size)
             eval_rows.append((image_id, int(encode(mask, p.gender, p.age))))
     order = rng.permutation(len(eval_rows))
     truth_eval = pd.DataFrame(eval_rows, columns=["ImageID", "label"]).iloc[order].reset_index(drop=True)

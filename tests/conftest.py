@@ -39,18 +39,7 @@ def hard_csv(path: Path, truth: pd.DataFrame, labels) -> Path:
 ASSETS = Path(__file__).parent / "assets"
 
 
-def fill_images(data: Path, size: tuple[int, int] = (24, 32), seed: int = 0, truth: pd.DataFrame | None = None) -> None:
-    """Replace the toy's placeholder files with small real images in their own formats: noise,
-    tinted by the image's class when `truth` (ImageID, label) is given, so a model can learn."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    labels = {} if truth is None else dict(zip(truth["ImageID"], truth["label"]))
-    for folder, pattern in ((data / "train" / "images", "*/*"), (data / "eval" / "images", "*")):
-        for path in sorted(folder.glob(pattern)):
-            pixels = rng.integers(0, 256, size=(size[1], size[0], 3)).astype(np.float64)
-            label = labels.get(path.relative_to(folder).as_posix())
-            if label is not None:
-                pixels = 0.4 * pixels + 0.6 * np.array([label * 14, (label % 6) * 40, (label % 3) * 120])
-            Image.fromarray(pixels.astype(np.uint8)).save(path, format="PNG" if path.suffix == ".png" else "JPEG")
+@pytest.fixture
+def faces(tmp_path: Path) -> ToyCompetition:
+    """The toy competition with drawn faces at 48 x 64 (the same generator as the demo's)."""
+    return make_toy_competition(tmp_path / "comp", n_people=40, n_eval_people=10, seed=1, image_size=(48, 64))

@@ -129,3 +129,26 @@ def test_read_folds_rejects_bad_fold(tmp_path):
     path.write_text("profile,fold\na,0\nb,x\n")
     with pytest.raises(EnsError, match="row 3: fold 'x'"):
         read_folds(path)
+
+
+def test_drawn_faces_are_real_images_in_their_formats(faces):
+    from PIL import Image
+
+    table = read_train(faces.data)
+    for image_id in table["ImageID"][:14]:
+        with Image.open(faces.data / "train" / "images" / image_id) as image:
+            assert image.size == (48, 64)
+            assert image.format == ("PNG" if image_id.endswith(".png") else "JPEG")
+    eval_ids = read_eval(faces.data)["ImageID"]
+    with Image.open(faces.data / "eval" / "images" / eval_ids[0]) as image:
+        assert image.size == (48, 64)
+
+
+def test_toy_competition_is_deterministic_for_a_seed(tmp_path):
+    from ensembler.toy import make_toy_competition
+
+    a = make_toy_competition(tmp_path / "a", n_people=10, n_eval_people=3, seed=5, image_size=(24, 32))
+    b = make_toy_competition(tmp_path / "b", n_people=10, n_eval_people=3, seed=5, image_size=(24, 32))
+    assert a.train.equals(b.train) and a.eval.equals(b.eval)
+    first = a.train["ImageID"][0]
+    assert (a.data / "train" / "images" / first).read_bytes() == (b.data / "train" / "images" / first).read_bytes()

@@ -8,7 +8,7 @@ ttach = pytest.importorskip("ttach")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from conftest import ASSETS, fill_images  # noqa: E402
+from conftest import ASSETS  # noqa: E402
 from ensembler.dataset import split_project  # noqa: E402
 from ensembler.errors import EnsError  # noqa: E402
 from ensembler.labels import Task  # noqa: E402
@@ -217,9 +217,13 @@ def test_unknown_architecture_suggests_timm_names(tmp_path):
 
 
 @pytest.fixture
+def toy(faces):
+    return faces
+
+
+@pytest.fixture
 def zoo(tmp_path, toy):
-    """The toy data with real images; a 18-class TinyNet, a heads TinyNet and a Const fold group."""
-    fill_images(toy.data)
+    """The toy data with drawn faces; a 18-class TinyNet, a heads TinyNet and a Const fold group."""
     root = tmp_path / "team"
     root.mkdir()
     torch.manual_seed(0)
