@@ -68,11 +68,11 @@ def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size
     draw = ImageDraw.Draw(image)
     cx = w / 2 + rng.normal(0, 18 * s)
     cy = h * 0.47 + rng.normal(0, 18 * s)
-    fw = (105 if gender == 0 else 95) * s * rng.uniform(0.88, 1.12)
+    fw = (108 if gender == 0 else 92) * s * rng.uniform(0.9, 1.1)
     fh = 140 * s * rng.uniform(0.9, 1.1)
     grey = np.clip((years - 18) / 55 + rng.normal(0, 0.12), 0, 1)
     hair = tuple(int(v) for v in (1 - grey) * rng.choice([[30, 20, 15], [70, 45, 25], [20, 20, 20], [110, 80, 40]]) + grey * np.array([215, 215, 215]))
-    long_hair = rng.random() < (0.85 if gender == 1 else 0.12)
+    long_hair = rng.random() < (0.92 if gender == 1 else 0.08)
     if long_hair:
         draw.rectangle([cx - fw * 1.15, cy - fh * 0.6, cx + fw * 1.15, cy + fh * rng.uniform(0.9, 1.5)], fill=hair)
     skin = tuple(int(v) for v in rng.choice([[235, 200, 170], [210, 170, 135], [175, 130, 95], [120, 85, 60]]) + rng.normal(0, 8, 3))

@@ -113,12 +113,17 @@ def test_compose_never_overwrites_from_the_cli(team):
     assert result.exit_code == 1 and "x.csv exists" in result.stderr
 
 
-def test_demo_runs_and_the_composition_beats_the_single_sources(tmp_path):
-    result = ens("demo", "--dir", tmp_path / "d")
+def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
+    pytest.importorskip("torch")
+    args = ("demo", "--dir", tmp_path / "d", "--people", 40, "--eval-people", 6, "--image-size", "48x64", "--epochs", 1)
+    result = ens(*args)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "d" / "submissions" / "per-task.csv").is_file()
-    assert "hidden eval answers" in result.output
-    again = ens("demo", "--dir", tmp_path / "d")
+    root = tmp_path / "d"
+    for name in ("per-task", "per-task-vote", "soft-vote"):
+        assert (root / "submissions" / f"{name}.csv").is_file()
+    assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
+    assert "hidden eval answers" in result.output and "ana-r10" in result.output
+    again = ens(*args)
     assert again.exit_code == 1 and "not empty" in again.stderr
 
 

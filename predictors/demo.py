@@ -1,0 +1,125 @@
+"""`ens demo`: the whole flow on a synthetic competition, in minutes on CPU.
+
+1. writes a toy competition in the real layout with drawn faces (`ensembler.toy`), the eval
+   answers kept aside in ``answers.csv``;
+2. writes the team's fold file (fold 0 is the validation hold-out);
+3. trains a small team with the built-in trainer, each a different small timm architecture:
+   an 18-class model, a three-head model as a fold group, an age-only model at a higher
+   resolution, and a mask-and-gender model; all hold out fold 0 (the fold group's second
+   model holds out fold 1 and serves eval only);
+4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
+   the validation fold and on eval (one pass over the images each);
+5. composes a per-task recipe and two votes, writes the submissions, prints the report, and
+   scores every model and submission on the hidden eval answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ensembler.compose import Submission, compose_submission
+from ensembler.dataset import split_project
+from ensembler.errors import EnsError
+from ensembler.labels import N_JOINT, encode
+from ensembler.metrics import macro_f1
+from ensembler.project import load_project, update_project
+from ensembler.recipe import parse_recipe
+from ensembler.report import Report, build_report, own_prediction
+from ensembler.store import Split, Store
+from ensembler.toy import eval_f1, make_toy_competition
+
+from .runner import predict
+from .train import train_model
+
+HEADS = {"heads": {"mask": 3, "gender": 2, "age": 3}}
+LOW, HIGH = [48, 64], [96, 128]  # width x height fed to the models
+TEAM = [
+    {"name": "ana-r10", "owner": "ana", "architecture": "resnet10t", "layout": "classes18", "preprocess": {"resize": LOW}, "fold": 0},
+    {"name": "ben-heads", "owner": "ben", "architecture": "regnetx_002", "layout": HEADS, "preprocess": {"resize": LOW}, "folds": [0, 1]},
+    {"name": "chloe-age", "owner": "chloe", "architecture": "regnety_002", "layout": {"heads": {"age": 3}}, "preprocess": {"resize": HIGH}, "fold": 0},
+    {"name": "dan-mg", "owner": "dan", "architecture": "regnetx_004", "layout": {"heads": {"mask": 3, "gender": 2}}, "preprocess": {"resize": LOW}, "fold": 0},
+]
+LR = 1e-2
+RECIPES = {
+    "per-task": "mask,gender:dan-mg age:chloe-age",
+    "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
+    "soft-vote": "*:ana-r10+ben-heads",
+}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The demo's folder, its report, and the hidden-eval 18-class macro F1 of each model and submission."""
+
+    root: Path
+    report: Report
+    submissions: list[Submission]
+    eval_f1: dict[str, float]
+
+
+def run_demo(
+    root: Path,
+    seed: int = 0,
+    n_people: int = 300,
+    n_eval_people: int = 200,
+    image_size: tuple[int, int] = (192, 256),
+    epochs: int = 6,
+    log: Callable[[str], None] = lambda _: None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoResult:
+    """Run the flow in `root` (created; must be empty or absent)."""
+    root = Path(root).absolute()
+    if root.exists() and any(root.iterdir()):
+        raise EnsError(f"{root}: not empty; choose another --dir (the demo never overwrites)")
+    log(f"drawing a toy competition: {n_people} train people ({n_people * 7} images), {n_eval_people * 7} eval images, {image_size[0]}x{image_size[1]}")
+    comp = make_toy_competition(root, n_people, n_eval_people, seed, image_size)
+    zoo = root / "model_zoo.yaml"
+    update_project(zoo, data=comp.data)
+    split_project(load_project(zoo), seed=seed)
+    log("wrote folds.csv: 5 folds by person, stratified by gender x age; fold 0 is validation")
+
+    entries = []
+    for member in TEAM:
+        entry = {k: v for k, v in member.items() if k != "folds"} | {"tta": "hflip"}
+        if "folds" in member:
+            entry["folds"] = {k: f"models/{member['name']}/fold{k}.pth" for k in member["folds"]}
+        else:
+            entry["checkpoint"] = f"models/{member['name']}/best.pth"
+        entries.append(entry)
+    raw = yaml.safe_load(zoo.read_text())
+    zoo.write_text(yaml.safe_dump({**raw, "models": entries}, sort_keys=False))
+    project = load_project(zoo)
+
+    cache: dict = {}
+    for i, entry in enumerate(project.models):
+        folds = entry.folds if entry.is_fold_group else {entry.fold: entry.checkpoint}
+        for fold, checkpoint in folds.items():
+            log(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold {fold} held out")
+            train_model(entry, comp.data, project.folds, fold, checkpoint, epochs=epochs, lr=LR, seed=seed * 100 + i, cache=cache, log=log)
+    names = [e.name for e in project.models]
+    for split in (Split.VAL, Split.EVAL):
+        log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
+        predict(project, names, split, workers=0, progress=progress)
+
+    submissions = []
+    for name, text in RECIPES.items():
+        submissions.append(compose_submission(project, parse_recipe(text), name=name))
+        log(f"wrote submissions/{name}.csv ({text})")
+    report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
+
+    truth = comp.eval.set_index("ImageID")["label"]
+    store = Store(project.predictions)
+    scores: dict[str, float] = {}
+    for name in names:  # a model alone is scored when it predicts all three tasks
+        pset = store.read(name, Split.EVAL)
+        prediction = own_prediction(pset)
+        if not isinstance(prediction, dict) or len(prediction) == 3:
+            labels = prediction if not isinstance(prediction, dict) else encode(*prediction.values())
+            scores[name] = macro_f1(truth.reindex(pset.image_ids).to_numpy(), labels, N_JOINT)
+    scores.update({s.name: eval_f1(comp.answers, s.csv) for s in submissions})
+    return DemoResult(root, report, submissions, scores)
+
