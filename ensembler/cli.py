@@ -368,28 +368,32 @@ def report(
         out.print(f"note: {note}")
 
 
-def _report_table(result: Report) -> Table:
+def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
+    """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend."""
+    labels = dict(labels or {})
+    legend = []
+    for row in result.rows:
+        if row.kind == "recipe" and row.name not in labels and len(row.name) > 20:
+            labels[row.name] = f"R{len(legend) + 1}"
+            legend.append(f"{labels[row.name]} = {row.name}")
+    caption = "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source"
     table = Table(
         title=f"validation: {result.scope}",
-        caption="macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source",
+        caption="\n".join([*legend, caption]),
         title_justify="left",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    table.add_column("source / recipe", overflow="fold", min_width=12)
+    table.add_column("source / recipe", overflow="fold", min_width=14)
     table.add_column("kind", overflow="fold")
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
-        name = row.name.replace(" ", "\n")  # one recipe part per line
         kind = f"{row.method} vote" if row.method else row.kind
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
-        table.add_row(name, kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
+        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
     return table
-
-
-# --- demo ------------------------------------------------------------------------------------
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -415,16 +419,18 @@ def demo(
     model), registers them, predicts with TTA, composes, reports, and scores each submission on
     the hidden eval answers. Needs torch (pip install -e ".[predict]")."""
     try:
-        from predictors.demo import run_demo
+        from predictors.demo import RECIPES, run_demo
     except ImportError as exc:
         raise EnsError(f"ens demo trains small models and needs torch: pip install -e \".[predict]\" ({exc})") from None
+
+    from .recipe import parse_recipe
 
     if dir is None:
         dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
-    out.print(_report_table(result.report))
+    out.print(_report_table(result.report, {str(parse_recipe(text)): name for name, text in RECIPES.items()}))
     table = Table(title="hidden eval answers (never read by ens): 18-class macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model / submission")
     table.add_column("eval F1 (18)", justify="right")
