@@ -51,6 +51,8 @@ class EnsGroup(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             _fail("interrupted; nothing half-written was left behind")
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # typer turns Ctrl-C into exit code 130
+            _fail("interrupted; nothing half-written was left behind")
         if standalone_mode:
             sys.exit(code)
         return code
