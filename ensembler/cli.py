@@ -22,6 +22,7 @@ from . import __version__
 from .errors import EnsError
 from .labels import TASKS, Task
 from .project import DEFAULT_ZOO, Project, load_project
+from .compose import Prior
 from .report import Report
 from .sources import ImportKind
 from .store import Split
@@ -317,6 +318,7 @@ def compose(
     method: Annotated[Method, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
+    prior: Annotated[Prior, typer.Option("--prior", help="em: estimate each task's class priors on the eval images by EM (Saerens et al. 2002) and re-weight the voted probabilities from the train priors to them, for a test set whose mix differs from train's (soft and geo votes).")] = Prior.NONE,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -325,9 +327,11 @@ def compose(
     from .recipe import parse_recipe
 
     parsed = parse_recipe([*(recipe or []), *(parts or [])])
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task)
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     out.print(f"recipe {parsed} · {method} vote on the {'18-way joint' if sub.mode == 'joint' else 'per-task probabilities'}")
+    for task, record in (sub.priors or {}).items():
+        out.print(f"{task} priors: train {record['train']} -> eval estimate {record['estimated']}")
     val = sub.validation or {}
     if "recipe" in val:
         s = val["recipe"]
@@ -433,11 +437,13 @@ def demo(
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
     out.print(_report_table(result.report, {str(parse_recipe(text)): name for name, text in RECIPES.items()}))
-    table = Table(title="hidden eval answers (never read by ens): 18-class macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model / submission")
-    table.add_column("eval F1 (18)", justify="right")
-    for name, value in sorted(result.eval_f1.items(), key=lambda kv: -kv[1]):
-        table.add_row(name, f"{value:.4f}")
+    for col in (*(str(t) for t in TASKS), "F1 (18)"):
+        table.add_column(col, justify="right")
+    ranked = sorted(result.eval_scores.items(), key=lambda kv: -(kv[1].f1_18 if kv[1].f1_18 is not None else -1))
+    for name, s in ranked:
+        table.add_row(name, *(_f(s.f1.get(t)) for t in TASKS), _f(s.f1_18))
     out.print(table)
     out.print(f"done in {time.perf_counter() - start:.0f} s. Next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --recipe …)")
 

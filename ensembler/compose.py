@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from . import __version__
 from .dataset import EVAL_CSV, data_fingerprint, read_eval
 from .errors import EnsError, preview, unknown
 from .io import sha256_bytes, write_bytes, write_json
-from .labels import N_JOINT
+from .labels import N_JOINT, TASKS, encode
 from .metrics import score
+from .priors import correct, train_priors
 from .project import Project
 from .recipe import Recipe
 from .report import aligned_sets, own_prediction, shared_ids, validation_ids
@@ -42,6 +44,7 @@ class Submission:
     mode: str
     class_counts: dict[int, int]
     validation: dict[str, Any] | None
+    priors: dict[str, Any] | None = None
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -105,15 +108,47 @@ def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dic
     return {t: v[pos] for t, v in prediction.items()} if isinstance(prediction, Mapping) else prediction[pos]
 
 
+class Prior(StrEnum):
+    """Prior correction of the eval posteriors: none, or EM-estimated eval priors per task."""
+
+    NONE = "none"
+    EM = "em"
+
+
+def _correct_priors(data: Path, composed: Composed, composed_val: Composed | None) -> tuple[Composed, dict[str, Any]]:
+    """`composed` re-weighted to the eval priors that EM estimates per task (see `priors`).
+
+    The priors the posteriors stand for are their mean over the labelled images when the recipe
+    has them (class-weighted training and TTA move a model's priors away from the label
+    frequencies); else the train label frequencies of the data folder.
+    """
+    if composed_val is not None:
+        implied = {t: p.mean(axis=0) / p.mean(axis=0).sum() for t, p in composed_val.probs.items()}
+    else:
+        from .dataset import read_train
+
+        implied = train_priors(read_train(data)["label"].to_numpy())
+    probs, joint, record = correct(composed.probs, implied, composed.joint)
+    labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+    return Composed(composed.image_ids, labels, probs, joint, composed.mode), record
+
+
 def compose_submission(
     project: Project,
     recipe: Recipe,
     method: Method = Method.SOFT,
     name: str | None = None,
     per_task: bool = False,
+    prior: Prior = Prior.NONE,
 ) -> Submission:
-    """Vote `recipe` on the eval images and write the submission, its manifest and the ensemble source."""
-    method = Method(method)
+    """Vote `recipe` on the eval images and write the submission, its manifest and the ensemble source.
+
+    prior: ``em`` re-weights the eval posteriors to EM-estimated eval priors (train priors from
+    the data folder); validation scores stay those of the plain vote, whose images follow train's mix.
+    """
+    method, prior = Method(method), Prior(prior)
+    if prior is not Prior.NONE and method is Method.HARD:
+        raise EnsError("--prior em re-weights probabilities; a hard vote has none (use --method soft or geo)")
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
     csv_path = project.submissions / f"{name}.csv"
     json_path = project.submissions / f"{name}.json"
@@ -129,6 +164,9 @@ def compose_submission(
     sets = load_eval_sets(project, store, recipe, eval_ids)
     composed = combine(recipe, sets, method, per_task)
     validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)
+    priors = None
+    if prior is Prior.EM:
+        composed, priors = _correct_priors(data, composed, composed_val)
 
     frame = pd.DataFrame({"ImageID": eval_ids, "ans": composed.labels.astype(np.int64)})
     validate_submission(frame, eval_ids)
@@ -152,6 +190,7 @@ def compose_submission(
         "recipe": str(recipe),
         "method": method.value,
         "voting": composed.mode,
+        "prior": {"method": prior.value, "tasks": priors} if priors else None,
         "inputs": inputs,
         "data": data_fingerprint(data),
         "submission_sha256": sha256_bytes(body),
@@ -161,9 +200,9 @@ def compose_submission(
     write_bytes(csv_path, body, overwrite=False)
     write_json(json_path, manifest, overwrite=False)
 
-    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "submission": csv_path.name}
+    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "prior": prior.value, "submission": csv_path.name}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
     store.write(_ensemble_set(name, Split.EVAL, composed, None, meta))
     if composed_val is not None:
         store.write(_ensemble_set(name, Split.VAL, composed_val, val_labels, meta))
-    return Submission(name, csv_path, json_path, composed.mode, counts, validation)
+    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors)

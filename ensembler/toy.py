@@ -185,12 +185,3 @@ def teammate_csv(
     if hard:
         return frame.assign(ans=table.argmax(axis=1))
     return pd.concat([frame, pd.DataFrame(table, columns=[str(k) for k in range(table.shape[1])])], axis=1)
-
-
-def eval_f1(answers: Path, submission: Path) -> float:
-    """18-class macro F1 of a submission against the toy answer file."""
-    from .metrics import macro_f1
-
-    truth = pd.read_csv(answers).set_index("ImageID")["ans"]
-    sub = pd.read_csv(submission).set_index("ImageID")["ans"]
-    return macro_f1(truth.to_numpy(), sub.reindex(truth.index).to_numpy(), 18)

@@ -9,8 +9,9 @@
    model holds out fold 1 and serves eval only);
 4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
    the validation fold and on eval (one pass over the images each);
-5. composes a per-task recipe and two votes, writes the submissions, prints the report, and
-   scores every model and submission on the hidden eval answers.
+5. composes a per-task recipe and two votes, and the two votes again with EM prior correction
+   (the eval set is older than train), writes the submissions, prints the report, and scores
+   every model and submission on the hidden eval answers.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
-from ensembler.compose import Submission, compose_submission
+from ensembler.compose import Prior, Submission, compose_submission
 from ensembler.dataset import split_project
 from ensembler.errors import EnsError
-from ensembler.labels import N_JOINT, encode
-from ensembler.metrics import macro_f1
+from ensembler.metrics import Scores, score
 from ensembler.project import load_project, update_project
 from ensembler.recipe import parse_recipe
 from ensembler.report import Report, build_report, own_prediction
 from ensembler.store import Split, Store
-from ensembler.toy import eval_f1, make_toy_competition
+from ensembler.toy import make_toy_competition
 
 from .runner import predict
 from .train import train_model
@@ -49,16 +50,17 @@ RECIPES = {
     "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
     "soft-vote": "*:ana-r10+ben-heads",
 }
+PRIOR_CORRECTED = {"soft-vote-em": "soft-vote", "per-task-vote-em": "per-task-vote"}  # --prior em of these
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The demo's folder, its report, and the hidden-eval 18-class macro F1 of each model and submission."""
+    """The demo's folder, its report, and the hidden-eval scores of each model and submission."""
 
     root: Path
     report: Report
     submissions: list[Submission]
-    eval_f1: dict[str, float]
+    eval_scores: dict[str, Scores]
 
 
 def run_demo(
@@ -109,17 +111,20 @@ def run_demo(
     for name, text in RECIPES.items():
         submissions.append(compose_submission(project, parse_recipe(text), name=name))
         log(f"wrote submissions/{name}.csv ({text})")
+    for name, plain in PRIOR_CORRECTED.items():
+        submissions.append(compose_submission(project, parse_recipe(RECIPES[plain]), name=name, prior=Prior.EM))
+        age = submissions[-1].priors["age"]
+        log(f"wrote submissions/{name}.csv ({plain} with --prior em: age priors {age['train']} -> {age['estimated']})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
 
     truth = comp.eval.set_index("ImageID")["label"]
     store = Store(project.predictions)
-    scores: dict[str, float] = {}
-    for name in names:  # a model alone is scored when it predicts all three tasks
+    scores: dict[str, Scores] = {}
+    for name in names:  # each model alone, on the tasks it predicts
         pset = store.read(name, Split.EVAL)
-        prediction = own_prediction(pset)
-        if not isinstance(prediction, dict) or len(prediction) == 3:
-            labels = prediction if not isinstance(prediction, dict) else encode(*prediction.values())
-            scores[name] = macro_f1(truth.reindex(pset.image_ids).to_numpy(), labels, N_JOINT)
-    scores.update({s.name: eval_f1(comp.answers, s.csv) for s in submissions})
+        scores[name] = score(truth.reindex(pset.image_ids).to_numpy(), own_prediction(pset))
+    for sub in submissions:
+        written = pd.read_csv(sub.csv)
+        scores[sub.name] = score(truth.reindex(written["ImageID"]).to_numpy(), written["ans"].to_numpy())
     return DemoResult(root, report, submissions, scores)
 

@@ -106,6 +106,18 @@ def test_errors_are_one_line_and_exit_1(team, args, message):
     assert not (root / "submissions" / "x.csv").exists()
 
 
+def test_compose_with_prior_correction_prints_the_priors(team, toy, tmp_path):
+    from conftest import write_csv
+    from ensembler.toy import teammate_csv
+
+    base, root = team
+    probs = teammate_csv(toy.eval, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=0)
+    assert ens(*base, "import", write_csv(tmp_path / "p.csv", probs), "--name", "p").exit_code == 0
+    result = ens(*base, "compose", "--recipe", "*:p", "--prior", "em", "--name", "em")
+    assert result.exit_code == 0, result.output
+    assert "age priors: train [" in result.output and "-> eval estimate [" in result.output
+
+
 def test_compose_never_overwrites_from_the_cli(team):
     base, root = team
     assert ens(*base, "compose", "--recipe", "*:A", "--name", "x").exit_code == 0
@@ -119,7 +131,7 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     result = ens(*args)
     assert result.exit_code == 0, result.output
     root = tmp_path / "d"
-    for name in ("per-task", "per-task-vote", "soft-vote"):
+    for name in ("per-task", "per-task-vote", "soft-vote", "soft-vote-em", "per-task-vote-em"):
         assert (root / "submissions" / f"{name}.csv").is_file()
     assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
     assert "hidden eval answers" in result.output and "ana-r10" in result.output
