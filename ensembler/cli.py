@@ -19,10 +19,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
+from .compose import Prior
 from .errors import EnsError
 from .labels import TASKS, Task
 from .project import DEFAULT_ZOO, Project, load_project
-from .compose import Prior
 from .report import Report
 from .sources import ImportKind
 from .store import Split
@@ -30,6 +30,9 @@ from .voting import Method
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+INTERRUPTED = 130  # the exit code typer gives Ctrl-C
 
 
 def _fail(message: str) -> None:
@@ -50,9 +53,9 @@ class EnsGroup(TyperGroup):
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             _fail(exc.format_message().replace("\n", " ") + hint)
         except (typer.Abort, KeyboardInterrupt):
-            _fail("interrupted; nothing half-written was left behind")
+            rv = INTERRUPTED
         code = rv if isinstance(rv, int) else 0
-        if code == 130:  # typer turns Ctrl-C into exit code 130
+        if code == INTERRUPTED:
             _fail("interrupted; nothing half-written was left behind")
         if standalone_mode:
             sys.exit(code)
@@ -121,6 +124,16 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _torch_side(module: str) -> Any:
+    """Import `predictors.<module>`, or say how to install torch."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"predictors.{module}")
+    except ImportError as exc:
+        raise EnsError(f"this command needs torch: pip install -e \".[predict]\" ({exc})") from None
+
+
 def _f(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
@@ -155,7 +168,7 @@ def split(
 @zoo_app.command("list")
 def zoo_list(ctx: typer.Context) -> None:
     """List the registered models and every source a recipe can name (models, imports, ensembles)."""
-    from .store import Store
+    from .store import Store, kind_of
 
     project = _project(ctx)
     store = Store(project.predictions)
@@ -172,7 +185,7 @@ def zoo_list(ctx: typer.Context) -> None:
             table.add_row(name, "model", "", "", "— (ens predict)", "")
             continue
         meta = store.read_meta(name, splits[0])
-        kind = meta.get("origin", {}).get("type", "model")
+        kind = kind_of(meta)
         rows = " / ".join(str(store.read_meta(name, s).get("rows")) for s in splits)
         table.add_row(name, kind, ",".join(meta.get("tasks", [])), "yes" if meta.get("joint") else "no", ", ".join(map(str, splits)), rows)
     if names:
@@ -189,8 +202,7 @@ def zoo_check(
     """Check zoo entries before any image is read: checkpoint files exist, sha256 matches when
     given, the architecture builds, the weights load, and one dummy batch gives the output width
     the layout needs. Needs torch (pip install -e ".[predict]")."""
-    from predictors.models import check_entry
-
+    check_entry = _torch_side("models").check_entry
     project = _project(ctx)
     entries = [project.model(n) for n in names] if names else list(project.models)
     if not entries:
@@ -255,7 +267,7 @@ def predict(
     unchanged is not recomputed. Needs torch (pip install -e ".[predict]")."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from predictors.runner import predict as run_predict
+    run_predict = _torch_side("runner").predict
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -424,10 +436,8 @@ def demo(
     model, a three-head fold group, an age-only model at a higher resolution, a mask-and-gender
     model), registers them, predicts with TTA, composes, reports, and scores each submission on
     the hidden eval answers. Needs torch (pip install -e ".[predict]")."""
-    try:
-        from predictors.demo import RECIPES, run_demo
-    except ImportError as exc:
-        raise EnsError(f"ens demo trains small models and needs torch: pip install -e \".[predict]\" ({exc})") from None
+    demo_flow = _torch_side("demo")
+    RECIPES, run_demo = demo_flow.RECIPES, demo_flow.run_demo
 
     from .recipe import parse_recipe
 

@@ -18,7 +18,7 @@ from .errors import EnsError, preview, unknown
 from .metrics import Scores, score
 from .project import Project
 from .recipe import Recipe
-from .store import LABELLED_SPLITS, PredictionSet, Store
+from .store import LABELLED_SPLITS, PredictionSet, Store, kind_of
 from .voting import Method, combine
 
 
@@ -41,11 +41,6 @@ class Report:
     n_images: int
     scope: str
     notes: list[str] = field(default_factory=list)
-
-
-def source_kind(pset: PredictionSet) -> str:
-    """``model``, ``import`` or ``ensemble``, from the set's provenance."""
-    return str(pset.meta.get("origin", {}).get("type", "model"))
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
@@ -138,7 +133,7 @@ def build_report(
     ids, scope, more = scoring_images(project, sets)
     aligned, labels = aligned_sets(sets, ids)
 
-    rows = [ReportRow(n, source_kind(s), score(labels, own_prediction(s))) for n, s in aligned.items()]
+    rows = [ReportRow(n, kind_of(s.meta), score(labels, own_prediction(s))) for n, s in aligned.items()]
     singles = [r.scores.f1_18 for r in rows if r.kind != "ensemble" and r.scores.f1_18 is not None]
     best = max(singles) if singles else None
     for recipe in recipes:

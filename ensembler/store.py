@@ -49,6 +49,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def kind_of(meta: Mapping[str, Any]) -> str:
+    """A source's origin from its provenance: ``model``, ``import`` or ``ensemble``."""
+    return str(meta.get("origin", {}).get("type", "model"))
+
+
 def id_mismatch(expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ImageIDs in `expected` but not `actual` (missing), and the reverse (extra); hashed, O(n)."""
     want, have = pd.Index(expected), pd.Index(actual)

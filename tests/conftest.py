@@ -42,4 +42,5 @@ ASSETS = Path(__file__).parent / "assets"
 @pytest.fixture
 def faces(tmp_path: Path) -> ToyCompetition:
     """The toy competition with drawn faces at 48 x 64 (the same generator as the demo's)."""
+    pytest.importorskip("PIL")
     return make_toy_competition(tmp_path / "comp", n_people=40, n_eval_people=10, seed=1, image_size=(48, 64))

@@ -145,6 +145,7 @@ def test_drawn_faces_are_real_images_in_their_formats(faces):
 
 
 def test_toy_competition_is_deterministic_for_a_seed(tmp_path):
+    pytest.importorskip("PIL")
     from ensembler.toy import make_toy_competition
 
     a = make_toy_competition(tmp_path / "a", n_people=10, n_eval_people=3, seed=5, image_size=(24, 32))
