@@ -318,7 +318,8 @@ RECIPE_HELP = (
 METHOD_HELP = (
     "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; hard: weighted "
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
-    "then by the lower class index."
+    "then by the lower class index; stack: per task, a logistic regression on the sources' "
+    "log-probabilities, fitted on their labelled predictions, scored by person-grouped cross-validation."
 )
 
 
@@ -330,6 +331,7 @@ def compose(
     method: Annotated[Method, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
+    balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,
     prior: Annotated[Prior, typer.Option("--prior", help="em: estimate each task's class priors on the eval images by EM (Saerens et al. 2002) and re-weight the voted probabilities from the train priors to them, for a test set whose mix differs from train's (soft and geo votes).")] = Prior.NONE,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
@@ -339,16 +341,18 @@ def compose(
     from .recipe import parse_recipe
 
     parsed = parse_recipe([*(recipe or []), *(parts or [])])
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior)
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior, "balanced" if balanced else None)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
-    out.print(f"recipe {parsed} · {method} vote on the {'18-way joint' if sub.mode == 'joint' else 'per-task probabilities'}")
+    how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
+    out.print(f"recipe {parsed} · {how.get(sub.mode, 'stacked: a meta-model per task, fitted on the labelled predictions')}")
     for task, record in (sub.priors or {}).items():
         out.print(f"{task} priors: train {record['train']} -> eval estimate {record['estimated']}")
     val = sub.validation or {}
     if "recipe" in val:
         s = val["recipe"]
+        spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
         out.print(
-            f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}, accuracy {_f(s['accuracy'])}, "
+            f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}{spread}, accuracy {_f(s['accuracy'])}, "
             + ", ".join(f"{t} F1 {_f(s[f'f1_{t}'])}" for t in TASKS)
         )
     elif "skipped" in val:
@@ -394,7 +398,10 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
         if row.kind == "recipe" and row.name not in labels and len(row.name) > 20:
             labels[row.name] = f"R{len(legend) + 1}"
             legend.append(f"{labels[row.name]} = {row.name}")
-    caption = "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source"
+    caption = (
+        "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
+        "stack rows are scored out of fold (person-grouped CV), ± their spread across folds"
+    )
     table = Table(
         title=f"validation: {result.scope}",
         caption="\n".join([*legend, caption]),
@@ -410,7 +417,8 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
     for row in result.rows:
         kind = f"{row.method} vote" if row.method else row.kind
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
-        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), _f(row.scores.f1_18), _f(row.scores.accuracy), gain)
+        f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
+        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
     return table
 
 

@@ -29,7 +29,8 @@ from .metrics import score
 from .priors import correct, train_priors
 from .project import Project
 from .recipe import Recipe
-from .report import aligned_sets, own_prediction, shared_ids, validation_ids
+from .learned import stack
+from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
 from .store import PredictionSet, Split, Store, check_name, id_mismatch
 from .voting import Composed, Method, combine
 
@@ -104,6 +105,52 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
     }, composed, labels
 
 
+def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
+    """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
+    from .dataset import read_folds
+
+    if not project.folds.is_file():
+        return
+    folds = read_folds(project.folds)
+    for name, pset in sets.items():
+        entry = next((m for m in project.models if m.name == name), None)
+        if entry is None or entry.is_fold_group or entry.fold is None:
+            continue
+        outside = folds.reindex(profile_of(pset.image_ids)).to_numpy() != entry.fold
+        if outside.any():
+            raise EnsError(
+                f"model {name!r} held out fold {entry.fold} only: {int(outside.sum())} of its labelled images are of "
+                f"people in other folds, which it trained on; nothing can be fitted on them"
+            )
+
+
+def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], class_weight: str | None) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
+    """Stack `recipe` (fitted on all shared labelled images, scored out of fold on the validation ones)."""
+    labelled = {s: store.labelled(s) for s in recipe.sources}
+    lacking = [s for s, v in labelled.items() if v is None]
+    if lacking:
+        raise EnsError(
+            f"--method stack fits on labelled predictions; {', '.join(lacking)} has none "
+            "(import its validation rows, or run ens predict --split val or oof)"
+        )
+    ids = shared_ids(labelled)
+    aligned, labels = aligned_sets(labelled, ids)
+    guard_leakage(project, aligned)
+    val_ids, scope = validation_ids(project, ids)
+    if not len(val_ids):
+        raise EnsError(f"no shared labelled image to score the stack on ({scope})")
+    composed, scored, cv = stack(recipe, aligned, labels, eval_sets, class_weight=class_weight, score_ids=val_ids)
+    pos = pd.Index(ids).get_indexer(scored.image_ids)
+    validation = {
+        "scope": scope + f"; stacking scored out of fold ({cv.folds} person-grouped folds)",
+        "images": int(len(pos)),
+        "recipe": score(labels[pos], scored.labels).as_dict(),
+        "cv": {"folds": cv.folds, "f1_18_fold_mean": cv.fold_mean, "f1_18_fold_std": cv.fold_std},
+        "sources": {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()},
+    }
+    return composed, validation, scored, labels[pos]
+
+
 def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dict:
     return {t: v[pos] for t, v in prediction.items()} if isinstance(prediction, Mapping) else prediction[pos]
 
@@ -140,11 +187,14 @@ def compose_submission(
     name: str | None = None,
     per_task: bool = False,
     prior: Prior = Prior.NONE,
+    class_weight: str | None = None,
 ) -> Submission:
     """Vote `recipe` on the eval images and write the submission, its manifest and the ensemble source.
 
     prior: ``em`` re-weights the eval posteriors to EM-estimated eval priors (train priors from
     the data folder); validation scores stay those of the plain vote, whose images follow train's mix.
+    method ``stack`` fits per-task stackers (`ensembler.learned`; class_weight ``balanced`` as an
+    option) on the sources' labelled predictions; its validation scores are out of fold.
     """
     method, prior = Method(method), Prior(prior)
     if prior is not Prior.NONE and method is Method.HARD:
@@ -162,8 +212,11 @@ def compose_submission(
     data = project.require_data()
     eval_ids = read_eval(data)["ImageID"].to_numpy(object)
     sets = load_eval_sets(project, store, recipe, eval_ids)
-    composed = combine(recipe, sets, method, per_task)
-    validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)
+    if method.learned:
+        composed, validation, composed_val, val_labels = _stacked(project, store, recipe, sets, class_weight)
+    else:
+        composed = combine(recipe, sets, method, per_task)
+        validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)
     priors = None
     if prior is Prior.EM:
         composed, priors = _correct_priors(data, composed, composed_val)

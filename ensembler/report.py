@@ -2,7 +2,9 @@
 
 Every row is scored on one set of images: the labelled images that all the sources involved
 predict, restricted to the validation fold of the team's fold file when there is one. A recipe's
-gain is its 18-class macro F1 minus that of the best single source (ensembles excluded).
+gain is its 18-class macro F1 minus that of the best single source (ensembles excluded). A
+learned method (stacking) is scored by person-grouped cross-validation on those same images,
+never in-sample, with the spread of its score across the folds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .metrics import Scores, score
 from .project import Project
 from .recipe import Recipe
 from .store import LABELLED_SPLITS, PredictionSet, Store, kind_of
+from .learned import stack
 from .voting import Method, combine
 
 
@@ -31,6 +34,7 @@ class ReportRow:
     scores: Scores
     method: str | None = None
     gain: float | None = None
+    spread: float | None = None  # learned methods: std of the 18-class F1 across the CV folds
 
 
 @dataclass(frozen=True)
@@ -138,10 +142,15 @@ def build_report(
     best = max(singles) if singles else None
     for recipe in recipes:
         for method in methods:
-            composed = combine(recipe, aligned, method, per_task)
+            spread = None
+            if method.learned:  # scored out of fold, person-grouped, on the same images
+                _, composed, cv = stack(recipe, aligned, labels, aligned)
+                spread = cv.fold_std
+            else:
+                composed = combine(recipe, aligned, method, per_task)
             result = score(labels, composed.labels)
             gain = None if best is None else result.f1_18 - best
-            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain))
+            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, spread))
     rows = [
         r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None
         else ReportRow(r.name, r.kind, r.scores, r.method, r.scores.f1_18 - best)

@@ -30,9 +30,19 @@ TIE_TOLERANCE = 1e-9  # float weights: vote totals this close count as tied
 
 
 class Method(StrEnum):
+    """How a recipe's sources are combined: three votes, and a learned composition."""
+
     SOFT = "soft"
     HARD = "hard"
     GEO = "geo"
+    STACK = "stack"  # learned: see `ensembler.learned`
+
+    @property
+    def learned(self) -> bool:
+        return self is Method.STACK
+
+
+VOTES = tuple(m for m in Method if not m.learned)
 
 
 def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Method) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +63,8 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
         combined = np.exp(logp - logp.max(axis=1, keepdims=True))
         combined /= combined.sum(axis=1, keepdims=True)
         return logp.argmax(axis=1), combined
+    if method is not Method.HARD:
+        raise EnsError(f"--method {method} is not a vote")
     n_classes = stack.shape[2]
     votes = np.zeros(stack.shape[1:])
     rows = np.arange(stack.shape[1])
@@ -100,6 +112,8 @@ def voting_mode(recipe: Recipe, sets: Mapping[str, PredictionSet], per_task: boo
 def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, per_task: bool = False) -> Composed:
     """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs)."""
     method = Method(method)
+    if method.learned:
+        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.learned)")
     check_coverage(recipe, sets)
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)

@@ -13,7 +13,7 @@ from ensembler.recipe import parse_recipe
 from ensembler.sources import import_source
 from ensembler.store import Split, Store
 from ensembler.toy import teammate_csv
-from ensembler.voting import Method
+from ensembler.voting import VOTES, Method
 
 
 def seed_sources(project, toy, tmp_path):
@@ -52,7 +52,7 @@ def test_a_single_18_way_source_alone_reproduces_its_own_argmax(project, toy, tm
     proba = teammate_csv(toy.eval, {Task.MASK: 1.0, Task.GENDER: 1.0, Task.AGE: 0.5}, seed=3)
     import_source(project, write_csv(tmp_path / "p.csv", proba), "p")
     expected = proba[[str(k) for k in range(18)]].to_numpy().argmax(1)
-    for method in Method:
+    for method in VOTES:
         sub = compose_submission(project, parse_recipe("*:p"), method, name=f"alone-{method}")
         assert pd.read_csv(sub.csv)["ans"].tolist() == expected.tolist()
         assert sub.mode == "joint"

@@ -8,7 +8,7 @@ from sklearn.ensemble import VotingClassifier
 from ensembler.labels import TASKS, Task, encode, marginals
 from ensembler.recipe import parse_recipe
 from ensembler.store import PredictionSet, Split
-from ensembler.voting import Method, combine, vote
+from ensembler.voting import VOTES, Method, combine, vote
 
 
 class Fixed(ClassifierMixin, BaseEstimator):
@@ -112,7 +112,7 @@ def test_hard_vote_tie_rules_hand_computed():
     assert vote(p, [1, 1, 1, 0.5], Method.HARD)[0].tolist() == [0]
 
 
-@pytest.mark.parametrize("method", list(Method))
+@pytest.mark.parametrize("method", VOTES)
 def test_uniform_weights_equal_no_weights(method):
     probs = random_probs(4, n_sources=3, n=500)
     a, pa = vote(probs, None, method)
@@ -121,7 +121,7 @@ def test_uniform_weights_equal_no_weights(method):
     np.testing.assert_allclose(pa, pb)
 
 
-@pytest.mark.parametrize("method", list(Method))
+@pytest.mark.parametrize("method", VOTES)
 def test_one_source_alone_is_its_argmax(method):
     probs = random_probs(5, n_sources=1, n=500)
     labels, _ = vote(probs, [3.0], method)
@@ -157,7 +157,7 @@ def test_combine_per_task_with_a_single_task_source():
 
 def test_single_joint_source_composed_alone_is_exactly_its_argmax():
     a = random_probs(8, n_sources=1, n=3000)[0]
-    for method in Method:
+    for method in VOTES:
         out = combine(parse_recipe("*:a"), {"a": _pset("a", a)}, method)
         assert np.array_equal(out.labels, a.argmax(1))
 

@@ -1,0 +1,153 @@
+"""Stacking and its honest, person-grouped cross-validation; the leakage guard."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import write_csv
+from ensembler.compose import compose_submission
+from ensembler.dataset import read_folds, split_project
+from ensembler.errors import EnsError
+from ensembler.labels import Task, decode, joint_from_tasks, one_hot
+from ensembler.learned import person_folds, person_of, stack
+from ensembler.project import load_project
+from ensembler.recipe import parse_recipe
+from ensembler.sources import import_source
+from ensembler.store import PredictionSet, Split
+from ensembler.voting import Method
+
+
+def test_person_of_drops_folder_details_and_suffixes():
+    ids = np.array(["000037_male_Asian_30/mask1.jpg", "000037-1_male_Asian_30/normal.png", "000038_female_Asian_61/mask2.jpg"], dtype=object)
+    assert person_of(ids).tolist() == ["000037", "000037", "000038"]
+
+
+def test_cross_validation_never_puts_one_person_on_both_sides(toy):
+    ids = toy.train["ImageID"].to_numpy(object)
+    splits = person_folds(ids)
+    assert len(splits) == 5
+    people = person_of(ids)
+    seen = np.zeros(len(ids), int)
+    for fit, held in splits:
+        assert not set(people[fit]) & set(people[held])
+        seen[held] += 1
+    assert (seen == 1).all()  # every image is scored exactly once
+
+
+def _sets(labels, seed=0):
+    """An informative source (right 85 % of the time per task) and two pure-noise sources."""
+    rng = np.random.default_rng(seed)
+    truth = decode(labels)
+    n = len(labels)
+    sets = {}
+    for name, skill in (("good", 0.85), ("noise1", 0.0), ("noise2", 0.0)):
+        probs = {}
+        for task, k in ((Task.MASK, 3), (Task.GENDER, 2), (Task.AGE, 3)):
+            right = rng.random(n) < skill
+            guess = np.where(right, truth[task], rng.integers(0, k, n))
+            probs[task] = 0.6 * one_hot(guess, k) + 0.4 * rng.dirichlet(np.ones(k), n)
+        ids = np.array([f"{i // 7:06d}_male_Asian_20/mask{i % 7}.jpg" for i in range(n)], dtype=object)
+        sets[name] = PredictionSet(name, Split.VAL, ids, joint=joint_from_tasks(probs), labels=labels)
+    return sets
+
+
+def test_stacking_learns_to_rely_on_the_informative_source():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 18, 1400)
+    sets = _sets(labels)
+    recipe = parse_recipe("*:good+noise1+noise2")
+    _, scored, cv = stack(recipe, sets, labels, sets)
+    from ensembler.metrics import score
+
+    good = score(labels, sets["good"].joint.argmax(1))
+    noise = score(labels, sets["noise1"].joint.argmax(1))
+    stacked = score(labels, scored.labels)
+    assert stacked.accuracy > good.accuracy - 0.03  # the noise does not drag it down
+    assert stacked.accuracy > noise.accuracy + 0.3
+    assert cv.folds == 5 and 0 <= cv.fold_std < 0.1
+    # and the fitted weights of the good source's features dwarf the noise sources'
+    from sklearn.linear_model import LogisticRegression
+
+    from ensembler.learned import _features
+
+    x = _features(sets, recipe, Task.AGE, cross_tasks=False)
+    coef = np.abs(LogisticRegression(max_iter=2000).fit(x, decode(labels)[Task.AGE]).coef_).sum(axis=0)
+    assert coef[:3].sum() > 3 * coef[3:6].sum() and coef[:3].sum() > 3 * coef[6:].sum()
+
+
+def _team(project, toy, tmp_path):
+    from ensembler.toy import teammate_csv
+
+    truth = pd.concat([toy.eval, toy.train])
+    for i, (name, skill) in enumerate((("a", 2.0), ("b", 1.0))):
+        probs = teammate_csv(truth, {Task.MASK: skill, Task.GENDER: skill, Task.AGE: skill}, seed=i)
+        import_source(project, write_csv(tmp_path / f"{name}.csv", probs), name)
+
+
+def test_compose_stack_scores_out_of_fold_and_records_the_spread(project, toy, tmp_path):
+    _team(project, toy, tmp_path)
+    split_project(project)
+    project = load_project(project.zoo)
+    sub = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="st")
+    manifest = json.loads(sub.manifest.read_text())
+    assert manifest["method"] == "stack" and sub.mode == "stack"
+    assert "out of fold" in manifest["validation"]["scope"] and manifest["validation"]["cv"]["folds"] >= 2
+    assert len(pd.read_csv(sub.csv)) == len(toy.eval)
+    balanced = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="stb", class_weight="balanced")
+    assert balanced.validation["cv"]["folds"] == manifest["validation"]["cv"]["folds"]
+    from ensembler.report import build_report
+
+    report = build_report(project, sources=["a", "b"], recipes=[parse_recipe("*:a+b")], methods=[Method.SOFT, Method.STACK])
+    row = next(r for r in report.rows if r.method == "stack")
+    assert row.spread is not None and row.scores.n == report.n_images
+
+
+def test_stack_needs_labelled_predictions(project, toy, tmp_path):
+    from ensembler.toy import teammate_csv
+
+    probs = teammate_csv(toy.eval, {Task.MASK: 1.0, Task.GENDER: 1.0, Task.AGE: 1.0}, seed=0)
+    import_source(project, write_csv(tmp_path / "e.csv", probs), "e")
+    with pytest.raises(EnsError, match="--method stack fits on labelled predictions; e has none"):
+        compose_submission(project, parse_recipe("*:e"), Method.STACK, name="x")
+
+
+def test_the_leakage_guard_names_the_model_and_its_fold(project, toy, tmp_path):
+    """A zoo model that held out fold 1 cannot be fitted on with labelled rows of other folds."""
+    split_project(project)
+    project = load_project(project.zoo)
+    folds = read_folds(project.folds)
+    store_root = project.predictions
+    from ensembler.store import Store
+
+    rng = np.random.default_rng(0)
+    train = toy.train
+    joint = rng.dirichlet(np.ones(18), size=len(train))
+    pset = PredictionSet("leaky", Split.VAL, train["ImageID"].to_numpy(object), joint=joint, labels=train["label"].to_numpy(), meta={"kind": "proba"})
+    Store(store_root).write(pset)
+    raw = yaml.safe_load(project.zoo.read_text())
+    raw["models"] = [{"name": "leaky", "architecture": "resnet18", "checkpoint": "l.pth", "layout": "classes18", "fold": 1}]
+    project.zoo.write_text(yaml.safe_dump(raw, sort_keys=False))
+    project = load_project(project.zoo)
+    Store(store_root).write(PredictionSet("leaky", Split.EVAL, toy.eval["ImageID"].to_numpy(object), joint=rng.dirichlet(np.ones(18), size=len(toy.eval)), meta={"kind": "proba"}))
+    outside = int((folds.reindex([i.split("/")[0] for i in train["ImageID"]]).to_numpy() != 1).sum())
+    with pytest.raises(EnsError, match=rf"model 'leaky' held out fold 1 only: {outside} of its labelled images are of people in other folds"):
+        compose_submission(project, parse_recipe("*:leaky"), Method.STACK, name="x")
+
+
+def test_cli_stack_in_compose_and_report(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    _team(project, toy, tmp_path)
+    runner = CliRunner()
+    base = ["--zoo", str(project.zoo)]
+    result = runner.invoke(app, [*base, "compose", "--recipe", "*:a+b", "--method", "stack", "--balanced", "--name", "st"])
+    assert result.exit_code == 0, result.output
+    assert "stacked: a meta-model per task" in result.output and "across folds" in result.output
+    report = runner.invoke(app, [*base, "report", "--recipe", "*:a+b", "--method", "soft", "--method", "stack"])
+    assert report.exit_code == 0, report.output
+    assert "stack" in report.output and "±" in report.output
