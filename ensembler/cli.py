@@ -332,6 +332,7 @@ def compose(
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
     balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,
+    all_task_features: Annotated[bool, typer.Option("--all-task-features", help="With --method stack: each task's meta-model also sees the sources' other tasks (age may depend on mask state).")] = False,
     prior: Annotated[Prior, typer.Option("--prior", help="em: estimate each task's class priors on the eval images by EM (Saerens et al. 2002) and re-weight the voted probabilities from the train priors to them, for a test set whose mix differs from train's (soft and geo votes).")] = Prior.NONE,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
@@ -341,7 +342,7 @@ def compose(
     from .recipe import parse_recipe
 
     parsed = parse_recipe([*(recipe or []), *(parts or [])])
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior, "balanced" if balanced else None)
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior, "balanced" if balanced else None, all_task_features)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
     out.print(f"recipe {parsed} · {how.get(sub.mode, 'stacked: a meta-model per task, fitted on the labelled predictions')}")

@@ -124,7 +124,7 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
             )
 
 
-def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], class_weight: str | None) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
+def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
     """Stack `recipe` (fitted on all shared labelled images, scored out of fold on the validation ones)."""
     labelled = {s: store.labelled(s) for s in recipe.sources}
     lacking = [s for s, v in labelled.items() if v is None]
@@ -139,7 +139,7 @@ def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
     val_ids, scope = validation_ids(project, ids)
     if not len(val_ids):
         raise EnsError(f"no shared labelled image to score the stack on ({scope})")
-    composed, scored, cv = stack(recipe, aligned, labels, eval_sets, class_weight=class_weight, score_ids=val_ids)
+    composed, scored, cv = stack(recipe, aligned, labels, eval_sets, class_weight, all_tasks, val_ids)
     pos = pd.Index(ids).get_indexer(scored.image_ids)
     validation = {
         "scope": scope + f"; stacking scored out of fold ({cv.folds} person-grouped folds)",
@@ -188,13 +188,15 @@ def compose_submission(
     per_task: bool = False,
     prior: Prior = Prior.NONE,
     class_weight: str | None = None,
+    stack_all_tasks: bool = False,
 ) -> Submission:
     """Vote `recipe` on the eval images and write the submission, its manifest and the ensemble source.
 
     prior: ``em`` re-weights the eval posteriors to EM-estimated eval priors (train priors from
     the data folder); validation scores stay those of the plain vote, whose images follow train's mix.
-    method ``stack`` fits per-task stackers (`ensembler.learned`; class_weight ``balanced`` as an
-    option) on the sources' labelled predictions; its validation scores are out of fold.
+    method ``stack`` fits per-task stackers (`ensembler.learned`; class_weight ``balanced`` and
+    every task's probabilities as features, `stack_all_tasks`, as options) on the sources'
+    labelled predictions; its validation scores are out of fold.
     """
     method, prior = Method(method), Prior(prior)
     if prior is not Prior.NONE and method is Method.HARD:
@@ -213,7 +215,7 @@ def compose_submission(
     eval_ids = read_eval(data)["ImageID"].to_numpy(object)
     sets = load_eval_sets(project, store, recipe, eval_ids)
     if method.learned:
-        composed, validation, composed_val, val_labels = _stacked(project, store, recipe, sets, class_weight)
+        composed, validation, composed_val, val_labels = _stacked(project, store, recipe, sets, class_weight, stack_all_tasks)
     else:
         composed = combine(recipe, sets, method, per_task)
         validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)

@@ -96,8 +96,9 @@ def test_compose_stack_scores_out_of_fold_and_records_the_spread(project, toy, t
     assert manifest["method"] == "stack" and sub.mode == "stack"
     assert "out of fold" in manifest["validation"]["scope"] and manifest["validation"]["cv"]["folds"] >= 2
     assert len(pd.read_csv(sub.csv)) == len(toy.eval)
-    balanced = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="stb", class_weight="balanced")
+    balanced = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="stb", class_weight="balanced", stack_all_tasks=True)
     assert balanced.validation["cv"]["folds"] == manifest["validation"]["cv"]["folds"]
+    assert pd.read_csv(balanced.csv)["ans"].tolist() != pd.read_csv(sub.csv)["ans"].tolist()
     from ensembler.report import build_report
 
     report = build_report(project, sources=["a", "b"], recipes=[parse_recipe("*:a+b")], methods=[Method.SOFT, Method.STACK])
