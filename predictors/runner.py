@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any

@@ -13,7 +13,7 @@ from ensembler.recipe import parse_recipe
 from ensembler.sources import import_source
 from ensembler.store import Split, Store
 from ensembler.toy import teammate_csv
-from ensembler.voting import VOTES, Method
+from ensembler.voting import VOTES
 
 
 def seed_sources(project, toy, tmp_path):

@@ -1,4 +1,3 @@
-import shutil
 
 import numpy as np
 import pandas as pd
