@@ -319,7 +319,9 @@ METHOD_HELP = (
     "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; hard: weighted "
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
-    "log-probabilities, fitted on their labelled predictions, scored by person-grouped cross-validation."
+    "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
+    "(Caruana et al. 2004). stack and select are fitted on the sources' labelled predictions and scored by "
+    "person-grouped cross-validation."
 )
 
 
@@ -345,7 +347,10 @@ def compose(
     sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior, "balanced" if balanced else None, all_task_features)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
-    out.print(f"recipe {parsed} · {how.get(sub.mode, 'stacked: a meta-model per task, fitted on the labelled predictions')}")
+    learned = {"stack": "stacked: a meta-model per task, fitted on the labelled predictions", "select": "ensemble selection per task, on the labelled predictions"}
+    out.print(f"recipe {parsed} · {how.get(sub.mode) or learned[sub.mode]}")
+    for task, weights in ((sub.validation or {}).get("weights") or {}).items():
+        out.print(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
     for task, record in (sub.priors or {}).items():
         out.print(f"{task} priors: train {record['train']} -> eval estimate {record['estimated']}")
     val = sub.validation or {}

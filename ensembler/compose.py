@@ -29,7 +29,7 @@ from .metrics import score
 from .priors import correct, train_priors
 from .project import Project
 from .recipe import Recipe
-from .learned import stack
+from .learned import learn
 from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
 from .store import PredictionSet, Split, Store, check_name, id_mismatch
 from .voting import Composed, Method, combine
@@ -124,13 +124,13 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
             )
 
 
-def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
-    """Stack `recipe` (fitted on all shared labelled images, scored out of fold on the validation ones)."""
+def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], method: Method, class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
+    """Fit `method` on `recipe` (on all shared labelled images; scored out of fold on the validation ones)."""
     labelled = {s: store.labelled(s) for s in recipe.sources}
     lacking = [s for s, v in labelled.items() if v is None]
     if lacking:
         raise EnsError(
-            f"--method stack fits on labelled predictions; {', '.join(lacking)} has none "
+            f"--method {method} fits on labelled predictions; {', '.join(lacking)} has none "
             "(import its validation rows, or run ens predict --split val or oof)"
         )
     ids = shared_ids(labelled)
@@ -138,14 +138,15 @@ def _stacked(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
     guard_leakage(project, aligned)
     val_ids, scope = validation_ids(project, ids)
     if not len(val_ids):
-        raise EnsError(f"no shared labelled image to score the stack on ({scope})")
-    composed, scored, cv = stack(recipe, aligned, labels, eval_sets, class_weight, all_tasks, val_ids)
+        raise EnsError(f"no shared labelled image to score --method {method} on ({scope})")
+    composed, scored, cv, weights = learn(recipe, aligned, labels, eval_sets, method, class_weight, all_tasks, val_ids)
     pos = pd.Index(ids).get_indexer(scored.image_ids)
     validation = {
-        "scope": scope + f"; stacking scored out of fold ({cv.folds} person-grouped folds)",
+        "scope": scope + f"; {method} scored out of fold ({cv.folds} person-grouped folds)",
         "images": int(len(pos)),
         "recipe": score(labels[pos], scored.labels).as_dict(),
         "cv": {"folds": cv.folds, "f1_18_fold_mean": cv.fold_mean, "f1_18_fold_std": cv.fold_std},
+        "weights": weights,
         "sources": {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()},
     }
     return composed, validation, scored, labels[pos]
@@ -215,7 +216,7 @@ def compose_submission(
     eval_ids = read_eval(data)["ImageID"].to_numpy(object)
     sets = load_eval_sets(project, store, recipe, eval_ids)
     if method.learned:
-        composed, validation, composed_val, val_labels = _stacked(project, store, recipe, sets, class_weight, stack_all_tasks)
+        composed, validation, composed_val, val_labels = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
     else:
         composed = combine(recipe, sets, method, per_task)
         validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)

@@ -3,7 +3,7 @@
 Every row is scored on one set of images: the labelled images that all the sources involved
 predict, restricted to the validation fold of the team's fold file when there is one. A recipe's
 gain is its 18-class macro F1 minus that of the best single source (ensembles excluded). A
-learned method (stacking) is scored by person-grouped cross-validation on those same images,
+learned method (stacking, selection) is scored by person-grouped cross-validation on those same images,
 never in-sample, with the spread of its score across the folds.
 """
 
@@ -21,7 +21,7 @@ from .metrics import Scores, score
 from .project import Project
 from .recipe import Recipe
 from .store import LABELLED_SPLITS, PredictionSet, Store, kind_of
-from .learned import stack
+from .learned import learn
 from .voting import Method, combine
 
 
@@ -144,7 +144,7 @@ def build_report(
         for method in methods:
             spread = None
             if method.learned:  # scored out of fold, person-grouped, on the same images
-                _, composed, cv = stack(recipe, aligned, labels, aligned)
+                _, composed, cv, _ = learn(recipe, aligned, labels, aligned, method)
                 spread = cv.fold_std
             else:
                 composed = combine(recipe, aligned, method, per_task)

@@ -36,10 +36,11 @@ class Method(StrEnum):
     HARD = "hard"
     GEO = "geo"
     STACK = "stack"  # learned: see `ensembler.learned`
+    SELECT = "select"
 
     @property
     def learned(self) -> bool:
-        return self is Method.STACK
+        return self in (Method.STACK, Method.SELECT)
 
 
 VOTES = tuple(m for m in Method if not m.learned)

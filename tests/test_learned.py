@@ -12,7 +12,7 @@ from ensembler.compose import compose_submission
 from ensembler.dataset import read_folds, split_project
 from ensembler.errors import EnsError
 from ensembler.labels import Task, decode, joint_from_tasks, one_hot
-from ensembler.learned import person_folds, person_of, stack
+from ensembler.learned import learn, person_folds, person_of, select_weights
 from ensembler.project import load_project
 from ensembler.recipe import parse_recipe
 from ensembler.sources import import_source
@@ -59,7 +59,8 @@ def test_stacking_learns_to_rely_on_the_informative_source():
     labels = rng.integers(0, 18, 1400)
     sets = _sets(labels)
     recipe = parse_recipe("*:good+noise1+noise2")
-    _, scored, cv = stack(recipe, sets, labels, sets)
+    _, scored, cv, weights = learn(recipe, sets, labels, sets)
+    assert weights is None
     from ensembler.metrics import score
 
     good = score(labels, sets["good"].joint.argmax(1))
@@ -71,9 +72,7 @@ def test_stacking_learns_to_rely_on_the_informative_source():
     # and the fitted weights of the good source's features dwarf the noise sources'
     from sklearn.linear_model import LogisticRegression
 
-    from ensembler.learned import _features
-
-    x = _features(sets, recipe, Task.AGE, cross_tasks=False)
+    x = np.log(np.concatenate([sets[n].probs[Task.AGE] for n in ("good", "noise1", "noise2")], axis=1))
     coef = np.abs(LogisticRegression(max_iter=2000).fit(x, decode(labels)[Task.AGE]).coef_).sum(axis=0)
     assert coef[:3].sum() > 3 * coef[3:6].sum() and coef[:3].sum() > 3 * coef[6:].sum()
 
@@ -152,3 +151,40 @@ def test_cli_stack_in_compose_and_report(project, toy, tmp_path):
     report = runner.invoke(app, [*base, "report", "--recipe", "*:a+b", "--method", "soft", "--method", "stack"])
     assert report.exit_code == 0, report.output
     assert "stack" in report.output and "±" in report.output
+
+
+def test_ensemble_selection_finds_the_known_best_pair():
+    rng = np.random.default_rng(3)
+    n, k = 3000, 3
+    y = rng.integers(0, k, n)
+    sure_a = rng.random(n) < 0.5  # a is sure (and right) on half the images, b on the other half
+
+    def source(sure):
+        probs = rng.dirichlet(np.ones(k), n) * 0.5  # unsure: a weak random lean
+        probs[sure] = 0.1
+        probs[sure, y[sure]] = 0.8
+        return probs / probs.sum(1, keepdims=True)
+
+    library = [source(sure_a), source(~sure_a), rng.dirichlet(np.ones(k), n), rng.dirichlet(np.ones(k), n)]
+    weights = select_weights(library, y, k)
+    assert weights[0] + weights[1] > 0.8 and min(weights[0], weights[1]) > 0.25
+    assert weights.sum() == pytest.approx(1.0)
+    from ensembler.metrics import macro_f1
+
+    pair = macro_f1(y, (library[0] + library[1]).argmax(1), k)
+    assert pair > max(macro_f1(y, p.argmax(1), k) for p in library) + 0.2
+
+
+def test_compose_select_records_the_chosen_weights(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    _team(project, toy, tmp_path)
+    sub = compose_submission(project, parse_recipe("*:a+b"), Method.SELECT, name="sel")
+    weights = json.loads(sub.manifest.read_text())["validation"]["weights"]
+    assert set(weights) == {"mask", "gender", "age"}
+    assert all(sum(w.values()) == pytest.approx(1.0, abs=1e-3) and set(w) == {"a", "b"} for w in weights.values())
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--method", "select", "--name", "sel2"])
+    assert result.exit_code == 0, result.output
+    assert "age weights: a " in result.output

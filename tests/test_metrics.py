@@ -37,3 +37,13 @@ def test_score_of_a_single_task_prediction_has_no_18_class_score():
     assert set(s.f1) == {Task.AGE} and s.f1[Task.AGE] == pytest.approx(2 / 3)
     assert s.f1_18 is None and s.accuracy is None
     assert s.as_dict()["f1_mask"] is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_equals_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    k = [3, 2, 18, 18, 5][seed]
+    y = rng.integers(0, k - seed % 2, 200)  # some runs leave a class out of the truth
+    p = np.where(rng.random(200) < 0.6, y, rng.integers(0, k, 200))
+    expected = f1_score(y, p, labels=np.arange(k), average="macro", zero_division=0)
+    assert macro_f1(y, p, k) == pytest.approx(expected, abs=1e-12)
