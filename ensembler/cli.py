@@ -421,7 +421,7 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
-        kind = f"{row.method} vote" if row.method else row.kind
+        kind = row.kind if not row.method else (f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote")
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
         f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
         table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
@@ -460,7 +460,8 @@ def demo(
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
-    out.print(_report_table(result.report, {str(parse_recipe(text)): name for name, text in RECIPES.items()}))
+    labels = {str(parse_recipe(text)): name for name, text in RECIPES.items()}
+    out.print(_report_table(result.report, labels))
     table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model / submission")
     for col in (*(str(t) for t in TASKS), "F1 (18)"):

@@ -9,9 +9,10 @@
    model holds out fold 1 and serves eval only);
 4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
    the validation fold and on eval (one pass over the images each);
-5. composes a per-task recipe and two votes, and the two votes again with EM prior correction
-   (the eval set is older than train), writes the submissions, prints the report, and scores
-   every model and submission on the hidden eval answers.
+5. composes a per-task recipe, two votes, ensemble selection and stacking (both fitted on the
+   validation predictions, scored by person-grouped cross-validation), and the votes and the
+   learned ones again with EM prior correction (the eval set is older than train); writes the
+   submissions, prints the report, and scores every model and submission on the hidden answers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ensembler.metrics import Scores, score
 from ensembler.project import load_project, update_project
 from ensembler.recipe import parse_recipe
 from ensembler.report import Report, build_report, own_prediction
+from ensembler.voting import Method
 from ensembler.store import Split, Store
 from ensembler.toy import make_toy_competition
 
@@ -50,7 +52,8 @@ RECIPES = {
     "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
     "soft-vote": "*:ana-r10+ben-heads",
 }
-PRIOR_CORRECTED = {"soft-vote-em": "soft-vote", "per-task-vote-em": "per-task-vote"}  # --prior em of these
+LEARNED = {"select": Method.SELECT, "stack": Method.STACK}  # fitted on the per-task-vote recipe's sources
+PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack")  # each again with --prior em
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,20 @@ def run_demo(
         log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
         predict(project, names, split, workers=0, progress=progress)
 
+    plans = {name: (text, Method.SOFT) for name, text in RECIPES.items()}
+    plans.update({name: (RECIPES["per-task-vote"], method) for name, method in LEARNED.items()})
     submissions = []
-    for name, text in RECIPES.items():
-        submissions.append(compose_submission(project, parse_recipe(text), name=name))
-        log(f"wrote submissions/{name}.csv ({text})")
-    for name, plain in PRIOR_CORRECTED.items():
-        submissions.append(compose_submission(project, parse_recipe(RECIPES[plain]), name=name, prior=Prior.EM))
-        age = submissions[-1].priors["age"]
-        log(f"wrote submissions/{name}.csv ({plain} with --prior em: age priors {age['train']} -> {age['estimated']})")
+    for name, (text, method) in plans.items():
+        for prior in (Prior.NONE, Prior.EM) if name in PRIOR_CORRECTED else (Prior.NONE,):
+            out = f"{name}-em" if prior is Prior.EM else name
+            submissions.append(compose_submission(project, parse_recipe(text), method, name=out, prior=prior))
+            note = f"; age priors {submissions[-1].priors['age']['train']} -> {submissions[-1].priors['age']['estimated']}" if prior is Prior.EM else ""
+            log(f"wrote submissions/{out}.csv ({method} of {text}{', --prior em' if prior is Prior.EM else ''}{note})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
+    learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
+    rows = report.rows + [r for r in learned.rows if r.kind == "recipe"]
+    rows.sort(key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0)))
+    report = Report(rows, report.n_images, report.scope, report.notes)
 
     truth = comp.eval.set_index("ImageID")["label"]
     store = Store(project.predictions)

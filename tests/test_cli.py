@@ -131,7 +131,7 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     result = ens(*args)
     assert result.exit_code == 0, result.output
     root = tmp_path / "d"
-    for name in ("per-task", "per-task-vote", "soft-vote", "soft-vote-em", "per-task-vote-em"):
+    for name in ("per-task", "per-task-vote", "soft-vote", "select", "stack", "soft-vote-em", "per-task-vote-em", "select-em", "stack-em"):
         assert (root / "submissions" / f"{name}.csv").is_file()
     assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
     assert "hidden eval answers" in result.output and "ana-r10" in result.output
