@@ -406,7 +406,7 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
             legend.append(f"{labels[row.name]} = {row.name}")
     caption = (
         "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
-        "stack rows are scored out of fold (person-grouped CV), ± their spread across folds"
+        "CV rows (stack, select) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
     )
     table = Table(
         title=f"validation: {result.scope}",
@@ -417,7 +417,7 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
         pad_edge=False,
     )
     table.add_column("source / recipe", overflow="fold", min_width=14)
-    table.add_column("kind", overflow="fold")
+    table.add_column("kind", no_wrap=True)
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
