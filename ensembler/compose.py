@@ -82,10 +82,20 @@ def _ensemble_set(name: str, split: Split, composed: Composed, labels: np.ndarra
     return PredictionSet(name, split, composed.image_ids, composed.probs, composed.joint, labels, meta)
 
 
+def _labelled(store: Store, recipe: Recipe) -> tuple[dict[str, PredictionSet | None], list[str]]:
+    """Each recipe source's labelled set (None when it has none), and the names lacking one."""
+    labelled = {s: store.labelled(s) for s in recipe.sources}
+    return labelled, [s for s, v in labelled.items() if v is None]
+
+
+def _source_scores(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos: np.ndarray) -> dict[str, dict]:
+    """Each source's own scores on the rows `pos` of `aligned`."""
+    return {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()}
+
+
 def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool) -> tuple[dict[str, Any], Composed | None, np.ndarray | None]:
     """Validation scores of the recipe and its sources, and the recipe's vote on all shared labelled images."""
-    labelled = {s: store.labelled(s) for s in recipe.sources}
-    lacking = [s for s, v in labelled.items() if v is None]
+    labelled, lacking = _labelled(store, recipe)
     if lacking:
         return {"skipped": f"no labelled predictions for {', '.join(lacking)}"}, None, None
     ids = shared_ids(labelled)
@@ -101,7 +111,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
         "scope": scope,
         "images": int(len(val_ids)),
         "recipe": score(labels[pos], composed.labels[pos]).as_dict(),
-        "sources": {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()},
+        "sources": _source_scores(aligned, labels, pos),
     }, composed, labels
 
 
@@ -126,8 +136,7 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
 
 def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], method: Method, class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
     """Fit `method` on `recipe` (on all shared labelled images; scored out of fold on the validation ones)."""
-    labelled = {s: store.labelled(s) for s in recipe.sources}
-    lacking = [s for s, v in labelled.items() if v is None]
+    labelled, lacking = _labelled(store, recipe)
     if lacking:
         raise EnsError(
             f"--method {method} fits on labelled predictions; {', '.join(lacking)} has none "
@@ -147,7 +156,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
         "recipe": score(labels[pos], scored.labels).as_dict(),
         "cv": {"folds": cv.folds, "f1_18_fold_mean": cv.fold_mean, "f1_18_fold_std": cv.fold_std},
         "weights": weights,
-        "sources": {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()},
+        "sources": _source_scores(aligned, labels, pos),
     }
     return composed, validation, scored, labels[pos]
 
