@@ -94,6 +94,7 @@ class Job:
     entry: ZooEntry
     tta: TTAPolicy
     key: dict[str, Any]
+    folds: list[int | None]  # which checkpoints the split needs (None: the single one)
     models: dict[int | None, torch.nn.Module] = field(default_factory=dict)
     out: torch.Tensor | None = None
 
@@ -201,13 +202,13 @@ def predict(
         if not force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
             outcomes.append(Outcome(entry.name, split, "cached", len(images.ids)))
             continue
-        jobs.append(Job(entry, policy, key))
+        jobs.append(Job(entry, policy, key, folds))
     if not jobs:
         return outcomes
 
     for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
         paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
-        for fold in _folds_needed(job.entry, split, images, project.val_fold):
+        for fold in job.folds:
             model = load_model(job.entry, paths[fold]).to(dev)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
