@@ -59,6 +59,11 @@ def profile_of(image_ids: np.ndarray) -> np.ndarray:
     return np.array([i.split("/", 1)[0] for i in image_ids], dtype=object)
 
 
+def best_first(rows: list[ReportRow]) -> list[ReportRow]:
+    """Rows by 18-class macro F1, then mean per-task F1; rows without an 18-class score last."""
+    return sorted(rows, key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0), -np.mean(list(r.scores.f1.values()))))
+
+
 def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
     """The labelled ImageIDs that every set covers, sorted ``(n,)``."""
     if not sets:
@@ -156,5 +161,4 @@ def build_report(
         else ReportRow(r.name, r.kind, r.scores, r.method, r.scores.f1_18 - best)
         for r in rows
     ]
-    rows.sort(key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0), -np.mean(list(r.scores.f1.values()))))
-    return Report(rows, len(ids), scope, notes + more)
+    return Report(best_first(rows), len(ids), scope, notes + more)

@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ensembler.compose import Prior, Submission, compose_submission
 from ensembler.dataset import split_project
 from ensembler.errors import EnsError
 from ensembler.metrics import Scores, score
-from ensembler.project import load_project, update_project
+from ensembler.project import add_model, load_project, update_project
 from ensembler.recipe import parse_recipe
-from ensembler.report import Report, build_report, own_prediction
+from ensembler.report import Report, best_first, build_report, own_prediction
 from ensembler.voting import Method
 from ensembler.store import Split, Store
 from ensembler.toy import make_toy_competition
@@ -87,16 +86,13 @@ def run_demo(
     split_project(load_project(zoo), seed=seed)
     log("wrote folds.csv: 5 folds by person, stratified by gender x age; fold 0 is validation")
 
-    entries = []
     for member in TEAM:
         entry = {k: v for k, v in member.items() if k != "folds"} | {"tta": "hflip"}
         if "folds" in member:
             entry["folds"] = {k: f"models/{member['name']}/fold{k}.pth" for k in member["folds"]}
         else:
             entry["checkpoint"] = f"models/{member['name']}/best.pth"
-        entries.append(entry)
-    raw = yaml.safe_load(zoo.read_text())
-    zoo.write_text(yaml.safe_dump({**raw, "models": entries}, sort_keys=False))
+        add_model(zoo, entry)
     project = load_project(zoo)
 
     cache: dict = {}
@@ -121,8 +117,7 @@ def run_demo(
             log(f"wrote submissions/{out}.csv ({method} of {text}{', --prior em' if prior is Prior.EM else ''}{note})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
-    rows = report.rows + [r for r in learned.rows if r.kind == "recipe"]
-    rows.sort(key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0)))
+    rows = best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"])
     report = Report(rows, report.n_images, report.scope, report.notes)
 
     truth = comp.eval.set_index("ImageID")["label"]

@@ -49,22 +49,20 @@ def train_model(
 ) -> float:
     """Train `entry`'s architecture on the train people outside fold `held_out`; save its state_dict.
 
-    cache: decoded images by geometry, shared between calls. Returns the last epoch's mean loss.
+    cache: the train table and its images decoded per geometry (rows in the table's order),
+    shared between calls. Returns the last epoch's mean loss.
     """
     torch.manual_seed(seed)
-    table = read_train(data)
-    folds = read_folds(folds_file).reindex(table["profile"]).to_numpy()
-    table = table[folds != held_out]
-    geometry = Geometry.of(entry.preprocess)
     cache = {} if cache is None else cache
+    if "table" not in cache:
+        cache["table"] = read_train(data)
+    table = cache["table"]
+    geometry = Geometry.of(entry.preprocess)
     if geometry not in cache:
-        full = read_train(data)
-        cache[geometry] = (full["ImageID"].to_numpy(object), load_images(list(full["path"]), geometry))
-    ids, pixels = cache[geometry]
-    pos = np.searchsorted(ids, table["ImageID"].to_numpy(object), sorter=np.argsort(ids))
-    pos = np.argsort(ids)[pos]
-    x_all = pixels[torch.from_numpy(pos)]
-    labels = table["label"].to_numpy()
+        cache[geometry] = load_images(list(table["path"]), geometry)
+    keep = read_folds(folds_file).reindex(table["profile"]).to_numpy() != held_out
+    x_all = cache[geometry][torch.from_numpy(keep)]
+    labels = table["label"].to_numpy()[keep]
     parts = decode(labels)
 
     if entry.layout.joint:
@@ -102,7 +100,7 @@ def train_model(
             total += loss.item() * len(batch)
             count += len(batch)
         loss_value = total / count
-        log(f"{entry.name}{'' if held_out is None else f' (fold {held_out} held out)'}: epoch {epoch + 1}/{epochs}, loss {loss_value:.3f}")
+        log(f"{entry.name} (fold {held_out} held out): epoch {epoch + 1}/{epochs}, loss {loss_value:.3f}")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.eval().state_dict(), checkpoint)
     return loss_value
