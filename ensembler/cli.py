@@ -19,7 +19,6 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .compose import Prior
 from .errors import EnsError
 from .labels import TASKS, Task
 from .project import DEFAULT_ZOO, Project, load_project
@@ -320,8 +319,15 @@ METHOD_HELP = (
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
     "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
-    "(Caruana et al. 2004). stack and select are fitted on the sources' labelled predictions and scored by "
+    "(Caruana et al. 2004); auto: per task, the best of each source alone, their soft vote and their selection "
+    "(as --auto). stack, select and auto are fitted on the sources' labelled predictions and scored by "
     "person-grouped cross-validation."
+)
+PRIOR_HELP = (
+    "Re-weight the eval probabilities to other class priors, for a test set whose mix differs from "
+    "train's: em estimates each task's eval priors by EM (Saerens et al. 2002); TASK:P,P,… gives a task's "
+    "priors in class order (e.g. age:0.3,0.5,0.2). Repeatable: given tasks use the given priors, the "
+    "others EM when em is given too. Soft, geo and learned methods."
 )
 
 
@@ -330,12 +336,14 @@ def compose(
     ctx: typer.Context,
     parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False, metavar="PART")] = None,
-    method: Annotated[Method, typer.Option("--method", help=METHOD_HELP)] = Method.SOFT,
+    method: Annotated[Optional[Method], typer.Option("--method", help=METHOD_HELP + " Default: soft.", show_default=False)] = None,
+    auto: Annotated[bool, typer.Option("--auto", help="Per task, pick the best source or composition by cross-validated macro F1 and say why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
     balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,
     all_task_features: Annotated[bool, typer.Option("--all-task-features", help="With --method stack: each task's meta-model also sees the sources' other tasks (age may depend on mask state).")] = False,
-    prior: Annotated[Prior, typer.Option("--prior", help="em: estimate each task's class priors on the eval images by EM (Saerens et al. 2002) and re-weight the voted probabilities from the train priors to them, for a test set whose mix differs from train's (soft and geo votes).")] = Prior.NONE,
+    prior: Annotated[Optional[list[str]], typer.Option("--prior", help=PRIOR_HELP, show_default=False, metavar="em|TASK:P,P,…")] = None,
+    tune_f1: Annotated[bool, typer.Option("--tune-f1", help="Tune per-class offsets on the labelled composition to maximise the 18-class macro F1 (coordinate ascent, scored by person-grouped CV) and apply them last.")] = False,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -343,17 +351,38 @@ def compose(
     from .compose import compose_submission
     from .recipe import parse_recipe
 
-    parsed = parse_recipe([*(recipe or []), *(parts or [])])
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior, "balanced" if balanced else None, all_task_features)
+    if auto and method not in (None, Method.AUTO):
+        raise EnsError(f"--auto is --method auto; drop --method {method}")
+    method = Method.AUTO if auto else (method or Method.SOFT)
+    texts = [*(recipe or []), *(parts or [])]
+    parsed = parse_recipe(texts) if texts else None
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior or [], "balanced" if balanced else None, all_task_features, tune_f1)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
-    learned = {"stack": "stacked: a meta-model per task, fitted on the labelled predictions", "select": "ensemble selection per task, on the labelled predictions"}
-    out.print(f"recipe {parsed} · {how.get(sub.mode) or learned[sub.mode]}")
-    for task, weights in ((sub.validation or {}).get("weights") or {}).items():
+    learned = {
+        "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
+        "select": "ensemble selection per task, on the labelled predictions",
+        "auto": "per task, the candidate with the best cross-validated macro F1",
+    }
+    out.print(f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}")
+    val = sub.validation or {}
+    for task, record in (val.get("auto") or {}).items():
+        ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
+        others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
+        chosen = next(c for c in ranked if c["label"] == record["chosen"])
+        out.print(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
+    for task, weights in (val.get("weights") or {}).items():
         out.print(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
     for task, record in (sub.priors or {}).items():
-        out.print(f"{task} priors: train {record['train']} -> eval estimate {record['estimated']}")
-    val = sub.validation or {}
+        out.print(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}")
+    if "tune_f1" in val:
+        tuned = val["tune_f1"]
+        out.print(
+            "F1 offsets: " + "; ".join(f"{t} {v}" for t, v in tuned["offsets"].items())
+            + f" (CV 18-class F1 {tuned['f1_18_before']:.4f} -> {tuned['f1_18_after']:.4f})"
+        )
+        if tuned["f1_18_after"] < tuned["f1_18_before"]:
+            out.print("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
     if "recipe" in val:
         s = val["recipe"]
         spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
@@ -376,11 +405,13 @@ def report(
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False, metavar="RECIPE")] = None,
     method: Annotated[Optional[list[Method]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable). Default: soft.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write the report as one self-contained HTML page (figures embedded; opens offline): confusion matrices, per-class F1, agreement and error correlation, errors by age, calibration, provenance. Replaces FILE.", show_default=False, metavar="FILE")] = None,
 ) -> None:
     """Validation scores of sources and recipes side by side, best first: per-task macro F1,
     the 18-class macro F1 as the competition computes it, accuracy, and each recipe's gain over
     the best single source. All rows are scored on the same images: the validation fold's
-    images that every source predicts."""
+    images that every source predicts. Also the class priors: the scored images' mix and each
+    source's EM estimate of the eval mix."""
     from .recipe import parse_recipe
     from .report import build_report
 
@@ -392,8 +423,14 @@ def report(
     methods = method or [Method.SOFT]
     result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task)
     out.print(_report_table(result))
+    if result.priors:
+        out.print(_priors_table(result))
     for note in result.notes:
         out.print(f"note: {note}")
+    if html is not None:
+        from .htmlreport import write_html_report
+
+        out.print(f"wrote {_rel(write_html_report(result, html))}")
 
 
 def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
@@ -406,7 +443,7 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
             legend.append(f"{labels[row.name]} = {row.name}")
     caption = (
         "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
-        "CV rows (stack, select) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
+        "CV rows (stack, select, auto) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
     )
     table = Table(
         title=f"validation: {result.scope}",
@@ -425,6 +462,27 @@ def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
         f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
         table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
+    return table
+
+
+def _priors_table(result: Report) -> Table:
+    """Per source and task: the class mix of the scored labelled images, the source's mean
+    probabilities there, and its EM estimate of eval's mix."""
+    table = Table(
+        title="class priors (share of each class, in class order)",
+        caption="truth: the labels of the scored images; labelled: the source's mean probabilities on them; "
+        "eval (EM): the eval mix estimated from its eval probabilities (Saerens et al. 2002). "
+        "A shift suggests compose --prior em.",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("source", "task", "truth", "labelled", "eval (EM)"):
+        table.add_column(col, no_wrap=True)
+    fmt = lambda p: " ".join(f"{v:.2f}" for v in p)  # noqa: E731
+    for row in result.priors:
+        table.add_row(row.source, str(row.task), fmt(result.truth_priors[row.task]), fmt(row.labelled), fmt(row.eval))
     return table
 
 
@@ -462,6 +520,7 @@ def demo(
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
     labels = {str(parse_recipe(text)): name for name, text in RECIPES.items()}
     out.print(_report_table(result.report, labels))
+    out.print(_priors_table(result.report))
     table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model / submission")
     for col in (*(str(t) for t in TASKS), "F1 (18)"):
@@ -470,7 +529,7 @@ def demo(
     for name, s in ranked:
         table.add_row(name, *(_f(s.f1.get(t)) for t in TASKS), _f(s.f1_18))
     out.print(table)
-    out.print(f"done in {time.perf_counter() - start:.0f} s. Next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --recipe …)")
+    out.print(f"done in {time.perf_counter() - start:.0f} s. Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")
 
 
 def main() -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,13 @@ from .dataset import EVAL_CSV, data_fingerprint, read_eval
 from .errors import EnsError, preview, unknown
 from .io import sha256_bytes, write_bytes, write_json
 from .labels import N_JOINT, TASKS, encode
+from .learned import apply_offsets, learn, tune_f1
 from .metrics import score
-from .priors import correct, train_priors
+from .priors import PriorSpec, correct, parse_priors, train_priors
 from .project import Project
-from .recipe import Recipe
-from .learned import learn
+from .recipe import Recipe, Term
 from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
-from .store import PredictionSet, Split, Store, check_name, id_mismatch
+from .store import PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from .voting import Composed, Method, combine
 
 
@@ -46,6 +45,7 @@ class Submission:
     class_counts: dict[int, int]
     validation: dict[str, Any] | None
     priors: dict[str, Any] | None = None
+    recipe: Recipe | None = None
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -148,14 +148,14 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
     val_ids, scope = validation_ids(project, ids)
     if not len(val_ids):
         raise EnsError(f"no shared labelled image to score --method {method} on ({scope})")
-    composed, scored, cv, weights = learn(recipe, aligned, labels, eval_sets, method, class_weight, all_tasks, val_ids)
+    composed, scored, cv, details = learn(recipe, aligned, labels, eval_sets, method, class_weight, all_tasks, val_ids)
     pos = pd.Index(ids).get_indexer(scored.image_ids)
     validation = {
         "scope": scope + f"; {method} scored out of fold ({cv.folds} person-grouped folds)",
         "images": int(len(pos)),
         "recipe": score(labels[pos], scored.labels).as_dict(),
         "cv": {"folds": cv.folds, "f1_18_fold_mean": cv.fold_mean, "f1_18_fold_std": cv.fold_std},
-        "weights": weights,
+        **(details or {}),
         "sources": _source_scores(aligned, labels, pos),
     }
     return composed, validation, scored, labels[pos]
@@ -165,15 +165,8 @@ def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dic
     return {t: v[pos] for t, v in prediction.items()} if isinstance(prediction, Mapping) else prediction[pos]
 
 
-class Prior(StrEnum):
-    """Prior correction of the eval posteriors: none, or EM-estimated eval priors per task."""
-
-    NONE = "none"
-    EM = "em"
-
-
-def _correct_priors(data: Path, composed: Composed, composed_val: Composed | None) -> tuple[Composed, dict[str, Any]]:
-    """`composed` re-weighted to the eval priors that EM estimates per task (see `priors`).
+def _correct_priors(data: Path, composed: Composed, composed_val: Composed | None, spec: PriorSpec) -> tuple[Composed, dict[str, Any]]:
+    """`composed` re-weighted to the eval priors of `spec` (given, or EM-estimated; see `priors`).
 
     The priors the posteriors stand for are their mean over the labelled images when the recipe
     has them (class-weighted training and TTA move a model's priors away from the label
@@ -185,32 +178,75 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
         from .dataset import read_train
 
         implied = train_priors(read_train(data)["label"].to_numpy())
-    probs, joint, record = correct(composed.probs, implied, composed.joint)
+    probs, joint, record = correct(composed.probs, implied, composed.joint, spec)
     labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
     return Composed(composed.image_ids, labels, probs, joint, composed.mode), record
 
 
+def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:
+    """F1 tuning on the recipe's labelled composition, restricted to the validation images."""
+    if composed_val is None or val_labels is None:
+        raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({validation.get('skipped', 'no labelled images')})")
+    val_ids, scope = validation_ids(project, composed_val.image_ids)
+    if not len(val_ids):
+        raise EnsError(f"--tune-f1: no labelled image of the recipe to tune on ({scope})")
+    rows = pd.Index(composed_val.image_ids).get_indexer(val_ids)
+    tuned = tune_f1(composed_val.take(rows), val_labels[rows])
+    validation["tune_f1"] = tuned.as_dict()
+    if "recipe" in validation:  # the submission's score is the tuned one, out of fold
+        validation["recipe"] = score(val_labels[rows], tuned.scored.labels).as_dict()
+    return tuned, tuned.scored, val_labels[rows]
+
+
+def library_recipe(project: Project) -> Recipe:
+    """`--auto` without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
+    store = Store(project.predictions)
+    tasks: dict = {t: [] for t in TASKS}
+    for name in store.sources():
+        if not store.has(name, Split.EVAL) or store.labelled(name) is None:
+            continue
+        pset = store.read(name, Split.EVAL)
+        if kind_of(pset.meta) == "ensemble":
+            continue
+        for task in pset.tasks:
+            tasks[task].append(Term(name))
+    missing = [str(t) for t, terms in tasks.items() if not terms]
+    if missing:
+        raise EnsError(f"--auto: no source predicts {', '.join(missing)} on both eval and labelled images (run ens predict --split eval and --split val, or import both)")
+    return Recipe({t: tuple(terms) for t, terms in tasks.items()})
+
+
 def compose_submission(
     project: Project,
-    recipe: Recipe,
+    recipe: Recipe | None,
     method: Method = Method.SOFT,
     name: str | None = None,
     per_task: bool = False,
-    prior: Prior = Prior.NONE,
+    prior: PriorSpec | str | Sequence[str] = PriorSpec(),
     class_weight: str | None = None,
     stack_all_tasks: bool = False,
+    tune: bool = False,
 ) -> Submission:
-    """Vote `recipe` on the eval images and write the submission, its manifest and the ensemble source.
+    """Compose `recipe` on the eval images and write the submission, its manifest and the ensemble source.
 
-    prior: ``em`` re-weights the eval posteriors to EM-estimated eval priors (train priors from
-    the data folder); validation scores stay those of the plain vote, whose images follow train's mix.
-    method ``stack`` fits per-task stackers (`ensembler.learned`; class_weight ``balanced`` and
-    every task's probabilities as features, `stack_all_tasks`, as options) on the sources'
-    labelled predictions; its validation scores are out of fold.
+    method: a vote (soft, hard, geo), or a composition learned on the sources' labelled
+    predictions and scored out of fold (`ensembler.learned`): stack (class_weight ``balanced``
+    and every task's probabilities as features, `stack_all_tasks`, as options), select, or auto
+    (per task the best candidate by cross-validated F1; with no recipe, every model and import).
+    prior: re-weight the eval posteriors to given or EM-estimated eval priors (`priors.PriorSpec`,
+    or its text: ``"em"``, ``"age:0.3,0.5,0.2 em"``); validation scores stay those on labelled
+    images, whose mix is train's.
+    tune: per-class offsets tuned on the labelled composition for macro F1 (`learned.tune_f1`),
+    applied last; the validation score is then the tuned one, out of fold.
     """
-    method, prior = Method(method), Prior(prior)
-    if prior is not Prior.NONE and method is Method.HARD:
-        raise EnsError("--prior em re-weights probabilities; a hard vote has none (use --method soft or geo)")
+    method = Method(method)
+    spec = prior if isinstance(prior, PriorSpec) else parse_priors(prior)
+    if method is Method.HARD and (spec.active or tune):
+        raise EnsError(f"--{'prior' if spec.active else 'tune-f1'} re-weights probabilities; a hard vote has none (use --method soft or geo)")
+    if recipe is None:
+        if method is not Method.AUTO:
+            raise EnsError("a recipe is needed (--recipe TASK:SOURCE …), except with --auto")
+        recipe = library_recipe(project)
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
     csv_path = project.submissions / f"{name}.csv"
     json_path = project.submissions / f"{name}.json"
@@ -230,8 +266,11 @@ def compose_submission(
         composed = combine(recipe, sets, method, per_task)
         validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)
     priors = None
-    if prior is Prior.EM:
-        composed, priors = _correct_priors(data, composed, composed_val)
+    if spec.active:
+        composed, priors = _correct_priors(data, composed, composed_val, spec)
+    if tune:
+        tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels)
+        composed = apply_offsets(composed, tuned.offsets)
 
     frame = pd.DataFrame({"ImageID": eval_ids, "ans": composed.labels.astype(np.int64)})
     validate_submission(frame, eval_ids)
@@ -255,7 +294,7 @@ def compose_submission(
         "recipe": str(recipe),
         "method": method.value,
         "voting": composed.mode,
-        "prior": {"method": prior.value, "tasks": priors} if priors else None,
+        "prior": {"spec": str(spec), "tasks": priors} if priors else None,
         "inputs": inputs,
         "data": data_fingerprint(data),
         "submission_sha256": sha256_bytes(body),
@@ -265,9 +304,9 @@ def compose_submission(
     write_bytes(csv_path, body, overwrite=False)
     write_json(json_path, manifest, overwrite=False)
 
-    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "prior": prior.value, "submission": csv_path.name}
+    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "prior": str(spec), "tune_f1": tune, "submission": csv_path.name}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
     store.write(_ensemble_set(name, Split.EVAL, composed, None, meta))
     if composed_val is not None:
         store.write(_ensemble_set(name, Split.VAL, composed_val, val_labels, meta))
-    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors)
+    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors, recipe)

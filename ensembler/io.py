@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path`; on clean exit, rename it to `path`.
@@ -28,6 +34,7 @@ def atomic_write(path: Path, *, overwrite: bool = True) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a team shares these files like any other
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

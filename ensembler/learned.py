@@ -10,12 +10,21 @@ Stacking (`stack`): per task, a multinomial logistic regression on the log-proba
 the task's sources (optionally every task's, since age may depend on mask state), balanced
 class weights on request (for macro F1). Ensemble selection (`select`): per task, weights for
 the sources by greedy forward selection on macro F1, bagged over bootstrap resamples (`select_weights`).
+Auto (`auto`): per task, the best of each source alone, their soft vote and their selection, by
+cross-validated task macro F1; its own score is cross-validated with the choice inside the loop
+(each fold is predicted by the candidate that scored best on the other folds).
+
+F1 tuning (`tune_f1`): per-class offsets added to a composition's log-probabilities (class 0 of
+each task fixed at 0), found by coordinate ascent on the 18-class macro F1 of the labelled
+images, and scored out of fold like the rest. An offset ``b`` is a weight ``exp(b)`` on the
+probabilities, so the tuned composition is saved as re-weighted probabilities (`priors.reweight`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +32,8 @@ import pandas as pd
 from .errors import EnsError
 from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
 from .metrics import macro_f1
-from .recipe import Recipe
+from .priors import reweight
+from .recipe import Recipe, Term
 from .store import PredictionSet
 from .voting import Composed, Method, check_coverage
 
@@ -43,7 +53,7 @@ def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS) -> list[tuple[n
     groups = person_of(image_ids)
     n_folds = min(n_folds, len(set(groups)))
     if n_folds < 2:
-        raise EnsError("stacking needs labelled images of at least two people to cross-validate")
+        raise EnsError("cross-validation needs labelled images of at least two people")
     return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
@@ -107,12 +117,89 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
     return total / bags
 
 
-def _fit_predict(method: Method, fit: list[np.ndarray], y: np.ndarray, new: list[np.ndarray], k: int, class_weight: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """One task: the learned probabilities ``(m, k)`` for `new`, and the selection weights (select)."""
+def _fit_predict(method: Method, fit: list[np.ndarray], y: np.ndarray, new: list[np.ndarray], k: int, class_weight: str | None, weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """One task: the probabilities ``(m, k)`` for `new`, and the selection weights (select).
+
+    soft fits nothing: the recipe-weighted mean of `new` (auto's single sources and votes)."""
     if method is Method.STACK:
         return _stack_fit_predict(fit, y, new, k, class_weight), None
-    weights = select_weights(fit, y, k)
-    return np.tensordot(weights, np.stack(new), axes=1), weights
+    if method is Method.SELECT:
+        chosen = select_weights(fit, y, k)
+        return np.tensordot(chosen, np.stack(new), axes=1), chosen
+    w = np.asarray(weights, dtype=np.float64)
+    return np.tensordot(w / w.sum(), np.stack(new), axes=1), None
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """One task's learned composition: on the targets ``(m, k)``, out of fold on the scored
+    labelled images ``(n_kept, k)``, and the selection weights when selected."""
+
+    target: np.ndarray
+    oof: np.ndarray
+    weights: np.ndarray | None
+
+
+def _fit_task(method: Method, parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, class_weight: str | None, weights: Sequence[float], keep: np.ndarray, splits: list) -> _Fitted:
+    """Fit on all labelled images for the targets; fit on the other people of each fold for the scored ones."""
+    target, chosen = _fit_predict(method, parts, y, targets, k, class_weight, weights)
+    kept, y_kept = [p[keep] for p in parts], y[keep]
+    oof = np.zeros((len(y_kept), k))
+    for fit_idx, held_idx in splits:
+        oof[held_idx], _ = _fit_predict(method, [p[fit_idx] for p in kept], y_kept[fit_idx], [p[held_idx] for p in kept], k, class_weight, weights)
+    return _Fitted(target, oof, chosen)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way `auto` may predict a task, with the task macro F1 of its out-of-fold predictions
+    on the scored images and its spread (std) across the folds."""
+
+    label: str
+    f1: float
+    spread: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "f1": round(self.f1, 4), "spread": round(self.spread, 4)}
+
+
+def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> tuple[_Fitted, list[Candidate], int, dict[str, float] | None]:
+    """Every candidate for one task: each source alone, and with several sources their soft vote
+    and their ensemble selection. Returns the chosen candidate's predictions (its out-of-fold
+    rows chosen fold by fold on the other folds' scores: the choice is cross-validated too), all
+    candidates in the order tried, the index of the one chosen on all images, and its weights."""
+    options: list[tuple[str, Method, list[int]]] = [(t.source, Method.SOFT, [i]) for i, t in enumerate(terms)]
+    if len(terms) > 1:
+        names = "+".join(map(str, terms))
+        options += [(f"soft vote {names}", Method.SOFT, list(range(len(terms)))), (f"selection from {names}", Method.SELECT, list(range(len(terms))))]
+    y_kept = y[keep]
+    fitted, candidates = [], []
+    for label, method, idx in options:
+        run = _fit_task(method, [parts[i] for i in idx], y, [targets[i] for i in idx], k, None, [terms[i].weight for i in idx], keep, splits)
+        folds = [macro_f1(y_kept[held], run.oof[held].argmax(1), k) for _, held in splits]
+        fitted.append(run)
+        candidates.append(Candidate(label, macro_f1(y_kept, run.oof.argmax(1), k), float(np.std(folds))))
+
+    def best(rows: np.ndarray) -> int:  # ties: the first, i.e. the simplest, candidate
+        return int(np.argmax([macro_f1(y_kept[rows], f.oof[rows].argmax(1), k) for f in fitted]))
+
+    oof = np.zeros_like(fitted[0].oof)
+    for fit_idx, held_idx in splits:
+        oof[held_idx] = fitted[best(fit_idx)].oof[held_idx]
+    chosen = best(np.arange(len(y_kept)))
+    weights = fitted[chosen].weights
+    named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
+    return _Fitted(fitted[chosen].target, oof, None), candidates, chosen, named
+
+
+def _cv_score(labels: np.ndarray, predicted: np.ndarray, splits: list) -> CVScore:
+    """The 18-class macro F1 of out-of-fold `predicted` ``(n,)`` over all images and per fold."""
+    per_fold = [macro_f1(labels[held], predicted[held], N_JOINT) for _, held in splits]
+    return CVScore(macro_f1(labels, predicted, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(splits))
+
+
+def _composed(image_ids: np.ndarray, probs: dict[Task, np.ndarray], mode: str) -> Composed:
+    return Composed(image_ids, encode(*(probs[t].argmax(axis=1) for t in TASKS)), probs, None, mode)
 
 
 def learn(
@@ -124,13 +211,14 @@ def learn(
     class_weight: str | None = None,
     cross_tasks: bool = False,
     score_ids: np.ndarray | None = None,
-) -> tuple[Composed, Composed, CVScore, dict[str, dict[str, float]] | None]:
-    """Fit `method` (stack or select) per task on `labelled` (aligned sets, joint labels ``(n,)``)
-    and apply it to `targets` (aligned sets, e.g. eval).
+) -> tuple[Composed, Composed, CVScore, dict[str, Any] | None]:
+    """Fit `method` (stack, select or auto) per task on `labelled` (aligned sets, joint labels
+    ``(n,)``) and apply it to `targets` (aligned sets, e.g. eval).
 
     Returns the composition of `targets`; the out-of-fold composition of the labelled images
-    restricted to `score_ids` (default: all) and its cross-validated score; and, for select, the
-    weights chosen per task on all the labelled images ``{task: {source: weight}}``.
+    restricted to `score_ids` (default: all) and its cross-validated score; and what was chosen
+    on all the labelled images: ``{"weights": {task: {source: weight}}}`` for select (and for
+    auto where it selected), ``{"auto": {task: {"chosen": label, "candidates": [...]}}}`` for auto.
     """
     method = Method(method)
     check_coverage(recipe, labelled)
@@ -138,25 +226,117 @@ def learn(
     keep = np.ones(len(ids), bool) if score_ids is None else pd.Index(ids).isin(score_ids)
     splits = person_folds(ids[keep])
     truth = decode(labels)
-    oof, fitted, chosen = {}, {}, {}
+    oof, fitted, weights, auto = {}, {}, {}, {}
     for task in TASKS:
         k, y = N_CLASSES[task], truth[task]
         use_cross = cross_tasks and method is Method.STACK
         parts, target_parts = _parts(labelled, recipe, task, use_cross), _parts(targets, recipe, task, use_cross)
-        fitted[task], weights = _fit_predict(method, parts, y, target_parts, k, class_weight)
-        if weights is not None:
-            chosen[task.value] = {t.source: round(float(w), 4) for t, w in zip(recipe.tasks[task], weights)}
-        kept = [p[keep] for p in parts]
-        oof[task] = np.zeros((int(keep.sum()), k))
-        for fit_idx, held_idx in splits:
-            oof[task][held_idx], _ = _fit_predict(method, [p[fit_idx] for p in kept], y[keep][fit_idx], [p[held_idx] for p in kept], k, class_weight)
+        terms = recipe.tasks[task]
+        if method is Method.AUTO:
+            run, candidates, chosen, named = _auto_task(terms, parts, y, target_parts, k, keep, splits)
+            auto[task.value] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates]}
+        else:
+            run = _fit_task(method, parts, y, target_parts, k, class_weight, [t.weight for t in terms], keep, splits)
+            named = None if run.weights is None else {t.source: round(float(w), 4) for t, w in zip(terms, run.weights)}
+        fitted[task], oof[task] = run.target, run.oof
+        if named:
+            weights[task.value] = named
 
-    def composed(image_ids: np.ndarray, probs: dict[Task, np.ndarray]) -> Composed:
-        return Composed(image_ids, encode(*(probs[t].argmax(axis=1) for t in TASKS)), probs, None, method.value)
-
-    scored = composed(ids[keep], oof)
-    y_keep = labels[keep]
-    per_fold = [macro_f1(y_keep[held], scored.labels[held], N_JOINT) for _, held in splits]
-    cv = CVScore(macro_f1(y_keep, scored.labels, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(splits))
+    scored = _composed(ids[keep], oof, method.value)
+    cv = _cv_score(labels[keep], scored.labels, splits)
     target_ids = next(iter(targets.values())).image_ids
-    return composed(target_ids, fitted), scored, cv, chosen or None
+    details = {k: v for k, v in (("weights", weights), ("auto", auto)) if v}
+    return _composed(target_ids, fitted, method.value), scored, cv, details or None
+
+
+# --- F1 tuning: per-class offsets on a composition's log-probabilities --------------------
+
+OFFSET_GRID = np.round(np.linspace(-2.0, 2.0, 41), 2)  # log-weights: exp(2) ~ 7.4 times a class's probability
+TUNE_PASSES = 3
+
+
+def _joint_offsets(offsets: Mapping[Task, np.ndarray]) -> np.ndarray:
+    """Per-task offsets -> the 18 joint classes' offsets ``(18,)`` (their sums)."""
+    m, g, a = (offsets[t] for t in TASKS)
+    return (m[:, None, None] + g[None, :, None] + a[None, None, :]).reshape(-1)
+
+
+def _logs(composed: Composed) -> tuple[dict[Task, np.ndarray], np.ndarray | None]:
+    clip = lambda p: np.log(np.clip(p, EPS, None))  # noqa: E731
+    return {t: clip(composed.probs[t]) for t in TASKS}, None if composed.joint is None else clip(composed.joint)
+
+
+def decide(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, offsets: Mapping[Task, np.ndarray]) -> np.ndarray:
+    """Joint classes ``(n,)`` from log-probabilities plus offsets: on the joint ``(n, 18)`` when
+    there is one (as the vote decided), else per task ``{task: (n, k)}``."""
+    if joint_log is not None:
+        return (joint_log + _joint_offsets(offsets)).argmax(axis=1)
+    return encode(*((logs[t] + offsets[t]).argmax(axis=1) for t in TASKS))
+
+
+def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, labels: np.ndarray) -> dict[Task, np.ndarray]:
+    """Offsets ``{task: (k,)}`` that maximise the 18-class macro F1 of `decide` on `labels`
+    ``(n,)``: coordinate ascent over `OFFSET_GRID`, class 0 of each task held at 0, a move kept
+    only when it strictly improves (so uninformative data leaves the offsets at 0)."""
+    offsets = {t: np.zeros(N_CLASSES[t]) for t in TASKS}
+    best = macro_f1(labels, decide(logs, joint_log, offsets), N_JOINT)
+    for _ in range(TUNE_PASSES):
+        improved = False
+        for task in TASKS:
+            for c in range(1, N_CLASSES[task]):
+                for value in OFFSET_GRID:
+                    trial = {**offsets, task: offsets[task].copy()}
+                    trial[task][c] = value
+                    f1 = macro_f1(labels, decide(logs, joint_log, trial), N_JOINT)
+                    if f1 > best + 1e-12:
+                        best, offsets, improved = f1, trial, True
+        if not improved:
+            break
+    return offsets
+
+
+def apply_offsets(composed: Composed, offsets: Mapping[Task, np.ndarray]) -> Composed:
+    """`composed` with its probabilities re-weighted by ``exp(offsets)``: its argmax is `decide`'s."""
+    ratios = {t: np.exp(offsets[t]) for t in TASKS}
+    probs, joint = reweight(composed.probs, ratios, composed.joint)
+    labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+    return Composed(composed.image_ids, labels, probs, joint, composed.mode)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """F1 tuning's offsets (fitted on all labelled images), the out-of-fold tuned composition of
+    the labelled images, and the cross-validated scores before and after."""
+
+    offsets: dict[Task, np.ndarray]
+    scored: Composed
+    before: CVScore
+    after: CVScore
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offsets": {t.value: self.offsets[t].round(2).tolist() for t in TASKS},
+            "folds": self.after.folds,
+            "f1_18_before": self.before.f1_18,
+            "f1_18_after": self.after.f1_18,
+            "f1_18_fold_std_after": self.after.fold_std,
+        }
+
+
+def tune_f1(composed: Composed, labels: np.ndarray) -> Tuned:
+    """Tune offsets on a labelled composition (`composed`, joint labels ``(n,)``), scored by
+    person-grouped cross-validation: each fold is decided with offsets tuned on the other people."""
+    logs, joint_log = _logs(composed)
+    splits = person_folds(composed.image_ids)
+    probs = {t: np.empty_like(v, dtype=np.float64) for t, v in composed.probs.items()}
+    joint = None if composed.joint is None else np.empty_like(composed.joint, dtype=np.float64)
+    for fit_idx, held_idx in splits:
+        offsets = tune_offsets({t: v[fit_idx] for t, v in logs.items()}, None if joint_log is None else joint_log[fit_idx], labels[fit_idx])
+        part = apply_offsets(composed.take(held_idx), offsets)
+        for t in probs:
+            probs[t][held_idx] = part.probs[t]
+        if joint is not None:
+            joint[held_idx] = part.joint
+    decided = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+    scored = Composed(composed.image_ids, decided, probs, joint, composed.mode)
+    return Tuned(tune_offsets(logs, joint_log, labels), scored, _cv_score(labels, composed.labels, splits), _cv_score(labels, decided, splits))

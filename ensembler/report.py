@@ -5,23 +5,30 @@ predict, restricted to the validation fold of the team's fold file when there is
 gain is its 18-class macro F1 minus that of the best single source (ensembles excluded). A
 learned method (stacking, selection) is scored by person-grouped cross-validation on those same images,
 never in-sample, with the spread of its score across the folds.
+
+The report also shows each task's class priors: the labelled images' true mix, and per source
+the eval mix that EM estimates from its eval predictions (`priors.em_priors`), so a team sees a
+shifted test set before choosing `--prior em`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .dataset import read_folds
 from .errors import EnsError, preview, unknown
+from .labels import N_CLASSES, TASKS, Task, decode
+from .learned import learn
 from .metrics import Scores, score
+from .priors import em_priors
 from .project import Project
 from .recipe import Recipe
-from .store import LABELLED_SPLITS, PredictionSet, Store, kind_of
-from .learned import learn
+from .store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from .voting import Method, combine
 
 
@@ -35,16 +42,55 @@ class ReportRow:
     method: str | None = None
     gain: float | None = None
     spread: float | None = None  # learned methods: std of the 18-class F1 across the CV folds
+    prediction: Any = field(default=None, repr=False, compare=False)  # joint classes (n,), or {task: (n,)}
+
+    @property
+    def label(self) -> str:
+        """The row's name, with its method for a recipe (a recipe may be scored by several)."""
+        return self.name if self.method is None else f"{self.name} ({self.method})"
+
+
+@dataclass(frozen=True)
+class PriorRow:
+    """A source's class priors for one task: the mean of its posteriors on the scored labelled
+    images (the priors its probabilities stand for) and the EM estimate on eval, both ``(k,)``."""
+
+    source: str
+    task: Task
+    labelled: np.ndarray
+    eval: np.ndarray
 
 
 @dataclass(frozen=True)
 class Report:
-    """Rows best first (by 18-class macro F1), the images they were scored on, and notes."""
+    """Rows best first (by 18-class macro F1), the images they were scored on, notes, and the
+    class priors: the scored images' true mix per task ``{task: (k,)}`` and each source's."""
 
     rows: list[ReportRow]
     n_images: int
     scope: str
     notes: list[str] = field(default_factory=list)
+    truth_priors: dict[Task, np.ndarray] = field(default_factory=dict)
+    priors: list[PriorRow] = field(default_factory=list)
+    sets: Mapping[str, PredictionSet] = field(default_factory=dict, repr=False)  # the sources, aligned on the scored images
+    labels: np.ndarray | None = field(default=None, repr=False)  # their joint labels (n,)
+
+
+def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
+    """Each source's implied priors on its labelled rows and EM-estimated eval priors, per task
+    it covers (ensembles, which re-use their sources' predictions, and sources without eval
+    predictions are left out)."""
+    rows = []
+    for name, labelled in aligned.items():
+        if kind_of(labelled.meta) == "ensemble" or not store.has(name, Split.EVAL):
+            continue
+        evaluated = store.read(name, Split.EVAL)
+        for task in TASKS:
+            if task in labelled.tasks and task in evaluated.tasks:
+                implied = labelled.probs[task].mean(axis=0)
+                implied = implied / implied.sum()
+                rows.append(PriorRow(name, task, implied, em_priors(evaluated.probs[task], implied)[0]))
+    return rows
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
@@ -142,7 +188,10 @@ def build_report(
     ids, scope, more = scoring_images(project, sets)
     aligned, labels = aligned_sets(sets, ids)
 
-    rows = [ReportRow(n, kind_of(s.meta), score(labels, own_prediction(s))) for n, s in aligned.items()]
+    rows = []
+    for n, s in aligned.items():
+        own = own_prediction(s)
+        rows.append(ReportRow(n, kind_of(s.meta), score(labels, own), prediction=own))
     singles = [r.scores.f1_18 for r in rows if r.kind != "ensemble" and r.scores.f1_18 is not None]
     best = max(singles) if singles else None
     for recipe in recipes:
@@ -155,10 +204,11 @@ def build_report(
                 composed = combine(recipe, aligned, method, per_task)
             result = score(labels, composed.labels)
             gain = None if best is None else result.f1_18 - best
-            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, spread))
+            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, spread, composed.labels))
     rows = [
-        r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None
-        else ReportRow(r.name, r.kind, r.scores, r.method, r.scores.f1_18 - best)
+        r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None else replace(r, gain=r.scores.f1_18 - best)
         for r in rows
     ]
-    return Report(best_first(rows), len(ids), scope, notes + more)
+    truth = decode(labels)
+    truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
+    return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels)

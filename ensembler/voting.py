@@ -37,10 +37,11 @@ class Method(StrEnum):
     GEO = "geo"
     STACK = "stack"  # learned: see `ensembler.learned`
     SELECT = "select"
+    AUTO = "auto"
 
     @property
     def learned(self) -> bool:
-        return self in (Method.STACK, Method.SELECT)
+        return self in (Method.STACK, Method.SELECT, Method.AUTO)
 
 
 VOTES = tuple(m for m in Method if not m.learned)
@@ -90,6 +91,11 @@ class Composed:
     probs: Mapping[Task, np.ndarray]
     joint: np.ndarray | None
     mode: str
+
+    def take(self, rows: np.ndarray) -> Composed:
+        """The rows `rows` (positions ``(m,)``) of the composition."""
+        joint = None if self.joint is None else self.joint[rows]
+        return Composed(self.image_ids[rows], self.labels[rows], {t: p[rows] for t, p in self.probs.items()}, joint, self.mode)
 
 
 def check_coverage(recipe: Recipe, sets: Mapping[str, PredictionSet]) -> None:

@@ -9,23 +9,25 @@
    model holds out fold 1 and serves eval only);
 4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
    the validation fold and on eval (one pass over the images each);
-5. composes a per-task recipe, two votes, ensemble selection and stacking (both fitted on the
+5. composes a per-task recipe, two votes, ensemble selection, stacking and auto (all fitted on the
    validation predictions, scored by person-grouped cross-validation), and the votes and the
    learned ones again with EM prior correction (the eval set is older than train); writes the
-   submissions, prints the report, and scores every model and submission on the hidden answers.
+   submissions, prints the report, writes it as ``report.html`` with its plots, and scores
+   every model and submission on the hidden answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from ensembler.compose import Prior, Submission, compose_submission
+from ensembler.compose import Submission, compose_submission
 from ensembler.dataset import split_project
 from ensembler.errors import EnsError
+from ensembler.htmlreport import write_html_report
 from ensembler.metrics import Scores, score
 from ensembler.project import add_model, load_project, update_project
 from ensembler.recipe import parse_recipe
@@ -51,8 +53,8 @@ RECIPES = {
     "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
     "soft-vote": "*:ana-r10+ben-heads",
 }
-LEARNED = {"select": Method.SELECT, "stack": Method.STACK}  # fitted on the per-task-vote recipe's sources
-PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack")  # each again with --prior em
+LEARNED = {"select": Method.SELECT, "stack": Method.STACK, "auto": Method.AUTO}  # fitted on the per-task-vote recipe's sources
+PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack", "auto")  # each again with --prior em
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,17 @@ def run_demo(
     plans.update({name: (RECIPES["per-task-vote"], method) for name, method in LEARNED.items()})
     submissions = []
     for name, (text, method) in plans.items():
-        for prior in (Prior.NONE, Prior.EM) if name in PRIOR_CORRECTED else (Prior.NONE,):
-            out = f"{name}-em" if prior is Prior.EM else name
+        for prior in ("none", "em") if name in PRIOR_CORRECTED else ("none",):
+            out = f"{name}-em" if prior == "em" else name
             submissions.append(compose_submission(project, parse_recipe(text), method, name=out, prior=prior))
-            note = f"; age priors {submissions[-1].priors['age']['train']} -> {submissions[-1].priors['age']['estimated']}" if prior is Prior.EM else ""
-            log(f"wrote submissions/{out}.csv ({method} of {text}{', --prior em' if prior is Prior.EM else ''}{note})")
+            age = (submissions[-1].priors or {}).get("age")
+            note = f", --prior em; age priors {age['train']} -> {age['eval']}" if age else ""
+            log(f"wrote submissions/{out}.csv ({method} of {text}{note})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
-    rows = best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"])
-    report = Report(rows, report.n_images, report.scope, report.notes)
+    report = replace(report, rows=best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"]))
+    write_html_report(report, root / "report.html", "ens demo: validation report")
+    log("wrote report.html (the validation report with its plots; open it in a browser)")
 
     truth = comp.eval.set_index("ImageID")["label"]
     store = Store(project.predictions)

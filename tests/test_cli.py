@@ -115,7 +115,7 @@ def test_compose_with_prior_correction_prints_the_priors(team, toy, tmp_path):
     assert ens(*base, "import", write_csv(tmp_path / "p.csv", probs), "--name", "p").exit_code == 0
     result = ens(*base, "compose", "--recipe", "*:p", "--prior", "em", "--name", "em")
     assert result.exit_code == 0, result.output
-    assert "age priors: train [" in result.output and "-> eval estimate [" in result.output
+    assert "age priors (em): train [" in result.output and "-> eval [" in result.output
 
 
 def test_compose_never_overwrites_from_the_cli(team):
@@ -131,8 +131,10 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     result = ens(*args)
     assert result.exit_code == 0, result.output
     root = tmp_path / "d"
-    for name in ("per-task", "per-task-vote", "soft-vote", "select", "stack", "soft-vote-em", "per-task-vote-em", "select-em", "stack-em"):
+    for name in ("per-task", "per-task-vote", "soft-vote", "select", "stack", "auto", "soft-vote-em", "per-task-vote-em", "select-em", "stack-em", "auto-em"):
         assert (root / "submissions" / f"{name}.csv").is_file()
+    page = (root / "report.html").read_text()
+    assert 'id="confusion"' in page and "data:image/png;base64," in page
     assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
     assert "hidden eval answers" in result.output and "ana-r10" in result.output
     again = ens(*args)
@@ -149,8 +151,8 @@ def test_compose_and_report_do_not_import_torch(team, tmp_path):
         "        app(args)\n"
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, exc.code\n"
-        "print('torch' in sys.modules)\n"
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, *map(str, base)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "False False"  # nor matplotlib, which only --html needs
     assert (root / "submissions" / "nt.csv").is_file()

@@ -11,7 +11,7 @@ from conftest import write_csv
 from ensembler.compose import compose_submission
 from ensembler.dataset import read_folds, split_project
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode, joint_from_tasks, one_hot
+from ensembler.labels import Task, decode, encode, joint_from_tasks, one_hot
 from ensembler.learned import learn, person_folds, person_of, select_weights
 from ensembler.project import load_project
 from ensembler.recipe import parse_recipe
@@ -188,3 +188,135 @@ def test_compose_select_records_the_chosen_weights(project, toy, tmp_path):
     result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--method", "select", "--name", "sel2"])
     assert result.exit_code == 0, result.output
     assert "age weights: a " in result.output
+
+
+def _specialists(project, toy, tmp_path):
+    """m is good at mask and gender and poor at age; g is good at age only: auto should take mask
+    and gender from m, age from g."""
+    from ensembler.toy import teammate_csv
+
+    truth = pd.concat([toy.eval, toy.train])
+    skills = {"m": {Task.MASK: 4.0, Task.GENDER: 4.0, Task.AGE: 0.3}, "g": {Task.MASK: 0.3, Task.GENDER: 0.3, Task.AGE: 4.0}}
+    for i, (name, skill) in enumerate(skills.items()):
+        import_source(project, write_csv(tmp_path / f"{name}.csv", teammate_csv(truth, skill, seed=10 + i)), name)
+
+
+def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp_path):
+    _specialists(project, toy, tmp_path)
+    sub = compose_submission(project, None, Method.AUTO, name="auto")
+    manifest = json.loads(sub.manifest.read_text())
+    auto = manifest["validation"]["auto"]
+    assert {t: auto[t]["chosen"] for t in auto} == {"mask": "m", "gender": "m", "age": "g"}
+    labels = [c["label"] for c in auto["age"]["candidates"]]
+    assert labels == ["g", "m", "soft vote g+m", "selection from g+m"]  # sources in name order
+    best = max(auto["age"]["candidates"], key=lambda c: c["f1"])
+    assert best["label"] == "g" and best["spread"] >= 0
+    assert manifest["recipe"] == "*:g+m" and manifest["method"] == "auto" and sub.mode == "auto"
+    # the submission's answers are m's mask and gender and g's age
+    from ensembler.store import Store
+
+    store = Store(project.predictions)
+    m, g = store.read("m", Split.EVAL), store.read("g", Split.EVAL)
+    ans = decode(pd.read_csv(sub.csv)["ans"].to_numpy())
+    assert np.array_equal(ans[Task.MASK], m.probs[Task.MASK].argmax(1)) and np.array_equal(ans[Task.AGE], g.probs[Task.AGE].argmax(1))
+
+
+def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from ensembler.compose import library_recipe
+
+    _specialists(project, toy, tmp_path)
+    compose_submission(project, parse_recipe("*:m+g"), name="vote")  # an ensemble source, with a val set
+    assert str(library_recipe(project)) == "*:g+m"
+    runner = CliRunner()
+    result = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--name", "a1"])
+    assert result.exit_code == 0, result.output
+    assert "age: g (CV macro F1 " in result.output and "others: " in result.output
+    bad = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--method", "stack"])
+    assert bad.exit_code == 1 and "--auto is --method auto; drop --method stack" in bad.output
+    none = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "select"])
+    assert none.exit_code == 1 and "a recipe is needed" in none.output
+
+
+def test_auto_score_is_cross_validated_with_the_choice_inside():
+    """With two equally useless sources, choosing by the validation score itself would look
+    better than chance; choosing inside the CV loop does not."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 18, 1400)
+    sets = _sets(labels, seed=5)
+    recipe = parse_recipe("*:noise1+noise2")
+    _, scored, cv, details = learn(recipe, {k: sets[k] for k in ("noise1", "noise2")}, labels, {k: sets[k] for k in ("noise1", "noise2")}, Method.AUTO)
+    best_in_sample = max(c["f1"] for c in details["auto"]["age"]["candidates"])
+    from ensembler.metrics import macro_f1
+
+    assert macro_f1(decode(labels)[Task.AGE], decode(scored.labels)[Task.AGE], 3) <= best_in_sample + 1e-12
+    assert cv.f1_18 < 0.15  # chance on 18 classes is ~0.056
+
+
+def _biased(n, seed):
+    """Calibrated-looking posteriors that under-call the rare old class (a model trained on few)."""
+    rng = np.random.default_rng(seed)
+    labels = encode(rng.integers(0, 3, n), rng.integers(0, 2, n), rng.choice(3, n, p=[0.45, 0.4, 0.15]))
+    truth = decode(labels)
+    probs = {}
+    for task, k in ((Task.MASK, 3), (Task.GENDER, 2), (Task.AGE, 3)):
+        logits = rng.normal(size=(n, k))
+        logits[np.arange(n), truth[task]] += 2.0
+        if task is Task.AGE:
+            logits[:, 2] -= 1.5  # the old class is called too rarely
+        e = np.exp(logits)
+        probs[task] = e / e.sum(1, keepdims=True)
+    ids = np.array([f"{i // 7:06d}_male_Asian_20/mask{i % 7}.jpg" for i in range(n)], dtype=object)
+    return labels, probs, ids
+
+
+def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
+    from ensembler.learned import apply_offsets, decide, tune_f1
+    from ensembler.voting import Composed
+
+    labels, probs, ids = _biased(2800, seed=0)
+    composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
+    tuned = tune_f1(composed, labels)
+    assert tuned.offsets[Task.AGE][2] >= 0.5  # pushes the old class back up
+    assert tuned.after.f1_18 > tuned.before.f1_18 + 0.01 and tuned.after.folds == 5
+    assert all(tuned.offsets[t][0] == 0 for t in tuned.offsets)
+    # offsets applied as probability weights decide exactly as log-probabilities plus offsets
+    applied = apply_offsets(composed, tuned.offsets)
+    logs = {t: np.log(p) for t, p in probs.items()}
+    assert np.array_equal(applied.labels, decide(logs, None, tuned.offsets))
+    assert np.allclose(applied.probs[Task.AGE].sum(1), 1)
+    # and on the joint: the same decisions as per task when the joint is the product of the tasks
+    joint = joint_from_tasks(probs)
+    on_joint = Composed(ids, joint.argmax(1), probs, joint, "joint")
+    assert np.array_equal(apply_offsets(on_joint, tuned.offsets).labels, applied.labels)
+
+
+def test_f1_tuning_leaves_perfect_predictions_alone():
+    from ensembler.learned import tune_offsets
+
+    labels, probs, _ = _biased(700, seed=1)
+    truth = decode(labels)
+    sure = {t: 0.9 * one_hot(truth[t], p.shape[1]) + 0.1 / p.shape[1] for t, p in probs.items()}
+    offsets = tune_offsets({t: np.log(p) for t, p in sure.items()}, None, labels)
+    assert all(not v.any() for v in offsets.values())
+
+
+def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    _team(project, toy, tmp_path)
+    sub = compose_submission(project, parse_recipe("*:a+b"), name="tuned", tune=True)
+    record = json.loads(sub.manifest.read_text())["validation"]["tune_f1"]
+    assert set(record["offsets"]) == {"mask", "gender", "age"} and record["folds"] >= 2
+    assert sub.validation["recipe"]["f1_18"] == pytest.approx(record["f1_18_after"])
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "*:a+b", "--recipe", "*:a+b", "--tune-f1", "--name", "t2"])
+    assert result.exit_code == 1  # the recipe given twice
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--tune-f1", "--name", "t2"])
+    assert result.exit_code == 0, result.output
+    assert "F1 offsets: mask [0.0, " in result.output and "(CV 18-class F1 " in result.output
+    with pytest.raises(EnsError, match="--tune-f1 re-weights probabilities; a hard vote has none"):
+        compose_submission(project, parse_recipe("*:a+b"), Method.HARD, name="h", tune=True)

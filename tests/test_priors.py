@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_csv
-from ensembler.compose import Prior, compose_submission
+from ensembler.compose import compose_submission
 from ensembler.errors import EnsError
 from ensembler.labels import Task, decode, encode
 from ensembler.priors import adjust, em_priors, train_priors
@@ -72,13 +72,63 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
     import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
     plain = compose_submission(project, parse_recipe("*:p"), name="plain")
-    fixed = compose_submission(project, parse_recipe("*:p"), name="fixed", prior=Prior.EM)
+    fixed = compose_submission(project, parse_recipe("*:p"), name="fixed", prior="em")
     record = json.loads(fixed.manifest.read_text())["prior"]
-    assert record["method"] == "em" and set(record["tasks"]) == {"mask", "gender", "age"}
+    assert record["spec"] == "em" and set(record["tasks"]) == {"mask", "gender", "age"}
     age = record["tasks"]["age"]
-    assert age["estimated"][2] > age["train"][2]  # the toy eval is older than train
+    assert age["from"] == "em" and age["eval"][2] > age["train"][2]  # the toy eval is older than train
     old = lambda sub: (decode(pd.read_csv(sub.csv)["ans"].to_numpy())[Task.AGE] == 2).mean()  # noqa: E731
     assert old(fixed) > old(plain)
     assert json.loads(plain.manifest.read_text())["prior"] is None
     with pytest.raises(EnsError, match="a hard vote has none"):
-        compose_submission(project, parse_recipe("*:p"), Method.HARD, name="h", prior=Prior.EM)
+        compose_submission(project, parse_recipe("*:p"), Method.HARD, name="h", prior="em")
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (["old"], "expected em, or TASK:P,P"),
+        (["agee:0.2,0.3,0.5"], "unknown task 'agee'"),
+        (["age:0.5,0.5"], "age has 3 classes, so 3 priors, not 2"),
+        (["age:a,b,c"], "priors are numbers"),
+        (["age:-1,1,1"], "non-negative numbers with a positive sum"),
+        (["age:0,0,0"], "non-negative numbers with a positive sum"),
+        (["age:1,1,1", "age:1,2,1"], "the age priors are given twice"),
+    ],
+)
+def test_parse_priors_errors(values, match):
+    from ensembler.priors import parse_priors
+
+    with pytest.raises(EnsError, match=match):
+        parse_priors(values)
+
+
+def test_parse_priors_normalises_and_keeps_em_for_the_rest():
+    from ensembler.priors import parse_priors
+
+    spec = parse_priors(["age:2,5,3", "em"])
+    assert spec.em and spec.given == {Task.AGE: (0.2, 0.5, 0.3)} and str(spec) == "age:0.2,0.5,0.3 em"
+    assert not parse_priors(["none"]).active and str(parse_priors([])) == "none"
+    assert parse_priors("gender:1,1").given[Task.GENDER] == (0.5, 0.5)
+
+
+def test_given_priors_reweight_by_hand():
+    from ensembler.priors import PriorSpec, correct
+
+    probs = {Task.AGE: np.array([[0.5, 0.3, 0.2]]), Task.GENDER: np.array([[0.6, 0.4]])}
+    train = {Task.AGE: np.array([0.5, 0.25, 0.25]), Task.GENDER: np.array([0.5, 0.5])}
+    out, joint, record = correct(probs, train, None, PriorSpec(given={Task.AGE: (0.25, 0.25, 0.5)}))
+    expected = np.array([0.5 * 0.5, 0.3 * 1.0, 0.2 * 2.0])
+    np.testing.assert_allclose(out[Task.AGE][0], expected / expected.sum())
+    np.testing.assert_allclose(out[Task.GENDER], probs[Task.GENDER])  # not given, no em: unchanged
+    assert joint is None and set(record) == {"age"} and record["age"]["from"] == "given"
+
+
+def test_compose_with_given_age_priors_and_em_for_the_rest(project, toy, tmp_path):
+    probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
+    import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
+    sub = compose_submission(project, parse_recipe("*:p"), name="given", prior=["age:0.1,0.1,0.8", "em"])
+    record = json.loads(sub.manifest.read_text())["prior"]
+    assert record["spec"] == "age:0.1,0.1,0.8 em"
+    assert record["tasks"]["age"]["from"] == "given" and record["tasks"]["age"]["eval"] == [0.1, 0.1, 0.8]
+    assert record["tasks"]["mask"]["from"] == "em"

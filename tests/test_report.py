@@ -83,3 +83,28 @@ def test_unknown_source_and_source_without_labels(project, toy, team, tmp_path):
 def test_no_labelled_source_at_all(project):
     with pytest.raises(EnsError, match="no source with labelled predictions"):
         build_report(project)
+
+
+def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project, toy, tmp_path):
+    from conftest import write_csv
+    from ensembler.toy import teammate_csv
+
+    truth = pd.concat([toy.eval, toy.train])
+    import_source(project, write_csv(tmp_path / "p.csv", teammate_csv(truth, {Task.MASK: 3.0, Task.GENDER: 3.0, Task.AGE: 3.0}, seed=2)), "p")
+    report = build_report(project)
+    labels = toy.train["label"].to_numpy()
+    np.testing.assert_allclose(report.truth_priors[Task.AGE], np.bincount(decode(labels)[Task.AGE], minlength=3) / len(labels))
+    rows = {(r.source, r.task): r for r in report.priors}
+    assert set(rows) == {("p", t) for t in (Task.MASK, Task.GENDER, Task.AGE)}
+    age = rows[("p", Task.AGE)]
+    from ensembler.priors import em_priors
+    from ensembler.store import Split, Store
+
+    np.testing.assert_allclose(age.eval, em_priors(Store(project.predictions).read("p", Split.EVAL).probs[Task.AGE], age.labelled)[0])
+    assert age.eval[2] > age.labelled[2]  # the toy eval is older than train, and EM sees it
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "report"])
+    assert result.exit_code == 0 and "class priors" in result.output and "eval (EM)" in result.output

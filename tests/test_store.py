@@ -86,3 +86,16 @@ def test_names_usable_in_recipes_only(name):
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="age probabilities must be"):
         PredictionSet("m", Split.EVAL, ["a"], {Task.AGE: np.ones((1, 2))})
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    from ensembler.io import write_bytes
+
+    old = os.umask(0o022)
+    try:
+        write_bytes(tmp_path / "f.csv", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.csv").stat().st_mode & 0o777 == 0o644

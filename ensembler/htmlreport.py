@@ -1,0 +1,258 @@
+"""`ens report --html FILE`: the validation report as one self-contained HTML page.
+
+The page holds the score table, the class priors, confusion matrices (per task and 18 x 18)
+for the chosen composition, per-class F1 of the best single source and the chosen
+composition, the sources' agreement and error correlation per task, the age-band error rate
+by true age in years, a reliability plot per source, and every source's provenance. Figures
+are PNGs embedded as ``data:`` URIs (`plots`), the numbers behind them are in tables beside
+them, and the page is rendered from a Jinja2 template with autoescaping: it opens offline,
+needs no script, and a team can mail it around.
+
+The chosen composition is the best recipe row of the report (or the best row when it scores
+no recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, diagnostics, plots
+from .errors import EnsError
+from .io import write_bytes
+from .labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+from .report import Report, ReportRow
+from .voting import Method
+
+TEMPLATE = "report.html.j2"
+JOINT_NAMES = tuple(
+    f"{c} {CLASS_NAMES[Task.MASK][m][:4]}/{CLASS_NAMES[Task.GENDER][g][0].upper()}/{CLASS_NAMES[Task.AGE][a]}"
+    for c, (m, g, a) in enumerate((m, g, a) for m in range(3) for g in range(2) for a in range(3))
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An embedded figure: its caption, alt text and base64 PNG."""
+
+    caption: str
+    png: str
+
+
+@dataclass(frozen=True)
+class HtmlTable:
+    """A table of the page: a name tests and readers can find it by, headers, and rows of cells."""
+
+    name: str
+    headers: list[str]
+    rows: list[list[Any]]
+    text_columns: int = 1  # the leading columns that hold text (left-aligned); the rest are numbers
+
+
+def _tasks_of(prediction: Any) -> dict[Task, np.ndarray]:
+    """A row's prediction as ``{task: (n,)}``."""
+    return dict(prediction) if isinstance(prediction, Mapping) else decode(np.asarray(prediction))
+
+
+def _joint_of(prediction: Any) -> np.ndarray | None:
+    """A row's prediction as joint classes ``(n,)``, or None when it does not cover every task."""
+    if not isinstance(prediction, Mapping):
+        return np.asarray(prediction)
+    return encode(*(prediction[t] for t in TASKS)) if all(t in prediction for t in TASKS) else None
+
+
+def _kind(row: ReportRow) -> str:
+    if not row.method:
+        return row.kind
+    return f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote"
+
+
+def chosen_row(report: Report) -> ReportRow:
+    """The composition the page details: the best recipe row, else the best row."""
+    recipes = [r for r in report.rows if r.kind == "recipe"]
+    return (recipes or report.rows)[0]
+
+
+def best_single(report: Report) -> ReportRow | None:
+    """The best model or import with an 18-class score (rows are best first)."""
+    return next((r for r in report.rows if r.kind in ("model", "import") and r.scores.f1_18 is not None), None)
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _score_table(report: Report) -> HtmlTable:
+    rows = []
+    for r in report.rows:
+        f1 = _f(r.scores.f1_18) + ("" if r.spread is None else f" ±{r.spread:.3f}")
+        rows.append([r.name, _kind(r), *(_f(r.scores.f1.get(t)) for t in TASKS), f1, _f(r.scores.accuracy), "" if r.gain is None else f"{r.gain:+.4f}"])
+    return HtmlTable("scores", ["source / recipe", "kind", *(str(t) for t in TASKS), "F1 (18)", "accuracy", "gain"], rows, 2)
+
+
+def _priors_table(report: Report) -> HtmlTable:
+    fmt = lambda p: " ".join(f"{v:.3f}" for v in p)  # noqa: E731
+    rows = [["truth (scored images)", str(t), fmt(report.truth_priors[t]), ""] for t in TASKS if t in report.truth_priors]
+    rows += [[p.source, str(p.task), fmt(p.labelled), fmt(p.eval)] for p in report.priors]
+    return HtmlTable("priors", ["source", "task", "labelled images", "eval (EM estimate)"], rows, 2)
+
+
+def _matrix_table(name: str, matrix: np.ndarray, labels: tuple[str, ...]) -> HtmlTable:
+    return HtmlTable(name, ["true \\ predicted", *labels], [[labels[i], *row.tolist()] for i, row in enumerate(matrix)])
+
+
+def _confusion(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tuple[list[Figure], list[HtmlTable]]:
+    predicted = _tasks_of(chosen.prediction)
+    matrices = {str(t): diagnostics.confusion(truth[t], predicted[t], N_CLASSES[t]) for t in TASKS if t in predicted}
+    figures = [Figure(f"per-task confusion of {chosen.label} (rows: true class, columns: predicted)", plots.confusion_panels(matrices, {str(t): CLASS_NAMES[t] for t in TASKS}, chosen.label))]
+    tables = [_matrix_table(f"confusion-{t}", m, CLASS_NAMES[Task(t)]) for t, m in matrices.items()]
+    joint = _joint_of(chosen.prediction)
+    if joint is not None:
+        matrix = diagnostics.confusion(report.labels, joint, N_JOINT)
+        figures.append(Figure(f"18 x 18 confusion of {chosen.label}: class = 6 mask + 3 gender + age", plots.confusion_18(matrix, JOINT_NAMES, chosen.label)))
+        tables.append(_matrix_table("confusion-18", matrix, JOINT_NAMES))
+    return figures, tables
+
+
+def _per_class(report: Report, chosen: ReportRow, single: ReportRow | None) -> tuple[list[Figure], list[HtmlTable], list[str]]:
+    rows = {r.label: r for r in (single, chosen) if r is not None}
+    scores = {}
+    for label, row in rows.items():
+        joint = _joint_of(row.prediction)
+        if joint is not None:
+            scores[label] = diagnostics.per_class_f1(diagnostics.confusion(report.labels, joint, N_JOINT))
+    if not scores:
+        return [], [], ["no row predicts all three tasks: no 18-class F1 to show"]
+    figure = Figure("F1 of each of the 18 classes: the best single source beside the chosen composition", plots.per_class_bars(scores, JOINT_NAMES, "per-class F1"))
+    table = HtmlTable("per-class-f1", ["class", *scores], [[JOINT_NAMES[c], *(_f(v[c]) for v in scores.values())] for c in range(N_JOINT)])
+    return [figure], [table], []
+
+
+def _pairs(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable], list[str]]:
+    agree, corr, tables = {}, {}, []
+    for task in TASKS:
+        preds = {n: s.probs[task].argmax(axis=1) for n, s in report.sets.items() if task in s.tasks}
+        if len(preds) < 2:
+            continue
+        names = list(preds)
+        agree[str(task)] = (diagnostics.agreement(list(preds.values())), names)
+        corr[str(task)] = (diagnostics.error_correlation([p != truth[task] for p in preds.values()]), names)
+        for kind, matrix in (("agreement", agree[str(task)][0]), ("error-correlation", corr[str(task)][0])):
+            tables.append(HtmlTable(f"{kind}-{task}", [str(task), *names], [[n, *(_f(v, 3) for v in matrix[i])] for i, n in enumerate(names)]))
+    if not agree:
+        return [], [], ["fewer than two sources per task: nothing to compare"]
+    return [
+        Figure("share of images on which two sources predict the same class, per task", plots.pair_panels(agree, "agreement", diverging=False)),
+        Figure("correlation of the sources' errors, per task: low or negative pairs are worth combining", plots.pair_panels(corr, "error correlation", diverging=True)),
+    ], tables, []
+
+
+def _age(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tuple[list[Figure], list[HtmlTable], list[str]]:
+    years = diagnostics.age_years(next(iter(report.sets.values())).image_ids)
+    if not (years >= 0).any():
+        return [], [], ["no image carries its age in years (train folder names do): nothing to plot"]
+    predictions = {n: s.probs[Task.AGE].argmax(axis=1) for n, s in report.sets.items() if Task.AGE in s.tasks}
+    chosen_tasks = _tasks_of(chosen.prediction)
+    if Task.AGE in chosen_tasks and chosen.label not in predictions:
+        predictions[chosen.label] = chosen_tasks[Task.AGE]
+    if not predictions:
+        return [], [], ["no source predicts age"]
+    curves, columns = {}, {}
+    for name, pred in predictions.items():
+        ages, rates, counts = diagnostics.error_by_age(years, pred != truth[Task.AGE])
+        curves[name] = (ages, rates)
+        columns[name] = dict(zip(ages.tolist(), rates.tolist()))
+    ages, _, counts = diagnostics.error_by_age(years, np.zeros(len(years)))
+    table = HtmlTable("error-by-age", ["age", "images", *columns], [[int(a), int(c), *(_f(columns[n].get(int(a)), 3) for n in columns)] for a, c in zip(ages, counts)])
+    figure = Figure("age-band error rate by true age in years; the dashed lines are the 30 and 60 boundaries", plots.error_by_age(curves, "age errors by age"))
+    return [figure], [table], []
+
+
+def _calibration(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable]]:
+    panels, rows = {}, []
+    for name, pset in report.sets.items():
+        curves = {}
+        ece = {}
+        for task in pset.tasks:
+            rel = diagnostics.reliability(pset.probs[task], truth[task])
+            curves[str(task)] = (rel.confidence, rel.accuracy)
+            ece[task] = rel.ece
+        panels[name] = curves
+        rows.append([name, *(_f(ece.get(t), 3) for t in TASKS)])
+    figure = Figure("reliability per source: accuracy against the top-class probability, 10 bins; the dotted diagonal is perfect calibration", plots.reliability_grid(panels, "reliability"))
+    return [figure], [HtmlTable("calibration", ["source", *(f"ECE {t}" for t in TASKS)], rows)]
+
+
+def _provenance(report: Report) -> HtmlTable:
+    rows = []
+    for name, pset in report.sets.items():
+        meta, origin = pset.meta, pset.meta.get("origin") or {}
+        key = origin.get("cache_key") or {}
+        checkpoints = ", ".join(f"{k}: {str(v)[:12]}" if k != "None" else str(v)[:12] for k, v in (key.get("checkpoints") or {}).items())
+        if origin.get("type") == "import":
+            what = f"{Path(str(origin.get('file', ''))).name} ({origin.get('format', '')}), sha256 {str(origin.get('sha256', ''))[:12]}"
+        elif origin.get("type") == "ensemble":
+            what = f"{origin.get('method', '')} of {origin.get('recipe', '')}; prior {origin.get('prior', 'none')}"
+        else:
+            what = f"{key.get('architecture', '')} {key.get('layout', '')}".strip()
+        rows.append([name, str(meta.get("kind", "")), str(origin.get("type", "")), origin.get("owner", ""), what, checkpoints, str(origin.get("tta", "")), str(meta.get("created", "")), str(meta.get("tool_version", "")), str(meta.get("csv_sha256", ""))[:12]])
+    headers = ["source", "kind", "origin", "owner", "what", "checkpoint sha256", "TTA", "created", "tool", "set sha256"]
+    return HtmlTable("provenance", headers, rows, len(headers))
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the page: an id for links, a heading, a lead, figures, tables and notes."""
+
+    id: str
+    title: str
+    lead: str
+    figures: list[Figure]
+    tables: list[HtmlTable]
+    notes: list[str]
+
+
+def build_sections(report: Report) -> list[Section]:
+    """Everything on the page, in order."""
+    if report.labels is None or not report.sets:
+        raise EnsError("the report carries no scored predictions to draw (build it with ensembler.report.build_report)")
+    truth = decode(report.labels)
+    chosen, single = chosen_row(report), best_single(report)
+    confusion_figures, confusion_tables = _confusion(report, truth, chosen)
+    per_class = _per_class(report, chosen, single)
+    pairs = _pairs(report, truth)
+    age = _age(report, truth, chosen)
+    calibration = _calibration(report, truth)
+    return [
+        Section("scores", "Scores", "Macro F1 per task and over the 18 classes (the competition's score), accuracy, and the gain over the best single source. CV rows are scored out of fold by person-grouped cross-validation, ± their spread across folds.", [], [_score_table(report)], report.notes),
+        Section("priors", "Class priors", "The scored images' true class mix per task, each source's mean probabilities there, and its EM estimate of the eval mix (Saerens et al. 2002): a shift suggests compose --prior em.", [], [_priors_table(report)], []),
+        Section("confusion", "Confusion matrices", f"The chosen composition: {chosen.label}.", confusion_figures, confusion_tables, []),
+        Section("per-class", "Per-class F1", f"Best single source: {single.label if single else 'none'}; chosen composition: {chosen.label}.", *per_class),
+        Section("agreement", "Agreement and error correlation", "Which sources disagree, and whether their errors coincide: models worth combining err on different images.", *pairs),
+        Section("age", "Errors by age", "Where teams lose their points: the age band is wrong most often near the 30 and 60 boundaries.", *age),
+        Section("calibration", "Calibration", "Soft voting averages probabilities, which assumes they are comparable: an over-confident source outvotes the rest.", *calibration, []),
+        Section("provenance", "Provenance", "Where every source's predictions came from.", [], [_provenance(report)], []),
+    ]
+
+
+def render_html(report: Report, title: str = "ens validation report") -> str:
+    """The page as a string."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("ensembler", "templates"), autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    return env.get_template(TEMPLATE).render(title=title, scope=report.scope, n_images=report.n_images, sections=build_sections(report), created=created, version=__version__)
+
+
+def write_html_report(report: Report, path: Path, title: str = "ens validation report") -> Path:
+    """Write the page to `path` (replaced atomically when it exists)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EnsError(f"--html {path}: is a folder; give a file name such as report.html")
+    write_bytes(path, render_html(report, title).encode("utf-8"), overwrite=True)
+    return path
