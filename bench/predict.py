@@ -6,8 +6,11 @@ On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
 - naive: each model in turn, its own DataLoader (decode again), ttach's ClassificationTTAWrapper
   (one forward per view), softmax;
 - bound: decode-only (the same DataLoader, no model) and forward-only (every model on the
-  pre-decoded tensors, both views in one batch, channels_last as ens runs them). With perfect overlap a run takes
-  max(decode, forward); with none, decode + forward.
+  pre-decoded tensors, both views in one batch, channels_last and, on CPU, traced and frozen as
+  ens runs them). With perfect overlap a run takes max(decode, forward); with none, decode + forward.
+
+On CPU it also times ens with --no-freeze and the forward-only bound of the eager models, to
+show what freezing (`predictors.models.FrozenOnCPU`) brings; its tracing is inside ens's time.
 
     python bench/predict.py [--images 256] [--models a,b,c] [--size 96x128] [--device auto]
 
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensembler.project import load_project  # noqa: E402
 from ensembler.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
-from predictors.models import build_model  # noqa: E402
+from predictors.models import FrozenOnCPU, build_model  # noqa: E402
 from predictors.runner import predict, resolve_device  # noqa: E402
 
 
@@ -92,6 +95,9 @@ def main() -> None:
         # warm-up (first-call allocations, cudnn autotune), not timed
         predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=0, force=True, amp=amp)
         t_ens = timed(lambda: predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=args.workers, force=True, amp=amp))
+        on_cpu = device.type == "cpu"
+        if on_cpu:
+            t_eager = timed(lambda: predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=args.workers, force=True, amp=amp, freeze=False))
 
         paths = [str(comp.data / "eval" / "images" / i) for i in comp.eval["ImageID"]]
         t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, amp))
@@ -100,13 +106,24 @@ def main() -> None:
         loader = torch.utils.data.DataLoader(ImageSet(paths, [geometry]), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
         batches = []
         t_decode = timed(lambda: batches.extend(b[1][0] for b in loader))
-        t_forward = timed(lambda: forward_only(batches, models, project.models[0].preprocess, device, amp))
+        pre = project.models[0].preprocess
+        if on_cpu:
+            t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, amp))
+            frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
+            forward_only(batches[:1], frozen, pre, device, amp)  # trace once per model, as ens does, not timed
+            t_forward = timed(lambda: forward_only(batches, frozen, pre, device, amp))
+        else:
+            t_forward = timed(lambda: forward_only(batches, models, pre, device, amp))
 
     bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
-    print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s)")
+    print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s){' (frozen models, tracing included)' if on_cpu else ''}")
+    if on_cpu:
+        print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
     print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
     print(f"decode only : {n / t_decode:8.1f} images/s ({t_decode:.2f} s)")
-    print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s)")
+    print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if on_cpu else ''}")
+    if on_cpu:
+        print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
     print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
           f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")
 

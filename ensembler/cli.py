@@ -259,6 +259,7 @@ def predict(
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="On CUDA, run in float32 instead of automatic mixed precision.")] = False,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
+    no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
 ) -> None:
     """Run zoo models over a split with batched TTA and save per-task probabilities
@@ -277,7 +278,7 @@ def predict(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
 
-        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress, not no_channels_last)
+        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress, not no_channels_last, not no_freeze)
     elapsed = time.perf_counter() - start
     for o in outcomes:
         note = "unchanged, not recomputed (--force to redo)" if o.status == "cached" else "written"

@@ -213,3 +213,56 @@ def check_entry(entry: ZooEntry) -> dict[str, Any]:
             flatten(model(torch.zeros(2, 3, h, w)), entry.layout, entry.name)
         params = sum(p.numel() for p in model.parameters())
     return {"checkpoints": len(hashes), "params": params, "input": f"{w}x{h}", "sha256": next(iter(hashes.values()))[:12]}
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """A model's output (tensor, tuple/list or dict of tensors) as a flat list, in a fixed order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        return [t for k in sorted(out) for t in _tensors(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _tensors(item)]
+    raise TypeError(f"unsupported output type {type(out).__name__}")
+
+
+class FrozenOnCPU(nn.Module):
+    """A model run as a traced, frozen TorchScript copy on CPU: freezing folds batch norms into
+    the convolutions and inlines the weights, about 1.2-1.6x faster for the CNNs teams train.
+
+    A copy is traced for each new image shape on two images and kept only if it gives the eager
+    model's outputs (within `RTOL`/`ATOL`) on those two and on one image, so that a batch size
+    baked into the trace (``len(x)`` in the model code) is caught too; a model that cannot be
+    traced, or whose trace differs (Python-side state, value-dependent branches), runs eagerly,
+    as does a shape first seen in a batch of one. The first call for a shape pays the tracing
+    (0.2-1.2 s per model here).
+    """
+
+    RTOL, ATOL = 1e-4, 1e-5
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.frozen: dict[tuple[int, ...], Any] = {}
+
+    def _same(self, frozen: Any, sample: torch.Tensor) -> bool:
+        expected, got = _tensors(self.model(sample)), _tensors(frozen(sample))
+        return len(expected) == len(got) and all(e.shape == g.shape and torch.allclose(e, g, rtol=self.RTOL, atol=self.ATOL) for e, g in zip(expected, got))
+
+    def _freeze(self, x: torch.Tensor) -> Any:
+        if len(x) < 2:
+            return None
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values; the check below decides
+                frozen = torch.jit.freeze(torch.jit.trace(self.model, x[:2], strict=False, check_trace=False))
+                return frozen if self._same(frozen, x[:2]) and self._same(frozen, x[:1]) else None
+        except Exception:  # noqa: BLE001  any failure to trace or to run the trace means: run eagerly
+            return None
+
+    def forward(self, x: torch.Tensor) -> Any:
+        key = tuple(x.shape[1:])
+        if key not in self.frozen:
+            self.frozen[key] = self._freeze(x)
+        frozen = self.frozen[key]
+        return self.model(x) if frozen is None else frozen(x)

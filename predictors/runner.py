@@ -38,7 +38,7 @@ from ensembler.zoo import TTAPolicy, ZooEntry
 
 from .images import Geometry, ImageSet, collate, normalize
 from .layouts import to_tasks
-from .models import load_model, verify_sha256
+from .models import FrozenOnCPU, load_model, verify_sha256
 from .tta import build_transforms, tta_predict
 
 Progress = Callable[[int, int], None]
@@ -175,10 +175,12 @@ def predict(
     amp: bool = True,
     progress: Progress | None = None,
     channels_last: bool = True,
+    freeze: bool = True,
 ) -> list[Outcome]:
     """Predict `names` on `split` and write their prediction sets (see the module doc).
 
     tta: a preset name overriding every entry's policy (CLI flag > zoo entry > none).
+    freeze: on CPU, run each model as a traced, frozen copy (`models.FrozenOnCPU`).
     """
     if not names:
         raise EnsError("name at least one model (--model NAME)")
@@ -212,7 +214,7 @@ def predict(
             model = load_model(job.entry, paths[fold]).to(dev)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            job.models[fold] = model
+            job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" else model
         job.out = torch.zeros(len(images.ids), job.entry.layout.width)
 
     _run(jobs, images, split, dev, batch_size, workers, amp, progress, channels_last)

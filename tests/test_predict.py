@@ -402,3 +402,52 @@ def test_torchscript_entries_load_the_scripted_module(tmp_path):
     (tmp_path / "bad.ts").write_bytes(b"nope")
     with pytest.raises(EnsError, match="bad.ts: not a TorchScript file"):
         load_model(e, tmp_path / "bad.ts")
+
+
+def _frozen_case(model_cls, batch=6, seed=0):
+    import sys
+
+    sys.path.insert(0, sys_path_code)
+    import tinynets
+
+    from predictors.models import FrozenOnCPU
+
+    torch.manual_seed(seed)
+    model = getattr(tinynets, model_cls)().eval()
+    if model_cls == "BatchNormNet":  # non-trivial running statistics, so the folding matters
+        model.body[1].running_mean.uniform_(-1, 1)
+        model.body[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(batch, 3, 16, 12)
+    return model, FrozenOnCPU(model), x
+
+
+def test_frozen_copy_matches_the_eager_model_and_is_kept():
+    model, frozen, x = _frozen_case("BatchNormNet")
+    with torch.inference_mode():
+        got, expected = frozen(x), model(x)
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert frozen.frozen[(3, 16, 12)] is not None  # traced and kept
+        assert torch.allclose(frozen(x[:5]), model(x[:5]), rtol=1e-5, atol=1e-6)  # another batch size, same trace
+        frozen(torch.randn(4, 3, 20, 12))
+        assert set(frozen.frozen) == {(3, 16, 12), (3, 20, 12)}  # a new image shape gets its own
+
+
+@pytest.mark.parametrize("model_cls", ["Counting", "BakedBatch"])
+def test_a_trace_that_differs_from_the_eager_model_is_dropped(model_cls):
+    _, frozen, x = _frozen_case(model_cls)
+    with torch.inference_mode():
+        out = frozen(x)
+    assert frozen.frozen[(3, 16, 12)] is None and out.shape == (6, 18)
+    if model_cls == "BakedBatch":
+        with torch.inference_mode():
+            assert torch.allclose(out, frozen.model(x))
+
+
+def test_frozen_and_eager_predictions_agree(zoo):
+    store = Store(zoo.predictions)
+    predict(zoo, ["tiny", "heads"], workers=0, force=True, freeze=False)
+    eager = {n: store.read(n, Split.EVAL) for n in ("tiny", "heads")}
+    predict(zoo, ["tiny", "heads"], workers=0, force=True, freeze=True)
+    for name, before in eager.items():
+        after = store.read(name, Split.EVAL)
+        assert all(np.allclose(after.probs[t], before.probs[t], atol=1e-6) for t in before.probs)

@@ -31,3 +31,40 @@ class Const(nn.Module):
 
     def forward(self, x):
         return self.logits.expand(len(x), -1) + 0 * x.mean()
+
+
+class BatchNormNet(nn.Module):
+    """conv -> batch norm -> ReLU -> pool -> linear: what freezing folds (batch norm into the conv)."""
+
+    def __init__(self, num_classes: int = 18):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+class Counting(nn.Module):
+    """Adds how often it was called to its output: Python-side state a trace bakes in."""
+
+    def __init__(self, num_classes: int = 18):
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.mean(dim=(2, 3))) + self.calls
+
+
+class BakedBatch(nn.Module):
+    """Reshapes with the batch size as a Python int: a trace on 2 images fails on other sizes."""
+
+    def __init__(self, num_classes: int = 18):
+        super().__init__()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        n = int(x.shape[0])
+        return self.fc(x.mean(dim=(2, 3)).reshape(n, 3))
