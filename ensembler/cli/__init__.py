@@ -1,4 +1,5 @@
-"""The `ens` command line: a thin layer over the library functions (the only module using typer and rich).
+"""The `ens` command line: a thin layer over the library functions (this package is the only
+place using typer and rich; what the commands print is built in `output`).
 
 Every command exits 0 on success, and 1 with one line ``Error: …`` on stderr otherwise: the
 `EnsGroup` below turns `EnsError` and usage errors into that line.
@@ -18,14 +19,14 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__
-from .errors import EnsError
-from .labels import TASKS, Task
-from .project import DEFAULT_ZOO, Project, load_project
-from .report import Report
-from .sources import ImportKind
-from .store import Split
-from .voting import Method
+from .. import __version__
+from ..errors import EnsError
+from ..labels import Task
+from ..project import DEFAULT_ZOO, Project, load_project
+from ..sources import ImportKind
+from ..store import Split
+from ..voting import Method
+from .output import compose_summary, eval_table, priors_table, report_table
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,10 +134,6 @@ def _torch_side(module: str) -> Any:
         raise EnsError(f"this command needs torch: pip install -e \".[predict]\" ({exc})") from None
 
 
-def _f(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
-
-
 # --- split -----------------------------------------------------------------------------------
 
 
@@ -152,7 +149,7 @@ def split(
 
     Also names the fold file and the validation fold in model_zoo.yaml (created when absent).
     """
-    from .dataset import split_project
+    from ..dataset import split_project
 
     project = _project(ctx)
     table = split_project(project, folds, seed, val_fold, force)
@@ -167,7 +164,7 @@ def split(
 @zoo_app.command("list")
 def zoo_list(ctx: typer.Context) -> None:
     """List the registered models and every source a recipe can name (models, imports, ensembles)."""
-    from .store import Store, kind_of
+    from ..store import Store, kind_of
 
     project = _project(ctx)
     store = Store(project.predictions)
@@ -236,7 +233,7 @@ def zoo_add_baseline(
     """Register a run of the public baseline (best.pth + config.json) in model_zoo.yaml,
     with the baseline's normalisation and the run's training resize. Creates model_zoo.yaml
     when there is none; the entry records the code folder, so later commands need no flag."""
-    from .baseline import add_baseline
+    from ..baseline import add_baseline
 
     project = _project(ctx)
     entry, notes = add_baseline(project, exp_dir, name, code, inference_resize, owner)
@@ -302,7 +299,7 @@ def import_(
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
     kept as validation predictions, labelled from the data folder."""
-    from .sources import import_source
+    from ..sources import import_source
 
     written = import_source(_project(ctx), file, name, kind, task, force)
     for meta in written:
@@ -349,8 +346,8 @@ def compose(
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
     each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
-    from .compose import compose_submission
-    from .recipe import parse_recipe
+    from ..compose import compose_submission
+    from ..recipe import parse_recipe
 
     if auto and method not in (None, Method.AUTO):
         raise EnsError(f"--auto is --method auto; drop --method {method}")
@@ -359,40 +356,8 @@ def compose(
     parsed = parse_recipe(texts) if texts else None
     sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior or [], "balanced" if balanced else None, all_task_features, tune_f1)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
-    how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
-    learned = {
-        "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
-        "select": "ensemble selection per task, on the labelled predictions",
-        "auto": "per task, the candidate with the best cross-validated macro F1",
-    }
-    out.print(f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}")
-    val = sub.validation or {}
-    for task, record in (val.get("auto") or {}).items():
-        ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
-        others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
-        chosen = next(c for c in ranked if c["label"] == record["chosen"])
-        out.print(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
-    for task, weights in (val.get("weights") or {}).items():
-        out.print(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
-    for task, record in (sub.priors or {}).items():
-        out.print(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}")
-    if "tune_f1" in val:
-        tuned = val["tune_f1"]
-        out.print(
-            "F1 offsets: " + "; ".join(f"{t} {v}" for t, v in tuned["offsets"].items())
-            + f" (CV 18-class F1 {tuned['f1_18_before']:.4f} -> {tuned['f1_18_after']:.4f})"
-        )
-        if tuned["f1_18_after"] < tuned["f1_18_before"]:
-            out.print("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
-    if "recipe" in val:
-        s = val["recipe"]
-        spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
-        out.print(
-            f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}{spread}, accuracy {_f(s['accuracy'])}, "
-            + ", ".join(f"{t} F1 {_f(s[f'f1_{t}'])}" for t in TASKS)
-        )
-    elif "skipped" in val:
-        out.print(f"validation: not scored ({val['skipped']})")
+    for line in compose_summary(sub, method):
+        out.print(line, markup=False)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -413,8 +378,8 @@ def report(
     the best single source. All rows are scored on the same images: the validation fold's
     images that every source predicts. Also the class priors: the scored images' mix and each
     source's EM estimate of the eval mix."""
-    from .recipe import parse_recipe
-    from .report import build_report
+    from ..recipe import parse_recipe
+    from ..report import build_report
 
     recipes = list(recipe or [])
     if parts:
@@ -423,68 +388,15 @@ def report(
         recipes = [" ".join([recipes[0], *parts])]
     methods = method or [Method.SOFT]
     result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task)
-    out.print(_report_table(result))
+    out.print(report_table(result))
     if result.priors:
-        out.print(_priors_table(result))
+        out.print(priors_table(result))
     for note in result.notes:
         out.print(f"note: {note}")
     if html is not None:
-        from .htmlreport import write_html_report
+        from ..htmlreport import write_html_report
 
         out.print(f"wrote {_rel(write_html_report(result, html))}")
-
-
-def _report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
-    """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend."""
-    labels = dict(labels or {})
-    legend = []
-    for row in result.rows:
-        if row.kind == "recipe" and row.name not in labels and len(row.name) > 20:
-            labels[row.name] = f"R{len(legend) + 1}"
-            legend.append(f"{labels[row.name]} = {row.name}")
-    caption = (
-        "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
-        "CV rows (stack, select, auto) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
-    )
-    table = Table(
-        title=f"validation: {result.scope}",
-        caption="\n".join([*legend, caption]),
-        title_justify="left",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("source / recipe", overflow="fold", min_width=14)
-    table.add_column("kind", no_wrap=True)
-    for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for row in result.rows:
-        kind = row.kind if not row.method else (f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote")
-        gain = "" if row.gain is None else f"{row.gain:+.4f}"
-        f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
-        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
-    return table
-
-
-def _priors_table(result: Report) -> Table:
-    """Per source and task: the class mix of the scored labelled images, the source's mean
-    probabilities there, and its EM estimate of eval's mix."""
-    table = Table(
-        title="class priors (share of each class, in class order)",
-        caption="truth: the labels of the scored images; labelled: the source's mean probabilities on them; "
-        "eval (EM): the eval mix estimated from its eval probabilities (Saerens et al. 2002). "
-        "A shift suggests compose --prior em.",
-        title_justify="left",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for col in ("source", "task", "truth", "labelled", "eval (EM)"):
-        table.add_column(col, no_wrap=True)
-    fmt = lambda p: " ".join(f"{v:.2f}" for v in p)  # noqa: E731
-    for row in result.priors:
-        table.add_row(row.source, str(row.task), fmt(result.truth_priors[row.task]), fmt(row.labelled), fmt(row.eval))
-    return table
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -512,7 +424,7 @@ def demo(
     demo_flow = _torch_side("demo")
     RECIPES, run_demo = demo_flow.RECIPES, demo_flow.run_demo
 
-    from .recipe import parse_recipe
+    from ..recipe import parse_recipe
 
     if dir is None:
         dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())
@@ -520,16 +432,9 @@ def demo(
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
     labels = {str(parse_recipe(text)): name for name, text in RECIPES.items()}
-    out.print(_report_table(result.report, labels))
-    out.print(_priors_table(result.report))
-    table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("model / submission")
-    for col in (*(str(t) for t in TASKS), "F1 (18)"):
-        table.add_column(col, justify="right")
-    ranked = sorted(result.eval_scores.items(), key=lambda kv: -(kv[1].f1_18 if kv[1].f1_18 is not None else -1))
-    for name, s in ranked:
-        table.add_row(name, *(_f(s.f1.get(t)) for t in TASKS), _f(s.f1_18))
-    out.print(table)
+    out.print(report_table(result.report, labels))
+    out.print(priors_table(result.report))
+    out.print(eval_table(result.eval_scores))
     out.print(f"done in {time.perf_counter() - start:.0f} s. Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")
 
 

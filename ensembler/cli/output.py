@@ -1,0 +1,127 @@
+"""What the commands print: rich tables and summary lines built from the library's results
+(part of the command line, the only place that uses rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.table import Table
+
+from ..labels import TASKS
+from ..voting import Method
+
+if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
+    from ..compose import Submission
+    from ..metrics import Scores
+    from ..report import Report
+
+
+def _f(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def compose_summary(sub: Submission, method: Method) -> list[str]:
+    """The lines `ens compose` prints after writing `sub`: how it composed, auto's choices and
+    the runners-up, selection weights, priors, F1 offsets, and the validation score."""
+    how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
+    learned = {
+        "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
+        "select": "ensemble selection per task, on the labelled predictions",
+        "auto": "per task, the candidate with the best cross-validated macro F1",
+    }
+    lines = [f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
+    val = sub.validation or {}
+    for task, record in (val.get("auto") or {}).items():
+        ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
+        others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
+        chosen = next(c for c in ranked if c["label"] == record["chosen"])
+        lines.append(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
+    for task, weights in (val.get("weights") or {}).items():
+        lines.append(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
+    for task, record in (sub.priors or {}).items():
+        lines.append(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}")
+    if "tune_f1" in val:
+        tuned = val["tune_f1"]
+        lines.append(
+            "F1 offsets: " + "; ".join(f"{t} {v}" for t, v in tuned["offsets"].items())
+            + f" (CV 18-class F1 {tuned['f1_18_before']:.4f} -> {tuned['f1_18_after']:.4f})"
+        )
+        if tuned["f1_18_after"] < tuned["f1_18_before"]:
+            lines.append("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
+    if "recipe" in val:
+        s = val["recipe"]
+        spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
+        lines.append(
+            f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}{spread}, accuracy {_f(s['accuracy'])}, "
+            + ", ".join(f"{t} F1 {_f(s[f'f1_{t}'])}" for t in TASKS)
+        )
+    elif "skipped" in val:
+        lines.append(f"validation: not scored ({val['skipped']})")
+    return lines
+
+
+def report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
+    """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend."""
+    labels = dict(labels or {})
+    legend = []
+    for row in result.rows:
+        if row.kind == "recipe" and row.name not in labels and len(row.name) > 20:
+            labels[row.name] = f"R{len(legend) + 1}"
+            legend.append(f"{labels[row.name]} = {row.name}")
+    caption = (
+        "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
+        "CV rows (stack, select, auto) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
+    )
+    table = Table(
+        title=f"validation: {result.scope}",
+        caption="\n".join([*legend, caption]),
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("source / recipe", overflow="fold", min_width=14)
+    table.add_column("kind", no_wrap=True)
+    for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in result.rows:
+        kind = row.kind if not row.method else (f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote")
+        gain = "" if row.gain is None else f"{row.gain:+.4f}"
+        f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
+        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
+    return table
+
+
+def priors_table(result: Report) -> Table:
+    """Per source and task: the class mix of the scored labelled images, the source's mean
+    probabilities there, and its EM estimate of eval's mix."""
+    table = Table(
+        title="class priors (share of each class, in class order)",
+        caption="truth: the labels of the scored images; labelled: the source's mean probabilities on them; "
+        "eval (EM): the eval mix estimated from its eval probabilities (Saerens et al. 2002). "
+        "A shift suggests compose --prior em.",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("source", "task", "truth", "labelled", "eval (EM)"):
+        table.add_column(col, no_wrap=True)
+    fmt = lambda p: " ".join(f"{v:.2f}" for v in p)  # noqa: E731
+    for row in result.priors:
+        table.add_row(row.source, str(row.task), fmt(result.truth_priors[row.task]), fmt(row.labelled), fmt(row.eval))
+    return table
+
+
+def eval_table(scores: Mapping[str, Scores]) -> Table:
+    """The demo's hidden-answer scores, best first."""
+    table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model / submission")
+    for col in (*(str(t) for t in TASKS), "F1 (18)"):
+        table.add_column(col, justify="right")
+    ranked = sorted(scores.items(), key=lambda kv: -(kv[1].f1_18 if kv[1].f1_18 is not None else -1))
+    for name, s in ranked:
+        table.add_row(name, *(_f(s.f1.get(t)) for t in TASKS), _f(s.f1_18))
+    return table
