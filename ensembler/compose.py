@@ -23,10 +23,10 @@ from . import __version__
 from .dataset import EVAL_CSV, data_fingerprint, read_eval
 from .errors import EnsError, preview, unknown
 from .io import sha256_bytes, write_bytes, write_json
-from .labels import N_JOINT, TASKS, encode
+from .labels import N_JOINT, TASKS
 from .learned import apply_offsets, learn, tune_f1
 from .metrics import score
-from .priors import PriorSpec, correct, parse_priors, train_priors
+from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
 from .project import Project
 from .recipe import Recipe, Term
 from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
@@ -173,14 +173,13 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
     frequencies); else the train label frequencies of the data folder.
     """
     if composed_val is not None:
-        implied = {t: p.mean(axis=0) / p.mean(axis=0).sum() for t, p in composed_val.probs.items()}
+        implied = {t: implied_priors(p) for t, p in composed_val.probs.items()}
     else:
         from .dataset import read_train
 
         implied = train_priors(read_train(data)["label"].to_numpy())
     probs, joint, record = correct(composed.probs, implied, composed.joint, spec)
-    labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
-    return Composed(composed.image_ids, labels, probs, joint, composed.mode), record
+    return Composed.decided(composed.image_ids, probs, joint, composed.mode), record
 
 
 def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:

@@ -198,10 +198,6 @@ def _cv_score(labels: np.ndarray, predicted: np.ndarray, splits: list) -> CVScor
     return CVScore(macro_f1(labels, predicted, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(splits))
 
 
-def _composed(image_ids: np.ndarray, probs: dict[Task, np.ndarray], mode: str) -> Composed:
-    return Composed(image_ids, encode(*(probs[t].argmax(axis=1) for t in TASKS)), probs, None, mode)
-
-
 def learn(
     recipe: Recipe,
     labelled: Mapping[str, PredictionSet],
@@ -242,11 +238,11 @@ def learn(
         if named:
             weights[task.value] = named
 
-    scored = _composed(ids[keep], oof, method.value)
+    scored = Composed.decided(ids[keep], oof, None, method.value)
     cv = _cv_score(labels[keep], scored.labels, splits)
     target_ids = next(iter(targets.values())).image_ids
     details = {k: v for k, v in (("weights", weights), ("auto", auto)) if v}
-    return _composed(target_ids, fitted, method.value), scored, cv, details or None
+    return Composed.decided(target_ids, fitted, None, method.value), scored, cv, details or None
 
 
 # --- F1 tuning: per-class offsets on a composition's log-probabilities --------------------
@@ -299,8 +295,7 @@ def apply_offsets(composed: Composed, offsets: Mapping[Task, np.ndarray]) -> Com
     """`composed` with its probabilities re-weighted by ``exp(offsets)``: its argmax is `decide`'s."""
     ratios = {t: np.exp(offsets[t]) for t in TASKS}
     probs, joint = reweight(composed.probs, ratios, composed.joint)
-    labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
-    return Composed(composed.image_ids, labels, probs, joint, composed.mode)
+    return Composed.decided(composed.image_ids, probs, joint, composed.mode)
 
 
 @dataclass(frozen=True)
@@ -337,6 +332,5 @@ def tune_f1(composed: Composed, labels: np.ndarray) -> Tuned:
             probs[t][held_idx] = part.probs[t]
         if joint is not None:
             joint[held_idx] = part.joint
-    decided = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
-    scored = Composed(composed.image_ids, decided, probs, joint, composed.mode)
-    return Tuned(tune_offsets(logs, joint_log, labels), scored, _cv_score(labels, composed.labels, splits), _cv_score(labels, decided, splits))
+    scored = Composed.decided(composed.image_ids, probs, joint, composed.mode)
+    return Tuned(tune_offsets(logs, joint_log, labels), scored, _cv_score(labels, composed.labels, splits), _cv_score(labels, scored.labels, splits))

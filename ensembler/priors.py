@@ -45,6 +45,12 @@ def em_priors(probs: np.ndarray, train_priors: np.ndarray, max_iter: int = 1000,
     return priors, max_iter
 
 
+def implied_priors(probs: np.ndarray) -> np.ndarray:
+    """The priors posteriors ``(n, k)`` stand for: their mean, normalised ``(k,)``."""
+    mean = np.asarray(probs, dtype=np.float64).mean(axis=0)
+    return mean / mean.sum()
+
+
 def train_priors(labels: np.ndarray) -> dict[Task, np.ndarray]:
     """Per-task class frequencies ``{task: (k,)}`` of joint labels ``(n,)``."""
     if not len(labels):

@@ -25,7 +25,7 @@ from .errors import EnsError, preview, unknown
 from .labels import N_CLASSES, TASKS, Task, decode
 from .learned import learn
 from .metrics import Scores, score
-from .priors import em_priors
+from .priors import em_priors, implied_priors
 from .project import Project
 from .recipe import Recipe
 from .store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
@@ -87,8 +87,7 @@ def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list
         evaluated = store.read(name, Split.EVAL)
         for task in TASKS:
             if task in labelled.tasks and task in evaluated.tasks:
-                implied = labelled.probs[task].mean(axis=0)
-                implied = implied / implied.sum()
+                implied = implied_priors(labelled.probs[task])
                 rows.append(PriorRow(name, task, implied, em_priors(evaluated.probs[task], implied)[0]))
     return rows
 

@@ -92,6 +92,13 @@ class Composed:
     joint: np.ndarray | None
     mode: str
 
+    @classmethod
+    def decided(cls, image_ids: np.ndarray, probs: Mapping[Task, np.ndarray], joint: np.ndarray | None, mode: str) -> Composed:
+        """A composition whose labels are its probabilities' decision: the joint argmax when
+        there is a joint, else the per-task argmaxes encoded."""
+        labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+        return cls(image_ids, labels, probs, joint, mode)
+
     def take(self, rows: np.ndarray) -> Composed:
         """The rows `rows` (positions ``(m,)``) of the composition."""
         joint = None if self.joint is None else self.joint[rows]
