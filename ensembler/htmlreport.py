@@ -14,7 +14,6 @@ no recipe).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +24,8 @@ import numpy as np
 from . import __version__, diagnostics, plots
 from .errors import EnsError
 from .io import write_bytes
-from .labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+from .labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
 from .report import Report, ReportRow
-from .voting import Method
 
 TEMPLATE = "report.html.j2"
 JOINT_NAMES = tuple(
@@ -54,24 +52,6 @@ class HtmlTable:
     text_columns: int = 1  # the leading columns that hold text (left-aligned); the rest are numbers
 
 
-def _tasks_of(prediction: Any) -> dict[Task, np.ndarray]:
-    """A row's prediction as ``{task: (n,)}``."""
-    return dict(prediction) if isinstance(prediction, Mapping) else decode(np.asarray(prediction))
-
-
-def _joint_of(prediction: Any) -> np.ndarray | None:
-    """A row's prediction as joint classes ``(n,)``, or None when it does not cover every task."""
-    if not isinstance(prediction, Mapping):
-        return np.asarray(prediction)
-    return encode(*(prediction[t] for t in TASKS)) if all(t in prediction for t in TASKS) else None
-
-
-def _kind(row: ReportRow) -> str:
-    if not row.method:
-        return row.kind
-    return f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote"
-
-
 def chosen_row(report: Report) -> ReportRow:
     """The composition the page details: the best recipe row, else the best row."""
     recipes = [r for r in report.rows if r.kind == "recipe"]
@@ -91,7 +71,7 @@ def _score_table(report: Report) -> HtmlTable:
     rows = []
     for r in report.rows:
         f1 = _f(r.scores.f1_18) + ("" if r.spread is None else f" ±{r.spread:.3f}")
-        rows.append([r.name, _kind(r), *(_f(r.scores.f1.get(t)) for t in TASKS), f1, _f(r.scores.accuracy), "" if r.gain is None else f"{r.gain:+.4f}"])
+        rows.append([r.name, r.described, *(_f(r.scores.f1.get(t)) for t in TASKS), f1, _f(r.scores.accuracy), "" if r.gain is None else f"{r.gain:+.4f}"])
     return HtmlTable("scores", ["source / recipe", "kind", *(str(t) for t in TASKS), "F1 (18)", "accuracy", "gain"], rows, 2)
 
 
@@ -107,11 +87,10 @@ def _matrix_table(name: str, matrix: np.ndarray, labels: tuple[str, ...]) -> Htm
 
 
 def _confusion(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tuple[list[Figure], list[HtmlTable]]:
-    predicted = _tasks_of(chosen.prediction)
+    predicted, joint = split_prediction(chosen.prediction)
     matrices = {str(t): diagnostics.confusion(truth[t], predicted[t], N_CLASSES[t]) for t in TASKS if t in predicted}
     figures = [Figure(f"per-task confusion of {chosen.label} (rows: true class, columns: predicted)", plots.confusion_panels(matrices, {str(t): CLASS_NAMES[t] for t in TASKS}, chosen.label))]
     tables = [_matrix_table(f"confusion-{t}", m, CLASS_NAMES[Task(t)]) for t, m in matrices.items()]
-    joint = _joint_of(chosen.prediction)
     if joint is not None:
         matrix = diagnostics.confusion(report.labels, joint, N_JOINT)
         figures.append(Figure(f"18 x 18 confusion of {chosen.label}: class = 6 mask + 3 gender + age", plots.confusion_18(matrix, JOINT_NAMES, chosen.label)))
@@ -123,7 +102,7 @@ def _per_class(report: Report, chosen: ReportRow, single: ReportRow | None) -> t
     rows = {r.label: r for r in (single, chosen) if r is not None}
     scores = {}
     for label, row in rows.items():
-        joint = _joint_of(row.prediction)
+        joint = split_prediction(row.prediction)[1]
         if joint is not None:
             scores[label] = diagnostics.per_class_f1(diagnostics.confusion(report.labels, joint, N_JOINT))
     if not scores:
@@ -157,18 +136,17 @@ def _age(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tu
     if not (years >= 0).any():
         return [], [], ["no image carries its age in years (train folder names do): nothing to plot"]
     predictions = {n: s.probs[Task.AGE].argmax(axis=1) for n, s in report.sets.items() if Task.AGE in s.tasks}
-    chosen_tasks = _tasks_of(chosen.prediction)
+    chosen_tasks = split_prediction(chosen.prediction)[0]
     if Task.AGE in chosen_tasks and chosen.label not in predictions:
         predictions[chosen.label] = chosen_tasks[Task.AGE]
     if not predictions:
         return [], [], ["no source predicts age"]
-    curves, columns = {}, {}
-    for name, pred in predictions.items():
-        ages, rates, counts = diagnostics.error_by_age(years, pred != truth[Task.AGE])
-        curves[name] = (ages, rates)
-        columns[name] = dict(zip(ages.tolist(), rates.tolist()))
-    ages, _, counts = diagnostics.error_by_age(years, np.zeros(len(years)))
-    table = HtmlTable("error-by-age", ["age", "images", *columns], [[int(a), int(c), *(_f(columns[n].get(int(a)), 3) for n in columns)] for a, c in zip(ages, counts)])
+    rates = {}
+    for name, pred in predictions.items():  # every curve is over the same images, so the same ages and counts
+        ages, rates[name], counts = diagnostics.error_by_age(years, pred != truth[Task.AGE])
+    rows = [[int(a), int(c), *(_f(r[i], 3) for r in rates.values())] for i, (a, c) in enumerate(zip(ages, counts))]
+    table = HtmlTable("error-by-age", ["age", "images", *rates], rows)
+    curves = {name: (ages, r) for name, r in rates.items()}
     figure = Figure("age-band error rate by true age in years; the dashed lines are the 30 and 60 boundaries", plots.error_by_age(curves, "age errors by age"))
     return [figure], [table], []
 

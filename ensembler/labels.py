@@ -68,6 +68,16 @@ def encode(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.ndarray:
     return 6 * arrays[Task.MASK] + 3 * arrays[Task.GENDER] + arrays[Task.AGE]
 
 
+def split_prediction(prediction: np.ndarray | Mapping) -> tuple[dict[Task, np.ndarray], np.ndarray | None]:
+    """A prediction, joint classes ``(n,)`` or ``{task: (n,)}`` for the tasks it covers, as
+    per-task classes and joint classes (None unless every task is covered)."""
+    if isinstance(prediction, Mapping):
+        parts = {Task(t): np.asarray(v) for t, v in prediction.items()}
+        return parts, encode(*(parts[t] for t in TASKS)) if all(t in parts for t in TASKS) else None
+    joint = np.asarray(prediction)
+    return decode(joint), joint
+
+
 def decode(classes: np.ndarray) -> dict[Task, np.ndarray]:
     """Joint classes ``(n,)`` in 0..17 -> ``{task: (n,) class}``."""
     classes = np.asarray(classes, dtype=np.int64)

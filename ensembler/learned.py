@@ -186,7 +186,7 @@ def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, 
     oof = np.zeros_like(fitted[0].oof)
     for fit_idx, held_idx in splits:
         oof[held_idx] = fitted[best(fit_idx)].oof[held_idx]
-    chosen = best(np.arange(len(y_kept)))
+    chosen = int(np.argmax([c.f1 for c in candidates]))  # the same rule on all the images, whose F1s are at hand
     weights = fitted[chosen].weights
     named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
     return _Fitted(fitted[chosen].target, oof, None), candidates, chosen, named

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) ->
     """
     y_true = np.asarray(y_true)
     truth = decode(y_true)
-    if isinstance(y_pred, Mapping):
-        parts = {Task(t): np.asarray(v) for t, v in y_pred.items()}
-        joint = encode(*(parts[t] for t in TASKS)) if all(t in parts for t in TASKS) else None
-    else:
-        joint = np.asarray(y_pred)
-        parts = decode(joint)
+    parts, joint = split_prediction(y_pred)
     return Scores(
         f1={t: macro_f1(truth[t], parts[t], N_CLASSES[t]) for t in TASKS if t in parts},
         f1_18=None if joint is None else macro_f1(y_true, joint, N_JOINT),

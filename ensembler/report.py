@@ -45,6 +45,13 @@ class ReportRow:
     prediction: Any = field(default=None, repr=False, compare=False)  # joint classes (n,), or {task: (n,)}
 
     @property
+    def described(self) -> str:
+        """The kind column: the source's kind, or the recipe's method (``soft vote``, ``stack, CV``)."""
+        if not self.method:
+            return self.kind
+        return f"{self.method}, CV" if Method(self.method).learned else f"{self.method} vote"
+
+    @property
     def label(self) -> str:
         """The row's name, with its method for a recipe (a recipe may be scored by several)."""
         return self.name if self.method is None else f"{self.name} ({self.method})"

@@ -87,10 +87,9 @@ def report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
-        kind = row.kind if not row.method else (f"{row.method}, CV" if Method(row.method).learned else f"{row.method} vote")
         gain = "" if row.gain is None else f"{row.gain:+.4f}"
         f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
-        table.add_row(labels.get(row.name, row.name), kind, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
+        table.add_row(labels.get(row.name, row.name), row.described, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
     return table
 
 
