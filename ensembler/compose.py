@@ -23,14 +23,14 @@ from . import __version__
 from .dataset import EVAL_CSV, data_fingerprint, read_eval
 from .errors import EnsError, preview, unknown
 from .io import sha256_bytes, write_bytes, write_json
-from .labels import N_JOINT, TASKS
+from .labels import N_JOINT, TASKS, Task
 from .learned import apply_offsets, learn, tune_f1
 from .metrics import score
 from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
 from .project import Project
 from .recipe import Recipe, Term
 from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
-from .store import PredictionSet, Split, Store, check_name, id_mismatch, kind_of
+from .store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from .voting import Composed, Method, combine
 
 
@@ -201,14 +201,14 @@ def library_recipe(project: Project) -> Recipe:
     """`--auto` without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
     store = Store(project.predictions)
     tasks: dict = {t: [] for t in TASKS}
-    for name in store.sources():
-        if not store.has(name, Split.EVAL) or store.labelled(name) is None:
+    for name in store.sources():  # from the sets' metadata: no prediction CSV is read here
+        if not store.has(name, Split.EVAL) or not any(store.has(name, split) for split in LABELLED_SPLITS):
             continue
-        pset = store.read(name, Split.EVAL)
-        if kind_of(pset.meta) == "ensemble":
+        meta = store.read_meta(name, Split.EVAL)
+        if kind_of(meta) == "ensemble":
             continue
-        for task in pset.tasks:
-            tasks[task].append(Term(name))
+        for task in meta["tasks"]:
+            tasks[Task(task)].append(Term(name))
     missing = [str(t) for t, terms in tasks.items() if not terms]
     if missing:
         raise EnsError(f"--auto: no source predicts {', '.join(missing)} on both eval and labelled images (run ens predict --split eval and --split val, or import both)")
