@@ -12,9 +12,15 @@ On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
 On CPU it also times ens with --no-freeze and the forward-only bound of the eager models, to
 show what freezing (`predictors.models.FrozenOnCPU`) brings; its tracing is inside ens's time.
 
-    python bench/predict.py [--images 256] [--models a,b,c] [--size 96x128] [--device auto]
+Each figure is taken in float32 and again in the device's mixed precision (`ens predict --amp`:
+float16 on CUDA; bfloat16 on CPU, only where the CPU has bfloat16 instructions), the naive loop
+under the same autocast, so each ratio compares like with like; a last line compares ens in
+mixed precision with the naive float32 loop. --no-amp times float32 only.
 
-Prints images/s of each and the ratios (ens / naive, and the bound's time / ens's time).
+    python bench/predict.py [--images 256] [--models a,b,c] [--size 96x128] [--device auto] [--no-amp] [--repeat 2]
+
+Prints images/s of each (the best of --repeat runs) and the ratios (ens / naive, and ens's time
+/ the bound's time).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from ensembler.project import load_project  # noqa: E402
 from ensembler.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
 from predictors.models import FrozenOnCPU, build_model  # noqa: E402
-from predictors.runner import predict, resolve_device  # noqa: E402
+from predictors.runner import autocast_dtype, bf16_is_native, predict, resolve_device  # noqa: E402
 
 
 def write_images(data: Path, seed: int = 0) -> None:
@@ -51,10 +57,17 @@ def write_images(data: Path, seed: int = 0) -> None:
         Image.fromarray(pixels).save(path, format="JPEG", quality=90)
 
 
+REPEAT = 1
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    """The best of REPEAT wall-clock timings (shared machines vary by 10-20 % run to run)."""
+    best = float("inf")
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -65,12 +78,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-amp", action="store_true")
+    parser.add_argument("--no-amp", action="store_true", help="time float32 only")
+    parser.add_argument("--repeat", type=int, default=2, help="report the best of N runs of each")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = args.repeat
     width, height = map(int, args.size.split("x"))
     device = resolve_device(args.device)
-    amp = device.type == "cuda" and not args.no_amp
+    on_cpu = device.type == "cpu"
     names = args.models.split(",")
+    # float32, then the device's mixed precision (bfloat16 on CPU only where it is native)
+    amps = [False] if args.no_amp or (on_cpu and not bf16_is_native()) else [False, True]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -90,45 +108,53 @@ def main() -> None:
             models[entry.name] = build_model(entry).eval()
             torch.save(models[entry.name].state_dict(), entry.checkpoint)
         print(f"{n} images 384x512 JPEG -> {width}x{height}; models {', '.join(names)}; hflip TTA; "
-              f"device {device}{' (AMP)' if amp else ''}; batch {args.batch_size}; workers {args.workers}; torch threads {torch.get_num_threads()}")
+              f"device {device}; batch {args.batch_size}; workers {args.workers}; torch threads {torch.get_num_threads()}")
 
-        # warm-up (first-call allocations, cudnn autotune), not timed
-        predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=0, force=True, amp=amp)
-        t_ens = timed(lambda: predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=args.workers, force=True, amp=amp))
-        on_cpu = device.type == "cpu"
-        if on_cpu:
-            t_eager = timed(lambda: predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=args.workers, force=True, amp=amp, freeze=False))
+        def ens(amp: bool, freeze: bool = True, workers: int = args.workers) -> None:
+            predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=workers, force=True, amp=amp, freeze=freeze)
 
         paths = [str(comp.data / "eval" / "images" / i) for i in comp.eval["ImageID"]]
-        t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, amp))
-
         geometry = Geometry((width, height), None, "bilinear")
         loader = torch.utils.data.DataLoader(ImageSet(paths, [geometry]), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
-        batches = []
-        t_decode = timed(lambda: batches.extend(b[1][0] for b in loader))
+        batches: list[torch.Tensor] = []
+        t_decode = timed(lambda: batches.__setitem__(slice(None), [b[1][0] for b in loader]))
         pre = project.models[0].preprocess
-        if on_cpu:
-            t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, amp))
-            frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
-            forward_only(batches[:1], frozen, pre, device, amp)  # trace once per model, as ens does, not timed
-            t_forward = timed(lambda: forward_only(batches, frozen, pre, device, amp))
-        else:
-            t_forward = timed(lambda: forward_only(batches, models, pre, device, amp))
+        print(f"decode only : {n / t_decode:8.1f} images/s ({t_decode:.2f} s)")
 
-    bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
-    print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s){' (frozen models, tracing included)' if on_cpu else ''}")
-    if on_cpu:
-        print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
-    print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
-    print(f"decode only : {n / t_decode:8.1f} images/s ({t_decode:.2f} s)")
-    print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if on_cpu else ''}")
-    if on_cpu:
-        print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
-    print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
-          f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")
+        t_naive32 = None  # the naive float32 loop, for the last comparison
+        for amp in amps:
+            dtype = autocast_dtype(device, amp)
+            label = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+            ens(amp, workers=0)  # warm-up (first-call allocations, cudnn autotune), not timed
+            t_ens = timed(lambda: ens(amp))
+            t_eager = timed(lambda: ens(amp, freeze=False)) if on_cpu else None
+            t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, dtype))
+            if on_cpu:
+                t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, dtype))
+                frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
+                forward_only(batches[:1], frozen, pre, device, dtype)  # trace once per model, as ens does, not timed
+                t_forward = timed(lambda: forward_only(batches, frozen, pre, device, dtype))
+            else:
+                t_forward = timed(lambda: forward_only(batches, models, pre, device, dtype))
+
+            bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
+            print(f"--- {label} (ens and the naive loop alike)")
+            print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s){' (frozen models, tracing included)' if on_cpu else ''}")
+            if t_eager is not None:
+                print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
+            print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
+            print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if on_cpu else ''}")
+            if on_cpu:
+                print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
+            print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
+                  f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")
+            if dtype is None:
+                t_naive32 = t_naive
+            elif t_naive32 is not None:
+                print(f"ens {label} against the naive float32 loop: {t_naive32 / t_ens:.2f}x")
 
 
-def naive(paths, models, size, device, batch_size, workers, amp):
+def naive(paths, models, size, device, batch_size, workers, dtype):
     """What teams write: per model, its own DataLoader and ttach's wrapper."""
     import ttach
     from PIL import Image
@@ -148,18 +174,18 @@ def naive(paths, models, size, device, batch_size, workers, amp):
         model = model.to(device)
         wrapped = ttach.ClassificationTTAWrapper(model, ttach.aliases.hflip_transform())
         preds = []
-        with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             for x in torch.utils.data.DataLoader(Images(), batch_size=batch_size, num_workers=workers):
                 preds.append(torch.softmax(wrapped(x.to(device)).float(), 1).cpu())
         out[name] = torch.cat(preds)
     return out
 
 
-def forward_only(batches, models, pre, device, amp):
+def forward_only(batches, models, pre, device, dtype):
     xs = [normalize(b.to(device), pre).contiguous(memory_format=torch.channels_last) for b in batches]
     if device.type == "cuda":
         torch.cuda.synchronize()
-    with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for model in models.values():
             model = model.to(device, memory_format=torch.channels_last)
             for x in xs:

@@ -341,6 +341,34 @@ def test_bad_input_stops_the_run_and_writes_nothing(zoo, toy, damage, match):
     assert not Store(zoo.predictions).has("tiny")
 
 
+def test_amp_on_cpu_runs_bfloat16_close_to_float32_and_is_cached_apart(zoo):
+    store = Store(zoo.predictions)
+    [fp32] = predict(zoo, ["heads"], workers=0)
+    assert fp32.precision == "float32"
+    before = store.read("heads", Split.EVAL)
+    [bf16] = predict(zoo, ["heads"], workers=0, amp=True)
+    assert (bf16.status, bf16.precision) == ("written", "bfloat16")  # not the float32 set from the cache
+    after = store.read("heads", Split.EVAL)
+    assert store.read_meta("heads", Split.EVAL)["origin"]["precision"] == "bfloat16"
+    for task, probs in after.probs.items():
+        assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert np.abs(probs - before.probs[task]).max() < 0.02
+    assert predict(zoo, ["heads"], workers=0, amp=True)[0].status == "cached"
+    assert predict(zoo, ["heads"], workers=0)[0].status == "written"  # float32 asked: recomputed
+
+
+def test_out_of_memory_names_the_batch_size_to_try(zoo, monkeypatch):
+    import predictors.runner
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(predictors.runner, "tta_predict", oom)
+    with pytest.raises(EnsError, match=r"^out of memory on cpu running 'tiny' at --batch-size 8; try --batch-size 4$"):
+        predict(zoo, ["tiny"], workers=0, batch_size=8)
+    assert not Store(zoo.predictions).has("tiny")
+
+
 def test_unknown_model_and_bad_options(zoo):
     with pytest.raises(EnsError, match=r"unknown model in model_zoo.yaml 'tinny' \(did you mean: tiny"):
         predict(zoo, ["tinny"])
@@ -362,7 +390,7 @@ def test_cli_zoo_check_and_predict(zoo):
     assert result.output.count(" ok") == 3
     result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0"])
     assert result.exit_code == 0, result.output
-    assert "tiny val: " in result.output and "written" in result.output
+    assert "tiny val: " in result.output and "written (float32)" in result.output
     again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0"])
     assert again.exit_code == 0 and "not recomputed" in again.output
     report = runner.invoke(app, [*base, "report"])
@@ -426,21 +454,35 @@ def test_frozen_copy_matches_the_eager_model_and_is_kept():
     with torch.inference_mode():
         got, expected = frozen(x), model(x)
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
-        assert frozen.frozen[(3, 16, 12)] is not None  # traced and kept
+        assert frozen.frozen[((3, 16, 12), None)] is not None  # traced and kept
         assert torch.allclose(frozen(x[:5]), model(x[:5]), rtol=1e-5, atol=1e-6)  # another batch size, same trace
         frozen(torch.randn(4, 3, 20, 12))
-        assert set(frozen.frozen) == {(3, 16, 12), (3, 20, 12)}  # a new image shape gets its own
+        assert set(frozen.frozen) == {((3, 16, 12), None), ((3, 20, 12), None)}  # a new image shape gets its own
 
 
-@pytest.mark.parametrize("model_cls", ["Counting", "BakedBatch"])
-def test_a_trace_that_differs_from_the_eager_model_is_dropped(model_cls):
-    _, frozen, x = _frozen_case(model_cls)
+def test_a_frozen_copy_under_bf16_autocast_is_its_own_and_close_to_float32():
+    model, frozen, x = _frozen_case("BatchNormNet")
     with torch.inference_mode():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = frozen(x)
+        assert frozen.frozen[((3, 16, 12), torch.bfloat16)] is not None and got.dtype == torch.bfloat16
+        assert (got.float() - expected).abs().max() <= 0.02 * expected.abs().max()
+        assert frozen(x).dtype == torch.float32  # outside autocast: the float32 copy, traced apart
+        assert set(frozen.frozen) == {((3, 16, 12), torch.bfloat16), ((3, 16, 12), None)}
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("model_cls", ["Counting", "BakedBatch"])
+def test_a_trace_that_differs_from_the_eager_model_is_dropped(model_cls, amp):
+    _, frozen, x = _frozen_case(model_cls)
+    dtype = torch.bfloat16 if amp else None
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         out = frozen(x)
-    assert frozen.frozen[(3, 16, 12)] is None and out.shape == (6, 18)
+    assert frozen.frozen[((3, 16, 12), dtype)] is None and out.shape == (6, 18)
     if model_cls == "BakedBatch":
-        with torch.inference_mode():
-            assert torch.allclose(out, frozen.model(x))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            assert torch.equal(out, frozen.model(x))
 
 
 def test_frozen_and_eager_predictions_agree(zoo):

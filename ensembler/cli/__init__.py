@@ -254,7 +254,7 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy).")] = 32,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
-    no_amp: Annotated[bool, typer.Option("--no-amp", help="On CUDA, run in float32 instead of automatic mixed precision.")] = False,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Automatic mixed precision. Default: on for CUDA (float16), off for CPU (float32). --amp on CPU runs bfloat16: about 1.5x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others; probabilities then differ from float32 by up to about 0.03 (on the demo 0-0.6 % of the decisions changed).", show_default=False)] = None,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
     no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
@@ -264,7 +264,7 @@ def predict(
     unchanged is not recomputed. Needs torch (pip install -e ".[predict]")."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    run_predict = _torch_side("runner").predict
+    runner = _torch_side("runner")
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -275,11 +275,13 @@ def predict(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
 
-        outcomes = run_predict(_project(ctx), model, split, tta, device, batch_size, workers, force, not no_amp, progress, not no_channels_last, not no_freeze)
+        outcomes = runner.predict(_project(ctx), model, split, tta, device, batch_size, workers, force, amp, progress, not no_channels_last, not no_freeze)
     elapsed = time.perf_counter() - start
     for o in outcomes:
         note = "unchanged, not recomputed (--force to redo)" if o.status == "cached" else "written"
-        out.print(f"{o.name} {o.split}: {o.rows} images, {note}")
+        out.print(f"{o.name} {o.split}: {o.rows} images, {note} ({o.precision})")
+    if any(o.precision == "bfloat16" for o in outcomes) and not runner.bf16_is_native():
+        out.print("note: this CPU has no bfloat16 instructions, so --amp ran emulated and slower than float32; drop --amp")
     if any(o.status == "written" for o in outcomes):
         out.print(f"{elapsed:.1f} s")
 
