@@ -239,12 +239,12 @@ def predict(
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" else model
-        job.out = torch.zeros(len(images.ids), job.entry.layout.width)
+        job.out = torch.zeros(len(images.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
 
     _run(jobs, images, split, dev, batch_size, workers, dtype, progress, channels_last)
 
     for job in jobs:
-        joint, tasks = to_tasks(job.out, job.entry.layout)
+        joint, tasks = to_tasks(job.out.cpu(), job.entry.layout)
         origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision}
         pset = PredictionSet(
             job.name,
@@ -279,15 +279,18 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
         for indices, per_geometry, error in loader:
             if error is not None:
                 raise EnsError(error)
+            on_device: dict[Geometry, torch.Tensor] = {}
             normalized: dict[Any, torch.Tensor] = {}
             for job in jobs:
                 pre = job.entry.preprocess
                 key = (Geometry.of(pre), pre.mean, pre.std)
                 if key not in normalized:
-                    raw = per_geometry[geometries.index(key[0])]
-                    if isinstance(raw, list):
-                        raise EnsError("images of different sizes in one batch: give the model a preprocess.resize")
-                    x = normalize(raw.to(dev, non_blocking=True), pre)
+                    if key[0] not in on_device:
+                        raw = per_geometry[geometries.index(key[0])]
+                        if isinstance(raw, list):
+                            raise EnsError("images of different sizes in one batch: give the model a preprocess.resize")
+                        on_device[key[0]] = raw.to(dev, non_blocking=True)
+                    x = normalize(on_device[key[0]], pre)
                     normalized[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
             done += len(indices)
@@ -298,7 +301,7 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
 def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tensor | None, split: Split, transforms, dev: torch.device, batch: int) -> torch.Tensor:
     def run(model: torch.nn.Module, subset: torch.Tensor) -> torch.Tensor:
         try:
-            return tta_predict(model, subset, transforms, job.tta, job.entry.layout, job.name).float().cpu()
+            return tta_predict(model, subset, transforms, job.tta, job.entry.layout, job.name).float()
         except torch.cuda.OutOfMemoryError:
             raise EnsError(f"out of memory on {dev} running {job.name!r} at --batch-size {batch}; try --batch-size {max(1, batch // 2)}") from None
 
@@ -306,11 +309,11 @@ def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tens
         return run(job.models[None], x)
     if split is Split.EVAL:
         return torch.stack([run(m, x) for m in job.models.values()]).mean(0)
-    out = torch.empty(len(x), job.entry.layout.width)
+    out = torch.empty(len(x), job.entry.layout.width, device=x.device)
     row_folds = folds[indices]
     for fold in row_folds.unique().tolist():
-        mask = row_folds == fold
-        out[mask] = run(job.models[fold], x[mask.to(x.device)])
+        mask = (row_folds == fold).to(x.device)
+        out[mask] = run(job.models[fold], x[mask])
     return out
 
 
