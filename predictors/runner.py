@@ -137,7 +137,10 @@ def autocast_dtype(dev: torch.device, amp: bool | None) -> torch.dtype | None:
 def bf16_is_native() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bfloat16
     is emulated and slower than float32."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def _precision(dtype: torch.dtype | None) -> str:

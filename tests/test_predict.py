@@ -369,6 +369,31 @@ def test_out_of_memory_names_the_batch_size_to_try(zoo, monkeypatch):
     assert not Store(zoo.predictions).has("tiny")
 
 
+def test_ctrl_c_mid_run_leaves_the_store_as_it_was(zoo, monkeypatch):
+    from typer.testing import CliRunner
+
+    import predictors.runner
+    from ensembler.cli import app
+
+    predict(zoo, ["heads"], workers=0)
+    before = (zoo.predictions / "heads" / "eval.csv").read_bytes()
+    real, calls = predictors.runner.tta_predict, []
+
+    def interrupted_at_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictors.runner, "tta_predict", interrupted_at_the_second_batch)
+    result = CliRunner().invoke(app, ["--zoo", str(zoo.zoo), "predict", "--model", "heads", "--model", "tiny", "--force", "--workers", "0", "--batch-size", "4"])
+    assert len(calls) == 2 and result.exit_code == 1
+    assert result.stderr.strip() == "Error: interrupted; nothing half-written was left behind"
+    store = Store(zoo.predictions)
+    assert not store.has("tiny") and (zoo.predictions / "heads" / "eval.csv").read_bytes() == before
+    assert not [p for p in zoo.predictions.rglob("*") if p.name.startswith(".")]  # no temporary file left
+
+
 def test_unknown_model_and_bad_options(zoo):
     with pytest.raises(EnsError, match=r"unknown model in model_zoo.yaml 'tinny' \(did you mean: tiny"):
         predict(zoo, ["tinny"])
