@@ -177,7 +177,8 @@ def _provenance(report: Report) -> HtmlTable:
         elif origin.get("type") == "ensemble":
             what = f"{origin.get('method', '')} of {origin.get('recipe', '')}; prior {origin.get('prior', 'none')}"
         else:
-            what = f"{key.get('architecture', '')} {key.get('layout', '')}".strip()
+            run = " ".join(str(origin[k]) for k in ("device", "precision") if origin.get(k))
+            what = f"{key.get('architecture', '')} {key.get('layout', '')}".strip() + (f"; {run}" if run else "")
         rows.append([name, str(meta.get("kind", "")), str(origin.get("type", "")), origin.get("owner", ""), what, checkpoints, str(origin.get("tta", "")), str(meta.get("created", "")), str(meta.get("tool_version", "")), str(meta.get("csv_sha256", ""))[:12]])
     headers = ["source", "kind", "origin", "owner", "what", "checkpoint sha256", "TTA", "created", "tool", "set sha256"]
     return HtmlTable("provenance", headers, rows, len(headers))

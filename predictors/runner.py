@@ -11,8 +11,8 @@ fed to every model that shares it. Splits:
   it (fold groups only).
 
 A set is recomputed only when its cache key changes: checkpoint hashes, architecture, layout,
-preprocessing, TTA, the images (paths, sizes, modification times) and, for labelled splits, the
-fold file. Sets are written when the pass is over, each atomically: an interrupted run leaves
+preprocessing, TTA, precision (float32 or the autocast dtype), the images (paths, sizes,
+modification times) and, for labelled splits, the fold file. Sets are written when the pass is over, each atomically: an interrupted run leaves
 the store as it was.
 """
 
@@ -205,7 +205,7 @@ def predict(
 
     tta: a preset name overriding every entry's policy (CLI flag > zoo entry > none).
     amp: automatic mixed precision (`autocast_dtype`); None: on for CUDA, off for CPU.
-    freeze: on CPU, run each model as a traced, frozen copy (`models.FrozenOnCPU`).
+    freeze: on CPU in float32, run each model as a traced, frozen copy (`models.FrozenOnCPU`).
     """
     if not names:
         raise EnsError("name at least one model (--model NAME)")
@@ -241,7 +241,8 @@ def predict(
             model = load_model(job.entry, paths[fold]).to(dev)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" else model
+            # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
+            job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" and dtype is None else model
         job.out = torch.zeros(len(images.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
 
     _run(jobs, images, split, dev, batch_size, workers, dtype, progress, channels_last)

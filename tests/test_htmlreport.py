@@ -133,6 +133,19 @@ def test_provenance_and_priors_name_every_source(page):
     assert parsed.tables["priors"][1][0] == "truth (scored images)"
 
 
+def test_provenance_of_a_model_names_its_checkpoint_device_and_precision():
+    from types import SimpleNamespace
+
+    from ensembler.htmlreport import _provenance
+    from ensembler.store import PredictionSet, Split
+
+    key = {"architecture": "resnet18", "layout": "classes18", "checkpoints": {"None": "ab" * 32}}
+    origin = {"type": "model", "cache_key": key, "tta": "hflip", "device": "cpu", "precision": "bfloat16"}
+    pset = PredictionSet("m", Split.EVAL, np.array(["a.jpg"]), joint=np.full((1, 18), 1 / 18, dtype=np.float32), meta={"kind": "proba", "origin": origin})
+    [row] = _provenance(SimpleNamespace(sets={"m": pset})).rows
+    assert row[4] == "resnet18 classes18; cpu bfloat16" and row[5] == "ab" * 6 and row[6] == "hflip"
+
+
 def test_a_recipe_becomes_the_chosen_composition_and_pairs_are_compared(project, toy, tmp_path):
     truth = pd.concat([toy.eval, toy.train])
     for i, name in enumerate("ABC"):

@@ -256,7 +256,7 @@ def predict(
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Automatic mixed precision. Default: on for CUDA (float16), off for CPU (float32). --amp on CPU runs bfloat16: about 1.5x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others; probabilities then differ from float32 by up to about 0.03 (on the demo 0-0.6 % of the decisions changed).", show_default=False)] = None,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
-    no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
+    no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU in float32, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
 ) -> None:
     """Run zoo models over a split with batched TTA and save per-task probabilities
