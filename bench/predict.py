@@ -43,7 +43,7 @@ from ensembler.project import load_project  # noqa: E402
 from ensembler.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
 from predictors.models import FrozenOnCPU, build_model  # noqa: E402
-from predictors.runner import autocast_dtype, bf16_is_native, predict, resolve_device  # noqa: E402
+from predictors.runner import autocast_dtype, bf16_is_native, precision_name, predict, resolve_device  # noqa: E402
 
 
 def write_images(data: Path, seed: int = 0) -> None:
@@ -125,19 +125,18 @@ def main() -> None:
         t_naive32 = None  # the naive float32 loop, for the last comparison
         for amp in amps:
             dtype = autocast_dtype(device, amp)
-            label = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+            label = precision_name(dtype) + ("" if dtype is None else " autocast")
             ens(amp, workers=0)  # warm-up (first-call allocations, cudnn autotune), not timed
             t_ens = timed(lambda: ens(amp))
-            frozen_run = on_cpu and dtype is None  # ens freezes in float32 only
+            frozen_run = on_cpu and dtype is None  # ens freezes in float32 only; the bound runs the models as ens does
             t_eager = timed(lambda: ens(amp, freeze=False)) if frozen_run else None
             t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, dtype))
-            if on_cpu:
-                t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, dtype))
+            t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, dtype))
+            t_forward = t_forward_eager
+            if frozen_run:
                 frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
                 forward_only(batches[:1], frozen, pre, device, dtype)  # trace once per model, as ens does, not timed
                 t_forward = timed(lambda: forward_only(batches, frozen, pre, device, dtype))
-            else:
-                t_forward = timed(lambda: forward_only(batches, models, pre, device, dtype))
 
             bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
             print(f"--- {label} (ens and the naive loop alike)")
@@ -145,8 +144,8 @@ def main() -> None:
             if t_eager is not None:
                 print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
             print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
-            print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if on_cpu else ''}")
-            if on_cpu:
+            print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if frozen_run else ''}")
+            if frozen_run:
                 print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
             print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
                   f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")

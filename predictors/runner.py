@@ -143,7 +143,8 @@ def bf16_is_native() -> bool:
         return False
 
 
-def _precision(dtype: torch.dtype | None) -> str:
+def precision_name(dtype: torch.dtype | None) -> str:
+    """A run's precision as the prediction sets record it: float32, float16 or bfloat16."""
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
@@ -220,7 +221,7 @@ def predict(
     store = Store(project.predictions)
     dev = resolve_device(device)
     dtype = autocast_dtype(dev, amp)
-    precision = _precision(dtype)
+    precision = precision_name(dtype)
 
     jobs, outcomes = [], []
     for entry in entries:
