@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ensembler.compose import compose_submission
-from ensembler.labels import TASKS, marginals
-from ensembler.project import load_project, update_project
-from ensembler.recipe import parse_recipe
-from ensembler.store import PredictionSet, Split, Store
-from ensembler.toy import make_toy_competition
-from ensembler.voting import Method, vote
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.submission import compose_submission
+from ensembler.compose.voting import Method, vote
+from ensembler.data.labels import TASKS, marginals
+from ensembler.data.project import load_project, update_project
+from ensembler.data.store import PredictionSet, Split, Store
+from ensembler.data.toy import make_toy_competition
 
 
 def best_of(repeat: int, fn) -> float:

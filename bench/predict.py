@@ -39,8 +39,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ensembler.project import load_project  # noqa: E402
-from ensembler.toy import make_toy_competition  # noqa: E402
+from ensembler.data.project import load_project  # noqa: E402
+from ensembler.data.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
 from predictors.models import FrozenOnCPU, build_model  # noqa: E402
 from predictors.runner import autocast_dtype, bf16_is_native, precision_name, predict, resolve_device  # noqa: E402

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ensembler.htmlreport import build_sections, write_html_report
-from ensembler.labels import N_JOINT
-from ensembler.project import load_project, update_project
-from ensembler.report import build_report
-from ensembler.store import PredictionSet, Split, Store
-from ensembler.toy import make_toy_competition
+from ensembler.data.labels import N_JOINT
+from ensembler.data.project import load_project, update_project
+from ensembler.data.store import PredictionSet, Split, Store
+from ensembler.data.toy import make_toy_competition
+from ensembler.evaluate.htmlreport import build_sections, write_html_report
+from ensembler.evaluate.report import build_report
 
 
 def timed(repeat: int, fn):

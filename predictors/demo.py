@@ -1,6 +1,6 @@
 """`ens demo`: the whole flow on a synthetic competition, in minutes on CPU.
 
-1. writes a toy competition in the real layout with drawn faces (`ensembler.toy`), the eval
+1. writes a toy competition in the real layout with drawn faces (`ensembler.data.toy`), the eval
    answers kept aside in ``answers.csv``;
 2. writes the team's fold file (fold 0 is the validation hold-out);
 3. trains a small team with the built-in trainer, each a different small timm architecture:
@@ -24,17 +24,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensembler.compose import Submission, compose_submission
-from ensembler.dataset import split_project
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.submission import Submission, compose_submission
+from ensembler.compose.voting import Method
+from ensembler.data.dataset import split_project
+from ensembler.data.project import add_model, load_project, update_project
+from ensembler.data.store import Split, Store
+from ensembler.data.toy import make_toy_competition
 from ensembler.errors import EnsError
-from ensembler.htmlreport import write_html_report
-from ensembler.metrics import Scores, score
-from ensembler.project import add_model, load_project, update_project
-from ensembler.recipe import parse_recipe
-from ensembler.report import Report, best_first, build_report, own_prediction
-from ensembler.voting import Method
-from ensembler.store import Split, Store
-from ensembler.toy import make_toy_competition
+from ensembler.evaluate.htmlreport import write_html_report
+from ensembler.evaluate.metrics import Scores, score
+from ensembler.evaluate.report import Report, best_first, build_report, own_prediction
 
 from .runner import predict
 from .train import train_model

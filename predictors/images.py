@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ensembler.zoo import Preprocess
+from ensembler.data.zoo import Preprocess
 
 
 @dataclass(frozen=True)

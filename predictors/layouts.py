@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ensembler.data.labels import JOINT_SHAPE, N_CLASSES, Task
+from ensembler.data.zoo import AGE_BOUNDS, Head, Layout
 from ensembler.errors import EnsError
-from ensembler.labels import JOINT_SHAPE, N_CLASSES, Task
-from ensembler.zoo import AGE_BOUNDS, Head, Layout
 
 
 def _segments(layout: Layout) -> list[tuple[Head | None, slice]]:

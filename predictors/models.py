@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ensembler.data.io import sha256_file
+from ensembler.data.zoo import ZooEntry
 from ensembler.errors import EnsError, did_you_mean, preview
-from ensembler.io import sha256_file
-from ensembler.zoo import ZooEntry
 
 CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 

@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ensembler.dataset import read_eval, read_folds, read_train
+from ensembler.data.dataset import read_eval, read_folds, read_train
+from ensembler.data.project import Project
+from ensembler.data.store import PredictionSet, Split, Store
+from ensembler.data.zoo import TTAPolicy, ZooEntry
 from ensembler.errors import EnsError
-from ensembler.project import Project
-from ensembler.store import PredictionSet, Split, Store
-from ensembler.zoo import TTAPolicy, ZooEntry
 
 from .images import Geometry, ImageSet, collate, normalize
 from .layouts import to_tasks

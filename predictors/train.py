@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ensembler.dataset import read_folds, read_train
-from ensembler.labels import N_CLASSES, N_JOINT, decode
-from ensembler.zoo import ZooEntry
+from ensembler.data.dataset import read_folds, read_train
+from ensembler.data.labels import N_CLASSES, N_JOINT, decode
+from ensembler.data.zoo import ZooEntry
 
-from .images import Geometry, apply_geometry, decode as decode_image, normalize
+from .images import Geometry, apply_geometry, normalize
+from .images import decode as decode_image
 from .models import build_model
 
 

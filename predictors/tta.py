@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ensembler.zoo import Layout, TTAPolicy
+from ensembler.data.zoo import Layout, TTAPolicy
 
 from .layouts import activate, flatten, renormalize
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ensembler.project import Project, load_project, update_project
-from ensembler.toy import ToyCompetition, make_toy_competition
+from ensembler.data.project import Project, load_project, update_project
+from ensembler.data.toy import ToyCompetition, make_toy_competition
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import hard_csv
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from conftest import hard_csv
 from ensembler.cli import app
-from ensembler.labels import Task, decode, encode
+from ensembler.data.labels import Task, decode, encode
 
 runner = CliRunner()
 
@@ -108,7 +108,8 @@ def test_errors_are_one_line_and_exit_1(team, args, message):
 
 def test_compose_with_prior_correction_prints_the_priors(team, toy, tmp_path):
     from conftest import write_csv
-    from ensembler.toy import teammate_csv
+
+    from ensembler.data.toy import teammate_csv
 
     base, root = team
     probs = teammate_csv(toy.eval, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=0)

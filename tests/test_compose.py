@@ -3,17 +3,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import hard_csv, write_csv
-from ensembler.compose import compose_submission
-from ensembler.dataset import split_project
+
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.submission import compose_submission
+from ensembler.compose.voting import VOTES
+from ensembler.data.dataset import split_project
+from ensembler.data.labels import Task, decode, encode
+from ensembler.data.sources import import_source
+from ensembler.data.store import Split, Store
+from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode, encode
-from ensembler.recipe import parse_recipe
-from ensembler.sources import import_source
-from ensembler.store import Split, Store
-from ensembler.toy import teammate_csv
-from ensembler.voting import VOTES
 
 
 def seed_sources(project, toy, tmp_path):
@@ -110,7 +110,7 @@ def test_image_id_sets_that_differ_are_counted(project, toy, tmp_path):
 
 
 def test_registered_model_without_predictions_says_what_to_run(tmp_path, toy):
-    from ensembler.project import load_project
+    from ensembler.data.project import load_project
 
     zoo = tmp_path / "model_zoo.yaml"
     zoo.write_text(f"project:\n  data: {toy.data}\nmodels:\n  - {{name: effnet, architecture: resnet18, checkpoint: e.pth, layout: classes18}}\n")

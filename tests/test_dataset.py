@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensembler.dataset import (
+from ensembler.data.dataset import (
     make_folds,
     read_eval,
     read_folds,
@@ -11,8 +11,8 @@ from ensembler.dataset import (
     read_train,
     split_project,
 )
+from ensembler.data.project import load_project
 from ensembler.errors import EnsError
-from ensembler.project import load_project
 
 
 def test_read_train_follows_the_layout(toy):
@@ -89,7 +89,7 @@ def test_missing_data_folder(tmp_path):
 
 
 def test_folds_are_person_grouped_stratified_and_seeded(tmp_path):
-    from ensembler.toy import make_toy_competition
+    from ensembler.data.toy import make_toy_competition
 
     comp = make_toy_competition(tmp_path, n_people=300, n_eval_people=1, seed=3)
     people = read_people(comp.data)
@@ -145,7 +145,7 @@ def test_drawn_faces_are_real_images_in_their_formats(faces):
 
 def test_toy_competition_is_deterministic_for_a_seed(tmp_path):
     pytest.importorskip("PIL")
-    from ensembler.toy import make_toy_competition
+    from ensembler.data.toy import make_toy_competition
 
     a = make_toy_competition(tmp_path / "a", n_people=10, n_eval_people=3, seed=5, image_size=(24, 32))
     b = make_toy_competition(tmp_path / "b", n_people=10, n_eval_people=3, seed=5, image_size=(24, 32))

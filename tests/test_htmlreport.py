@@ -12,16 +12,16 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import hard_csv, write_csv
 from sklearn.metrics import confusion_matrix
 
-from conftest import hard_csv, write_csv
-from ensembler import diagnostics
-from ensembler.htmlreport import write_html_report
-from ensembler.labels import Task, decode, encode
-from ensembler.recipe import parse_recipe
-from ensembler.report import build_report
-from ensembler.sources import import_source
-from ensembler.toy import teammate_csv
+from ensembler.compose.recipe import parse_recipe
+from ensembler.data.labels import Task, decode, encode
+from ensembler.data.sources import import_source
+from ensembler.data.toy import teammate_csv
+from ensembler.evaluate import diagnostics
+from ensembler.evaluate.htmlreport import write_html_report
+from ensembler.evaluate.report import build_report
 
 SECTIONS = ("scores", "priors", "confusion", "per-class", "agreement", "age", "calibration", "provenance")
 
@@ -136,8 +136,8 @@ def test_provenance_and_priors_name_every_source(page):
 def test_provenance_of_a_model_names_its_checkpoint_device_and_precision():
     from types import SimpleNamespace
 
-    from ensembler.htmlreport import _provenance
-    from ensembler.store import PredictionSet, Split
+    from ensembler.data.store import PredictionSet, Split
+    from ensembler.evaluate.htmlreport import _provenance
 
     key = {"architecture": "resnet18", "layout": "classes18", "checkpoints": {"None": "ab" * 32}}
     origin = {"type": "model", "cache_key": key, "tta": "hflip", "device": "cpu", "precision": "bfloat16"}

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from ensembler.errors import EnsError
-from ensembler.labels import (
+from ensembler.data.labels import (
     N_JOINT,
     TASKS,
     Task,
@@ -14,6 +13,7 @@ from ensembler.labels import (
     one_hot,
     parse_task,
 )
+from ensembler.errors import EnsError
 
 
 def test_encode_decode_round_trip_over_all_18_classes():

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import write_csv
-from ensembler.compose import compose_submission
-from ensembler.dataset import read_folds, split_project
+
+from ensembler.compose.learned import learn, person_folds, person_of, select_weights
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.submission import compose_submission
+from ensembler.compose.voting import Method
+from ensembler.data.dataset import read_folds, split_project
+from ensembler.data.labels import Task, decode, encode, joint_from_tasks, one_hot
+from ensembler.data.project import load_project
+from ensembler.data.sources import import_source
+from ensembler.data.store import PredictionSet, Split
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode, encode, joint_from_tasks, one_hot
-from ensembler.learned import learn, person_folds, person_of, select_weights
-from ensembler.project import load_project
-from ensembler.recipe import parse_recipe
-from ensembler.sources import import_source
-from ensembler.store import PredictionSet, Split
-from ensembler.voting import Method
 
 
 def test_person_of_drops_folder_details_and_suffixes():
@@ -61,7 +61,7 @@ def test_stacking_learns_to_rely_on_the_informative_source():
     recipe = parse_recipe("*:good+noise1+noise2")
     _, scored, cv, weights = learn(recipe, sets, labels, sets)
     assert weights is None
-    from ensembler.metrics import score
+    from ensembler.evaluate.metrics import score
 
     good = score(labels, sets["good"].joint.argmax(1))
     noise = score(labels, sets["noise1"].joint.argmax(1))
@@ -78,7 +78,7 @@ def test_stacking_learns_to_rely_on_the_informative_source():
 
 
 def _team(project, toy, tmp_path):
-    from ensembler.toy import teammate_csv
+    from ensembler.data.toy import teammate_csv
 
     truth = pd.concat([toy.eval, toy.train])
     for i, (name, skill) in enumerate((("a", 2.0), ("b", 1.0))):
@@ -98,7 +98,7 @@ def test_compose_stack_scores_out_of_fold_and_records_the_spread(project, toy, t
     balanced = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="stb", class_weight="balanced", stack_all_tasks=True)
     assert balanced.validation["cv"]["folds"] == manifest["validation"]["cv"]["folds"]
     assert pd.read_csv(balanced.csv)["ans"].tolist() != pd.read_csv(sub.csv)["ans"].tolist()
-    from ensembler.report import build_report
+    from ensembler.evaluate.report import build_report
 
     report = build_report(project, sources=["a", "b"], recipes=[parse_recipe("*:a+b")], methods=[Method.SOFT, Method.STACK])
     row = next(r for r in report.rows if r.method == "stack")
@@ -106,7 +106,7 @@ def test_compose_stack_scores_out_of_fold_and_records_the_spread(project, toy, t
 
 
 def test_stack_needs_labelled_predictions(project, toy, tmp_path):
-    from ensembler.toy import teammate_csv
+    from ensembler.data.toy import teammate_csv
 
     probs = teammate_csv(toy.eval, {Task.MASK: 1.0, Task.GENDER: 1.0, Task.AGE: 1.0}, seed=0)
     import_source(project, write_csv(tmp_path / "e.csv", probs), "e")
@@ -120,7 +120,7 @@ def test_the_leakage_guard_names_the_model_and_its_fold(project, toy, tmp_path):
     project = load_project(project.zoo)
     folds = read_folds(project.folds)
     store_root = project.predictions
-    from ensembler.store import Store
+    from ensembler.data.store import Store
 
     rng = np.random.default_rng(0)
     train = toy.train
@@ -169,7 +169,7 @@ def test_ensemble_selection_finds_the_known_best_pair():
     weights = select_weights(library, y, k)
     assert weights[0] + weights[1] > 0.8 and min(weights[0], weights[1]) > 0.25
     assert weights.sum() == pytest.approx(1.0)
-    from ensembler.metrics import macro_f1
+    from ensembler.evaluate.metrics import macro_f1
 
     pair = macro_f1(y, (library[0] + library[1]).argmax(1), k)
     assert pair > max(macro_f1(y, p.argmax(1), k) for p in library) + 0.2
@@ -193,7 +193,7 @@ def test_compose_select_records_the_chosen_weights(project, toy, tmp_path):
 def _specialists(project, toy, tmp_path):
     """m is good at mask and gender and poor at age; g is good at age only: auto should take mask
     and gender from m, age from g."""
-    from ensembler.toy import teammate_csv
+    from ensembler.data.toy import teammate_csv
 
     truth = pd.concat([toy.eval, toy.train])
     skills = {"m": {Task.MASK: 4.0, Task.GENDER: 4.0, Task.AGE: 0.3}, "g": {Task.MASK: 0.3, Task.GENDER: 0.3, Task.AGE: 4.0}}
@@ -213,7 +213,7 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     assert best["label"] == "g" and best["spread"] >= 0
     assert manifest["recipe"] == "*:g+m" and manifest["method"] == "auto" and sub.mode == "auto"
     # the submission's answers are m's mask and gender and g's age
-    from ensembler.store import Store
+    from ensembler.data.store import Store
 
     store = Store(project.predictions)
     m, g = store.read("m", Split.EVAL), store.read("g", Split.EVAL)
@@ -225,7 +225,7 @@ def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(projec
     from typer.testing import CliRunner
 
     from ensembler.cli import app
-    from ensembler.compose import library_recipe
+    from ensembler.compose.submission import library_recipe
 
     _specialists(project, toy, tmp_path)
     compose_submission(project, parse_recipe("*:m+g"), name="vote")  # an ensemble source, with a val set
@@ -249,7 +249,7 @@ def test_auto_score_is_cross_validated_with_the_choice_inside():
     recipe = parse_recipe("*:noise1+noise2")
     _, scored, cv, details = learn(recipe, {k: sets[k] for k in ("noise1", "noise2")}, labels, {k: sets[k] for k in ("noise1", "noise2")}, Method.AUTO)
     best_in_sample = max(c["f1"] for c in details["auto"]["age"]["candidates"])
-    from ensembler.metrics import macro_f1
+    from ensembler.evaluate.metrics import macro_f1
 
     assert macro_f1(decode(labels)[Task.AGE], decode(scored.labels)[Task.AGE], 3) <= best_in_sample + 1e-12
     assert cv.f1_18 < 0.15  # chance on 18 classes is ~0.056
@@ -273,8 +273,8 @@ def _biased(n, seed):
 
 
 def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
-    from ensembler.learned import apply_offsets, decide, tune_f1
-    from ensembler.voting import Composed
+    from ensembler.compose.learned import apply_offsets, decide, tune_f1
+    from ensembler.compose.voting import Composed
 
     labels, probs, ids = _biased(2800, seed=0)
     composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
@@ -294,7 +294,7 @@ def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
 
 
 def test_f1_tuning_leaves_perfect_predictions_alone():
-    from ensembler.learned import tune_offsets
+    from ensembler.compose.learned import tune_offsets
 
     labels, probs, _ = _biased(700, seed=1)
     truth = decode(labels)

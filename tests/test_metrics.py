@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from ensembler.labels import Task, encode
-from ensembler.metrics import macro_f1, score
+from ensembler.data.labels import Task, encode
+from ensembler.evaluate.metrics import macro_f1, score
 
 
 def test_macro_f1_counts_absent_classes_as_zero():

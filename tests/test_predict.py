@@ -7,14 +7,14 @@ ttach = pytest.importorskip("ttach")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-
 from conftest import ASSETS  # noqa: E402
-from ensembler.dataset import split_project  # noqa: E402
+
+from ensembler.data.dataset import split_project  # noqa: E402
+from ensembler.data.labels import Task  # noqa: E402
+from ensembler.data.project import load_project  # noqa: E402
+from ensembler.data.store import Split, Store  # noqa: E402
+from ensembler.data.zoo import TTAPolicy, ZooEntry  # noqa: E402
 from ensembler.errors import EnsError  # noqa: E402
-from ensembler.labels import Task  # noqa: E402
-from ensembler.project import load_project  # noqa: E402
-from ensembler.store import Split, Store  # noqa: E402
-from ensembler.zoo import TTAPolicy, ZooEntry  # noqa: E402
 from predictors.layouts import activate, flatten, to_tasks  # noqa: E402
 from predictors.models import load_model, read_state_dict  # noqa: E402
 from predictors.runner import predict  # noqa: E402
@@ -107,7 +107,7 @@ class Softmaxed(torch.nn.Module):
 def test_batched_tta_equals_ttach_wrapper_per_view(tmp_path, spec, merge):
     if isinstance(spec, str):
         spec = {"transforms": list(TTAPolicy.parse(spec).transforms)}
-    policy = TTAPolicy.parse({**spec, "merge": merge}, entry(tmp_path).tta and __import__("ensembler.zoo").zoo._Where(tmp_path, 0, "m"))
+    policy = TTAPolicy.parse({**spec, "merge": merge}, entry(tmp_path).tta and __import__("ensembler.data.zoo").data.zoo._Where(tmp_path, 0, "m"))
     model, layout = tiny(), entry(tmp_path).layout
     x = torch.randn(6, 3, 20, 16)  # not square: rotations make views of another shape
     compose = build_transforms(policy)
@@ -118,7 +118,7 @@ def test_batched_tta_equals_ttach_wrapper_per_view(tmp_path, spec, merge):
 
 
 def test_tta_over_logits_merges_raw_outputs_like_ttach(tmp_path):
-    where = __import__("ensembler.zoo").zoo._Where(tmp_path, 0, "m")
+    where = __import__("ensembler.data.zoo").data.zoo._Where(tmp_path, 0, "m")
     policy = TTAPolicy.parse({"transforms": ["hflip", "vflip"], "over": "logits"}, where)
     model, layout = tiny(), entry(tmp_path).layout
     x = torch.randn(3, 3, 16, 16)
@@ -276,7 +276,7 @@ def test_predict_eval_writes_sets_for_every_model(zoo, toy):
 def test_fold_group_oof_uses_the_model_that_never_saw_each_image(zoo, toy):
     predict(zoo, ["group"], Split.OOF, workers=0)
     oof = Store(zoo.predictions).read("group", Split.OOF)
-    from ensembler.dataset import read_folds
+    from ensembler.data.dataset import read_folds
 
     folds = read_folds(zoo.folds)
     expected = folds.reindex([i.split("/")[0] for i in oof.image_ids]).to_numpy()
@@ -314,9 +314,10 @@ def test_cache_hits_and_misses(zoo, toy):
 
 
 def test_composing_a_predicted_model_alone_is_its_argmax(zoo):
-    from ensembler.compose import compose_submission
-    from ensembler.recipe import parse_recipe
     import pandas as pd
+
+    from ensembler.compose.recipe import parse_recipe
+    from ensembler.compose.submission import compose_submission
 
     predict(zoo, ["tiny"], workers=0)
     sub = compose_submission(zoo, parse_recipe("*:tiny"), name="alone")

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_csv
-from ensembler.compose import compose_submission
+
+from ensembler.compose.priors import adjust, em_priors, train_priors
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.submission import compose_submission
+from ensembler.compose.voting import Method
+from ensembler.data.labels import Task, decode, encode
+from ensembler.data.sources import import_source
+from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode, encode
-from ensembler.priors import adjust, em_priors, train_priors
-from ensembler.recipe import parse_recipe
-from ensembler.sources import import_source
-from ensembler.toy import teammate_csv
-from ensembler.voting import Method
 
 
 def simulated(priors, n, seed, train=(0.47, 0.46, 0.07)):
@@ -51,7 +51,7 @@ def test_adjust_invariants_and_a_hand_computed_case():
 
 
 def test_correction_raises_macro_f1_on_a_shifted_set():
-    from ensembler.metrics import macro_f1
+    from ensembler.evaluate.metrics import macro_f1
 
     y, post = simulated((0.30, 0.40, 0.30), 20000, seed=2)
     before = macro_f1(y, post.argmax(1), 3)
@@ -97,14 +97,14 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     ],
 )
 def test_parse_priors_errors(values, match):
-    from ensembler.priors import parse_priors
+    from ensembler.compose.priors import parse_priors
 
     with pytest.raises(EnsError, match=match):
         parse_priors(values)
 
 
 def test_parse_priors_normalises_and_keeps_em_for_the_rest():
-    from ensembler.priors import parse_priors
+    from ensembler.compose.priors import parse_priors
 
     spec = parse_priors(["age:2,5,3", "em"])
     assert spec.em and spec.given == {Task.AGE: (0.2, 0.5, 0.3)} and str(spec) == "age:0.2,0.5,0.3 em"
@@ -113,7 +113,7 @@ def test_parse_priors_normalises_and_keeps_em_for_the_rest():
 
 
 def test_given_priors_reweight_by_hand():
-    from ensembler.priors import PriorSpec, correct
+    from ensembler.compose.priors import PriorSpec, correct
 
     probs = {Task.AGE: np.array([[0.5, 0.3, 0.2]]), Task.GENDER: np.array([[0.6, 0.4]])}
     train = {Task.AGE: np.array([0.5, 0.25, 0.25]), Task.GENDER: np.array([0.5, 0.5])}

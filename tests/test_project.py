@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ensembler.data.project import load_project, update_project
 from ensembler.errors import EnsError
-from ensembler.project import load_project, update_project
 
 
 def test_no_zoo_file_gives_defaults(tmp_path):

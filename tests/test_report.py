@@ -1,17 +1,17 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import hard_csv
-from ensembler.dataset import read_folds, split_project
+
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.voting import Method
+from ensembler.data.dataset import read_folds, split_project
+from ensembler.data.labels import Task, decode, encode
+from ensembler.data.project import load_project
+from ensembler.data.sources import import_source
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode, encode
-from ensembler.metrics import macro_f1
-from ensembler.project import load_project
-from ensembler.recipe import parse_recipe
-from ensembler.report import build_report
-from ensembler.sources import import_source
-from ensembler.voting import Method
+from ensembler.evaluate.metrics import macro_f1
+from ensembler.evaluate.report import build_report
 
 
 def noisy(labels, task, rate, seed):
@@ -87,7 +87,8 @@ def test_no_labelled_source_at_all(project):
 
 def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project, toy, tmp_path):
     from conftest import write_csv
-    from ensembler.toy import teammate_csv
+
+    from ensembler.data.toy import teammate_csv
 
     truth = pd.concat([toy.eval, toy.train])
     import_source(project, write_csv(tmp_path / "p.csv", teammate_csv(truth, {Task.MASK: 3.0, Task.GENDER: 3.0, Task.AGE: 3.0}, seed=2)), "p")
@@ -97,8 +98,8 @@ def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project,
     rows = {(r.source, r.task): r for r in report.priors}
     assert set(rows) == {("p", t) for t in (Task.MASK, Task.GENDER, Task.AGE)}
     age = rows[("p", Task.AGE)]
-    from ensembler.priors import em_priors
-    from ensembler.store import Split, Store
+    from ensembler.compose.priors import em_priors
+    from ensembler.data.store import Split, Store
 
     np.testing.assert_allclose(age.eval, em_priors(Store(project.predictions).read("p", Split.EVAL).probs[Task.AGE], age.labelled)[0])
     assert age.eval[2] > age.labelled[2]  # the toy eval is older than train, and EM sees it

@@ -1,13 +1,13 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import hard_csv, write_csv
+
+from ensembler.data.labels import Task, decode
+from ensembler.data.sources import ImportKind, import_source
+from ensembler.data.store import Split, Store
+from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
-from ensembler.labels import Task, decode
-from ensembler.sources import ImportKind, import_source
-from ensembler.store import Split, Store
-from ensembler.toy import teammate_csv
 
 SKILL = {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}
 
@@ -118,7 +118,7 @@ def test_existing_name_is_refused_unless_forced(project, toy, tmp_path):
 
 
 def test_missing_file_and_no_data(tmp_path):
-    from ensembler.project import load_project
+    from ensembler.data.project import load_project
 
     project = load_project(tmp_path / "model_zoo.yaml")
     with pytest.raises(EnsError, match="no data folder"):

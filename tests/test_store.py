@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from ensembler.data.labels import Task, marginals
+from ensembler.data.store import PredictionSet, Split, Store, check_name
 from ensembler.errors import EnsError
-from ensembler.labels import Task, marginals
-from ensembler.store import PredictionSet, Split, Store, check_name
 
 
 def _set(n=4, seed=0, labels=True, split=Split.VAL):
@@ -91,7 +91,7 @@ def test_shapes_are_checked():
 def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     import os
 
-    from ensembler.io import write_bytes
+    from ensembler.data.io import write_bytes
 
     old = os.umask(0o022)
     try:

@@ -5,10 +5,10 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import VotingClassifier
 
-from ensembler.labels import TASKS, Task, encode, marginals
-from ensembler.recipe import parse_recipe
-from ensembler.store import PredictionSet, Split
-from ensembler.voting import VOTES, Method, combine, vote
+from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.voting import VOTES, Method, combine, vote
+from ensembler.data.labels import TASKS, Task, encode, marginals
+from ensembler.data.store import PredictionSet, Split
 
 
 class Fixed(ClassifierMixin, BaseEstimator):

@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
+from ensembler.data.labels import Task
+from ensembler.data.project import load_project
+from ensembler.data.zoo import IMAGENET_MEAN, TTA_PRESETS, TTAPolicy
 from ensembler.errors import EnsError
-from ensembler.labels import Task
-from ensembler.project import load_project
-from ensembler.zoo import IMAGENET_MEAN, TTA_PRESETS, TTAPolicy
 
 BASE = {"name": "m", "architecture": "resnet18", "checkpoint": "m.pth", "layout": "classes18"}
 

@@ -20,12 +20,12 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .. import __version__
+from ..compose.voting import Method
+from ..data.labels import Task
+from ..data.project import DEFAULT_ZOO, Project, load_project
+from ..data.sources import ImportKind
+from ..data.store import Split
 from ..errors import EnsError
-from ..labels import Task
-from ..project import DEFAULT_ZOO, Project, load_project
-from ..sources import ImportKind
-from ..store import Split
-from ..voting import Method
 from .output import compose_summary, eval_table, priors_table, report_table
 
 out = Console(highlight=False, soft_wrap=True)
@@ -149,7 +149,7 @@ def split(
 
     Also names the fold file and the validation fold in model_zoo.yaml (created when absent).
     """
-    from ..dataset import split_project
+    from ..data.dataset import split_project
 
     project = _project(ctx)
     table = split_project(project, folds, seed, val_fold, force)
@@ -164,7 +164,7 @@ def split(
 @zoo_app.command("list")
 def zoo_list(ctx: typer.Context) -> None:
     """List the registered models and every source a recipe can name (models, imports, ensembles)."""
-    from ..store import Store, kind_of
+    from ..data.store import Store, kind_of
 
     project = _project(ctx)
     store = Store(project.predictions)
@@ -233,7 +233,7 @@ def zoo_add_baseline(
     """Register a run of the public baseline (best.pth + config.json) in model_zoo.yaml,
     with the baseline's normalisation and the run's training resize. Creates model_zoo.yaml
     when there is none; the entry records the code folder, so later commands need no flag."""
-    from ..baseline import add_baseline
+    from ..data.baseline import add_baseline
 
     project = _project(ctx)
     entry, notes = add_baseline(project, exp_dir, name, code, inference_resize, owner)
@@ -301,7 +301,7 @@ def import_(
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
     kept as validation predictions, labelled from the data folder."""
-    from ..sources import import_source
+    from ..data.sources import import_source
 
     written = import_source(_project(ctx), file, name, kind, task, force)
     for meta in written:
@@ -348,8 +348,8 @@ def compose(
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
     each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
-    from ..compose import compose_submission
-    from ..recipe import parse_recipe
+    from ..compose.recipe import parse_recipe
+    from ..compose.submission import compose_submission
 
     if auto and method not in (None, Method.AUTO):
         raise EnsError(f"--auto is --method auto; drop --method {method}")
@@ -380,8 +380,8 @@ def report(
     the best single source. All rows are scored on the same images: the validation fold's
     images that every source predicts. Also the class priors: the scored images' mix and each
     source's EM estimate of the eval mix."""
-    from ..recipe import parse_recipe
-    from ..report import build_report
+    from ..compose.recipe import parse_recipe
+    from ..evaluate.report import build_report
 
     recipes = list(recipe or [])
     if parts:
@@ -396,7 +396,7 @@ def report(
     for note in result.notes:
         out.print(f"note: {note}")
     if html is not None:
-        from ..htmlreport import write_html_report
+        from ..evaluate.htmlreport import write_html_report
 
         out.print(f"wrote {_rel(write_html_report(result, html))}")
 
@@ -426,7 +426,7 @@ def demo(
     demo_flow = _torch_side("demo")
     RECIPES, run_demo = demo_flow.RECIPES, demo_flow.run_demo
 
-    from ..recipe import parse_recipe
+    from ..compose.recipe import parse_recipe
 
     if dir is None:
         dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())

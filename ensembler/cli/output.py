@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.table import Table
 
-from ..labels import TASKS
-from ..voting import Method
+from ..compose.voting import Method
+from ..data.labels import TASKS
 
 if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
-    from ..compose import Submission
-    from ..metrics import Scores
-    from ..report import Report
+    from ..compose.submission import Submission
+    from ..evaluate.metrics import Scores
+    from ..evaluate.report import Report
 
 
 def _f(value: float | None) -> str:

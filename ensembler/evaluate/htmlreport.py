@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, diagnostics, plots
-from .errors import EnsError
-from .io import write_bytes
-from .labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
+from .. import __version__
+from ..data.io import write_bytes
+from ..data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
+from ..errors import EnsError
+from . import diagnostics, plots
 from .report import Report, ReportRow
 
 TEMPLATE = "report.html.j2"
@@ -199,7 +200,7 @@ class Section:
 def build_sections(report: Report) -> list[Section]:
     """Everything on the page, in order."""
     if report.labels is None or not report.sets:
-        raise EnsError("the report carries no scored predictions to draw (build it with ensembler.report.build_report)")
+        raise EnsError("the report carries no scored predictions to draw (build it with ensembler.evaluate.report.build_report)")
     truth = decode(report.labels)
     chosen, single = chosen_row(report), best_single(report)
     confusion_figures, confusion_tables = _confusion(report, truth, chosen)

@@ -20,10 +20,10 @@ from enum import StrEnum
 
 import numpy as np
 
-from .errors import EnsError
-from .labels import TASKS, Task, encode, marginals, one_hot
+from ..data.labels import TASKS, Task, encode, marginals, one_hot
+from ..data.store import PredictionSet
+from ..errors import EnsError
 from .recipe import Recipe
-from .store import PredictionSet
 
 EPS = 1e-6
 TIE_TOLERANCE = 1e-9  # float weights: vote totals this close count as tied
@@ -35,7 +35,7 @@ class Method(StrEnum):
     SOFT = "soft"
     HARD = "hard"
     GEO = "geo"
-    STACK = "stack"  # learned: see `ensembler.learned`
+    STACK = "stack"  # learned: see `ensembler.compose.learned`
     SELECT = "select"
     AUTO = "auto"
 
@@ -127,7 +127,7 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
     """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs)."""
     method = Method(method)
     if method.learned:
-        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.learned)")
+        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.compose.learned)")
     check_coverage(recipe, sets)
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)

@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .dataset import read_folds
-from .errors import EnsError, preview, unknown
-from .labels import N_CLASSES, TASKS, Task, decode
-from .learned import learn
+from ..compose.learned import learn
+from ..compose.priors import em_priors, implied_priors
+from ..compose.recipe import Recipe
+from ..compose.voting import Method, combine
+from ..data.dataset import read_folds
+from ..data.labels import N_CLASSES, TASKS, Task, decode
+from ..data.project import Project
+from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
+from ..errors import EnsError, preview, unknown
 from .metrics import Scores, score
-from .priors import em_priors, implied_priors
-from .project import Project
-from .recipe import Recipe
-from .store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
-from .voting import Method, combine
 
 
 @dataclass(frozen=True)

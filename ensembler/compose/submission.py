@@ -19,18 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .dataset import EVAL_CSV, data_fingerprint, read_eval
-from .errors import EnsError, preview, unknown
-from .io import sha256_bytes, write_bytes, write_json
-from .labels import N_JOINT, TASKS, Task
+from .. import __version__
+from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval
+from ..data.io import sha256_bytes, write_bytes, write_json
+from ..data.labels import N_JOINT, TASKS, Task
+from ..data.project import Project
+from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
+from ..errors import EnsError, preview, unknown
+from ..evaluate.metrics import score
+from ..evaluate.report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
 from .learned import apply_offsets, learn, tune_f1
-from .metrics import score
 from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
-from .project import Project
 from .recipe import Recipe, Term
-from .report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
-from .store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from .voting import Composed, Method, combine
 
 
@@ -117,7 +117,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
     """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
-    from .dataset import read_folds
+    from ..data.dataset import read_folds
 
     if not project.folds.is_file():
         return
@@ -175,7 +175,7 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
     if composed_val is not None:
         implied = {t: implied_priors(p) for t, p in composed_val.probs.items()}
     else:
-        from .dataset import read_train
+        from ..data.dataset import read_train
 
         implied = train_priors(read_train(data)["label"].to_numpy())
     probs, joint, record = correct(composed.probs, implied, composed.joint, spec)
@@ -229,7 +229,7 @@ def compose_submission(
     """Compose `recipe` on the eval images and write the submission, its manifest and the ensemble source.
 
     method: a vote (soft, hard, geo), or a composition learned on the sources' labelled
-    predictions and scored out of fold (`ensembler.learned`): stack (class_weight ``balanced``
+    predictions and scored out of fold (`ensembler.compose.learned`): stack (class_weight ``balanced``
     and every task's probabilities as features, `stack_all_tasks`, as options), select, or auto
     (per task the best candidate by cross-validated F1; with no recipe, every model and import).
     prior: re-weight the eval posteriors to given or EM-estimated eval priors (`priors.PriorSpec`,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import EnsError
+from ..errors import EnsError
 from .io import sha256_file
 from .project import Project, add_model
 

@@ -17,9 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import EnsError
-from .labels import TASKS, Task, parse_task
-from .store import check_name
+from ..data.labels import TASKS, Task, parse_task
+from ..data.store import check_name
+from ..errors import EnsError
 
 EXAMPLE = "e.g. age:peter mask,gender:polar, or *:polar for every task"
 

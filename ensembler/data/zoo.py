@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EnsError
+from ..errors import EnsError
 from .labels import N_CLASSES, TASKS, Task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

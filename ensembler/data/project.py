@@ -7,7 +7,7 @@ project:
   val_fold: 0           # the fold held out for validation
   predictions: predictions
   submissions: submissions
-models: [...]           # zoo entries (ensembler.zoo)
+models: [...]           # zoo entries (ensembler.data.zoo)
 ```
 
 Relative paths are relative to the folder holding ``model_zoo.yaml``. Precedence, written down
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .errors import EnsError, unknown
+from ..errors import EnsError, unknown
 from .io import write_bytes
 from .zoo import ZooEntry, parse_models
 

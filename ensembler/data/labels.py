@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from .errors import EnsError
+from ..errors import EnsError
 
 
 class Task(StrEnum):
@@ -44,7 +44,7 @@ GENDERS: dict[str, int] = {"male": 0, "female": 1}
 
 def parse_task(name: str) -> Task:
     """``"age"`` -> `Task.AGE`; an unknown name is an `EnsError` that suggests the close ones."""
-    from .errors import unknown
+    from ..errors import unknown
 
     try:
         return Task(name.strip().lower())

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import EnsError
-from .labels import N_CLASSES, TASKS, Task, decode, parse_task
+from ..data.labels import N_CLASSES, TASKS, Task, decode, parse_task
+from ..errors import EnsError
 
 FLOOR = 1e-6  # no prior is allowed to reach 0: a class could never come back
 

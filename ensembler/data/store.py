@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import EnsError, preview, unknown
+from .. import __version__
+from ..errors import EnsError, preview, unknown
 from .io import atomic_write, sha256_bytes, write_json
 from .labels import N_CLASSES, N_JOINT, TASKS, Task, marginals
 

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import EnsError
-from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
-from .metrics import macro_f1
+from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+from ..data.store import PredictionSet
+from ..errors import EnsError
+from ..evaluate.metrics import macro_f1
 from .priors import reweight
 from .recipe import Recipe, Term
-from .store import PredictionSet
 from .voting import Composed, Method, check_coverage
 
 EPS = 1e-6

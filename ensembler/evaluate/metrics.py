@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
+from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import EnsError, preview
 from .dataset import data_fingerprint, read_eval, read_table, read_train
-from .errors import EnsError, preview
 from .io import sha256_file
 from .labels import N_CLASSES, N_JOINT, Task, one_hot
 from .project import Project

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EnsError
+from ..errors import EnsError
 
 CALIBRATION_BINS = 10
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import EnsError, preview
+from ..errors import EnsError, preview
 from .io import atomic_write, sha256_file
 from .labels import GENDERS, MASK_STEMS, age_band, encode
 
@@ -199,7 +199,7 @@ def read_folds(path: Path) -> pd.Series:
 def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:
     """`ens split`: write the project's fold file and name it (and the validation fold) in the zoo file.
 
-    project: an `ensembler.project.Project`. Returns ``profile, fold`` as written.
+    project: an `ensembler.data.project.Project`. Returns ``profile, fold`` as written.
     """
     from .project import update_project
 
