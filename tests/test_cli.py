@@ -94,6 +94,9 @@ def test_seed_case_from_the_command_line(team, toy):
         (("report", "--model", "Q"), "unknown source 'Q'"),
         (("report", "--recipe", "*:A", "--recipe", "*:B", "age:A"), "quote each one"),
         (("split", "--val-fold", "9"), "--val-fold must lie in 0..4"),
+        (("compose", "--recipe", "*:A+B", "--tie", "first", "--name", "x"), "--tie breaks the ties of a hard vote; --method soft has none"),
+        (("report", "--recipe", "*:A+B", "--tie", "lower"), "--tie breaks the ties of a hard vote; add --method hard"),
+        (("compose", "--recipe", "*:A+B", "--method", "hard", "--tie", "best"), "'best' is not one of 'mass', 'lower', 'first'"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(team, args, message):
@@ -157,3 +160,47 @@ def test_compose_and_report_do_not_import_torch(team, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *map(str, base)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"  # nor matplotlib, which only --html needs
     assert (root / "submissions" / "nt.csv").is_file()
+
+
+def test_hard_vote_tie_rules_from_the_command_line(team, toy, tmp_path):
+    """"Our best submission wins ties": F answers x, two files y, two files z (y, z != x)."""
+    import json
+
+    base, root = team
+    truth = pd.concat([toy.eval, toy.train])  # eval rows first
+    rng = pd.Series(range(len(truth)))
+    x, y, z = (rng % 18).to_numpy(), ((rng + 5) % 18).to_numpy(), ((rng + 11) % 18).to_numpy()
+    for name, labels in (("F", x), ("y1", y), ("y2", y), ("z1", z), ("z2", z)):
+        assert ens(*base, "import", hard_csv(tmp_path / f"{name}.csv", truth, labels), "--name", name).exit_code == 0
+    n = len(toy.eval)
+    x, y, z = x[:n], y[:n], z[:n]
+    recipe = "*:F+y1+y2+z1+z2"
+    first = ens(*base, "compose", "--recipe", recipe, "--method", "hard", "--tie", "first", "--name", "first")
+    assert first.exit_code == 0, first.output
+    assert "hard vote on the 18-way joint, ties by first" in first.output
+    assert pd.read_csv(root / "submissions" / "first.csv")["ans"].tolist() == x.tolist()
+    assert json.loads((root / "submissions" / "first.json").read_text())["tie"] == "first"
+    lower = ens(*base, "compose", "--recipe", recipe, "--method", "hard", "--tie", "lower", "--name", "lower")
+    assert lower.exit_code == 0, lower.output
+    assert pd.read_csv(root / "submissions" / "lower.csv")["ans"].tolist() == [min(a, b) for a, b in zip(y, z)]
+    report = ens(*base, "report", "--recipe", recipe, "--method", "hard", "--tie", "first")
+    assert report.exit_code == 0 and "hard votes break ties by first" in report.output
+
+
+def test_import_reads_prefixed_probability_columns_and_says_so(team, toy, tmp_path):
+    from conftest import write_csv
+
+    from ensembler.data.toy import teammate_csv
+
+    base, root = team
+    probs = teammate_csv(toy.eval, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=0)
+    probs = probs.rename(columns={str(k): f"ans{k}" for k in range(18)})
+    result = ens(*base, "import", write_csv(tmp_path / "p.csv", probs), "--name", "p")
+    assert result.exit_code == 0, result.output
+    assert "read ans0..ans17 (18 classes)" in result.output
+    odd = probs.rename(columns={f"ans{k}": f"score[{k}]" for k in range(18)})
+    refused = ens(*base, "import", write_csv(tmp_path / "q.csv", odd), "--name", "q")
+    assert refused.exit_code == 1 and "--columns" in refused.stderr
+    taken = ens(*base, "import", tmp_path / "q.csv", "--name", "q", "--columns", "score[{}]")
+    assert taken.exit_code == 0, taken.output
+    assert "read score[0]..score[17] (18 classes)" in taken.output

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from conftest import hard_csv, write_csv
 
-from ensembler.data.labels import Task, decode
+from ensembler.data.labels import N_CLASSES, TASKS, Task, decode
 from ensembler.data.sources import ImportKind, import_source
 from ensembler.data.store import Split, Store
 from ensembler.data.toy import teammate_csv
@@ -93,7 +93,13 @@ def _edit(frame, row, col, value):
         (lambda t: _eval_frame(t, ans=1), {"kind": ImportKind.TASK}, r"--kind task needs --task"),
         (lambda t: _eval_frame(t, ans=0).iloc[3:], {}, r"3 eval image\(s\) missing"),
         (lambda t: pd.concat([_eval_frame(t, ans=0), pd.DataFrame({"ImageID": ["nope.jpg"], "ans": [0]})]), {}, r"1 ImageID\(s\) are neither in info.csv nor under train/images: 'nope.jpg'"),
-        (lambda t: _eval_frame(t, label=0), {}, r"a proba file has columns ImageID,0,"),
+        (lambda t: _eval_frame(t, label=0), {}, r"no probability columns; expected ImageID and 18 columns 0..17.*; found ImageID,label\. Name the columns with --columns"),
+        (lambda t: _proba(t).assign(extra=1), {}, r"unexpected column\(s\) 'extra'.*--columns"),
+        (lambda t: _proba(t).drop(columns="17"), {}, r"no probability columns.*--columns 'c\{\}'"),
+        (lambda t: _proba(t), {"columns": "c{}"}, r"--columns names 'c0', 'c1', 'c2'.*, not in the file"),
+        (lambda t: _proba(t), {"columns": "0,1,2"}, r"--columns names 3 column\(s\); joint has 18 classes"),
+        (lambda t: _proba(t).assign(**{f"p{k}": 0.0 for k in range(18)}), {}, r"several 18-column sets \('', 'p'\)"),
+        (lambda t: _eval_frame(t, ans=0), {"columns": "c{}", "kind": ImportKind.HARD}, r"--columns names probability columns; a hard file"),
         (lambda t: pd.DataFrame({"id": ["x"], "ans": [0]}), {}, r"missing column\(s\) ImageID"),
         (lambda t: _eval_frame(t, ans=0).iloc[:0], {}, r"no rows"),
     ],
@@ -123,3 +129,80 @@ def test_missing_file_and_no_data(tmp_path):
     project = load_project(tmp_path / "model_zoo.yaml")
     with pytest.raises(EnsError, match="no data folder"):
         import_source(project, tmp_path / "x.csv", "x")
+
+
+def _renamed(frame, rename):
+    return frame.rename(columns={str(k): rename(k) for k in range(18)})
+
+
+@pytest.mark.parametrize(
+    "transform, kwargs, says",
+    [
+        (lambda f: _renamed(f, lambda k: f"ans{k}"), {}, "ans0..ans17 (18 classes)"),
+        (lambda f: _renamed(f, lambda k: f"prob_{k}"), {}, "prob_0..prob_17 (18 classes)"),
+        (lambda f: _renamed(f, lambda k: f"p{k}"), {}, "p0..p17 (18 classes)"),
+        (lambda f: _renamed(f, lambda k: f"c{k}x"), {"columns": "c{}x"}, "c0x..c17x (18 classes)"),
+        (lambda f: _renamed(f, lambda k: "abcdefghijklmnopqr"[k]), {"columns": ",".join("abcdefghijklmnopqr")}, "a..r (18 classes)"),
+        (lambda f: f[["ImageID", *map(str, range(18))]], {}, "0..17 (18 classes)"),
+    ],
+)
+def test_probability_layouts_teams_write(project, toy, tmp_path, transform, kwargs, says):
+    proba = _proba(toy)
+    path = write_csv(tmp_path / "p.csv", transform(proba))
+    metas = import_source(project, path, "p", **kwargs)
+    assert metas[0]["origin"]["columns"] == says
+    expected = proba[[str(k) for k in range(18)]].to_numpy()
+    np.testing.assert_allclose(Store(project.predictions).read("p", Split.EVAL).joint, expected / expected.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_an_ans_column_beside_probabilities_is_ignored_and_compared(project, toy, tmp_path):
+    proba = _proba(toy)
+    cols = [str(k) for k in range(18)]
+    ans = proba[cols].to_numpy().argmax(1)
+    ans[:10] = (ans[:10] + 1) % 18  # 10 rows where the kept argmax disagrees
+    frame = pd.concat([proba[["ImageID"]].assign(ans=ans), _renamed(proba[cols], lambda k: f"ans{k}")], axis=1)
+    metas = import_source(project, write_csv(tmp_path / "p.csv", frame), "p")
+    share = 10 / len(frame)
+    assert metas[0]["origin"]["columns"] == f"ans0..ans17 (18 classes); column ans ignored (differs from the probabilities' argmax on {share:.1%} of rows)"
+    assert metas[0]["kind"] == "proba"
+    np.testing.assert_array_equal(Store(project.predictions).read("p", Split.EVAL).joint.argmax(1), proba[cols].to_numpy().argmax(1))
+
+
+def _per_task(toy, tasks, prefix="{task}_"):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ImageID": toy.eval["ImageID"].to_numpy()})
+    expected = {}
+    for task in tasks:
+        p = rng.dirichlet(np.ones(N_CLASSES[task]), size=len(frame))
+        expected[task] = p
+        for k in range(N_CLASSES[task]):
+            frame[prefix.format(task=task) + str(k)] = p[:, k]
+    return frame, expected
+
+
+@pytest.mark.parametrize("tasks", [tuple(TASKS), (Task.AGE,), (Task.MASK, Task.GENDER)])
+def test_per_task_probability_columns(project, toy, tmp_path, tasks):
+    frame, expected = _per_task(toy, tasks)
+    metas = import_source(project, write_csv(tmp_path / "t.csv", frame), "t")
+    assert metas[0]["origin"]["columns"] == ", ".join(f"{t}_0..{t}_{N_CLASSES[t] - 1} ({t})" for t in tasks)
+    pset = Store(project.predictions).read("t", Split.EVAL)
+    assert pset.tasks == tasks and pset.joint is None
+    for task in tasks:
+        np.testing.assert_allclose(pset.probs[task], expected[task], atol=1e-6)
+
+
+def test_per_task_logits_are_softmaxed_per_task(project, toy, tmp_path):
+    frame, expected = _per_task(toy, TASKS)
+    logits = frame.copy()
+    logits.iloc[:, 1:] = np.log(frame.iloc[:, 1:].to_numpy()) + 3.0
+    import_source(project, write_csv(tmp_path / "l.csv", logits), "l", ImportKind.LOGITS)
+    pset = Store(project.predictions).read("l", Split.EVAL)
+    for task in TASKS:
+        np.testing.assert_allclose(pset.probs[task], expected[task], atol=1e-5)
+
+
+def test_a_task_model_file_with_task_prefixed_columns(project, toy, tmp_path):
+    frame, expected = _per_task(toy, (Task.AGE,))
+    metas = import_source(project, write_csv(tmp_path / "a.csv", frame), "a", task=Task.AGE)
+    assert metas[0]["origin"]["columns"] == "age_0..age_2 (age)"
+    np.testing.assert_allclose(Store(project.predictions).read("a", Split.EVAL).probs[Task.AGE], expected[Task.AGE], atol=1e-6)

@@ -1,12 +1,15 @@
 """Voting against scikit-learn's VotingClassifier, hand-computed cases and invariants."""
 
+from fractions import Fraction
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import VotingClassifier
 
 from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.voting import VOTES, Method, combine, vote
+from ensembler.compose.voting import VOTES, Method, Tie, combine, vote
 from ensembler.data.labels import TASKS, Task, encode, marginals
 from ensembler.data.store import PredictionSet, Split
 
@@ -169,3 +172,97 @@ def test_a_source_that_does_not_cover_its_task_is_named():
     sets = {"a": _pset("a", random_probs(9, 1, 3)[0]), "agemodel": _pset("agemodel", probs={Task.AGE: ages})}
     with pytest.raises(EnsError, match="source 'agemodel' does not cover mask \\(it covers age\\)"):
         combine(parse_recipe("mask:agemodel *:a"), sets, Method.SOFT)
+
+
+# --- exact hard voting (a plain-Python reference of the documented rule) -----------------------
+
+
+def reference_hard_vote(probs, weights, tie="mass"):
+    """The rule row by row in exact arithmetic: Fractions of the weights as written and of the
+    probabilities' actual values."""
+    weights = [Fraction(repr(float(w))) for w in (weights or [1] * len(probs))]
+    labels = []
+    for row in range(len(probs[0])):
+        choices = [int(np.argmax(p[row])) for p in probs]
+        totals = {}
+        for w, c in zip(weights, choices):
+            totals[c] = totals.get(c, 0) + w
+        best = max(totals.values())
+        tied = sorted(c for c, v in totals.items() if v == best)
+        if len(tied) == 1 or tie == "lower":
+            labels.append(tied[0])
+        elif tie == "first":
+            labels.append(choices[0])
+        else:
+            mass = {c: sum(w * Fraction(float(p[row, c])) for w, p in zip(weights, probs)) for c in tied}
+            labels.append(max(tied, key=lambda c: (mass[c], -c)))
+    return np.array(labels)
+
+
+def one_hot_sources(rng, n_sources, n, k):
+    return [np.eye(k, dtype=np.float32)[rng.integers(0, k, size=n)] for _ in range(n_sources)]
+
+
+@pytest.mark.parametrize("n_classes", [3, 18])
+def test_hard_vote_exact_for_1_to_40_equal_sources(n_classes):
+    rng = np.random.default_rng(n_classes)
+    tied_rows = 0
+    for n_sources in range(1, 41):
+        probs = one_hot_sources(rng, n_sources, 200, n_classes)
+        choices = pd.DataFrame(np.stack([p.argmax(1) for p in probs], axis=1))
+        mode = choices.mode(axis=1)[0].to_numpy()  # pandas: the smallest of the most frequent
+        expected = reference_hard_vote(probs, None)
+        assert np.array_equal(expected, mode)
+        for weights in (None, [1] * n_sources, [17.0] * n_sources, [0.1] * n_sources):
+            labels, _ = vote(probs, weights, Method.HARD)
+            assert np.array_equal(labels, expected), (n_sources, weights)
+            assert np.array_equal(vote(probs, weights, Method.HARD, Tie.LOWER)[0], mode)
+        counts = np.stack([np.bincount(row, minlength=n_classes) for row in choices.to_numpy()])
+        tied_rows += int(((counts == counts.max(axis=1, keepdims=True)).sum(axis=1) > 1).sum())
+    assert tied_rows > 1000  # the test is about ties: there are many
+
+
+@pytest.mark.parametrize("tie", list(Tie))
+def test_hard_vote_exact_with_decimal_weights(tie):
+    # weights equal in exact arithmetic: 0.1 + 0.2 == 0.3, 1 + 1 == 2; soft probabilities on a
+    # one-decimal grid (as teams' CSVs write them), so the tie-break masses tie exactly too
+    rng = np.random.default_rng(7)
+    palette = [0.1, 0.2, 0.3, 0.5, 1, 2]
+    for n_sources in range(1, 41):
+        raw = rng.integers(0, 4, size=(n_sources, 400, 3)).astype(np.float64)
+        raw[..., 0] += raw.sum(axis=2) == 0
+        probs = [np.round(r / r.sum(axis=1, keepdims=True), 1).astype(np.float32) for r in raw]
+        weights = list(rng.choice(palette, size=n_sources))
+        labels, _ = vote(probs, weights, Method.HARD, tie)
+        assert np.array_equal(labels, reference_hard_vote(probs, weights, tie.value)), (n_sources, weights)
+
+
+def test_hard_vote_decimal_weights_tie_exactly():
+    a, b, c = (np.eye(3)[[k]] for k in (1, 1, 0))
+    # 0.1 + 0.2 for class 1 against 0.3 for class 0: a tie (in floats 0.30000000000000004 > 0.3)
+    assert vote([a, b, c], [0.1, 0.2, 0.3], Method.HARD)[0].tolist() == [0]
+    assert vote([a, b, c], [0.1, 0.2, 0.3001], Method.HARD)[0].tolist() == [0]
+    assert vote([a, b, c], [0.1, 0.2001, 0.3], Method.HARD)[0].tolist() == [1]
+
+
+def test_tie_rules_hand_computed():
+    # sources (in recipe order): best votes 2, then two vote 0 and two vote 1: a 0/1 tie that the
+    # best submission is not part of
+    p = [np.eye(3)[[2]], np.eye(3)[[0]], np.eye(3)[[1]], np.eye(3)[[1]] * 0 + [[0.0, 0.6, 0.4]], np.eye(3)[[0]]]
+    assert vote(p, None, Method.HARD, Tie.FIRST)[0].tolist() == [2]
+    assert vote(p, None, Method.HARD, Tie.LOWER)[0].tolist() == [0]
+    # mass: class 0 has 2.0, class 1 has 1.6, class 2 has 1.4 -> 0
+    assert vote(p, None, Method.HARD, Tie.MASS)[0].tolist() == [0]
+    q = [np.array([[0.1, 0.3, 0.6]]), np.array([[0.35, 0.6, 0.05]]), np.array([[0.0, 0.45, 0.55]]), np.array([[0.5, 0.1, 0.4]])]
+    # votes: 2, 1, 2, 0 -> class 2 wins outright (2 votes): every rule agrees
+    assert {int(vote(q, None, Method.HARD, tie)[0][0]) for tie in Tie} == {2}
+    # without a tie, first is the plain majority, not the first source's answer
+    r = [np.eye(3)[[2]], np.eye(3)[[0]], np.eye(3)[[0]]]
+    assert vote(r, None, Method.HARD, Tie.FIRST)[0].tolist() == [0]
+
+
+def test_many_digit_weights_still_vote():
+    probs = random_probs(3, n_sources=4, n=300, k=3)
+    weights = [0.123456789123, 1 / 3, np.pi, 2.5]
+    labels, _ = vote(probs, weights, Method.HARD)
+    assert np.array_equal(labels, sklearn_vote(probs, weights, "hard"))  # real-valued weights never tie

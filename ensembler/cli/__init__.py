@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..compose.voting import Method
+from ..compose.voting import Method, Tie
 from ..data.labels import Task
 from ..data.project import DEFAULT_ZOO, Project, load_project
 from ..data.sources import ImportKind
@@ -294,16 +294,18 @@ def import_(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False, metavar="FILE")],
     name: Annotated[str, typer.Option("--name", help="Source name to use in recipes.", show_default=False, metavar="NAME")],
-    kind: Annotated[Optional[ImportKind], typer.Option("--kind", help="hard (ImageID,ans), proba (ImageID,0..17), logits (same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when there is an ans column, else proba.", show_default=False)] = None,
-    task: Annotated[Optional[Task], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are 0..k-1.", show_default=False)] = None,
+    kind: Annotated[Optional[ImportKind], typer.Option("--kind", help="hard (ImageID,ans), proba (probabilities: ImageID,0..17; a prefix and 0..17 such as ans0 or prob_0; or per-task mask_0..2, gender_0..1, age_0..2; an ans column beside them is ignored), logits (the same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when ans is the only column, else proba.", show_default=False)] = None,
+    task: Annotated[Optional[Task], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are that task's k classes (0..k-1, age_0..2, …).", show_default=False)] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", help="The probability columns when they are not detected: a template with {} for the class number ('c{}', 'score_{}_p') or the columns in class order, comma-separated.", show_default=False, metavar="TEMPLATE|A,B,…")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing source of that name.")] = False,
 ) -> None:
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
-    kept as validation predictions, labelled from the data folder."""
+    kept as validation predictions, labelled from the data folder. Prints the columns it read."""
     from ..data.sources import import_source
 
-    written = import_source(_project(ctx), file, name, kind, task, force)
+    written = import_source(_project(ctx), file, name, kind, task, force, columns)
+    out.print(f"read {written[0]['origin']['columns']}", markup=False)
     for meta in written:
         out.print(f"source {name!r}: {meta['rows']} {meta['split']} rows, tasks {', '.join(meta['tasks'])}{' + joint' if meta['joint'] else ''} ({meta['kind']})")
 
@@ -322,6 +324,13 @@ METHOD_HELP = (
     "(Caruana et al. 2004); auto: per task, the best of each source alone, their soft vote and their selection "
     "(as --auto). stack, select and auto are fitted on the sources' labelled predictions and scored by "
     "person-grouped cross-validation."
+)
+TIE_HELP = (
+    "How a hard vote breaks a tie between classes with equal vote totals: mass (the tied classes' "
+    "weighted probability sums, then the lower class index), lower (the lower class index, as "
+    "pandas DataFrame.mode), first (the answer of the recipe's first-named source, e.g. your best "
+    "submission, even when it is not among the tied classes). Vote totals are exact for any number "
+    "of sources. Default: mass."
 )
 PRIOR_HELP = (
     "Re-weight the eval probabilities to other class priors, for a test set whose mix differs from "
@@ -344,6 +353,7 @@ def compose(
     all_task_features: Annotated[bool, typer.Option("--all-task-features", help="With --method stack: each task's meta-model also sees the sources' other tasks (age may depend on mask state).")] = False,
     prior: Annotated[Optional[list[str]], typer.Option("--prior", help=PRIOR_HELP, show_default=False, metavar="em|TASK:P,P,…")] = None,
     tune_f1: Annotated[bool, typer.Option("--tune-f1", help="Tune per-class offsets on the labelled composition to maximise the 18-class macro F1 (coordinate ascent, scored by person-grouped CV) and apply them last.")] = False,
+    tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -356,7 +366,7 @@ def compose(
     method = Method.AUTO if auto else (method or Method.SOFT)
     texts = [*(recipe or []), *(parts or [])]
     parsed = parse_recipe(texts) if texts else None
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior or [], "balanced" if balanced else None, all_task_features, tune_f1)
+    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior or [], "balanced" if balanced else None, all_task_features, tune_f1, tie)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):
         out.print(line, markup=False)
@@ -373,6 +383,7 @@ def report(
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False, metavar="RECIPE")] = None,
     method: Annotated[Optional[list[Method]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable). Default: soft.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
+    tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write the report as one self-contained HTML page (figures embedded; opens offline): confusion matrices, per-class F1, agreement and error correlation, errors by age, calibration, provenance. Replaces FILE.", show_default=False, metavar="FILE")] = None,
 ) -> None:
     """Validation scores of sources and recipes side by side, best first: per-task macro F1,
@@ -389,7 +400,7 @@ def report(
             raise EnsError(f"unexpected argument(s) {' '.join(parts)}: with several recipes, quote each one (--recipe 'age:B *:A')")
         recipes = [" ".join([recipes[0], *parts])]
     methods = method or [Method.SOFT]
-    result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task)
+    result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task, tie)
     out.print(report_table(result))
     if result.priors:
         out.print(priors_table(result))

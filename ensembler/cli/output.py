@@ -25,7 +25,8 @@ def _f(value: float | None) -> str:
 def compose_summary(sub: Submission, method: Method) -> list[str]:
     """The lines `ens compose` prints after writing `sub`: how it composed, auto's choices and
     the runners-up, selection weights, priors, F1 offsets, and the validation score."""
-    how = {"joint": f"{method} vote on the 18-way joint", "per-task": f"{method} vote on the per-task probabilities"}
+    ties = f", ties by {sub.tie}" if sub.tie else ""
+    how = {"joint": f"{method} vote on the 18-way joint{ties}", "per-task": f"{method} vote on the per-task probabilities{ties}"}
     learned = {
         "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
         "select": "ensemble selection per task, on the labelled predictions",

@@ -31,7 +31,7 @@ from ..evaluate.report import aligned_sets, own_prediction, profile_of, shared_i
 from .learned import apply_offsets, learn, tune_f1
 from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
 from .recipe import Recipe, Term
-from .voting import Composed, Method, combine
+from .voting import Composed, Method, Tie, combine
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Submission:
     validation: dict[str, Any] | None
     priors: dict[str, Any] | None = None
     recipe: Recipe | None = None
+    tie: str | None = None  # a hard vote's tie rule
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -93,7 +94,7 @@ def _source_scores(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos
     return {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()}
 
 
-def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool) -> tuple[dict[str, Any], Composed | None, np.ndarray | None]:
+def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool, tie: Tie) -> tuple[dict[str, Any], Composed | None, np.ndarray | None]:
     """Validation scores of the recipe and its sources, and the recipe's vote on all shared labelled images."""
     labelled, lacking = _labelled(store, recipe)
     if lacking:
@@ -102,7 +103,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
     if not len(ids):
         return {"skipped": "the sources share no labelled image"}, None, None
     aligned, labels = aligned_sets(labelled, ids)
-    composed = combine(recipe, aligned, method, per_task)
+    composed = combine(recipe, aligned, method, per_task, tie)
     val_ids, scope = validation_ids(project, ids)
     if not len(val_ids):
         return {"skipped": f"no shared labelled image in the validation fold ({scope})"}, composed, labels
@@ -225,6 +226,7 @@ def compose_submission(
     class_weight: str | None = None,
     stack_all_tasks: bool = False,
     tune: bool = False,
+    tie: Tie | str | None = None,
 ) -> Submission:
     """Compose `recipe` on the eval images and write the submission, its manifest and the ensemble source.
 
@@ -237,8 +239,13 @@ def compose_submission(
     images, whose mix is train's.
     tune: per-class offsets tuned on the labelled composition for macro F1 (`learned.tune_f1`),
     applied last; the validation score is then the tuned one, out of fold.
+    tie: a hard vote's tie rule (`voting.Tie`: mass, the default; lower; first), recorded in the
+    manifest; an error with any other method.
     """
     method = Method(method)
+    if tie is not None and method is not Method.HARD:
+        raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
+    tie = Tie(tie or Tie.MASS)
     spec = prior if isinstance(prior, PriorSpec) else parse_priors(prior)
     if method is Method.HARD and (spec.active or tune):
         raise EnsError(f"--{'prior' if spec.active else 'tune-f1'} re-weights probabilities; a hard vote has none (use --method soft or geo)")
@@ -262,8 +269,8 @@ def compose_submission(
     if method.learned:
         composed, validation, composed_val, val_labels = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
     else:
-        composed = combine(recipe, sets, method, per_task)
-        validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task)
+        composed = combine(recipe, sets, method, per_task, tie)
+        validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task, tie)
     priors = None
     if spec.active:
         composed, priors = _correct_priors(data, composed, composed_val, spec)
@@ -293,6 +300,7 @@ def compose_submission(
         "recipe": str(recipe),
         "method": method.value,
         "voting": composed.mode,
+        "tie": tie.value if method is Method.HARD else None,
         "prior": {"spec": str(spec), "tasks": priors} if priors else None,
         "inputs": inputs,
         "data": data_fingerprint(data),
@@ -303,9 +311,9 @@ def compose_submission(
     write_bytes(csv_path, body, overwrite=False)
     write_json(json_path, manifest, overwrite=False)
 
-    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "prior": str(spec), "tune_f1": tune, "submission": csv_path.name}
+    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": csv_path.name}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
     store.write(_ensemble_set(name, Split.EVAL, composed, None, meta))
     if composed_val is not None:
         store.write(_ensemble_set(name, Split.VAL, composed_val, val_labels, meta))
-    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors, recipe)
+    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors, recipe, manifest["tie"])

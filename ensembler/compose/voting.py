@@ -3,8 +3,14 @@
 - soft: the weighted mean of the probabilities; the label is its argmax.
 - geo: the weighted mean of the log-probabilities (probabilities clipped at `EPS`, so a
   one-hot source cannot veto a class outright); the label is its argmax.
-- hard: each source votes its argmax with its weight; a tie between classes is broken by the
-  weighted sum of their probabilities, then by the lower class index.
+- hard: each source votes its argmax with its weight. Vote totals are exact: the weights are
+  read as the decimals the recipe wrote (``0.1`` is 1/10, not the nearest double) and counted in
+  integers over their common denominator, so ``*0.1`` + ``*0.2`` ties ``*0.3`` and 17 equal
+  weights tie as they should, for any number of sources. A tie between classes is broken by the
+  rule `Tie`: ``mass`` (default) the weighted sum of the tied classes' probabilities (summed
+  exactly, see `hard_vote`), then the lower class index; ``lower`` the lower class index, as
+  ``pandas.DataFrame.mode``; ``first`` the first-named source's answer, whether or not it is
+  among the tied classes ("our best submission wins ties").
 
 On a recipe (`combine`): when every task takes the same sources with the same weights and all
 of them carry the 18-way joint, the vote is on the joint, as scikit-learn's VotingClassifier
@@ -14,9 +20,11 @@ encoded into the joint class. ``per_task=True`` forces the second.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 
 import numpy as np
 
@@ -26,7 +34,17 @@ from ..errors import EnsError
 from .recipe import Recipe
 
 EPS = 1e-6
-TIE_TOLERANCE = 1e-9  # float weights: vote totals this close count as tied
+MAX_WEIGHT = 2**29  # integer weights below this times float32 probabilities are exact float64 products
+VOTE_TOLERANCE = 1e-12  # normalised real-valued weights (too many digits to count exactly)
+NEAR = 1e-9  # float tie-break masses closer than this (relative to the total weight) are re-summed exactly
+
+
+class Tie(StrEnum):
+    """How a hard vote breaks a tie between classes with equal vote totals."""
+
+    MASS = "mass"  # the tied classes' weighted probability sums, then the lower index
+    LOWER = "lower"  # the lower class index (pandas DataFrame.mode)
+    FIRST = "first"  # the first-named source's answer
 
 
 class Method(StrEnum):
@@ -47,14 +65,77 @@ class Method(StrEnum):
 VOTES = tuple(m for m in Method if not m.learned)
 
 
-def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Method) -> tuple[np.ndarray, np.ndarray]:
+def integer_weights(weights: Sequence[float] | None, n_sources: int) -> np.ndarray | None:
+    """Weights as integers in the same ratios, exactly: ``(n_sources,)`` int64, or None when
+    their common denominator is too large for exact counts (weights with many digits).
+
+    Each weight is read as the shortest decimal that prints it (what a recipe's ``*0.1`` wrote),
+    then all are scaled by their common denominator and divided by their common divisor:
+    ``[0.1, 0.2, 0.3] -> [1, 2, 3]``, ``None -> [1, …, 1]``.
+    """
+    if weights is None:
+        return np.ones(n_sources, dtype=np.int64)
+    exact = [Fraction(repr(float(w))) for w in weights]
+    if len(exact) != n_sources or not all(w > 0 for w in exact):
+        raise EnsError(f"a vote needs one positive weight per source; got {list(weights)} for {n_sources} source(s)")
+    scale = math.lcm(*(w.denominator for w in exact))
+    ints = [int(w * scale) for w in exact]
+    common = math.gcd(*ints)
+    ints = [i // common for i in ints]
+    return np.asarray(ints, dtype=np.int64) if sum(ints) < MAX_WEIGHT else None
+
+
+def hard_vote(stack: np.ndarray, weights: Sequence[float] | None, tie: Tie = Tie.MASS) -> np.ndarray:
+    """Weighted majority of the sources' argmaxes with an exact tie rule.
+
+    stack: ``(n_sources, n, k)`` probabilities; weights: ``(n_sources,)`` positive (None = equal).
+    Returns labels ``(n,)``. Totals are integers (`integer_weights`), exact in float64; the
+    tied classes' masses are summed with `math.fsum` over products that are exact too (integer
+    weights below 2^29 times float32 probabilities), so equal masses compare equal whatever
+    the order of the sources. Weights with too many digits for integers are normalised
+    instead, and totals within `VOTE_TOLERANCE` count as tied (such weights practically never tie).
+    """
+    n_sources, n, k = stack.shape
+    exact = integer_weights(weights, n_sources)
+    if exact is not None:
+        w, tolerance = exact.astype(np.float64), 0.0
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        w, tolerance = w / w.sum(), VOTE_TOLERANCE
+    choice = stack.argmax(axis=2)  # (s, n)
+    votes = np.zeros((n, k))
+    rows = np.arange(n)
+    for weight, chosen in zip(w, choice):
+        votes[rows, chosen] += weight
+    top = votes >= votes.max(axis=1, keepdims=True) - tolerance
+    labels = top.argmax(axis=1)  # the winner, or the lower of the tied classes
+    tied = np.flatnonzero(top.sum(axis=1) > 1)
+    if tie is Tie.FIRST:
+        labels[tied] = choice[0, tied]
+    elif tie is Tie.MASS and len(tied):
+        mass = np.where(top[tied], np.tensordot(w, stack[:, tied], axes=1), -np.inf)
+        labels[tied] = mass.argmax(axis=1)
+        # where the float sums of two tied classes come close, sum them exactly
+        close = (mass >= mass.max(axis=1, keepdims=True) - NEAR * w.sum()).sum(axis=1) > 1
+        for row in tied[close]:
+            classes = np.flatnonzero(top[row])
+            masses = [math.fsum(w * stack[:, row, c]) for c in classes]
+            labels[row] = classes[int(np.argmax(masses))]  # argmax: the lower index on equal masses
+    return labels
+
+
+def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Method, tie: Tie = Tie.MASS) -> tuple[np.ndarray, np.ndarray]:
     """Combine sources' probabilities.
 
     probs: one ``(n, k)`` array per source. weights: one positive number per source (None = equal).
+    tie: the hard vote's tie rule (`Tie`; the first source is ``probs[0]``).
     Returns ``labels (n,)`` and the combined distribution ``(n, k)`` (for hard voting: one-hot of
     the labels, so that the argmax of a saved hard vote is its label).
     """
     stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (s, n, k)
+    if method is Method.HARD:
+        labels = hard_vote(stack, weights, Tie(tie))
+        return labels, one_hot(labels, stack.shape[2])
     w = np.ones(len(stack)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     if method is Method.SOFT:
@@ -65,17 +146,7 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
         combined = np.exp(logp - logp.max(axis=1, keepdims=True))
         combined /= combined.sum(axis=1, keepdims=True)
         return logp.argmax(axis=1), combined
-    if method is not Method.HARD:
-        raise EnsError(f"--method {method} is not a vote")
-    n_classes = stack.shape[2]
-    votes = np.zeros(stack.shape[1:])
-    rows = np.arange(stack.shape[1])
-    for weight, choice in zip(w, stack.argmax(axis=2)):
-        votes[rows, choice] += weight
-    tied = votes >= votes.max(axis=1, keepdims=True) - TIE_TOLERANCE
-    mass = np.where(tied, np.tensordot(w, stack, axes=1), -np.inf)
-    labels = mass.argmax(axis=1)  # argmax takes the first, i.e. lower, index on equal mass
-    return labels, one_hot(labels, n_classes)
+    raise EnsError(f"--method {method} is not a vote")
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,8 +194,12 @@ def voting_mode(recipe: Recipe, sets: Mapping[str, PredictionSet], per_task: boo
     return "joint" if joint else "per-task"
 
 
-def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, per_task: bool = False) -> Composed:
-    """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs)."""
+def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, per_task: bool = False, tie: Tie = Tie.MASS) -> Composed:
+    """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs).
+
+    tie: a hard vote's tie rule; ``first`` takes the task's first-named source (on the joint,
+    the recipe's first source).
+    """
     method = Method(method)
     if method.learned:
         raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.compose.learned)")
@@ -132,12 +207,13 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)
     if mode == "joint":
-        terms = recipe.tasks[TASKS[0]]
-        labels, joint = vote([sets[t.source].joint for t in terms], [t.weight for t in terms], method)
+        order = {source: i for i, source in enumerate(recipe.sources)}
+        terms = sorted(recipe.tasks[TASKS[0]], key=lambda term: order[term.source])
+        labels, joint = vote([sets[t.source].joint for t in terms], [t.weight for t in terms], method, tie)
         return Composed(first.image_ids, labels, marginals(joint), joint, mode)
     task_labels, probs = {}, {}
     for task, terms in recipe.tasks.items():
         task_labels[task], probs[task] = vote(
-            [sets[t.source].probs[task] for t in terms], [t.weight for t in terms], method
+            [sets[t.source].probs[task] for t in terms], [t.weight for t in terms], method, tie
         )
     return Composed(first.image_ids, encode(*(task_labels[t] for t in TASKS)), probs, None, mode)

@@ -23,7 +23,7 @@ import pandas as pd
 from ..compose.learned import learn
 from ..compose.priors import em_priors, implied_priors
 from ..compose.recipe import Recipe
-from ..compose.voting import Method, combine
+from ..compose.voting import Method, Tie, combine
 from ..data.dataset import read_folds
 from ..data.labels import N_CLASSES, TASKS, Task, decode
 from ..data.project import Project
@@ -176,11 +176,18 @@ def build_report(
     recipes: Sequence[Recipe] = (),
     methods: Sequence[Method] = (Method.SOFT,),
     per_task: bool = False,
+    tie: Tie | str | None = None,
 ) -> Report:
-    """Score `sources` (default: every source with labelled predictions) and each recipe x method."""
+    """Score `sources` (default: every source with labelled predictions) and each recipe x method.
+
+    tie: the hard votes' tie rule (`voting.Tie`; default mass); an error when no method is hard.
+    """
+    if tie is not None and Method.HARD not in methods:
+        raise EnsError("--tie breaks the ties of a hard vote; add --method hard")
+    tie = Tie(tie or Tie.MASS)
+    notes = [f"hard votes break ties by {tie.value} (--tie)"] if tie is not Tie.MASS else []
     store = Store(project.predictions)
     known = store.sources()
-    notes: list[str] = []
     if sources:
         names = list(dict.fromkeys(sources))
     else:
@@ -207,7 +214,7 @@ def build_report(
                 _, composed, cv, _ = learn(recipe, aligned, labels, aligned, method)
                 spread = cv.fold_std
             else:
-                composed = combine(recipe, aligned, method, per_task)
+                composed = combine(recipe, aligned, method, per_task, tie)
             result = score(labels, composed.labels)
             gain = None if best is None else result.f1_18 - best
             rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, spread, composed.labels))
