@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensembler.compose.recipe import parse_recipe
+from ensembler.compose.recipe import complete_recipe, parse_recipe
 from ensembler.compose.submission import Submission, compose_submission
 from ensembler.compose.voting import Method
 from ensembler.data.dataset import split_project
@@ -49,7 +49,7 @@ TEAM = [
 ]
 LR = 1e-2
 RECIPES = {
-    "per-task": "mask,gender:dan-mg age:chloe-age",
+    "per-task": "age:chloe-age mask:dan-mg",  # as people say it: gender comes from dan-mg, the only one with gender
     "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
     "soft-vote": "*:ana-r10+ben-heads",
 }
@@ -65,6 +65,7 @@ class DemoResult:
     report: Report
     submissions: list[Submission]
     eval_scores: dict[str, Scores]
+    labels: dict[str, str]  # a recipe's text in the report (tasks filled in) -> its name in RECIPES
 
 
 def run_demo(
@@ -117,7 +118,9 @@ def run_demo(
             submissions.append(compose_submission(project, parse_recipe(text), method, name=out, prior=prior))
             age = (submissions[-1].priors or {}).get("age")
             note = f", --prior em; age priors {age['train']} -> {age['eval']}" if age else ""
-            log(f"wrote submissions/{out}.csv ({method} of {text}{note})")
+            for line in (submissions[-1].recipe.filled.values() if prior == "none" else ()):
+                log(line)
+            log(f"wrote submissions/{out}.csv ({method} of {submissions[-1].recipe}{note})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
     report = replace(report, rows=best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"]))
@@ -133,5 +136,7 @@ def run_demo(
     for sub in submissions:
         written = pd.read_csv(sub.csv)
         scores[sub.name] = score(truth.reindex(written["ImageID"]).to_numpy(), written["ans"].to_numpy())
-    return DemoResult(root, report, submissions, scores)
+    coverage = project.coverage()
+    labels = {str(complete_recipe(parse_recipe(text), coverage)): name for name, text in RECIPES.items()}
+    return DemoResult(root, report, submissions, scores, labels)
 

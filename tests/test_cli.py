@@ -82,7 +82,6 @@ def test_seed_case_from_the_command_line(team, toy):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("compose", "--recipe", "age:B", "mask:A", "--name", "x"), "no source for gender: name it (gender:B) or give a default for every task not named (*:B)"),
         (("compose", "--recipe", "*:Z", "--name", "x"), "unknown source 'Z'"),
         (("compose", "--recipe", "*:A*0", "--name", "x"), "weight '0' must be a positive number"),
         (("compose", "--recipe", "*:A", "--method", "vote"), "'vote' is not one of 'soft', 'hard', 'geo'"),
@@ -141,6 +140,7 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     assert 'id="confusion"' in page and "data:image/png;base64," in page
     assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
     assert "hidden eval answers" in result.output and "ana-r10" in result.output
+    assert "gender: not named; from dan-mg, the recipe's only source with gender" in result.output  # the card's form
     again = ens(*args)
     assert again.exit_code == 1 and "not empty" in again.stderr
 
@@ -160,6 +160,21 @@ def test_compose_and_report_do_not_import_torch(team, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *map(str, base)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"  # nor matplotlib, which only --html needs
     assert (root / "submissions" / "nt.csv").is_file()
+
+
+def test_the_card_command_names_two_tasks_and_says_where_the_third_came_from(team, toy, tmp_path):
+    base, root = team
+    ages = decode(toy.eval["label"].to_numpy())[Task.AGE]
+    path = tmp_path / "age.csv"
+    pd.DataFrame({"ImageID": toy.eval["ImageID"], "ans": ages}).to_csv(path, index=False)
+    assert ens(*base, "import", path, "--name", "chloe-age", "--kind", "task", "--task", "age").exit_code == 0
+    result = ens(*base, "compose", "--recipe", "age:chloe-age", "mask:A", "--name", "card")
+    assert result.exit_code == 0, result.output
+    assert "gender: not named; from A, the recipe's only source with gender" in result.output
+    refused = ens(*base, "compose", "--recipe", "age:chloe-age", "--name", "no")
+    assert refused.exit_code == 1 and "sources that do: 'A', 'B'" in refused.stderr and "chloe-age)" not in refused.stderr
+    report = ens(*base, "report", "--recipe", "age:B mask:A")
+    assert report.exit_code == 0 and "gender: not named; from A+B" in report.output
 
 
 def test_hard_vote_tie_rules_from_the_command_line(team, toy, tmp_path):

@@ -78,7 +78,7 @@ def test_never_overwrites(project, toy, tmp_path):
     [
         ("*:C", r"unknown source 'C'"),
         ("*:AA", r"unknown source 'AA' \(did you mean: A"),
-        ("mask:A age:B", r"no source for gender"),
+        ("mask:A*0", r"weight '0' must be a positive number"),
     ],
 )
 def test_recipe_errors_write_nothing(project, toy, tmp_path, recipe, match):
@@ -97,6 +97,42 @@ def test_task_source_that_does_not_cover_is_named(project, toy, tmp_path):
     sub = compose_submission(project, parse_recipe("age:ageonly *:A"), name="ok")
     got = decode(pd.read_csv(sub.csv)["ans"].to_numpy())
     assert np.array_equal(got[Task.AGE], ages)
+
+
+def _age_only(project, toy, tmp_path):
+    ages = decode(toy.eval["label"].to_numpy())[Task.AGE]
+    import_source(project, write_csv(tmp_path / "age.csv", pd.DataFrame({"ImageID": toy.eval["ImageID"], "ans": ages})), "ageonly", task=Task.AGE)
+    return ages
+
+
+def test_unnamed_task_from_the_one_named_source_that_predicts_it(project, toy, tmp_path):
+    # the card's command: "age from ageonly, mask from A" -> gender from A, said and recorded
+    seed_sources(project, toy, tmp_path)
+    ages = _age_only(project, toy, tmp_path)
+    sub = compose_submission(project, parse_recipe("age:ageonly mask:A"), name="card")
+    got, truth = decode(pd.read_csv(sub.csv)["ans"].to_numpy()), decode(toy.eval["label"].to_numpy())
+    assert np.array_equal(got[Task.AGE], ages) and np.array_equal(got[Task.GENDER], truth[Task.GENDER])
+    line = "gender: not named; from A, the recipe's only source with gender"
+    assert sub.recipe.filled == {Task.GENDER: line}
+    manifest = json.loads(sub.manifest.read_text())
+    assert manifest["unnamed_tasks"] == {"gender": line} and manifest["recipe"] == "mask,gender:A age:ageonly"
+
+
+def test_unnamed_task_from_several_named_sources_is_their_vote(project, toy, tmp_path):
+    seed_sources(project, toy, tmp_path)  # A right about gender, B wrong: tied 1-1 per image
+    sub = compose_submission(project, parse_recipe("age:B mask:A"), name="two")
+    assert str(sub.recipe) == "mask:A gender:A+B age:B"
+    assert json.loads(sub.manifest.read_text())["unnamed_tasks"] == {"gender": "gender: not named; from A+B, the recipe's sources with gender"}
+    plain = compose_submission(project, parse_recipe("age:B mask:A gender:A+B"), name="spelled")
+    assert pd.read_csv(sub.csv)["ans"].tolist() == pd.read_csv(plain.csv)["ans"].tolist()
+
+
+def test_unnamed_task_no_named_source_predicts_it(project, toy, tmp_path):
+    seed_sources(project, toy, tmp_path)
+    _age_only(project, toy, tmp_path)
+    with pytest.raises(EnsError, match=r"no source for mask: the recipe's source ageonly does not predict it; sources that do: 'A', 'B'; name one \(mask:A\)"):
+        compose_submission(project, parse_recipe("age:ageonly"), name="out")
+    assert not (project.submissions / "out.csv").exists()
 
 
 def test_image_id_sets_that_differ_are_counted(project, toy, tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from ensembler.compose.recipe import Term, parse_recipe
+from ensembler.compose.recipe import Term, complete_recipe, parse_recipe
 from ensembler.data.labels import Task
 from ensembler.errors import EnsError
 
@@ -37,7 +37,6 @@ def test_uniform_and_its_text_round_trip():
         ("peter", "expected TASK:SOURCE"),
         ("age:", "expected TASK:SOURCE"),
         ("agee:peter *:x", r"unknown task 'agee' \(did you mean: age"),
-        ("age:peter mask:polar", r"no source for gender: name it \(gender:peter\) or .* \(\*:peter\)"),
         ("age:a age:b *:c", "task age is given twice"),
         ("*:a *:b", r"'\*' is given twice"),
         ("*:a+", "empty source name"),
@@ -53,3 +52,37 @@ def test_uniform_and_its_text_round_trip():
 def test_recipe_errors(text, match):
     with pytest.raises(EnsError, match=match):
         parse_recipe(text)
+
+
+ALL = (M, G, A)
+
+
+def test_an_unnamed_task_takes_the_only_named_source_that_predicts_it():
+    # the card's command: age from an age-only model, mask from polar -> gender from polar
+    r = complete_recipe(parse_recipe("age:chloe-age mask:polar"), {"chloe-age": (A,), "polar": ALL, "ken": (G,)})
+    assert r.tasks == {M: (Term("polar"),), G: (Term("polar"),), A: (Term("chloe-age"),)}
+    assert r.filled == {G: "gender: not named; from polar, the recipe's only source with gender"}
+    assert str(r) == "mask,gender:polar age:chloe-age"
+
+
+def test_an_unnamed_task_takes_the_vote_of_several_named_sources():
+    r = complete_recipe(parse_recipe("age:peter*2 mask:polar"), {"peter": ALL, "polar": ALL})
+    assert r.tasks[G] == (Term("polar"), Term("peter"))  # in the order of the tasks they serve, weight 1
+    assert r.filled[G] == "gender: not named; from polar+peter, the recipe's sources with gender"
+    assert r.tasks[A] == (Term("peter", 2.0),)
+
+
+def test_no_named_source_predicts_the_task():
+    coverage = {"chloe-age": (A,), "mia-mask": (M,), "polar": ALL, "ken": (G,)}
+    with pytest.raises(EnsError, match=r"no source for gender: the recipe's sources mia-mask, chloe-age do not predict it; sources that do: 'polar', 'ken'; name one \(gender:polar\)") as info:
+        complete_recipe(parse_recipe("age:chloe-age mask:mia-mask"), coverage)
+    assert "chloe-age)" not in str(info.value).split("sources that do")[1]  # never suggests a source lacking the task
+    with pytest.raises(EnsError, match="the recipe's source chloe-age does not predict it; no source of the project predicts it"):
+        complete_recipe(parse_recipe("age:chloe-age"), {"chloe-age": (A,)})
+
+
+def test_completion_checks_names_and_leaves_complete_recipes_alone():
+    r = parse_recipe("*:a")
+    assert complete_recipe(r, {"a": ALL}) is r
+    with pytest.raises(EnsError, match=r"unknown source 'polr' \(did you mean: polar\?\)"):
+        complete_recipe(parse_recipe("age:polr"), {"polar": ALL})

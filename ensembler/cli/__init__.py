@@ -434,18 +434,14 @@ def demo(
     model, a three-head fold group, an age-only model at a higher resolution, a mask-and-gender
     model), registers them, predicts with TTA, composes, reports, and scores each submission on
     the hidden eval answers. Needs torch (pip install -e ".[predict]")."""
-    demo_flow = _torch_side("demo")
-    RECIPES, run_demo = demo_flow.RECIPES, demo_flow.run_demo
-
-    from ..compose.recipe import parse_recipe
+    run_demo = _torch_side("demo").run_demo
 
     if dir is None:
         dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
-    labels = {str(parse_recipe(text)): name for name, text in RECIPES.items()}
-    out.print(report_table(result.report, labels))
+    out.print(report_table(result.report, result.labels))
     out.print(priors_table(result.report))
     out.print(eval_table(result.eval_scores))
     out.print(f"done in {time.perf_counter() - start:.0f} s. Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")

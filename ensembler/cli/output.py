@@ -32,7 +32,7 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         "select": "ensemble selection per task, on the labelled predictions",
         "auto": "per task, the candidate with the best cross-validated macro F1",
     }
-    lines = [f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
+    lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     val = sub.validation or {}
     for task, record in (val.get("auto") or {}).items():
         ranked = sorted(record["candidates"], key=lambda c: -c["f1"])

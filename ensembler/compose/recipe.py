@@ -7,19 +7,22 @@ tasks  := "*" | task ("," task)*          task in mask, gender, age; "*" = every
 term   := source ("*" weight)?            weight a positive number (default 1)
 ```
 
-Example: ``age:peter*2+ken mask,gender:polar``. Every task must end up with sources: a task
-left unnamed is an error, never a silent default.
+Example: ``age:peter*2+ken mask,gender:polar``. A task the recipe does not name (and no ``*:``
+covers) takes the recipe's sources that predict it (`complete_recipe`): one such source, that
+one; several, their vote. ``age:peter mask:polar`` is how people say "age from peter, mask (and
+gender) from polar". Every filled task is said in one line (`Recipe.filled`); a task that no
+named source predicts is an error listing the project's sources that do.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..data.labels import TASKS, Task, parse_task
 from ..data.store import check_name
-from ..errors import EnsError
+from ..errors import EnsError, preview, unknown
 
 EXAMPLE = "e.g. age:peter mask,gender:polar, or *:polar for every task"
 
@@ -37,9 +40,12 @@ class Term:
 
 @dataclass(frozen=True)
 class Recipe:
-    """``{task: terms}`` for all three tasks, in `TASKS` order."""
+    """``{task: terms}`` in `TASKS` order: all three once complete (`complete_recipe`);
+    as parsed, the tasks the text named. `filled`: ``{task: line}`` for each task the text did
+    not name, saying where it came from."""
 
     tasks: Mapping[Task, tuple[Term, ...]]
+    filled: Mapping[Task, str] = field(default_factory=dict, compare=False)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -47,8 +53,15 @@ class Recipe:
         return tuple(dict.fromkeys(term.source for terms in self.tasks.values() for term in terms))
 
     @property
+    def unnamed(self) -> tuple[Task, ...]:
+        """The tasks still without sources (none once complete)."""
+        return tuple(t for t in TASKS if t not in self.tasks)
+
+    @property
     def uniform(self) -> bool:
         """True when every task takes the same sources with the same weights."""
+        if self.unnamed:
+            return False
         first = self.tasks[TASKS[0]]
         return all(sorted(self.tasks[t], key=str) == sorted(first, key=str) for t in TASKS)
 
@@ -111,11 +124,35 @@ def parse_recipe(parts: Sequence[str] | str) -> Recipe:
             if task in named:
                 raise EnsError(f"recipe part {tok!r}: task {task} is given twice")
             named[task] = terms
-    missing = [t for t in TASKS if t not in named]
-    if missing and default is None:
-        example = next(iter(named.values()))[0].source
-        raise EnsError(
-            f"no source for {', '.join(map(str, missing))}: name it ({missing[0]}:{example}) "
-            f"or give a default for every task not named (*:{example})"
-        )
-    return Recipe({t: named.get(t, default) for t in TASKS})  # type: ignore[misc]
+    if default is not None:
+        named = {t: named.get(t, default) for t in TASKS}
+    return Recipe({t: named[t] for t in TASKS if t in named})
+
+
+def complete_recipe(recipe: Recipe, coverage: Mapping[str, Sequence[Task]]) -> Recipe:
+    """Give each task the recipe does not name the recipe's sources that predict it.
+
+    coverage: ``{source: tasks it predicts}`` for every source of the project (unknown names in
+    the recipe are an error that suggests close ones). One such source: that one; several: all
+    of them, weight 1, composed as the named tasks are. None: an error listing the project's
+    sources that predict the task, never one that lacks it.
+    """
+    for source in recipe.sources:
+        if source not in coverage:
+            raise unknown("source", source, coverage)
+    if not recipe.unnamed:
+        return recipe
+    tasks, filled = dict(recipe.tasks), {}
+    for task in recipe.unnamed:
+        having = [s for s in recipe.sources if task in coverage[s]]
+        if not having:
+            others = [s for s, covered in coverage.items() if task in covered]
+            offer = f"sources that do: {preview(others, 5)}; name one ({task}:{others[0]})" if others else "no source of the project predicts it"
+            named = ", ".join(recipe.sources)
+            raise EnsError(f"no source for {task}: the recipe's {'source' if len(recipe.sources) == 1 else 'sources'} {named} do{'es' if len(recipe.sources) == 1 else ''} not predict it; {offer}")
+        tasks[task] = tuple(Term(s) for s in having)
+        if len(having) == 1:
+            filled[task] = f"{task}: not named; from {having[0]}, the recipe's only source with {task}"
+        else:
+            filled[task] = f"{task}: not named; from {'+'.join(having)}, the recipe's sources with {task}"
+    return Recipe({t: tasks[t] for t in TASKS}, filled)

@@ -30,7 +30,7 @@ from ..evaluate.metrics import score
 from ..evaluate.report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
 from .learned import apply_offsets, learn, tune_f1
 from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
-from .recipe import Recipe, Term
+from .recipe import Recipe, Term, complete_recipe
 from .voting import Composed, Method, Tie, combine
 
 
@@ -253,6 +253,7 @@ def compose_submission(
         if method is not Method.AUTO:
             raise EnsError("a recipe is needed (--recipe TASK:SOURCE …), except with --auto")
         recipe = library_recipe(project)
+    recipe = complete_recipe(recipe, project.coverage())
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
     csv_path = project.submissions / f"{name}.csv"
     json_path = project.submissions / f"{name}.json"
@@ -298,6 +299,7 @@ def compose_submission(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "recipe": str(recipe),
+        "unnamed_tasks": {str(task): line for task, line in recipe.filled.items()},
         "method": method.value,
         "voting": composed.mode,
         "tie": tie.value if method is Method.HARD else None,

@@ -27,6 +27,7 @@ import yaml
 
 from ..errors import EnsError, unknown
 from .io import write_bytes
+from .labels import Task
 from .zoo import ZooEntry, parse_models
 
 DEFAULT_ZOO = Path("model_zoo.yaml")
@@ -87,6 +88,19 @@ class Project:
             if entry.name == name:
                 return entry
         raise unknown(f"model in {self.zoo.name}", name, self.model_names)
+
+    def coverage(self) -> dict[str, tuple[Task, ...]]:
+        """``{source: tasks it predicts}`` for every source a recipe can name: the zoo's models
+        (by their layout) and the prediction store's sources (by their sets' metadata; no
+        prediction CSV is read)."""
+        from .store import Store
+
+        store = Store(self.predictions)
+        found = {m.name: m.layout.tasks for m in self.models}
+        for name in store.sources():
+            meta = store.read_meta(name, store.splits(name)[0])
+            found[name] = tuple(Task(t) for t in meta.get("tasks", ()))
+        return found
 
     def require_data(self) -> Path:
         """The data folder, or an error that says how to name it."""

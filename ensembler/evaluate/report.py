@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..compose.learned import learn
 from ..compose.priors import em_priors, implied_priors
-from ..compose.recipe import Recipe
+from ..compose.recipe import Recipe, complete_recipe
 from ..compose.voting import Method, Tie, combine
 from ..data.dataset import read_folds
 from ..data.labels import N_CLASSES, TASKS, Task, decode
@@ -188,6 +188,10 @@ def build_report(
     notes = [f"hard votes break ties by {tie.value} (--tie)"] if tie is not Tie.MASS else []
     store = Store(project.predictions)
     known = store.sources()
+    if recipes:
+        coverage = project.coverage()
+        recipes = [complete_recipe(r, coverage) for r in recipes]
+        notes += [line for r in recipes for line in r.filled.values()]
     if sources:
         names = list(dict.fromkeys(sources))
     else:
