@@ -5,7 +5,8 @@ distinct geometry (resize, crop, interpolation) among the models being run; norm
 (mean/std, float) happens on the device, per model group. Resizing is torchvision's on PIL
 images, as the public baseline's transforms do.
 A corrupt or missing image is never skipped: the worker hands back its path and the error,
-and the run stops with them.
+and the run goes on decoding (no model runs once one image failed) so that every unreadable
+image is reported at once, and nothing is written.
 """
 
 from __future__ import annotations
@@ -84,13 +85,16 @@ class ImageSet(torch.utils.data.Dataset):
 
 
 def collate(items):
-    """Batch of items -> (indices (B,), per geometry a list of B uint8 tensors, first error or None)."""
+    """Batch of items -> (indices (B,), per geometry a list of B uint8 tensors, errors).
+
+    With any error (a list of ``path: why``) the views are None: the batch is not run.
+    """
     indices = torch.tensor([i for i, _, _ in items])
     errors = [e for _, _, e in items if e is not None]
     if errors:
-        return indices, None, errors[0]
+        return indices, None, errors
     per_geometry = list(zip(*(views for _, views, _ in items)))
-    return indices, [_stack(list(v)) for v in per_geometry], None
+    return indices, [_stack(list(v)) for v in per_geometry], []
 
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

@@ -124,6 +124,46 @@ def _unwrap(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
     return obj
 
 
+SAFE_MODULES = ("torch", "collections", "builtins", "_codecs", "numpy")  # what state_dicts reference
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The ``module.name`` globals a pickle references, read with `pickletools` (nothing runs)."""
+    import pickletools
+
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or odd stream: what was read so far
+        pass
+    return list(dict.fromkeys(found))
+
+
+def refused_object(path: Path, message: str) -> str:
+    """The object a weights-only load refused: from torch's message (``GLOBAL posix.system``),
+    else the first global of the file's pickle outside the modules a state_dict uses."""
+    import re
+    import zipfile
+
+    named = re.search(r"GLOBAL ([\w.]+)", message)
+    if named:
+        return named.group(1)
+    if zipfile.is_zipfile(path):  # torch.save's format: the pickle is <archive>/data.pkl
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            data = archive.read(member) if member else b""
+    else:
+        data = Path(path).read_bytes()
+    others = [g for g in _pickle_globals(data) if g.split(".")[0] not in SAFE_MODULES]
+    return others[0] if others else "an object outside torch's allowed types"
+
+
 def read_state_dict(path: Path, trusted: bool = False) -> Mapping[str, torch.Tensor]:
     """The tensors of a checkpoint file (see the module doc for the accepted forms)."""
     path = Path(path)
@@ -134,13 +174,15 @@ def read_state_dict(path: Path, trusted: bool = False) -> Mapping[str, torch.Ten
 
         return _unwrap(load_file(str(path)), path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols; the refusal below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trusted:
-            first = str(exc).strip().splitlines()[0][:160]
             raise EnsError(
-                f"{path}: needs full unpickling, which can run code ({first}); "
-                "set trusted: true in its zoo entry only if you trust the file"
+                f"{path}: refused: it needs full unpickling, which would call {refused_object(path, str(exc))} "
+                "and can run any code; if you trust the file set trusted: true in its zoo entry, "
+                "else re-save it as a state_dict (torch.save(model.state_dict(), …)) or .safetensors"
             ) from None
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as exc:

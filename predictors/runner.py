@@ -279,11 +279,15 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
     transforms = {id(j): build_transforms(j.tta) for j in jobs}
     folds = torch.from_numpy(images.folds) if images.folds is not None else None
     autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    done = 0
+    done, unreadable = 0, []
     with torch.inference_mode(), autocast, _cudnn_autotune(dev):
-        for indices, per_geometry, error in loader:
-            if error is not None:
-                raise EnsError(error)
+        for indices, per_geometry, errors in loader:
+            unreadable += errors
+            done += len(indices)
+            if progress is not None:
+                progress(done, len(images.ids))
+            if unreadable:  # nothing will be written: only decode on, to name every bad image
+                continue
             on_device: dict[Geometry, torch.Tensor] = {}
             normalized: dict[Any, torch.Tensor] = {}
             for job in jobs:
@@ -298,9 +302,9 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
                     x = normalize(on_device[key[0]], pre)
                     normalized[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
-            done += len(indices)
-            if progress is not None:
-                progress(done, len(images.ids))
+    if unreadable:
+        shown = "; ".join(unreadable[:10])
+        raise EnsError(f"{len(unreadable)} image(s) cannot be read{' (the first 10)' if len(unreadable) > 10 else ''}: {shown}; nothing was written")
 
 
 def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tensor | None, split: Split, transforms, dev: torch.device, batch: int) -> torch.Tensor:

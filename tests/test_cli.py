@@ -219,3 +219,39 @@ def test_import_reads_prefixed_probability_columns_and_says_so(team, toy, tmp_pa
     taken = ens(*base, "import", tmp_path / "q.csv", "--name", "q", "--columns", "score[{}]")
     assert taken.exit_code == 0, taken.output
     assert "read score[0]..score[17] (18 classes)" in taken.output
+
+
+@pytest.mark.parametrize("width", [80, 132])
+def test_tables_fit_the_terminal(team, width):
+    """Columns fit 80 characters (titles and captions are prose the terminal wraps); nothing is cut."""
+    from rich.console import Console
+
+    from ensembler.cli.output import report_table, sources_table
+    from ensembler.compose.recipe import parse_recipe
+    from ensembler.compose.voting import Method
+    from ensembler.data.project import load_project
+    from ensembler.evaluate.report import build_report
+
+    base, root = team
+    project = load_project(root / "model_zoo.yaml", base[3])
+    long_name = "a-long-name-from-a-teammate"
+    rows = [(long_name, "import", ["mask", "gender", "age"], "yes", "eval, val", "420 / 1680"), ("age-only", "model", ["age"], "no", "eval", "420")]
+    report = build_report(project, recipes=[parse_recipe("age:B *:A")], methods=[Method.SOFT, Method.STACK])
+    console = Console(width=width, highlight=False, soft_wrap=True)
+    listing = sources_table(rows, width)
+    legend = listing.caption
+    for table in (listing, report_table(report, width=width)):
+        table.title = table.caption = None
+        with console.capture() as captured:
+            console.print(table)
+        text = captured.get()
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width, text
+        assert "…" not in text  # nothing cut
+    with console.capture() as captured:
+        console.print(sources_table(rows, width))
+    shown = captured.get()
+    assert long_name in shown and "stack, CV" in text
+    if width == 80:
+        assert "m,g,a" in shown and legend == "tasks: m mask, g gender, a age"
+    else:
+        assert "mask,gender,age" in shown and legend is None

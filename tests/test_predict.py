@@ -179,9 +179,46 @@ def test_every_checkpoint_variant_loads(tmp_path):
 def test_full_pickles_need_trust(tmp_path):
     model = tiny()
     torch.save(model, tmp_path / "full.pth")
-    with pytest.raises(EnsError, match="needs full unpickling.*trusted: true"):
+    with pytest.raises(EnsError, match=r"refused: it needs full unpickling, which would call .*tiny.*trusted: true.*state_dict"):
         read_state_dict(tmp_path / "full.pth")
     assert set(read_state_dict(tmp_path / "full.pth", trusted=True)) == set(model.state_dict())
+
+
+class _Payload:
+    """Unpickling this writes a file: what a malicious checkpoint would do."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle protocol 4"])
+def test_a_malicious_checkpoint_is_refused_in_one_line_and_never_runs(tmp_path, how):
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    state = {"fc.weight": torch.zeros(2, 2), "hook": _Payload(target)}
+    if how == "torch.save":
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    zoo = tmp_path / "model_zoo.yaml"
+    zoo.write_text(f"models:\n  - {{name: evil, architecture: resnet18, checkpoint: {path.name}, layout: classes18}}\n")
+    result = CliRunner().invoke(app, ["--zoo", str(zoo), "zoo", "check"])
+    assert result.exit_code == 1
+    assert not target.exists()  # the payload did not run
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no library warning beside the error
+    assert "posix.system" in lines[0] and "evil.pth: refused" in lines[0] and "trusted: true" in lines[0] and "safetensors" in lines[0]
 
 
 def test_mismatch_names_keys(tmp_path):
@@ -441,9 +478,33 @@ def test_zoo_check_finds_a_layout_mismatch_before_any_image(zoo):
 def test_a_corrupt_image_is_named_across_worker_processes(zoo, toy):
     bad = next((toy.data / "eval" / "images").iterdir())
     bad.write_bytes(b"\x89PNG broken")
-    with pytest.raises(EnsError, match=f"{bad.name}: cannot read image"):
+    with pytest.raises(EnsError, match=f"1 image\\(s\\) cannot be read: .*{bad.name}: cannot read image"):
         predict(zoo, ["tiny"], workers=2)
     assert not Store(zoo.predictions).has("tiny")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_unreadable_image_is_named_at_once(zoo, toy, workers):
+    images = sorted((toy.data / "eval" / "images").iterdir())
+    bad = [images[0], images[len(images) // 2], images[-1]]  # in different batches
+    bad[0].write_bytes(b"not an image")
+    bad[1].write_bytes(b"\x89PNG broken")
+    bad[2].write_bytes(b"")
+    with pytest.raises(EnsError) as info:
+        predict(zoo, ["tiny"], workers=workers, batch_size=4)
+    message = str(info.value)
+    assert message.startswith("3 image(s) cannot be read: ") and message.endswith("nothing was written")
+    assert all(f"{path.name}: cannot read image" in message for path in bad) and "\n" not in message
+    assert not Store(zoo.predictions).has("tiny")
+
+
+def test_more_than_ten_unreadable_images_show_ten_and_the_count(zoo, toy):
+    images = sorted((toy.data / "eval" / "images").iterdir())[:12]
+    for path in images:
+        path.write_bytes(b"junk")
+    with pytest.raises(EnsError, match=r"^12 image\(s\) cannot be read \(the first 10\): ") as info:
+        predict(zoo, ["tiny"], workers=0)
+    assert str(info.value).count("cannot read image") == 10
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

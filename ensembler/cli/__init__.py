@@ -26,7 +26,7 @@ from ..data.project import DEFAULT_ZOO, Project, load_project
 from ..data.sources import ImportKind
 from ..data.store import Split
 from ..errors import EnsError
-from .output import compose_summary, eval_table, priors_table, report_table
+from .output import compose_summary, eval_table, priors_table, report_table, sources_table
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -171,21 +171,18 @@ def zoo_list(ctx: typer.Context) -> None:
     out.print(f"project file: {_rel(project.zoo)}{'' if project.zoo.is_file() else ' (not created yet)'}")
     out.print(f"data: {_rel(project.data) if project.data else '— (pass --data)'}")
     out.print(f"folds: {_rel(project.folds)}{'' if project.folds.is_file() else ' (none yet: ens split)'}, validation fold {project.val_fold}")
-    table = Table(title="sources", title_justify="left")
-    for col in ("name", "kind", "tasks", "joint", "splits", "rows"):
-        table.add_column(col)
     names = sorted(set(store.sources()) | set(project.model_names))
+    rows = []
     for name in names:
         splits = store.splits(name)
         if not splits:
-            table.add_row(name, "model", "", "", "— (ens predict)", "")
+            rows.append((name, "model", (), "", "— (ens predict)", ""))
             continue
         meta = store.read_meta(name, splits[0])
-        kind = kind_of(meta)
-        rows = " / ".join(str(store.read_meta(name, s).get("rows")) for s in splits)
-        table.add_row(name, kind, ",".join(meta.get("tasks", [])), "yes" if meta.get("joint") else "no", ", ".join(map(str, splits)), rows)
+        counts = " / ".join(str(store.read_meta(name, s).get("rows")) for s in splits)
+        rows.append((name, kind_of(meta), meta.get("tasks", []), "yes" if meta.get("joint") else "no", ", ".join(map(str, splits)), counts))
     if names:
-        out.print(table)
+        out.print(sources_table(rows, out.width))
     else:
         out.print("no models or sources yet: `ens import FILE --name NAME` brings a teammate's CSV")
 
@@ -401,7 +398,7 @@ def report(
         recipes = [" ".join([recipes[0], *parts])]
     methods = method or [Method.SOFT]
     result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task, tie)
-    out.print(report_table(result))
+    out.print(report_table(result, width=out.width))
     if result.priors:
         out.print(priors_table(result))
     for note in result.notes:
@@ -441,7 +438,7 @@ def demo(
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
-    out.print(report_table(result.report, result.labels))
+    out.print(report_table(result.report, result.labels, out.width))
     out.print(priors_table(result.report))
     out.print(eval_table(result.eval_scores))
     out.print(f"done in {time.perf_counter() - start:.0f} s. Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -18,8 +18,19 @@ if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
     from ..evaluate.report import Report
 
 
-def _f(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+NARROW = 100  # below this many columns, tables abbreviate (3 decimals, tasks as m,g,a)
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def task_letters(tasks: Sequence[str]) -> str:
+    """``["mask", "gender", "age"] -> "m,g,a"`` (each task's first letter; they differ)."""
+    return ",".join(str(t)[0] for t in tasks)
+
+
+TASK_LEGEND = "tasks: m mask, g gender, a age"
 
 
 def compose_summary(sub: Submission, method: Method) -> list[str]:
@@ -63,8 +74,10 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     return lines
 
 
-def report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
-    """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend."""
+def report_table(result: Report, labels: dict[str, str] | None = None, width: int = NARROW) -> Table:
+    """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend.
+    Scores carry 4 decimals, 3 in a terminal narrower than `NARROW` columns (fits 80)."""
+    digits = 4 if width >= NARROW else 3
     labels = dict(labels or {})
     legend = []
     for row in result.rows:
@@ -82,15 +95,18 @@ def report_table(result: Report, labels: dict[str, str] | None = None) -> Table:
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        show_edge=digits == 4,
+        collapse_padding=digits == 3,
     )
     table.add_column("source / recipe", overflow="fold", min_width=14)
     table.add_column("kind", no_wrap=True)
     for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.rows:
-        gain = "" if row.gain is None else f"{row.gain:+.4f}"
-        f1 = _f(row.scores.f1_18) + ("" if row.spread is None else f" ±{row.spread:.3f}")
-        table.add_row(labels.get(row.name, row.name), row.described, *(_f(row.scores.f1.get(t)) for t in TASKS), f1, _f(row.scores.accuracy), gain)
+        gain = "" if row.gain is None else f"{row.gain:+.{digits}f}"
+        f1 = _f(row.scores.f1_18, digits) + ("" if row.spread is None else f" ±{row.spread:.3f}".replace("0.", "." if digits == 3 else "0."))
+        scores = (_f(row.scores.f1.get(t), digits) for t in TASKS)
+        table.add_row(labels.get(row.name, row.name), row.described, *scores, f1, _f(row.scores.accuracy, digits), gain)
     return table
 
 
@@ -124,4 +140,17 @@ def eval_table(scores: Mapping[str, Scores]) -> Table:
     ranked = sorted(scores.items(), key=lambda kv: -(kv[1].f1_18 if kv[1].f1_18 is not None else -1))
     for name, s in ranked:
         table.add_row(name, *(_f(s.f1.get(t)) for t in TASKS), _f(s.f1_18))
+    return table
+
+
+def sources_table(rows: Sequence[tuple[str, str, Sequence[str], str, str, str]], width: int = NARROW) -> Table:
+    """`ens zoo list`: (name, kind, tasks, joint, splits, rows) per source; in a terminal narrower
+    than `NARROW` the tasks are written m,g,a with a legend, and long names wrap, never cut."""
+    narrow = width < NARROW
+    table = Table(title="sources", title_justify="left", caption=TASK_LEGEND if narrow else None, caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", overflow="fold")
+    for col in ("kind", "tasks", "joint", "splits", "rows"):
+        table.add_column(col, no_wrap=col != "splits", overflow="fold")
+    for name, kind, tasks, joint, splits, count in rows:
+        table.add_row(name, kind, task_letters(tasks) if narrow else ",".join(tasks), joint, splits, count)
     return table
