@@ -1,11 +1,84 @@
 """ens: compose a team's predictions into competition submissions, with honest validation.
 
-The torch-free core: labels, the data layout, prediction sets, recipes, voting, scores,
-reports and submissions. `predictors` (the torch side) imports this package, never the reverse.
+The public API (a notebook's ``import ensembler as ens``; the command line runs the same code):
+
+- `load_project`: the project file (``model_zoo.yaml``) and the data folder;
+- `import_source`: a teammate's CSV as a source;
+- `predict`: run zoo models with TTA (needs torch; imported only when called);
+- `compose`: a recipe composed into a submission DataFrame and its manifest, written on request;
+- `report`: validation scores and class priors as DataFrames;
+- `parse_recipe`, `Method`, `Tie`, `EnsError`.
+
+The torch-free core lives in three wings: `ensembler.data`, `ensembler.compose`,
+`ensembler.evaluate`; `predictors` (the torch side) imports this package, never the reverse.
+Names load on first use, so ``import ensembler`` stays fast.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import EnsError  # noqa: E402
+from .errors import EnsError
 
-__all__ = ["EnsError", "__version__"]
+_LAZY = {
+    "load_project": "api",
+    "import_source": "api",
+    "predict": "api",
+    "compose": "api",
+    "report": "api",
+    "Tables": "api",
+    "Composition": "compose.submission",
+    "parse_recipe": "compose.recipe",
+    "Recipe": "compose.recipe",
+    "Method": "compose.voting",
+    "Tie": "compose.voting",
+    "Project": "data.project",
+}
+
+__all__ = [
+    "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
+    "compose", "import_source", "load_project", "parse_recipe", "predict", "report",
+]  # fmt: skip
+assert set(__all__) == {"EnsError", "__version__", *_LAZY}
+
+if TYPE_CHECKING:
+    from .api import Tables, compose, import_source, load_project, predict, report
+    from .compose.recipe import Recipe, parse_recipe
+    from .compose.submission import Composition
+    from .compose.voting import Method, Tie
+    from .data.project import Project
+
+
+class _Package(types.ModuleType):
+    """``ensembler.compose`` names two things: the wing (the subpackage ``ensembler/compose/``)
+    and the API's `compose` function. The attribute is the function, what a notebook calls;
+    the wing is reached by its full name (``from ensembler.compose.voting import …``), through
+    ``sys.modules``, as every import of it does."""
+
+    @property
+    def compose(self) -> Any:
+        from .api import compose
+
+        return compose
+
+    @compose.setter
+    def compose(self, _: Any) -> None:
+        pass  # the import system records the subpackage here too; sys.modules keeps it
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

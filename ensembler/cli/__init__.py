@@ -363,7 +363,10 @@ def compose(
     method = Method.AUTO if auto else (method or Method.SOFT)
     texts = [*(recipe or []), *(parts or [])]
     parsed = parse_recipe(texts) if texts else None
-    sub = compose_submission(_project(ctx), parsed, method, name, per_task, prior or [], "balanced" if balanced else None, all_task_features, tune_f1, tie)
+    sub = compose_submission(
+        _project(ctx), parsed, method, name, per_task=per_task, prior=prior or [], class_weight="balanced" if balanced else None,
+        stack_all_tasks=all_task_features, tune=tune_f1, tie=tie,
+    )
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):
         out.print(line, markup=False)

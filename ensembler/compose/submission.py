@@ -34,6 +34,31 @@ from .recipe import Recipe, Term, complete_recipe
 from .voting import Composed, Method, Tie, combine
 
 
+@dataclass(frozen=True, eq=False)
+class Composition:
+    """A composition in memory (`compose`): nothing is written until `write_composition`.
+
+    submission: ``ImageID,ans`` rows in ``info.csv`` order (checked). manifest: what
+    ``<name>.json`` holds (recipe, method, inputs and their sha256, validation scores, …).
+    eval / val: the composed probabilities on eval and on the labelled images (None when the
+    recipe has none), `val_labels` their true classes ``(n_val,)``.
+    """
+
+    name: str
+    submission: pd.DataFrame
+    manifest: dict[str, Any]
+    recipe: Recipe
+    eval: Composed
+    val: Composed | None
+    val_labels: np.ndarray | None
+    source_meta: dict[str, Any]
+    files: tuple[Path, Path] | None = None  # the CSV and JSON, once written
+
+    @property
+    def validation(self) -> dict[str, Any]:
+        return self.manifest["validation"]
+
+
 @dataclass(frozen=True)
 class Submission:
     """What `compose_submission` wrote."""
@@ -216,7 +241,18 @@ def library_recipe(project: Project) -> Recipe:
     return Recipe({t: tuple(terms) for t, terms in tasks.items()})
 
 
-def compose_submission(
+def _check_free(project: Project, store: Store, name: str) -> tuple[Path, Path]:
+    """The submission's two paths; an error when they, or the source `name`, exist."""
+    csv_path, json_path = project.submissions / f"{name}.csv", project.submissions / f"{name}.json"
+    for path in (csv_path, json_path):
+        if path.exists():
+            raise EnsError(f"{path} exists; submissions are never overwritten (choose another --name)")
+    if store.has(name) or name in project.model_names:
+        raise EnsError(f"source {name!r} exists; the composition is kept under its name (choose another --name)")
+    return csv_path, json_path
+
+
+def compose(
     project: Project,
     recipe: Recipe | None,
     method: Method = Method.SOFT,
@@ -227,13 +263,14 @@ def compose_submission(
     stack_all_tasks: bool = False,
     tune: bool = False,
     tie: Tie | str | None = None,
-) -> Submission:
-    """Compose `recipe` on the eval images and write the submission, its manifest and the ensemble source.
+) -> Composition:
+    """Compose `recipe` on the eval images, in memory (`write_composition` saves it).
 
     method: a vote (soft, hard, geo), or a composition learned on the sources' labelled
     predictions and scored out of fold (`ensembler.compose.learned`): stack (class_weight ``balanced``
     and every task's probabilities as features, `stack_all_tasks`, as options), select, or auto
     (per task the best candidate by cross-validated F1; with no recipe, every model and import).
+    A task the recipe does not name takes the recipe's sources that predict it (`complete_recipe`).
     prior: re-weight the eval posteriors to given or EM-estimated eval priors (`priors.PriorSpec`,
     or its text: ``"em"``, ``"age:0.3,0.5,0.2 em"``); validation scores stay those on labelled
     images, whose mix is train's.
@@ -255,14 +292,7 @@ def compose_submission(
         recipe = library_recipe(project)
     recipe = complete_recipe(recipe, project.coverage())
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
-    csv_path = project.submissions / f"{name}.csv"
-    json_path = project.submissions / f"{name}.json"
     store = Store(project.predictions)
-    for path in (csv_path, json_path):
-        if path.exists():
-            raise EnsError(f"{path} exists; submissions are never overwritten (choose another --name)")
-    if store.has(name) or name in project.model_names:
-        raise EnsError(f"source {name!r} exists; the composition is kept under its name (choose another --name)")
 
     data = project.require_data()
     eval_ids = read_eval(data)["ImageID"].to_numpy(object)
@@ -281,9 +311,6 @@ def compose_submission(
 
     frame = pd.DataFrame({"ImageID": eval_ids, "ans": composed.labels.astype(np.int64)})
     validate_submission(frame, eval_ids)
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    body = buffer.getvalue().encode()
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}
     inputs = {
         s: {
@@ -306,16 +333,40 @@ def compose_submission(
         "prior": {"spec": str(spec), "tasks": priors} if priors else None,
         "inputs": inputs,
         "data": data_fingerprint(data),
-        "submission_sha256": sha256_bytes(body),
+        "submission_sha256": sha256_bytes(_csv_bytes(frame)),
         "class_counts": counts,
         "validation": validation,
     }
-    write_bytes(csv_path, body, overwrite=False)
-    write_json(json_path, manifest, overwrite=False)
-
-    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": csv_path.name}
+    origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": f"{name}.csv"}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
-    store.write(_ensemble_set(name, Split.EVAL, composed, None, meta))
-    if composed_val is not None:
-        store.write(_ensemble_set(name, Split.VAL, composed_val, val_labels, meta))
-    return Submission(name, csv_path, json_path, composed.mode, counts, validation, priors, recipe, manifest["tie"])
+    return Composition(name, frame, manifest, recipe, composed, composed_val, val_labels, meta)
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def write_composition(project: Project, composition: Composition) -> Submission:
+    """Write ``<submissions>/<name>.csv`` and ``.json`` and keep the composition as the source
+    `name` (eval, and val when it has labelled images). Never overwrites: an existing file or
+    source of that name is an error, and nothing is written."""
+    store = Store(project.predictions)
+    name, manifest = composition.name, composition.manifest
+    csv_path, json_path = _check_free(project, store, name)
+    write_bytes(csv_path, _csv_bytes(composition.submission), overwrite=False)
+    write_json(json_path, manifest, overwrite=False)
+    store.write(_ensemble_set(name, Split.EVAL, composition.eval, None, composition.source_meta))
+    if composition.val is not None:
+        store.write(_ensemble_set(name, Split.VAL, composition.val, composition.val_labels, composition.source_meta))
+    prior = manifest["prior"]["tasks"] if manifest["prior"] else None
+    return Submission(name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], prior, composition.recipe, manifest["tie"])
+
+
+def compose_submission(project: Project, recipe: Recipe | None, method: Method = Method.SOFT, name: str | None = None, **options: Any) -> Submission:
+    """`compose` and `write_composition` in one (what `ens compose` runs): the name is checked
+    free before anything is composed. `options`: those of `compose`."""
+    name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
+    _check_free(project, Store(project.predictions), name)
+    return write_composition(project, compose(project, recipe, method, name, **options))

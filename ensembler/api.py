@@ -1,0 +1,183 @@
+"""The Python API: what the command line does, for a notebook. ``import ensembler as ens``.
+
+Every function takes a `Project` (`load_project`) and mirrors one command; the CLI runs the
+same code. Nothing here imports torch except `predict`, and only when it is called.
+
+Example (the README's; the test suite runs it)::
+
+    import ensembler as ens
+
+    project = ens.load_project("model_zoo.yaml", data="DATA")
+    ens.import_source(project, "polar.csv", "polar")          # ImageID,0..17 probabilities
+    ens.import_source(project, "peter_age.csv", "peter", kind="task", task="age")
+    result = ens.compose(project, "age:peter mask:polar")      # in memory; nothing written
+    result.submission.head()                                   # ImageID, ans
+    result.recipe.filled                                       # {gender: "gender: not named; from polar, …"}
+    ens.compose(project, "age:peter mask:polar", name="v1", write=True)
+    tables = ens.report(project, recipes=["age:peter mask:polar"], methods=["soft", "hard"])
+    tables.scores                                              # one row per source and recipe x method
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .compose.recipe import Recipe, parse_recipe
+from .compose.submission import Composition, Submission, write_composition
+from .compose.submission import compose as _compose
+from .compose.voting import Method, Tie
+from .data.labels import Task
+from .data.project import Project
+from .data.project import load_project as _load_project
+from .data.sources import ImportKind
+from .data.sources import import_source as _import_source
+from .errors import EnsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .evaluate.report import Report
+
+
+def load_project(zoo: str | Path = "model_zoo.yaml", data: str | Path | None = None) -> Project:
+    """The project of `zoo` (``model_zoo.yaml``; it need not exist yet), as the CLI's
+    ``--zoo``/``--data``: data folder, fold file, models, where predictions and submissions go.
+
+    Parameters
+    ----------
+    zoo : the project file. data : the competition's data folder (``train/``, ``eval/``);
+        overrides the file's ``project.data``.
+    """
+    return _load_project(Path(zoo), None if data is None else Path(data))
+
+
+def import_source(
+    project: Project,
+    path: str | Path,
+    name: str,
+    kind: ImportKind | str | None = None,
+    task: Task | str | None = None,
+    columns: str | Sequence[str] | None = None,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """A teammate's CSV as the source `name` (``ens import``).
+
+    Parameters
+    ----------
+    kind : ``hard`` (``ImageID,ans``), ``proba``, ``logits`` or ``task``; default: hard when
+        ``ans`` is the only column, else proba. task : the file holds one task only.
+    columns : the probability columns when they are not detected (``"c{}"`` or a list of 18).
+
+    Returns
+    -------
+    The provenance of each prediction set written (eval, and ``val`` for train rows); its
+    ``origin["columns"]`` says which columns were read.
+    """
+    return _import_source(
+        project, Path(path), name, None if kind is None else ImportKind(kind), None if task is None else Task(task), force, columns
+    )
+
+
+def predict(project: Project, models: str | Sequence[str], split: str = "eval", **options: Any) -> list[Any]:
+    """Run zoo models with TTA on a split and save their prediction sets (``ens predict``).
+
+    Needs torch (``pip install -e ".[predict]"``). `options`: those of
+    `predictors.runner.predict` (tta, device, batch_size, workers, force, amp, …).
+    Returns one outcome per model (``name, split, status, rows, precision``).
+    """
+    try:
+        from predictors.runner import predict as run
+    except ImportError as exc:
+        raise EnsError(f"predict needs torch ({exc}); install it with pip install -e \".[predict]\"") from None
+    return run(project, [models] if isinstance(models, str) else list(models), split, **options)
+
+
+def _recipe(recipe: Recipe | str | Sequence[str] | None) -> Recipe | None:
+    return recipe if recipe is None or isinstance(recipe, Recipe) else parse_recipe(recipe)
+
+
+def compose(
+    project: Project,
+    recipe: Recipe | str | Sequence[str] | None = None,
+    method: Method | str = Method.SOFT,
+    *,
+    name: str | None = None,
+    write: bool = False,
+    **options: Any,
+) -> Composition:
+    """Compose sources into a submission (``ens compose``); written only when `write`.
+
+    Parameters
+    ----------
+    recipe : ``"age:peter mask:polar"`` (a task left out takes the recipe's sources that
+        predict it), a list of parts, or a parsed `Recipe`; None with ``method="auto"``.
+    method : soft, geo, hard, stack, select or auto.
+    write : save ``submissions/<name>.csv`` + ``.json`` and keep the source `name` (never
+        overwrites; the returned composition's ``files`` are the paths).
+    options : per_task, prior (``"em"``, ``"age:0.3,0.5,0.2"``), class_weight, stack_all_tasks,
+        tune, tie (``mass|lower|first``), as `ensembler.compose.submission.compose`.
+
+    Returns
+    -------
+    `Composition`: ``submission`` (DataFrame ``ImageID,ans``, rows in ``info.csv`` order),
+    ``manifest`` (dict), ``validation`` (its scores), ``recipe`` (with ``filled``), ``eval``
+    (the composed probabilities ``{task: (n_eval, k)}``, joint ``(n_eval, 18)`` or None).
+    """
+    composition = _compose(project, _recipe(recipe), Method(method), name, **options)
+    if write:
+        written: Submission = write_composition(project, composition)
+        composition = replace(composition, files=(written.csv, written.manifest))
+    return composition
+
+
+@dataclass(frozen=True)
+class Tables:
+    """`report`'s answer. scores: one row per source and per recipe x method, best first
+    (``name, kind, method, f1_mask, f1_gender, f1_age, f1_18, accuracy, gain, spread``);
+    priors: one row per source, task and class (``truth``, ``labelled``, ``eval_em`` shares).
+    `report` is the full `Report`, for `ensembler.evaluate.htmlreport.write_html_report`."""
+
+    scores: pd.DataFrame
+    priors: pd.DataFrame
+    scope: str
+    n_images: int
+    notes: list[str] = field(default_factory=list)
+    report: Report | None = field(default=None, repr=False)
+
+
+def report(
+    project: Project,
+    sources: Sequence[str] | None = None,
+    recipes: Sequence[Recipe | str] = (),
+    methods: Sequence[Method | str] = (Method.SOFT,),
+    per_task: bool = False,
+    tie: Tie | str | None = None,
+) -> Tables:
+    """Validation scores of sources and recipes side by side (``ens report``), as DataFrames.
+
+    All rows are scored on the same labelled images (those every source predicts, in the
+    validation fold); learned methods (stack, select, auto) out of fold.
+    """
+    import pandas as pd
+
+    from .evaluate.report import build_report
+
+    result = build_report(project, sources, [_recipe(r) for r in recipes], [Method(m) for m in methods], per_task, tie)
+    scores = pd.DataFrame(
+        [
+            {"name": r.name, "kind": r.kind, "method": r.method, **r.scores.as_dict(), "gain": r.gain, "spread": r.spread}
+            for r in result.rows
+        ]
+    )
+    priors = pd.DataFrame(
+        [
+            {"source": p.source, "task": str(p.task), "class": k, "truth": result.truth_priors[p.task][k], "labelled": p.labelled[k], "eval_em": p.eval[k]}
+            for p in result.priors
+            for k in range(len(p.labelled))
+        ],
+        columns=["source", "task", "class", "truth", "labelled", "eval_em"],
+    )
+    return Tables(scores, priors, result.scope, result.n_images, list(result.notes), result)

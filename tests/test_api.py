@@ -1,0 +1,92 @@
+"""The public API: the README's notebook example runs, and each function does what its command does."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_csv
+
+import ensembler as ens
+from ensembler.data.labels import Task, decode
+from ensembler.data.toy import teammate_csv
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## In a notebook"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def teammates(toy, tmp_path):
+    """polar.csv (18-class probabilities) and peter_age.csv (age labels), eval and train rows,
+    and the data folder as DATA, in a folder of their own."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    os.symlink(toy.data, folder / "DATA")
+    truth = pd.concat([toy.eval, toy.train])
+    write_csv(folder / "polar.csv", teammate_csv(truth, {Task.MASK: 3.0, Task.GENDER: 3.0, Task.AGE: 1.0}, seed=0))
+    ages = decode(truth["label"].to_numpy())[Task.AGE]
+    write_csv(folder / "peter_age.csv", pd.DataFrame({"ImageID": truth["ImageID"].to_numpy(), "ans": ages}))
+    return folder
+
+
+def test_the_readme_notebook_example_runs(teammates, monkeypatch, capsys):
+    monkeypatch.chdir(teammates)
+    exec(compile(readme_example(), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "gender: not named; from polar, the recipe's only source with gender" in printed
+    assert (teammates / "submissions" / "v1.csv").is_file() and (teammates / "submissions" / "v1.json").is_file()
+    assert "validation fold" in printed or "labelled images" in printed
+
+
+def test_compose_writes_only_when_asked(project, toy, tmp_path):
+    write_csv(tmp_path / "p.csv", teammate_csv(toy.eval, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=1))
+    ens.import_source(project, tmp_path / "p.csv", "p")
+    result = ens.compose(project, "*:p", name="mem")
+    assert list(result.submission.columns) == ["ImageID", "ans"] and len(result.submission) == len(toy.eval)
+    assert result.files is None and not (project.submissions / "mem.csv").exists()
+    assert result.manifest["recipe"] == "*:p" and result.eval.joint.shape == (len(toy.eval), 18)
+    written = ens.compose(project, "*:p", "hard", name="disk", write=True)
+    assert written.files == (project.submissions / "disk.csv", project.submissions / "disk.json")
+    assert pd.read_csv(written.files[0])["ans"].tolist() == written.submission["ans"].tolist()
+    with pytest.raises(ens.EnsError, match="disk.csv exists"):
+        ens.compose(project, "*:p", name="disk", write=True)
+
+
+def test_report_returns_dataframes(project, toy, tmp_path):
+    truth = pd.concat([toy.eval, toy.train])
+    for i, name in enumerate("ab"):
+        write_csv(tmp_path / f"{name}.csv", teammate_csv(truth, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=i))
+        ens.import_source(project, tmp_path / f"{name}.csv", name)
+    tables = ens.report(project, recipes=["*:a+b"], methods=["soft", "hard"])
+    assert set(tables.scores["name"]) == {"a", "b", "*:a+b"}
+    assert list(tables.scores.columns) == ["name", "kind", "method", "f1_mask", "f1_gender", "f1_age", "f1_18", "accuracy", "n", "gain", "spread"]
+    assert tables.scores["f1_18"].is_monotonic_decreasing  # best first
+    assert set(tables.scores.loc[tables.scores["kind"] == "recipe", "method"]) == {"soft", "hard"}
+    shares = tables.priors.groupby(["source", "task"])["eval_em"].sum()
+    np.testing.assert_allclose(shares.to_numpy(), 1.0, atol=1e-6)
+    assert tables.n_images > 0 and tables.report is not None
+
+
+def test_import_ensembler_is_light_and_names_the_api():
+    code = "import sys, ensembler as e; print(sorted(m for m in ('pandas', 'sklearn', 'matplotlib', 'torch') if m in sys.modules)); print(e.__all__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    for name in ("load_project", "import_source", "predict", "compose", "report"):
+        assert name in out[1] and callable(getattr(ens, name)) and getattr(ens, name).__doc__
+
+
+def test_the_compose_wing_and_the_compose_function_coexist():
+    from ensembler.compose import voting
+    from ensembler.compose.submission import compose as composing
+
+    assert callable(ens.compose) and ens.compose.__module__ == "ensembler.api"
+    assert voting.Tie.FIRST == "first" and composing.__module__ == "ensembler.compose.submission"
