@@ -162,6 +162,26 @@ def test_compose_and_report_do_not_import_torch(team, tmp_path):
     assert (root / "submissions" / "nt.csv").is_file()
 
 
+def test_a_vote_of_eval_predictions_does_not_import_pandas(toy, tmp_path):
+    """pandas costs a third of a second to import; a plain vote of eval sets never needs it."""
+    base = ("--zoo", tmp_path / "model_zoo.yaml", "--data", toy.data)
+    for name, shift in (("E1", 0), ("E2", 1)):
+        labels = (toy.eval["label"].to_numpy() + shift) % 18
+        assert ens(*base, "import", hard_csv(tmp_path / f"{name}.csv", toy.eval, labels), "--name", name).exit_code == 0
+    code = (
+        "import sys\n"
+        "from ensembler.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    args = [*map(str, base), "compose", "--recipe", "*:E1+E2", "--method", "hard", "--name", "np"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    written = pd.read_csv(tmp_path / "submissions" / "np.csv")
+    assert written["ImageID"].tolist() == toy.eval["ImageID"].tolist()  # ties: the lower class, E1's or E2's
+    assert written["ans"].tolist() == [min(a, (a + 1) % 18) for a in toy.eval["label"]]
+
+
 def test_the_card_command_names_two_tasks_and_says_where_the_third_came_from(team, toy, tmp_path):
     base, root = team
     ages = decode(toy.eval["label"].to_numpy())[Task.AGE]

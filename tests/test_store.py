@@ -99,3 +99,54 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_csv_alone_round_trips_float32_exactly(tmp_path):
+    """Without the sidecar, the CSV (nine-digit decimals, parsed by pandas) gives back every float32."""
+    rng = np.random.default_rng(3)
+    joint = rng.dirichlet(np.full(18, 0.2), size=400).astype(np.float32)
+    joint[0, :3] = [0.0, 1.0, np.float32(1e-30)]  # zero, one, and tiny values keep their digits too
+    joint[1, :2] = [np.nextafter(np.float32(1), np.float32(0)), np.float32(1.4e-45)]  # the largest below 1, a subnormal
+    store = Store(tmp_path)
+    store.write(PredictionSet("m", Split.EVAL, [f"{i}.jpg" for i in range(400)], joint=joint, meta={"kind": "proba"}))
+    (tmp_path / "m" / "eval.npz").unlink()
+    back = store.read("m", Split.EVAL)
+    assert np.array_equal(back.joint, joint)
+    assert (tmp_path / "m" / "eval.npz").is_file()  # rebuilt by the read
+
+
+def test_format_float32_reads_back_exactly_over_random_bit_patterns():
+    import pandas as pd
+
+    from ensembler.data.io import format_float32
+
+    bits = np.random.default_rng(0).integers(0, 0x3F800001, size=200_000, dtype=np.uint32)  # every float32 in [0, 1]
+    values = bits.view(np.float32)
+    text = format_float32(values).view("S14").ravel()
+    parsed = pd.read_csv(__import__("io").BytesIO(b"v\n" + b"\n".join(text)), dtype={"v": np.float64})["v"].to_numpy()
+    assert np.array_equal(parsed.astype(np.float32), values)
+    assert text[np.argmax(values == values.max())].startswith(b"9.99") or values.max() == 1
+
+
+def test_the_sidecar_serves_reads_only_while_it_matches_the_csv(tmp_path):
+    store = Store(tmp_path)
+    store.write(_set(20))
+    sidecar = tmp_path / "m" / "val.npz"
+    assert sidecar.is_file()
+    sidecar.write_bytes(b"not an npz")  # unreadable: the CSV decides, and the sidecar is rebuilt
+    assert np.array_equal(store.read("m", Split.VAL).joint, _set(20).joint)
+    assert np.load(sidecar)["joint"].shape == (20, 18)
+    store.write(_set(20, seed=5), overwrite=True)  # a replaced set: its own sidecar
+    assert np.array_equal(store.read("m", Split.VAL).joint, _set(20, seed=5).joint)
+    csv = tmp_path / "m" / "val.csv"
+    csv.write_bytes(csv.read_bytes().replace(b"p/1.jpg", b"p/7.jpg"))  # a hand edit: the stamp differs
+    with pytest.raises(EnsError, match="does not match val.json"):
+        store.read("m", Split.VAL)
+
+
+def test_ids_that_need_quoting_go_through_pandas(tmp_path):
+    store = Store(tmp_path)
+    joint = np.full((2, 18), 1 / 18, dtype=np.float32)
+    store.write(PredictionSet("q", Split.EVAL, ["a,b.jpg", 'say "hi".jpg'], joint=joint, meta={"kind": "proba"}))
+    (tmp_path / "q" / "eval.npz").unlink()
+    assert store.read("q", Split.EVAL).image_ids.tolist() == ["a,b.jpg", 'say "hi".jpg']

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
 from ..data.store import PredictionSet
@@ -36,6 +35,9 @@ from ..evaluate.metrics import macro_f1
 from .priors import reweight
 from .recipe import Recipe, Term
 from .voting import Composed, Method, check_coverage
+
+if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
+    pass
 
 EPS = 1e-6
 CV_FOLDS = 5
@@ -216,6 +218,8 @@ def learn(
     on all the labelled images: ``{"weights": {task: {source: weight}}}`` for select (and for
     auto where it selected), ``{"auto": {task: {"chosen": label, "candidates": [...]}}}`` for auto.
     """
+    import pandas as pd
+
     method = Method(method)
     check_coverage(recipe, labelled)
     ids = next(iter(labelled.values())).image_ids

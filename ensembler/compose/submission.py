@@ -8,19 +8,17 @@ check runs before the first byte is written; no existing file is ever replaced.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
-from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval
+from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval_ids
 from ..data.io import sha256_bytes, write_bytes, write_json
 from ..data.labels import N_JOINT, TASKS, Task
 from ..data.project import Project
@@ -32,6 +30,9 @@ from .learned import apply_offsets, learn, tune_f1
 from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
 from .recipe import Recipe, Term, complete_recipe
 from .voting import Composed, Method, Tie, combine
+
+if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
+    import pandas as pd
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,7 +46,6 @@ class Composition:
     """
 
     name: str
-    submission: pd.DataFrame
     manifest: dict[str, Any]
     recipe: Recipe
     eval: Composed
@@ -53,6 +53,17 @@ class Composition:
     val_labels: np.ndarray | None
     source_meta: dict[str, Any]
     files: tuple[Path, Path] | None = None  # the CSV and JSON, once written
+
+    @property
+    def submission(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"ImageID": self.eval.image_ids, "ans": self.eval.labels.astype(np.int64)})
+
+    def csv_bytes(self) -> bytes:
+        """The submission file's content (``ImageID,ans``, rows in ``info.csv`` order)."""
+        lines = [f"{i},{a}" for i, a in zip(self.eval.image_ids, self.eval.labels.tolist())]
+        return ("\n".join(["ImageID,ans", *lines]) + "\n").encode()
 
     @property
     def validation(self) -> dict[str, Any]:
@@ -83,6 +94,9 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
                 raise EnsError(f"model {source!r} has no predictions yet: run `ens predict --model {source} --split eval`")
             raise unknown("source", source, store.sources() + list(project.model_names))
         pset = store.require(source, Split.EVAL)
+        if len(pset.image_ids) == len(eval_ids) and (pset.image_ids == eval_ids).all():
+            sets[source] = pset  # already in info.csv order (as every set ens writes): no re-indexing
+            continue
         missing, extra = id_mismatch(eval_ids, pset.image_ids)
         if len(missing) or len(extra):
             raise EnsError(
@@ -93,14 +107,12 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
     return sets
 
 
-def validate_submission(frame: pd.DataFrame, eval_ids: np.ndarray) -> None:
-    """A submission is ``ImageID,ans``: every info.csv ImageID once, in order, ans in 0..17."""
-    if list(frame.columns) != ["ImageID", "ans"]:
-        raise EnsError(f"a submission has columns ImageID,ans, not {','.join(frame.columns)}")
-    if len(frame) != len(eval_ids) or not np.array_equal(frame["ImageID"].to_numpy(object), eval_ids):
-        raise EnsError(f"submission rows do not follow {EVAL_CSV} ({len(frame)} rows for {len(eval_ids)} images)")
-    ans = frame["ans"].to_numpy()
-    if not np.issubdtype(ans.dtype, np.integer) or ans.min() < 0 or ans.max() >= N_JOINT:
+def validate_submission(image_ids: np.ndarray, labels: np.ndarray, eval_ids: np.ndarray) -> None:
+    """A submission answers every info.csv ImageID once, in order, with a class in 0..17."""
+    if len(image_ids) != len(eval_ids) or not np.array_equal(np.asarray(image_ids, dtype=object), eval_ids):
+        raise EnsError(f"submission rows do not follow {EVAL_CSV} ({len(image_ids)} rows for {len(eval_ids)} images)")
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= N_JOINT:
         raise EnsError(f"submission answers must be classes 0..{N_JOINT - 1}")
 
 
@@ -132,6 +144,8 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
     val_ids, scope = validation_ids(project, ids)
     if not len(val_ids):
         return {"skipped": f"no shared labelled image in the validation fold ({scope})"}, composed, labels
+    import pandas as pd
+
     pos = pd.Index(ids).get_indexer(val_ids)
     return {
         "scope": scope,
@@ -162,6 +176,8 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
 
 def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], method: Method, class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
     """Fit `method` on `recipe` (on all shared labelled images; scored out of fold on the validation ones)."""
+    import pandas as pd
+
     labelled, lacking = _labelled(store, recipe)
     if lacking:
         raise EnsError(
@@ -210,6 +226,8 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
 
 def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:
     """F1 tuning on the recipe's labelled composition, restricted to the validation images."""
+    import pandas as pd
+
     if composed_val is None or val_labels is None:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({validation.get('skipped', 'no labelled images')})")
     val_ids, scope = validation_ids(project, composed_val.image_ids)
@@ -279,6 +297,7 @@ def compose(
     tie: a hard vote's tie rule (`voting.Tie`: mass, the default; lower; first), recorded in the
     manifest; an error with any other method.
     """
+
     method = Method(method)
     if tie is not None and method is not Method.HARD:
         raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
@@ -295,7 +314,7 @@ def compose(
     store = Store(project.predictions)
 
     data = project.require_data()
-    eval_ids = read_eval(data)["ImageID"].to_numpy(object)
+    eval_ids = read_eval_ids(data)
     sets = load_eval_sets(project, store, recipe, eval_ids)
     if method.learned:
         composed, validation, composed_val, val_labels = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
@@ -309,8 +328,7 @@ def compose(
         tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels)
         composed = apply_offsets(composed, tuned.offsets)
 
-    frame = pd.DataFrame({"ImageID": eval_ids, "ans": composed.labels.astype(np.int64)})
-    validate_submission(frame, eval_ids)
+    validate_submission(composed.image_ids, composed.labels, eval_ids)
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}
     inputs = {
         s: {
@@ -333,19 +351,15 @@ def compose(
         "prior": {"spec": str(spec), "tasks": priors} if priors else None,
         "inputs": inputs,
         "data": data_fingerprint(data),
-        "submission_sha256": sha256_bytes(_csv_bytes(frame)),
+        "submission_sha256": None,  # set below, from the file's bytes
         "class_counts": counts,
         "validation": validation,
     }
     origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": f"{name}.csv"}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
-    return Composition(name, frame, manifest, recipe, composed, composed_val, val_labels, meta)
-
-
-def _csv_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    return buffer.getvalue().encode()
+    composition = Composition(name, manifest, recipe, composed, composed_val, val_labels, meta)
+    manifest["submission_sha256"] = sha256_bytes(composition.csv_bytes())
+    return composition
 
 
 def write_composition(project: Project, composition: Composition) -> Submission:
@@ -355,7 +369,7 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     store = Store(project.predictions)
     name, manifest = composition.name, composition.manifest
     csv_path, json_path = _check_free(project, store, name)
-    write_bytes(csv_path, _csv_bytes(composition.submission), overwrite=False)
+    write_bytes(csv_path, composition.csv_bytes(), overwrite=False)
     write_json(json_path, manifest, overwrite=False)
     store.write(_ensemble_set(name, Split.EVAL, composition.eval, None, composition.source_meta))
     if composition.val is not None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -73,3 +75,50 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+FLOAT_WIDTH = 14  # "d.dddddddde±xx"
+
+
+def format_float32(values: np.ndarray) -> np.ndarray:
+    """Finite, non-negative float32 values as fixed-width decimal text: ``(..., 14)`` uint8 ASCII.
+
+    Nine significant digits in scientific notation (``9.56209302e-02``), which reads back as the
+    same float32 for every value (float32 needs at most nine; the mantissa is rounded in float64,
+    whose error is far below the nine-digit step, so the rounding is the correct one). About 5x
+    faster than numpy's shortest-repr ``astype(str)``, which ``DataFrame.to_csv`` uses.
+    """
+    x = np.asarray(values, dtype=np.float32).astype(np.float64)
+    zero = x == 0
+    x = np.where(zero, 1.0, x)
+    exponent = np.floor(np.log10(x)).astype(np.int64)
+    mantissa = np.rint(x / 10.0**exponent * 1e8).astype(np.int64)
+    low = mantissa < 100_000_000  # log10 rounded up across a power of ten
+    exponent -= low
+    mantissa = np.where(low, np.rint(x / 10.0**exponent * 1e8).astype(np.int64), mantissa)
+    high = mantissa >= 1_000_000_000  # rounding carried into a tenth digit
+    exponent += high
+    mantissa = np.where(high, 100_000_000, mantissa)
+    mantissa, exponent = np.where(zero, 0, mantissa), np.where(zero, 0, exponent)
+    digits = (mantissa[..., None] // 10 ** np.arange(8, -1, -1)) % 10 + ord("0")
+    out = np.empty(x.shape + (FLOAT_WIDTH,), dtype=np.uint8)
+    out[..., 0] = digits[..., 0]
+    out[..., 1] = ord(".")
+    out[..., 2:10] = digits[..., 1:]
+    out[..., 10] = ord("e")
+    out[..., 11] = np.where(exponent < 0, ord("-"), ord("+"))
+    out[..., 12] = np.abs(exponent) // 10 + ord("0")
+    out[..., 13] = np.abs(exponent) % 10 + ord("0")
+    return out
+
+
+def csv_rows(prefixes: list[str], values: np.ndarray) -> bytes:
+    """CSV lines ``prefix + values``: each prefix (its leading fields with their trailing comma)
+    followed by the row of `values` ``(n, k)`` in `format_float32`'s form."""
+    n, k = values.shape
+    block = np.empty((n, k, FLOAT_WIDTH + 1), dtype=np.uint8)
+    block[..., :FLOAT_WIDTH] = format_float32(values)
+    block[..., FLOAT_WIDTH] = ord(",")
+    block[:, -1, FLOAT_WIDTH] = ord("\n")
+    rows = block.reshape(n, -1)
+    return b"".join(prefix.encode() + row.tobytes() for prefix, row in zip(prefixes, rows))

@@ -86,14 +86,19 @@ def decode(classes: np.ndarray) -> dict[Task, np.ndarray]:
     return {Task.MASK: classes // 6, Task.GENDER: (classes // 3) % 2, Task.AGE: classes % 3}
 
 
+def _summing() -> dict[Task, np.ndarray]:
+    joint = decode(np.arange(N_JOINT))
+    return {t: (joint[t][:, None] == np.arange(N_CLASSES[t])).astype(np.float64) for t in TASKS}
+
+
+MARGINAL_SUMS = _summing()  # {task: (18, k)}: 1 where joint class c has task class j
+
+
 def marginals(joint: np.ndarray) -> dict[Task, np.ndarray]:
-    """Joint distribution ``(n, 18)`` -> ``{task: (n, n_classes(task))}`` by summing the others."""
-    cube = np.asarray(joint).reshape(-1, *JOINT_SHAPE)
-    return {
-        Task.MASK: cube.sum(axis=(2, 3)),
-        Task.GENDER: cube.sum(axis=(1, 3)),
-        Task.AGE: cube.sum(axis=(1, 2)),
-    }
+    """Joint distribution ``(n, 18)`` -> ``{task: (n, n_classes(task))}`` by summing the others
+    (one small matrix product per task: summing a reshaped cube's strided axes is ~20x slower)."""
+    joint = np.asarray(joint)
+    return {t: joint @ m.astype(joint.dtype, copy=False) for t, m in MARGINAL_SUMS.items()}
 
 
 def joint_from_tasks(probs: Mapping[Task, np.ndarray]) -> np.ndarray:

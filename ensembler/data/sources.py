@@ -25,10 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import EnsError, preview
 from .dataset import data_fingerprint, read_eval, read_table, read_train
@@ -36,6 +35,9 @@ from .io import sha256_file
 from .labels import N_CLASSES, N_JOINT, TASKS, Task, encode, one_hot
 from .project import Project
 from .store import PredictionSet, Split, Store, check_name, id_mismatch
+
+if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
+    import pandas as pd
 
 SUM_TOLERANCE = 1e-3  # float32 probabilities written with few digits still sum to 1 within this
 NUMBERED = re.compile(r"^(.*?)(\d+)$")
@@ -166,6 +168,8 @@ def guess_kind(columns: Sequence[str], task: Task | None) -> ImportKind:
 
 
 def _labels(table: pd.DataFrame, path: Path, n_classes: int) -> np.ndarray:
+    import pandas as pd
+
     values = pd.to_numeric(table["ans"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= n_classes)
     if bad.any():
@@ -176,6 +180,8 @@ def _labels(table: pd.DataFrame, path: Path, n_classes: int) -> np.ndarray:
 
 def _probabilities(table: pd.DataFrame, columns: Sequence[str], path: Path, kind: ImportKind) -> np.ndarray:
     """The rows of `columns` as probabilities ``(n, len(columns))``: checked, or softmaxed for logits."""
+    import pandas as pd
+
     values = table[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
@@ -197,6 +203,8 @@ def _probabilities(table: pd.DataFrame, columns: Sequence[str], path: Path, kind
 
 def _ans_note(table: pd.DataFrame, joint: np.ndarray | None, probs: Mapping[Task, np.ndarray]) -> str:
     """What an ``ans`` column beside probabilities says: how often it differs from their argmax."""
+    import pandas as pd
+
     if joint is not None:
         decided, n = joint.argmax(axis=1), N_JOINT
     elif len(probs) == 1:
@@ -263,6 +271,8 @@ def import_source(
     Returns the provenance of each set written (``origin["columns"]`` says which columns were
     read). Nothing is written when any check fails.
     """
+    import pandas as pd
+
     check_name(name)
     store = Store(project.predictions)
     if name in project.model_names:
@@ -289,6 +299,8 @@ def import_source(
     }
 
     def build(split: Split, order: np.ndarray, labels: np.ndarray | None) -> PredictionSet:
+        import pandas as pd
+
         pos = pd.Index(ids).get_indexer(order)
         rows = {t: p[pos] for t, p in shared.probs.items()}
         joint = None if shared.joint is None else shared.joint[pos]

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..compose.learned import learn
 from ..compose.priors import em_priors, implied_priors
@@ -30,6 +29,9 @@ from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview, unknown
 from .metrics import Scores, score
+
+if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
+    pass
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def best_first(rows: list[ReportRow]) -> list[ReportRow]:
 
 def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
     """The labelled ImageIDs that every set covers, sorted ``(n,)``."""
+    import pandas as pd
+
     if not sets:
         raise EnsError("no source with labelled predictions to score (import a CSV with train rows, or run ens predict --split val)")
     common = pd.Index(next(iter(sets.values())).image_ids)
