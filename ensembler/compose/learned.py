@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +35,6 @@ from ..evaluate.metrics import macro_f1
 from .priors import reweight
 from .recipe import Recipe, Term
 from .voting import Composed, Method, check_coverage
-
-if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
-    pass
 
 EPS = 1e-6
 CV_FOLDS = 5

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +29,6 @@ from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview, unknown
 from .metrics import Scores, score
-
-if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
-    pass
 
 
 @dataclass(frozen=True)
