@@ -116,10 +116,13 @@ def run_demo(
         for prior in ("none", "em") if name in PRIOR_CORRECTED else ("none",):
             out = f"{name}-em" if prior == "em" else name
             submissions.append(compose_submission(project, parse_recipe(text), method, name=out, prior=prior))
-            age = (submissions[-1].priors or {}).get("age")
-            note = f", --prior em; age priors {age['train']} -> {age['eval']}" if age else ""
+            record = submissions[-1].priors or {}
+            age = record.get("tasks", {}).get("age")
+            note = f", --prior em ({'applied' if record['applied'] else 'not applied'}); age priors {age['train']} -> {age['eval']}" if age else ""
             for line in (submissions[-1].recipe.filled.values() if prior == "none" else ()):
                 log(line)
+            for warning in submissions[-1].warnings:
+                log(f"WARNING: {warning}")
             log(f"wrote submissions/{out}.csv ({method} of {submissions[-1].recipe}{note})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))

@@ -87,7 +87,8 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        (["old"], "expected em, or TASK:P,P"),
+        (["old"], "expected em, bbse, or TASK:P,P"),
+        (["em", "bbse"], "one estimator at a time"),
         (["agee:0.2,0.3,0.5"], "unknown task 'agee'"),
         (["age:0.5,0.5"], "age has 3 classes, so 3 priors, not 2"),
         (["age:a,b,c"], "priors are numbers"),
@@ -132,3 +133,112 @@ def test_compose_with_given_age_priors_and_em_for_the_rest(project, toy, tmp_pat
     assert record["spec"] == "age:0.1,0.1,0.8 em"
     assert record["tasks"]["age"]["from"] == "given" and record["tasks"]["age"]["eval"] == [0.1, 0.1, 0.8]
     assert record["tasks"]["mask"]["from"] == "em"
+
+
+# --- label shift done right: calibrate, true train mix, BBSE, the labelled check, the guards ----
+
+
+def test_bbse_recovers_the_shift_from_a_known_confusion_matrix():
+    from ensembler.compose.priors import bbse_priors
+
+    # a classifier right 80 % of the time, wrong to the other class otherwise; train 50/50
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 20000)
+    decided = np.where(rng.random(20000) < 0.8, y, 1 - y)
+    y_eval = (rng.random(20000) < 0.8).astype(int)  # eval: 80 % class 1
+    decided_eval = np.where(rng.random(20000) < 0.8, y_eval, 1 - y_eval)
+    # mu = C w: 0.8 * 0.2 + 0.2 * 0.8 = 0.32 of eval decided 0 -> solves to about (0.2, 0.8)
+    estimate = bbse_priors(decided, y, decided_eval, np.bincount(y) / len(y))
+    np.testing.assert_allclose(estimate, [0.2, 0.8], atol=0.02)
+
+
+def test_degenerate_estimates_are_named():
+    from ensembler.compose.priors import degenerate
+
+    assert degenerate(np.array([0.0, 0.001, 0.999]), np.array([0.47, 0.46, 0.07])) == [0, 1]
+    assert degenerate(np.array([0.4, 0.4, 0.2]), np.array([0.47, 0.46, 0.07])) == []
+    assert degenerate(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0])) == []  # a class train lacks
+
+
+def _team_project(tmp_path, kind, shift, seed=1):
+    from ensembler.data.teams import simulate_team, write_team
+
+    team = simulate_team(kind, shift, seed=seed)
+    return team, write_team(team, tmp_path / kind)
+
+
+def _all_members(team):
+    from ensembler.compose.recipe import Recipe, Term
+    from ensembler.data.labels import TASKS
+
+    return Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
+
+
+def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
+    """The issue's case: an over-confident soft vote fed to EM with its own mean posterior as
+    train priors called every eval image 60+. Calibrated first, against the true mix, checked."""
+    import ensembler as ens
+    from ensembler.compose.priors import adjust, em_priors, implied_priors
+    from ensembler.evaluate.metrics import score
+
+    team, project = _team_project(tmp_path, "overconfident", "age")
+    recipe = _all_members(team)
+    plain = ens.compose(project, recipe)
+    # the old way, by hand: EM on the uncalibrated joint's age marginal, priors = its own mean
+    labelled = ens.compose(project, recipe).val
+    old_train = implied_priors(labelled.probs[Task.AGE])
+    old_eval, _ = em_priors(plain.eval.probs[Task.AGE], old_train)
+    old_ages = adjust(plain.eval.probs[Task.AGE], old_train, old_eval).argmax(1)
+    fixed = ens.compose(project, recipe, prior="em")
+    record = fixed.manifest["prior"]
+    assert set(record["calibration"]) == {"joint"} and record["calibration"]["joint"]["method"] != "none"
+    assert record["tasks"]["age"]["train"] == np.round(np.bincount(decode(team.labels)[Task.AGE], minlength=3) / len(team.labels), 4).tolist()
+    new_ages = decode(fixed.eval.labels)[Task.AGE]
+    assert len(np.unique(new_ages)) == 3 and not fixed.manifest["warnings"]
+    f1 = lambda labels: score(team.answers, labels).f1_18  # noqa: E731
+    assert f1(fixed.eval.labels) >= f1(plain.eval.labels)  # never below the plain vote on the hidden answers
+    assert np.mean(new_ages == 2) < 0.6 and (np.mean(old_ages == 2) > np.mean(new_ages == 2))
+
+
+def test_a_real_age_shift_is_corrected_and_raises_the_hidden_score(tmp_path):
+    import ensembler as ens
+    from ensembler.evaluate.metrics import score
+
+    team, project = _team_project(tmp_path, "near-copies", "age")
+    recipe = _all_members(team)
+    plain, fixed = ens.compose(project, recipe), ens.compose(project, recipe, prior="em")
+    record = fixed.manifest["prior"]
+    assert record["applied"] and record["check"]["gain"] > 0 and record["tasks"]["age"]["eval"][2] > record["tasks"]["age"]["train"][2]
+    assert score(team.answers, fixed.eval.labels).f1_18 > score(team.answers, plain.eval.labels).f1_18
+
+
+def test_a_correction_the_labelled_check_rejects_is_not_applied_unless_forced(tmp_path):
+    import ensembler as ens
+
+    team, project = _team_project(tmp_path, "classifiers18", "none")
+    recipe = _all_members(team)
+    plain = ens.compose(project, recipe)
+    kept = ens.compose(project, recipe, prior="bbse")
+    record = kept.manifest["prior"]
+    assert not record["applied"] and record["check"]["gain"] <= 0 and "--force-prior" in record["reason"]
+    assert np.array_equal(kept.eval.labels, plain.eval.labels)  # exactly the plain composition
+    forced = ens.compose(project, recipe, prior="bbse", force_prior=True)
+    assert forced.manifest["prior"]["applied"] and "forced" in forced.manifest["prior"]["reason"]
+
+
+def test_a_one_class_task_is_never_written_silently(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
+    cols = [str(k) for k in range(18)]
+    values = probs[cols].to_numpy().copy()
+    values[:, [c for c in range(18) if c % 3 != 0]] *= 1e-3  # every image called under 30
+    probs[cols] = values / values.sum(1, keepdims=True)
+    import_source(project, write_csv(tmp_path / "young.csv", probs), "young")
+    sub = compose_submission(project, parse_recipe("*:young"), name="young-sub")
+    assert sub.warnings == ["every eval image is called age '<30': check the sources and any prior correction before submitting"]
+    assert json.loads(sub.manifest.read_text())["warnings"] == sub.warnings
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "--data", str(project.data), "compose", "--recipe", "*:young", "--name", "again"])
+    assert result.exit_code == 0 and "WARNING: every eval image is called age '<30'" in result.stderr

@@ -98,11 +98,17 @@ def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project,
     rows = {(r.source, r.task): r for r in report.priors}
     assert set(rows) == {("p", t) for t in (Task.MASK, Task.GENDER, Task.AGE)}
     age = rows[("p", Task.AGE)]
+    from ensembler.compose.calibration import Calibrator, fit
     from ensembler.compose.priors import em_priors
     from ensembler.data.store import Split, Store
 
-    np.testing.assert_allclose(age.eval, em_priors(Store(project.predictions).read("p", Split.EVAL).probs[Task.AGE], age.labelled)[0])
-    assert age.eval[2] > age.labelled[2]  # the toy eval is older than train, and EM sees it
+    store = Store(project.predictions)
+    labelled = store.read("p", Split.VAL)
+    ages = decode(labelled.labels)[Task.AGE]
+    mix = np.bincount(ages, minlength=3) / len(ages)
+    calibrated = fit(Calibrator.TS, labelled.probs[Task.AGE], ages).apply(store.read("p", Split.EVAL).probs[Task.AGE])
+    np.testing.assert_allclose(age.eval, em_priors(calibrated, mix)[0])  # calibrated first, against the true mix
+    assert age.eval[2] > mix[2]  # the toy eval is older than train, and EM sees it
     from typer.testing import CliRunner
 
     from ensembler.cli import app

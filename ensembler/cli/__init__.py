@@ -20,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .. import __version__
+from ..compose.calibration import Calibrator
 from ..compose.voting import Method, Tie
 from ..data.labels import Task
 from ..data.project import DEFAULT_ZOO, Project, load_project
@@ -331,9 +332,12 @@ TIE_HELP = (
 )
 PRIOR_HELP = (
     "Re-weight the eval probabilities to other class priors, for a test set whose mix differs from "
-    "train's: em estimates each task's eval priors by EM (Saerens et al. 2002); TASK:P,P,… gives a task's "
-    "priors in class order (e.g. age:0.3,0.5,0.2). Repeatable: given tasks use the given priors, the "
-    "others EM when em is given too. Soft, geo and learned methods."
+    "train's: em estimates each task's eval priors by EM (Saerens et al. 2002) on probabilities calibrated on "
+    "the labelled images (--calibrate), bbse from the labelled confusion matrix (Lipton et al. 2018); "
+    "TASK:P,P,… gives a task's priors in class order (e.g. age:0.3,0.5,0.2). Repeatable: given tasks use the "
+    "given priors, the others the estimator. An estimated correction is applied only where it raises the "
+    "18-class F1 of the labelled images resampled to the estimated mix (--force-prior to insist). Soft, geo "
+    "and learned methods."
 )
 
 
@@ -351,6 +355,8 @@ def compose(
     prior: Annotated[Optional[list[str]], typer.Option("--prior", help=PRIOR_HELP, show_default=False, metavar="em|TASK:P,P,…")] = None,
     tune_f1: Annotated[bool, typer.Option("--tune-f1", help="Tune per-class offsets on the labelled composition to maximise the 18-class macro F1 (coordinate ascent, scored by person-grouped CV) and apply them last.")] = False,
     tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
+    calibrate: Annotated[Calibrator, typer.Option("--calibrate", help="With --prior: the calibrator fitted on the labelled composition before the eval priors are estimated (EM assumes calibrated probabilities): ts (temperature), bcts (temperature and class biases), vs (vector scaling), none, or auto (the best by out-of-fold log-loss).")] = Calibrator.AUTO,
+    force_prior: Annotated[bool, typer.Option("--force-prior", help="Apply the prior correction even where the labelled check (the labelled images resampled to the estimated eval mix) says it does not help, or where it drives a class to ~0.")] = False,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -365,11 +371,13 @@ def compose(
     parsed = parse_recipe(texts) if texts else None
     sub = compose_submission(
         _project(ctx), parsed, method, name, per_task=per_task, prior=prior or [], class_weight="balanced" if balanced else None,
-        stack_all_tasks=all_task_features, tune=tune_f1, tie=tie,
+        stack_all_tasks=all_task_features, tune=tune_f1, tie=tie, calibrate=calibrate, force_prior=force_prior,
     )
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):
         out.print(line, markup=False)
+    for warning in sub.warnings:
+        err.print(f"WARNING: {warning}", markup=False, style="bold red")
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -52,8 +52,18 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         lines.append(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
     for task, weights in (val.get("weights") or {}).items():
         lines.append(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
-    for task, record in (sub.priors or {}).items():
-        lines.append(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}")
+    prior = sub.priors or {}
+    for task, record in prior.get("tasks", {}).items():
+        dropped = f" (dropped: {record['dropped']})" if "dropped" in record else ""
+        lines.append(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}{dropped}")
+    for where, cal in (prior.get("calibration") or {}).items():
+        losses = ", ".join(f"{m} {v:.4f}" for m, v in cal["oof_nll"].items())
+        temperature = f", T={cal['temperature']:.2f}" if "temperature" in cal else ""
+        lines.append(f"calibrated ({where}): {cal['method']}{temperature}; out-of-fold log-loss {losses}")
+    if prior:
+        check = prior.get("check")
+        evidence = f"; labelled check: 18-class F1 {check['gain']:+.4f} ±{check['spread']:.4f}, better in {check['wins']:.0%} of {check['replicates']} person resamples" if check else ""
+        lines.append(f"prior correction {'applied' if prior['applied'] else 'NOT applied'}: {prior['reason']}{evidence}")
     if "tune_f1" in val:
         tuned = val["tune_f1"]
         lines.append(
@@ -116,8 +126,8 @@ def priors_table(result: Report) -> Table:
     table = Table(
         title="class priors (share of each class, in class order)",
         caption="truth: the labels of the scored images; labelled: the source's mean probabilities on them; "
-        "eval (EM): the eval mix estimated from its eval probabilities (Saerens et al. 2002). "
-        "A shift suggests compose --prior em.",
+        "eval (EM): the eval mix estimated from its eval probabilities, calibrated on the labelled images (Saerens et al. 2002). "
+        "A shift suggests compose --prior em, which applies a correction only where the labelled check says it helps.",
         title_justify="left",
         caption_justify="left",
         box=box.SIMPLE_HEAD,

@@ -1,11 +1,23 @@
-"""Prior correction for a test set whose class mix differs from train's.
+"""Prior correction for a test set whose class mix differs from train's (label shift).
 
 `em_priors` estimates the test priors from unlabelled posteriors by EM (Saerens, Latinne and
 Decaestecker 2002, "Adjusting the outputs of a classifier to new a priori probabilities"):
 repeat ``p'(c|x) ∝ p(c|x) · π'(c) / π(c)`` and ``π'(c) = mean_x p'(c|x)`` until the priors settle.
+EM assumes calibrated posteriors and the true train priors: on an over-confident soft vote, fed
+its own mean posterior as "train priors", it runs away (every eval image into one age band).
+`bbse_priors` is black-box shift estimation (Lipton, Wang and Smola 2018), from the labelled
+confusion matrix of the hard decisions, which needs no calibration.
 `adjust` re-weights posteriors from the train priors π to new priors π' (the same formula).
 A team that knows a task's eval priors (from the leaderboard, or the organisers) gives them
-instead (`PriorSpec.given`); the other tasks are then EM-estimated or left as they are.
+instead (`PriorSpec.given`); the other tasks are then estimated or left as they are.
+
+`correct_shift` is what `ens compose --prior` runs: calibrate the composition on its labelled
+images (`calibration.choose`), estimate each task's eval priors against the labelled images'
+true class mix, drop estimates that drive a class the labelled data has to ~0, then check the
+correction where the answers are known: the labelled images (calibrated out of fold, person-
+grouped) resampled by person and weighted to the estimated eval mix, corrected against
+uncorrected 18-class macro F1. It is applied only where it wins there (or when forced); the
+record says which and why.
 """
 
 from __future__ import annotations
@@ -59,33 +71,42 @@ def train_priors(labels: np.ndarray) -> dict[Task, np.ndarray]:
     return {t: np.bincount(parts[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
 
 
-PRIOR_EXAMPLE = "em, or TASK:P,P,… in class order, e.g. age:0.3,0.5,0.2"
+PRIOR_EXAMPLE = "em, bbse, or TASK:P,P,… in class order, e.g. age:0.3,0.5,0.2"
+
+
+ESTIMATORS = ("em", "bbse")
 
 
 @dataclass(frozen=True)
 class PriorSpec:
     """Which eval priors to re-weight to: `given` ones per task ``{task: (k,)}`` (normalised),
-    EM estimates for the other tasks when `em`; nothing at all by default."""
+    estimates (`estimator`: em or bbse) for the other tasks; nothing at all by default."""
 
-    em: bool = False
+    estimator: str | None = None
     given: Mapping[Task, tuple[float, ...]] = field(default_factory=dict)
 
     @property
+    def em(self) -> bool:
+        return self.estimator == "em"
+
+    @property
     def active(self) -> bool:
-        return self.em or bool(self.given)
+        return self.estimator is not None or bool(self.given)
 
     def __str__(self) -> str:
         parts = [f"{t}:{','.join(f'{v:.4g}' for v in self.given[t])}" for t in TASKS if t in self.given]
-        return " ".join(parts + (["em"] if self.em else [])) or "none"
+        return " ".join(parts + ([self.estimator] if self.estimator else [])) or "none"
 
 
 def parse_priors(values: Sequence[str] | str) -> PriorSpec:
     """``["em"]``, ``["age:0.3,0.5,0.2", "em"]``, ``["none"]`` … -> a `PriorSpec` (values may also be space-separated)."""
     tokens = [tok for value in ([values] if isinstance(values, str) else values) for tok in value.split()]
-    em, given = False, {}
+    estimator, given = None, {}
     for tok in tokens:
-        if tok in ("em", "none"):
-            em = em or tok == "em"
+        if tok in (*ESTIMATORS, "none"):
+            if tok != "none" and estimator not in (None, tok):
+                raise EnsError(f"--prior {tok!r}: one estimator at a time ({estimator} is given too)")
+            estimator = tok if tok != "none" else estimator
             continue
         head, colon, body = tok.partition(":")
         if not colon:
@@ -102,7 +123,7 @@ def parse_priors(values: Sequence[str] | str) -> PriorSpec:
         if not all(math.isfinite(v) and v >= 0 for v in values_) or sum(values_) <= 0:
             raise EnsError(f"--prior {tok!r}: priors are non-negative numbers with a positive sum")
         given[task] = tuple(v / sum(values_) for v in values_)
-    return PriorSpec(em, given)
+    return PriorSpec(estimator, given)
 
 
 def reweight(
@@ -127,7 +148,7 @@ def correct(
     probs: Mapping[Task, np.ndarray],
     priors_train: Mapping[Task, np.ndarray],
     joint: np.ndarray | None = None,
-    spec: PriorSpec = PriorSpec(em=True),
+    spec: PriorSpec = PriorSpec("em"),
 ) -> tuple[dict[Task, np.ndarray], np.ndarray | None, dict[str, dict[str, object]]]:
     """Re-weight each task's posteriors ``{task: (n, k)}`` (and the joint ``(n, 18)``) from
     `priors_train` to the priors of `spec`: given, or EM-estimated. Returns the new posteriors,
@@ -145,3 +166,166 @@ def correct(
     new_probs, new_joint = reweight(probs, ratios, joint)
     return new_probs, new_joint, record
 
+
+
+def bbse_priors(val_decided: np.ndarray, val_labels: np.ndarray, eval_decided: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Black-box shift estimation (Lipton, Wang and Smola 2018) of a task's eval priors ``(k,)``.
+
+    With ``C[i, j] = P(decided i, true j)`` on the labelled images and ``mu[i]`` the share of eval
+    images decided ``i``, the class weights ``w = pi'/pi`` solve ``C w = mu`` (least squares,
+    clipped at 0); ``pi' = w * pi`` (`train` ``(k,)``, the labelled mix), normalised.
+    Decisions ``(n,)`` are class indices.
+    """
+    k = len(train)
+    confusion = np.zeros((k, k))
+    np.add.at(confusion, (val_decided, val_labels), 1.0)
+    confusion /= len(val_labels)
+    mu = np.bincount(eval_decided, minlength=k) / len(eval_decided)
+    weights = np.clip(np.linalg.lstsq(confusion, mu, rcond=None)[0], 0, None)
+    target = weights * train
+    if target.sum() <= 0:
+        return np.asarray(train, dtype=np.float64)
+    target = np.maximum(target / target.sum(), FLOOR)
+    return target / target.sum()
+
+
+def degenerate(target: np.ndarray, train: np.ndarray) -> list[int]:
+    """Classes the labelled data has (>= 1 %) that an estimate drives to ~0 (under a tenth of
+    their labelled share and under 1 %): the signature of EM running away."""
+    return [c for c in range(len(train)) if train[c] >= 0.01 and target[c] < 0.01 and target[c] < 0.1 * train[c]]
+
+
+def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, weights: np.ndarray) -> float:
+    """Macro F1 with image weights ``(n,)`` (counts become weight sums; absent classes score 0)."""
+    tp = np.bincount(y_true[y_true == y_pred], weights[y_true == y_pred], minlength=n_classes)
+    denominator = np.bincount(y_true, weights, minlength=n_classes) + np.bincount(y_pred, weights, minlength=n_classes)
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    return float(f1[:n_classes].mean())
+
+
+def shift_check(
+    labels: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    weights: np.ndarray,
+    persons: np.ndarray,
+    replicates: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The gain of `after` over `before` (joint decisions ``(n,)``) in 18-class macro F1 on the
+    labelled images weighted to the estimated eval mix (`weights` ``(n,)``), over `replicates`
+    resamples of the people (a person's images are drawn together). Mean, spread and the share
+    of resamples in which the correction wins."""
+    _, person = np.unique(persons, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    gains = np.empty(replicates)
+    n_people = person.max() + 1
+    for r in range(replicates):
+        drawn = np.bincount(rng.integers(0, n_people, n_people), minlength=n_people)
+        w = weights * drawn[person]
+        gains[r] = weighted_macro_f1(labels, after, 18, w) - weighted_macro_f1(labels, before, 18, w)
+    return {"gain": float(gains.mean()), "spread": float(gains.std()), "wins": float((gains > 0).mean()), "replicates": replicates}
+
+
+def correct_shift(
+    eval_probs: Mapping[Task, np.ndarray],
+    eval_joint: np.ndarray | None,
+    spec: PriorSpec,
+    labelled: tuple[Mapping[Task, np.ndarray], np.ndarray | None, np.ndarray, np.ndarray] | None,
+    fallback_train: Mapping[Task, np.ndarray] | None = None,
+    calibrate: str = "auto",
+    force: bool = False,
+) -> tuple[dict[Task, np.ndarray], np.ndarray | None, dict[str, object]]:
+    """`ens compose --prior`: the eval composition re-weighted to the eval priors, when that is
+    shown to help (see the module doc).
+
+    eval_probs: ``{task: (n, k)}``, eval_joint ``(n, 18)`` or None: the composition on eval.
+    labelled: the same composition on the labelled images — ``(probs, joint, labels (m,),
+    image_ids (m,))`` — or None (then EM runs on uncalibrated probabilities against
+    `fallback_train`, the data folder's train mix, unchecked, and says so).
+    Returns the eval probabilities and joint (unchanged when not applied) and the record.
+    """
+    from ..data.labels import encode, marginals
+    from .calibration import choose
+    from .learned import person_folds, person_of
+
+    record: dict[str, object] = {"spec": str(spec), "tasks": {}}
+    if labelled is None:
+        if spec.estimator == "bbse":
+            raise EnsError("--prior bbse estimates from the labelled confusion matrix; the recipe has no labelled predictions")
+        train = dict(fallback_train or {})
+        ratios = {}
+        for task, p in eval_probs.items():
+            if task in spec.given:
+                target, how = np.asarray(spec.given[task]), "given"
+            elif spec.em:
+                target, how = em_priors(p, train[task])[0], "em"
+            else:
+                continue
+            ratios[task] = np.maximum(target, FLOOR) / np.maximum(train[task], FLOOR)
+            record["tasks"][task.value] = {"train": train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}
+        probs, joint = reweight(eval_probs, ratios, eval_joint)
+        record.update(applied=True, reason="no labelled predictions: EM ran on uncalibrated probabilities, and the correction is unchecked")
+        return probs, joint, record
+
+    val_probs, val_joint, labels, ids = labelled
+    truth = decode(labels)
+    train = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
+    folds = person_folds(ids)
+    if eval_joint is not None and val_joint is not None:
+        choice = choose(val_joint, labels, folds, calibrate)
+        cal_val_joint, cal_eval_joint = choice.oof, choice.calibration.apply(eval_joint)
+        cal_val, cal_eval = marginals(cal_val_joint), marginals(cal_eval_joint)
+        record["calibration"] = {"joint": choice.as_dict()}
+    else:
+        cal_val_joint = cal_eval_joint = None
+        cal_val, cal_eval, calibrations = {}, {}, {}
+        for task, p in eval_probs.items():
+            choice = choose(val_probs[task], truth[task], folds, calibrate)
+            cal_val[task], cal_eval[task] = choice.oof, choice.calibration.apply(p)
+            calibrations[task.value] = choice.as_dict()
+        record["calibration"] = calibrations
+
+    ratios, notes = {}, []
+    for task in eval_probs:
+        if task in spec.given:
+            target, how = np.asarray(spec.given[task], dtype=np.float64), "given"
+        elif spec.estimator == "em":
+            target, how = em_priors(cal_eval[task], train[task])[0], "em"
+        elif spec.estimator == "bbse":
+            target, how = bbse_priors(cal_val[task].argmax(1), truth[task], cal_eval[task].argmax(1), train[task]), "bbse"
+        else:
+            continue
+        entry = {"train": train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}
+        lost = degenerate(target, train[task]) if how != "given" else []
+        if lost and not force:
+            entry["dropped"] = f"drives class(es) {lost} to ~0 though the labelled images have them"
+            notes.append(f"{task}: the {how} estimate {entry['eval']} {entry['dropped']}; {task} left uncorrected")
+        else:
+            ratios[task] = np.maximum(target, FLOOR) / np.maximum(train[task], FLOOR)
+        record["tasks"][task.value] = entry
+
+    def decided(probs: Mapping[Task, np.ndarray], joint: np.ndarray | None) -> np.ndarray:
+        return joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+
+    if not ratios:
+        record.update(applied=False, reason="; ".join(notes) or "nothing to correct")
+        return dict(eval_probs), eval_joint, record
+    before = decided(val_probs, val_joint)
+    after = decided(*reweight(cal_val, ratios, cal_val_joint))
+    weights = np.ones(len(labels))
+    for task, ratio in ratios.items():
+        weights *= ratio[truth[task]]
+    check = shift_check(labels, before, after, weights, person_of(ids))
+    record["check"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in check.items()}
+    given_only = all(t in spec.given for t in ratios)
+    applied = force or given_only or check["gain"] > 0
+    if applied:
+        reason = "forced (--force-prior)" if force and check["gain"] <= 0 else "given priors" if given_only else "it raises the 18-class F1 on the labelled images resampled to the estimated eval mix"
+    else:
+        reason = "it does not raise the 18-class F1 on the labelled images resampled to the estimated eval mix (--force-prior applies it anyway)"
+    record.update(applied=applied, reason="; ".join([*notes, reason]))
+    if not applied:
+        return dict(eval_probs), eval_joint, record
+    probs, joint = reweight(cal_eval, ratios, cal_eval_joint)
+    return probs, joint, record

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from ..errors import EnsError, preview, unknown
 from ..evaluate.metrics import score
 from ..evaluate.report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
 from .learned import apply_offsets, learn, tune_f1
-from .priors import PriorSpec, correct, implied_priors, parse_priors, train_priors
+from .priors import PriorSpec, correct_shift, parse_priors, train_priors
 from .recipe import Recipe, Term, complete_recipe
 from .voting import Composed, Method, Tie, combine
 
@@ -83,6 +83,7 @@ class Submission:
     priors: dict[str, Any] | None = None
     recipe: Recipe | None = None
     tie: str | None = None  # a hard vote's tie rule
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -105,6 +106,22 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
             )
         sets[source] = pset.take(eval_ids)
     return sets
+
+
+def one_class_warnings(composed: Composed, val_labels: np.ndarray | None) -> list[str]:
+    """A line for each task whose eval decisions are all one class (when the labelled images,
+    or simply the task, have more): a submission like that is almost surely broken."""
+    from ..data.labels import CLASS_NAMES, decode
+
+    decided = decode(composed.labels)
+    truth = decode(val_labels) if val_labels is not None and len(val_labels) else None
+    out = []
+    for task in TASKS:
+        classes = np.unique(decided[task])
+        if len(classes) == 1 and len(decided[task]) > 1 and (truth is None or len(np.unique(truth[task])) > 1):
+            name = CLASS_NAMES[task][int(classes[0])]
+            out.append(f"every eval image is called {task} {name!r}: check the sources and any prior correction before submitting")
+    return out
 
 
 def validate_submission(image_ids: np.ndarray, labels: np.ndarray, eval_ids: np.ndarray) -> None:
@@ -207,20 +224,21 @@ def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dic
     return {t: v[pos] for t, v in prediction.items()} if isinstance(prediction, Mapping) else prediction[pos]
 
 
-def _correct_priors(data: Path, composed: Composed, composed_val: Composed | None, spec: PriorSpec) -> tuple[Composed, dict[str, Any]]:
-    """`composed` re-weighted to the eval priors of `spec` (given, or EM-estimated; see `priors`).
-
-    The priors the posteriors stand for are their mean over the labelled images when the recipe
-    has them (class-weighted training and TTA move a model's priors away from the label
-    frequencies); else the train label frequencies of the data folder.
-    """
-    if composed_val is not None:
-        implied = {t: implied_priors(p) for t, p in composed_val.probs.items()}
+def _correct_priors(data: Path, composed: Composed, composed_val: Composed | None, val_labels: np.ndarray | None, spec: PriorSpec, calibrate: str, force: bool) -> tuple[Composed, dict[str, Any]]:
+    """`composed` re-weighted to the eval priors of `spec` when that is shown to help on the
+    labelled composition (`priors.correct_shift`); without one, against the data folder's
+    train mix, unchecked."""
+    labelled = None
+    fallback = None
+    if composed_val is not None and val_labels is not None:
+        labelled = (composed_val.probs, composed_val.joint, val_labels, composed_val.image_ids)
     else:
         from ..data.dataset import read_train
 
-        implied = train_priors(read_train(data)["label"].to_numpy())
-    probs, joint, record = correct(composed.probs, implied, composed.joint, spec)
+        fallback = train_priors(read_train(data)["label"].to_numpy())
+    probs, joint, record = correct_shift(composed.probs, composed.joint, spec, labelled, fallback, calibrate, force)
+    if not record["applied"]:
+        return composed, record
     return Composed.decided(composed.image_ids, probs, joint, composed.mode), record
 
 
@@ -281,6 +299,8 @@ def compose(
     stack_all_tasks: bool = False,
     tune: bool = False,
     tie: Tie | str | None = None,
+    calibrate: str = "auto",
+    force_prior: bool = False,
 ) -> Composition:
     """Compose `recipe` on the eval images, in memory (`write_composition` saves it).
 
@@ -296,6 +316,9 @@ def compose(
     applied last; the validation score is then the tuned one, out of fold.
     tie: a hard vote's tie rule (`voting.Tie`: mass, the default; lower; first), recorded in the
     manifest; an error with any other method.
+    calibrate: the calibrator fitted on the labelled composition before prior estimation
+    (`calibration.Calibrator`; auto: the best by out-of-fold log-loss). force_prior: apply the
+    prior correction even where the labelled check says it does not help.
     """
 
     method = Method(method)
@@ -323,7 +346,7 @@ def compose(
         validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task, tie)
     priors = None
     if spec.active:
-        composed, priors = _correct_priors(data, composed, composed_val, spec)
+        composed, priors = _correct_priors(data, composed, composed_val, val_labels, spec, calibrate, force_prior)
     if tune:
         tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels)
         composed = apply_offsets(composed, tuned.offsets)
@@ -348,7 +371,8 @@ def compose(
         "method": method.value,
         "voting": composed.mode,
         "tie": tie.value if method is Method.HARD else None,
-        "prior": {"spec": str(spec), "tasks": priors} if priors else None,
+        "prior": priors,
+        "warnings": one_class_warnings(composed, val_labels),
         "inputs": inputs,
         "data": data_fingerprint(data),
         "submission_sha256": None,  # set below, from the file's bytes
@@ -374,8 +398,9 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     store.write(_ensemble_set(name, Split.EVAL, composition.eval, None, composition.source_meta))
     if composition.val is not None:
         store.write(_ensemble_set(name, Split.VAL, composition.val, composition.val_labels, composition.source_meta))
-    prior = manifest["prior"]["tasks"] if manifest["prior"] else None
-    return Submission(name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], prior, composition.recipe, manifest["tie"])
+    return Submission(
+        name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"]
+    )
 
 
 def compose_submission(project: Project, recipe: Recipe | None, method: Method = Method.SOFT, name: str | None = None, **options: Any) -> Submission:

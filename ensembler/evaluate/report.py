@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..compose.calibration import Calibrator, fit
 from ..compose.learned import learn
 from ..compose.priors import em_priors, implied_priors
 from ..compose.recipe import Recipe, complete_recipe
@@ -83,7 +84,8 @@ class Report:
 
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
-    """Each source's implied priors on its labelled rows and EM-estimated eval priors, per task
+    """Each source's implied priors on its labelled rows and EM-estimated eval priors (on its
+    eval probabilities calibrated by temperature on the labelled rows, against their true mix), per task
     it covers (ensembles, which re-use their sources' predictions, and sources without eval
     predictions are left out)."""
     rows = []
@@ -91,10 +93,13 @@ def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list
         if kind_of(labelled.meta) == "ensemble" or not store.has(name, Split.EVAL):
             continue
         evaluated = store.read(name, Split.EVAL)
+        truth = decode(labelled.labels)
         for task in TASKS:
             if task in labelled.tasks and task in evaluated.tasks:
-                implied = implied_priors(labelled.probs[task])
-                rows.append(PriorRow(name, task, implied, em_priors(evaluated.probs[task], implied)[0]))
+                # EM assumes calibrated posteriors and the true train mix (priors.correct_shift)
+                mix = np.bincount(truth[task], minlength=N_CLASSES[task]) / len(truth[task])
+                calibrated = fit(Calibrator.TS, labelled.probs[task], truth[task]).apply(evaluated.probs[task])
+                rows.append(PriorRow(name, task, implied_priors(labelled.probs[task]), em_priors(calibrated, mix)[0]))
     return rows
 
 

@@ -1,0 +1,194 @@
+"""Calibration: probabilities that mean what they say, fitted on labelled out-of-fold predictions.
+
+A soft vote of over-confident models is not calibrated, and what `ens` re-weights or estimates
+priors from must be (EM runs away on uncalibrated posteriors; `priors`). Each calibrator maps
+log-probabilities ``z = log p`` (clipped at `EPS`) to new probabilities ``softmax(w * z + b)``:
+
+- temperature scaling, ``ts`` (Guo, Pleiss, Sun and Weinberger 2017): ``w = 1/T`` for every
+  class, ``b = 0``; one parameter, the argmax never changes;
+- bias-corrected temperature scaling, ``bcts`` (Alexandari, Kundaje and Shrikumar 2020): ``1/T``
+  and a bias per class (class 0's fixed at 0), which also corrects a systematic lean to a class;
+- vector scaling, ``vs`` (Guo et al. 2017): a weight and a bias per class.
+
+Each is fitted by minimising the mean negative log-likelihood of the labels with L-BFGS
+(scipy.optimize.minimize), with a small L2 pull of the biases and weights towards the identity
+(1e-4 per image), so a class absent from the labels cannot send its bias to minus infinity.
+`choose` picks the calibrator with the best out-of-fold log-loss, the images folded by person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from ..errors import EnsError
+
+EPS = 1e-6
+RIDGE = 1e-4  # L2 pull towards the identity map, per image
+
+
+class Calibrator(StrEnum):
+    """`--calibrate`: none, the three calibrators, or auto (the best by out-of-fold log-loss)."""
+
+    NONE = "none"
+    TS = "ts"
+    BCTS = "bcts"
+    VS = "vs"
+    AUTO = "auto"
+
+
+FITTED = (Calibrator.NONE, Calibrator.TS, Calibrator.BCTS, Calibrator.VS)
+
+
+def _logits(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, None))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of `labels` ``(n,)`` under `probs` ``(n, k)`` (clipped at `EPS`);
+    scikit-learn's ``log_loss`` on the same clipped, renormalised probabilities."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, None)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.log(p[np.arange(len(labels)), labels]).mean())
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017): over `bins` equal-width bins of the top
+    probability, the image-weighted mean gap between confidence and accuracy."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence, decided = probs.max(axis=1), probs.argmax(axis=1)
+    correct = decided == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(confidence[members].mean() - correct[members].mean())
+    return float(total / len(labels))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted calibrator: ``softmax(weights * log p + bias)``, weights and bias ``(k,)``."""
+
+    method: Calibrator
+    weights: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def identity(cls, k: int) -> Calibration:
+        return cls(Calibrator.NONE, np.ones(k), np.zeros(k))
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``(n, k)``; the identity returns `probs` unchanged."""
+        if self.method is Calibrator.NONE:
+            return np.asarray(probs, dtype=np.float64)
+        return _softmax(self.weights * _logits(probs) + self.bias)
+
+    @property
+    def temperature(self) -> float | None:
+        return None if self.method not in (Calibrator.TS, Calibrator.BCTS) else float(1 / self.weights[0])
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method.value}
+        if self.temperature is not None:
+            out["temperature"] = round(self.temperature, 4)
+        if self.method is Calibrator.VS:
+            out["weights"] = self.weights.round(4).tolist()
+        if self.method in (Calibrator.BCTS, Calibrator.VS):
+            out["bias"] = self.bias.round(4).tolist()
+        return out
+
+
+def fit(method: Calibrator | str, probs: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Fit `method` on probabilities ``(n, k)`` and their labels ``(n,)`` (see the module doc)."""
+    from scipy.optimize import minimize
+
+    method = Calibrator(method)
+    probs = np.asarray(probs, dtype=np.float64)
+    n, k = probs.shape
+    if method is Calibrator.NONE:
+        return Calibration.identity(k)
+    if method is Calibrator.AUTO:
+        raise EnsError("auto is a choice among calibrators (calibration.choose), not one to fit")
+    z = _logits(probs)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if method is Calibrator.TS:
+            return np.full(k, theta[0]), np.zeros(k)
+        if method is Calibrator.BCTS:
+            return np.full(k, theta[0]), np.concatenate([[0.0], theta[1:]])
+        return theta[:k], np.concatenate([[0.0], theta[k:]])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = unpack(theta)
+        q = _softmax(w * z + b)
+        value = -np.log(np.clip(q[np.arange(n), labels], 1e-300, None)).mean()
+        residual = (q - onehot) / n  # d loss / d (w z + b), per image
+        grad_w, grad_b = (residual * z).sum(axis=0), residual.sum(axis=0)
+        value += RIDGE * (((w - 1) ** 2).sum() + (b**2).sum())
+        grad_w, grad_b = grad_w + 2 * RIDGE * (w - 1), grad_b + 2 * RIDGE * b
+        if method is Calibrator.TS:
+            return value, np.array([grad_w.sum()])
+        if method is Calibrator.BCTS:
+            return value, np.concatenate([[grad_w.sum()], grad_b[1:]])
+        return value, np.concatenate([grad_w, grad_b[1:]])
+
+    start = {Calibrator.TS: [1.0], Calibrator.BCTS: [1.0] + [0.0] * (k - 1), Calibrator.VS: [1.0] * k + [0.0] * (k - 1)}[method]
+    result = minimize(loss, np.array(start), jac=True, method="L-BFGS-B")
+    w, b = unpack(result.x)
+    return Calibration(method, w, b)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """`choose`'s answer: the calibrator fitted on every image, each candidate's out-of-fold
+    log-loss and ECE ``{method: (nll, ece)}`` (the uncalibrated ones too), and the chosen one's
+    out-of-fold probabilities: what a check of anything built on it must use, never in-sample."""
+
+    calibration: Calibration
+    scores: dict[str, tuple[float, float]]
+    oof: np.ndarray  # the chosen calibrator's out-of-fold probabilities on the labelled images (n, k)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.calibration.as_dict(),
+            "oof_nll": {m: round(s[0], 4) for m, s in self.scores.items()},
+            "oof_ece": {m: round(s[1], 4) for m, s in self.scores.items()},
+        }
+
+
+def choose(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    method: Calibrator | str = Calibrator.AUTO,
+) -> Choice:
+    """Score each calibrator out of fold (fit on the other folds' images, predict these), pick
+    `method` or, with ``auto``, the one with the lowest out-of-fold log-loss, and fit it on all.
+
+    probs: ``(n, k)``; labels: ``(n,)``; folds: (fit, score) index pairs, person-grouped.
+    """
+    method = Calibrator(method)
+    candidates = FITTED if method is Calibrator.AUTO else (Calibrator.NONE, method)
+    scores: dict[str, tuple[float, float]] = {}
+    oof: dict[Calibrator, np.ndarray] = {}
+    for candidate in dict.fromkeys(candidates):
+        out = np.zeros_like(np.asarray(probs, dtype=np.float64))
+        for fit_rows, score_rows in folds:
+            out[score_rows] = fit(candidate, probs[fit_rows], labels[fit_rows]).apply(probs[score_rows])
+        scores[candidate.value], oof[candidate] = (nll(out, labels), ece(out, labels)), out
+    chosen = min(candidates, key=lambda m: scores[m.value][0]) if method is Calibrator.AUTO else method
+    return Choice(fit(chosen, probs, labels), scores, oof[chosen])

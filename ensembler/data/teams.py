@@ -1,0 +1,165 @@
+"""Simulated teams: the evidence a composition method must hold on, without images.
+
+`simulate_team` draws a competition's people (seven images each: five masks worn, one worn
+incorrectly, one without) for train and for an eval set whose mix may differ (older, or fewer
+masks worn), and a team of members of one kind whose probabilities behave like trained models'.
+Every member predicts the labelled train images out of fold and the eval images; the eval
+answers are kept apart for scoring. A member's logits are, per task, a skill margin on the true
+class (half of it on the neighbouring age bands: age errors are between neighbours), noise per
+image and per person (a face that looks older looks older in all seven photos), and, on the 18
+classes, noise of their own (errors that live on the joint). Kinds:
+
+- ``specialists``: one model per task, each predicting its task only;
+- ``classifiers18``: 18-class classifiers of different skills;
+- ``overconfident``: 18-class classifiers whose logits are scaled up (2.5x to 4x);
+- ``near-copies``: 18-class classifiers sharing most of their noise (k-fold copies, re-runs);
+- ``mixed``: specialists beside over-confident 18-class members.
+
+The kinds come with an eval mix: ``shift="age"`` (eval older: 60 and over three times as
+common), ``"mask"`` (a quarter of the masked photos dropped from eval), or ``"none"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .labels import N_CLASSES, TASKS, Task, encode, joint_from_tasks, marginals
+
+KINDS = ("specialists", "classifiers18", "overconfident", "near-copies", "mixed")
+SHIFTS = ("none", "age", "mask")
+TRAIN_AGE = np.array([0.47, 0.46, 0.07])  # the competition's train mix (1,281 / 1,227 / 192)
+OLDER_AGE = np.array([0.36, 0.43, 0.21])
+
+
+@dataclass(frozen=True)
+class Member:
+    """One simulated model: `tasks` it predicts; probabilities on labelled and eval images
+    (``{task: (n, k)}``, and the joint ``(n, 18)`` for 18-class members, else None)."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    labelled: dict[Task, np.ndarray]
+    labelled_joint: np.ndarray | None
+    eval: dict[Task, np.ndarray]
+    eval_joint: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Team:
+    """A simulated competition: labelled ImageIDs and joint labels ``(n,)``, eval ImageIDs and
+    hidden answers ``(m,)``, and the members."""
+
+    kind: str
+    shift: str
+    labelled_ids: np.ndarray
+    labels: np.ndarray
+    eval_ids: np.ndarray
+    answers: np.ndarray
+    members: tuple[Member, ...]
+
+
+def _people(rng: np.random.Generator, n: int, age_mix: np.ndarray, prefix: str, drop_masked: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ids ``(m,)``, joint labels ``(m,)`` and person index ``(m,)`` for `n` people."""
+    gender = (rng.random(n) < 0.61).astype(int)  # 1,658 of 2,700 are female
+    age = rng.choice(3, size=n, p=age_mix)
+    masks = np.array([0, 0, 0, 0, 0, 1, 2])
+    person = np.repeat(np.arange(n), 7)
+    mask = np.tile(masks, n)
+    keep = ~((mask == 0) & (rng.random(len(mask)) < drop_masked))
+    person, mask = person[keep], mask[keep]
+    labels = encode(mask, gender[person], age[person])
+    slot = np.tile(np.arange(7), n)[keep]
+    ids = np.array([f"{prefix}{p:06d}_x_Asian_30/img{s}.jpg" for p, s in zip(person, slot)], dtype=object)
+    return ids, labels, person
+
+
+def _logits(rng, labels, person, n_people, skill, person_noise, joint_noise, shared=None):
+    """Per-task logits ``{task: (n, k)}`` and an 18-class interaction term ``(n, 18)``."""
+    from .labels import decode
+
+    truth = decode(labels)
+    out = {}
+    for task in TASKS:
+        k = N_CLASSES[task]
+        margin = np.zeros((len(labels), k))
+        margin[np.arange(len(labels)), truth[task]] = skill[task]
+        if task is Task.AGE:  # half the margin on the neighbouring bands
+            for step in (-1, 1):
+                near = np.clip(truth[task] + step, 0, 2)
+                margin[np.arange(len(labels)), near] += np.where(near != truth[task], 0.5 * skill[task], 0)
+        noise = rng.normal(0, 1, (len(labels), k))
+        faces = rng.normal(0, person_noise[task], (n_people, k))[person]
+        if shared is not None:  # near-copies: most of the noise is the shared one
+            noise, faces = 0.3 * noise + 0.95 * shared[task][0], 0.3 * faces + 0.95 * shared[task][1]
+        out[task] = margin + noise + faces
+    return out, rng.normal(0, joint_noise, (len(labels), 18))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def simulate_team(kind: str, shift: str = "age", n_train_people: int = 600, n_eval_people: int = 400, seed: int = 0) -> Team:
+    """A simulated competition and team of `kind` (`KINDS`) with eval mix `shift` (`SHIFTS`)."""
+    if kind not in KINDS or shift not in SHIFTS:
+        raise ValueError(f"kind in {KINDS}, shift in {SHIFTS}")
+    rng = np.random.default_rng(seed)
+    l_ids, labels, l_person = _people(rng, n_train_people, TRAIN_AGE, "", 0.0)
+    e_ids, answers, e_person = _people(rng, n_eval_people, OLDER_AGE if shift == "age" else TRAIN_AGE, "e", 0.25 if shift == "mask" else 0.0)
+    e_ids = np.array([i.replace("/", "_") for i in e_ids], dtype=object)  # eval names are flat
+
+    plans = {
+        "specialists": [("mask", (Task.MASK,), 1.0, 3.0), ("gender", (Task.GENDER,), 1.0, 2.0), ("age", (Task.AGE,), 1.0, 1.2), ("age2", (Task.AGE,), 1.0, 1.0)],
+        "classifiers18": [(f"c{i}", TASKS, 1.0, s) for i, s in enumerate((1.6, 1.3, 1.1, 1.0))],
+        "overconfident": [(f"o{i}", TASKS, scale, s) for i, (scale, s) in enumerate(((1.0, 1.3), (2.5, 1.2), (4.0, 1.1), (3.0, 1.0)))],
+        "near-copies": [(f"k{i}", TASKS, 1.5, 1.2) for i in range(4)] + [("other", TASKS, 1.0, 1.0)],
+        "mixed": [("mask", (Task.MASK,), 1.0, 3.0), ("age", (Task.AGE,), 1.0, 1.3), ("o1", TASKS, 3.0, 1.1), ("o2", TASKS, 1.0, 1.0)],
+    }[kind]
+    shared = None
+    if kind == "near-copies":
+        shared = {
+            split: {t: (rng.normal(0, 1, (len(l), N_CLASSES[t])), rng.normal(0, 0.8, (n, N_CLASSES[t]))[p]) for t in TASKS}
+            for split, l, n, p in (("labelled", labels, n_train_people, l_person), ("eval", answers, n_eval_people, e_person))
+        }
+    members = []
+    for name, tasks, scale, strength in plans:
+        skill = {Task.MASK: 3.0 * strength, Task.GENDER: 2.0 * strength, Task.AGE: 1.2 * strength}
+        person_noise = {Task.MASK: 0.2, Task.GENDER: 0.6, Task.AGE: 0.9}
+        sets = []
+        for split, y, person, n in (("labelled", labels, l_person, n_train_people), ("eval", answers, e_person, n_eval_people)):
+            logits, interaction = _logits(rng, y, person, n, skill, person_noise, 0.6, None if shared is None or not name.startswith("k") else shared[split])
+            if len(tasks) == 3:  # an 18-class model: one softmax over the joint logits
+                joint_logits = np.log(joint_from_tasks({t: _softmax(logits[t]) for t in TASKS})) + interaction
+                joint = _softmax(scale * joint_logits)
+                sets.append((marginals(joint), joint))
+            else:
+                sets.append(({t: _softmax(scale * logits[t]) for t in tasks}, None))
+        (lp, lj), (ep, ej) = sets
+        members.append(Member(name, tasks, {t: lp[t] for t in tasks}, lj, {t: ep[t] for t in tasks}, ej))
+    return Team(kind, shift, l_ids, labels, e_ids, answers, tuple(members))
+
+
+def write_team(team: Team, root) -> "Project":  # noqa: F821 (imported below: data.project imports this wing)
+    """A project folder for `team`: ``data/eval/info.csv`` (its eval ImageIDs), and every member
+    as a source with its eval set and its out-of-fold labelled set. Returns the project."""
+    from pathlib import Path
+
+    from .project import load_project, update_project
+    from .store import PredictionSet, Split, Store
+
+    root = Path(root)
+    (root / "data" / "eval").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "eval" / "info.csv").write_text("ImageID,ans\n" + "".join(f"{i},0\n" for i in team.eval_ids))
+    zoo = root / "model_zoo.yaml"
+    update_project(zoo, data=root / "data")
+    project = load_project(zoo)
+    store = Store(project.predictions)
+    meta = {"kind": "proba", "origin": {"type": "import", "file": f"simulated {team.kind}"}}
+    for m in team.members:
+        store.write(PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint, None, meta))
+        store.write(PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels, meta))
+    return project
