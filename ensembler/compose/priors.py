@@ -253,18 +253,7 @@ def correct_shift(
     if labelled is None:
         if spec.estimator == "bbse":
             raise EnsError("--prior bbse estimates from the labelled confusion matrix; the recipe has no labelled predictions")
-        train = dict(fallback_train or {})
-        ratios = {}
-        for task, p in eval_probs.items():
-            if task in spec.given:
-                target, how = np.asarray(spec.given[task]), "given"
-            elif spec.em:
-                target, how = em_priors(p, train[task])[0], "em"
-            else:
-                continue
-            ratios[task] = np.maximum(target, FLOOR) / np.maximum(train[task], FLOOR)
-            record["tasks"][task.value] = {"train": train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}
-        probs, joint = reweight(eval_probs, ratios, eval_joint)
+        probs, joint, record["tasks"] = correct(eval_probs, dict(fallback_train or {}), eval_joint, spec)
         record.update(applied=True, reason="no labelled predictions: EM ran on uncalibrated probabilities, and the correction is unchecked")
         return probs, joint, record
 
