@@ -236,8 +236,12 @@ def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(projec
     assert "age: g (CV macro F1 " in result.output and "others: " in result.output
     bad = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--method", "stack"])
     assert bad.exit_code == 1 and "--auto is --method auto; drop --method stack" in bad.output
-    none = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "select"])
-    assert none.exit_code == 1 and "a recipe is needed" in none.output
+    selected = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "select", "--name", "s1"])
+    assert selected.exit_code == 0 and "recipe *:g+m" in selected.output  # learned methods take the library too
+    stacked = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "stack", "--name", "s2"])
+    assert stacked.exit_code == 0 and "recipe *:g+m" in stacked.output
+    none = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "soft"])
+    assert none.exit_code == 1 and "--method soft needs a recipe" in none.output
 
 
 def test_auto_score_is_cross_validated_with_the_choice_inside():

@@ -260,7 +260,7 @@ def _tune(project: Project, validation: dict[str, Any], composed_val: Composed |
 
 
 def library_recipe(project: Project) -> Recipe:
-    """`--auto` without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
+    """A learned method (stack, select, auto) without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
     store = Store(project.predictions)
     tasks: dict = {t: [] for t in TASKS}
     for name in store.sources():  # from the sets' metadata: no prediction CSV is read here
@@ -273,7 +273,7 @@ def library_recipe(project: Project) -> Recipe:
             tasks[Task(task)].append(Term(name))
     missing = [str(t) for t, terms in tasks.items() if not terms]
     if missing:
-        raise EnsError(f"--auto: no source predicts {', '.join(missing)} on both eval and labelled images (run ens predict --split eval and --split val, or import both)")
+        raise EnsError(f"no source predicts {', '.join(missing)} on both eval and labelled images (run ens predict --split eval and --split val, or import both)")
     return Recipe({t: tuple(terms) for t, terms in tasks.items()})
 
 
@@ -307,7 +307,8 @@ def compose(
     method: a vote (soft, hard, geo), or a composition learned on the sources' labelled
     predictions and scored out of fold (`ensembler.compose.learned`): stack (class_weight ``balanced``
     and every task's probabilities as features, `stack_all_tasks`, as options), select, or auto
-    (per task the best candidate by cross-validated F1; with no recipe, every model and import).
+    (per task the best candidate by cross-validated F1); with no recipe, the learned methods take
+    every model and import with eval and labelled predictions (`library_recipe`).
     A task the recipe does not name takes the recipe's sources that predict it (`complete_recipe`).
     prior: re-weight the eval posteriors to given or EM-estimated eval priors (`priors.PriorSpec`,
     or its text: ``"em"``, ``"age:0.3,0.5,0.2 em"``); validation scores stay those on labelled
@@ -329,8 +330,8 @@ def compose(
     if method is Method.HARD and (spec.active or tune):
         raise EnsError(f"--{'prior' if spec.active else 'tune-f1'} re-weights probabilities; a hard vote has none (use --method soft or geo)")
     if recipe is None:
-        if method is not Method.AUTO:
-            raise EnsError("a recipe is needed (--recipe TASK:SOURCE …), except with --auto")
+        if not method.learned:
+            raise EnsError(f"--method {method} needs a recipe (--recipe TASK:SOURCE …); stack, select and auto take every source by default")
         recipe = library_recipe(project)
     recipe = complete_recipe(recipe, project.coverage())
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
