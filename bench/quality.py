@@ -74,8 +74,8 @@ def main() -> None:
                         record = result.manifest["prior"]
                         if record:
                             applied = "applied" if record["applied"] else "kept plain"
-                            gain = record.get("check", {}).get("gain")
-                            checks.append(f"{applied}{'' if gain is None else f' {gain:+.3f}'}")
+                            check = record.get("check") or {}
+                            checks.append(f"{applied}" + (f" {check['gain']:+.3f} ({check['wins']:.0%})" if check else ""))
                             if row[prior] < row["none"] - 1e-9:
                                 losses.append(f"{kind}/{shift}/{method} --prior {prior}: {row[prior]:.4f} < {row['none']:.4f}")
                         elif result.val is not None and method != "hard":
