@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval_ids
 from ..data.io import sha256_bytes, write_bytes, write_json
-from ..data.labels import N_JOINT, TASKS, Task
+from ..data.labels import CLASS_NAMES, N_JOINT, TASKS, Task, decode
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from ..errors import EnsError, preview, unknown
@@ -61,8 +61,12 @@ class Composition:
         return pd.DataFrame({"ImageID": self.eval.image_ids, "ans": self.eval.labels.astype(np.int64)})
 
     def csv_bytes(self) -> bytes:
-        """The submission file's content (``ImageID,ans``, rows in ``info.csv`` order)."""
-        lines = [f"{i},{a}" for i, a in zip(self.eval.image_ids, self.eval.labels.tolist())]
+        """The submission file's content (``ImageID,ans``, rows in ``info.csv`` order); as
+        ``DataFrame.to_csv`` writes it, quoting an ImageID that needs it."""
+        ids = [str(i) for i in self.eval.image_ids]
+        if any(c in i for i in ids for c in ',"\n\r'):
+            return self.submission.to_csv(index=False).encode()
+        lines = [f"{i},{a}" for i, a in zip(ids, self.eval.labels.tolist())]
         return ("\n".join(["ImageID,ans", *lines]) + "\n").encode()
 
     @property
@@ -111,8 +115,6 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
 def one_class_warnings(composed: Composed, val_labels: np.ndarray | None) -> list[str]:
     """A line for each task whose eval decisions are all one class (when the labelled images,
     or simply the task, have more): a submission like that is almost surely broken."""
-    from ..data.labels import CLASS_NAMES, decode
-
     decided = decode(composed.labels)
     truth = decode(val_labels) if val_labels is not None and len(val_labels) else None
     out = []
