@@ -319,7 +319,7 @@ METHOD_HELP = (
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
     "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
-    "(Caruana et al. 2004); auto: per task, the best of each source alone, their soft vote and their selection "
+    "(Caruana et al. 2004); auto: per task, the best of each source alone, their soft vote, their selection and their stack "
     "(as --auto). stack, select and auto are fitted on the sources' labelled predictions and scored by "
     "person-grouped cross-validation."
 )

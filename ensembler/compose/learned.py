@@ -10,8 +10,8 @@ Stacking (`stack`): per task, a multinomial logistic regression on the log-proba
 the task's sources (optionally every task's, since age may depend on mask state), balanced
 class weights on request (for macro F1). Ensemble selection (`select`): per task, weights for
 the sources by greedy forward selection on macro F1, bagged over bootstrap resamples (`select_weights`).
-Auto (`auto`): per task, the best of each source alone, their soft vote and their selection, by
-cross-validated task macro F1; its own score is cross-validated with the choice inside the loop
+Auto (`auto`): per task, the best of each source alone, their soft vote, their selection and
+their stack, by cross-validated task macro F1; its own score is cross-validated with the choice inside the loop
 (each fold is predicted by the candidate that scored best on the other folds).
 
 F1 tuning (`tune_f1`): per-class offsets added to a composition's log-probabilities (class 0 of
@@ -137,6 +137,7 @@ class _Fitted:
     target: np.ndarray
     oof: np.ndarray
     weights: np.ndarray | None
+    consistent: np.ndarray | None = None  # auto: the chosen candidate's own out-of-fold predictions
 
 
 def _fit_task(method: Method, parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, class_weight: str | None, weights: Sequence[float], keep: np.ndarray, splits: list) -> _Fitted:
@@ -163,14 +164,14 @@ class Candidate:
 
 
 def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> tuple[_Fitted, list[Candidate], int, dict[str, float] | None]:
-    """Every candidate for one task: each source alone, and with several sources their soft vote
-    and their ensemble selection. Returns the chosen candidate's predictions (its out-of-fold
+    """Every candidate for one task: each source alone, and with several sources their soft vote,
+    their ensemble selection and their stack. Returns the chosen candidate's predictions (its out-of-fold
     rows chosen fold by fold on the other folds' scores: the choice is cross-validated too), all
     candidates in the order tried, the index of the one chosen on all images, and its weights."""
     options: list[tuple[str, Method, list[int]]] = [(t.source, Method.SOFT, [i]) for i, t in enumerate(terms)]
     if len(terms) > 1:
-        names = "+".join(map(str, terms))
-        options += [(f"soft vote {names}", Method.SOFT, list(range(len(terms)))), (f"selection from {names}", Method.SELECT, list(range(len(terms))))]
+        names, every = "+".join(map(str, terms)), list(range(len(terms)))
+        options += [(f"soft vote {names}", Method.SOFT, every), (f"selection from {names}", Method.SELECT, every), (f"stack of {names}", Method.STACK, every)]
     y_kept = y[keep]
     fitted, candidates = [], []
     for label, method, idx in options:
@@ -188,7 +189,7 @@ def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, 
     chosen = int(np.argmax([c.f1 for c in candidates]))  # the same rule on all the images, whose F1s are at hand
     weights = fitted[chosen].weights
     named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
-    return _Fitted(fitted[chosen].target, oof, None), candidates, chosen, named
+    return _Fitted(fitted[chosen].target, oof, None, fitted[chosen].oof), candidates, chosen, named
 
 
 def _cv_score(labels: np.ndarray, predicted: np.ndarray, splits: list) -> CVScore:
@@ -213,7 +214,10 @@ def learn(
     Returns the composition of `targets`; the out-of-fold composition of the labelled images
     restricted to `score_ids` (default: all) and its cross-validated score; and what was chosen
     on all the labelled images: ``{"weights": {task: {source: weight}}}`` for select (and for
-    auto where it selected), ``{"auto": {task: {"chosen": label, "candidates": [...]}}}`` for auto.
+    auto where it selected), ``{"auto": {task: {"chosen": label, "candidates": [...]}}}`` for auto,
+    and for auto ``"consistent"``: the out-of-fold composition of the candidates chosen on all
+    images (the scored one switches candidate fold by fold, which is right for its score and
+    wrong for anything fitted on it to apply to eval).
     """
     import pandas as pd
 
@@ -223,7 +227,7 @@ def learn(
     keep = np.ones(len(ids), bool) if score_ids is None else pd.Index(ids).isin(score_ids)
     splits = person_folds(ids[keep])
     truth = decode(labels)
-    oof, fitted, weights, auto = {}, {}, {}, {}
+    oof, fitted, weights, auto, consistent = {}, {}, {}, {}, {}
     for task in TASKS:
         k, y = N_CLASSES[task], truth[task]
         use_cross = cross_tasks and method is Method.STACK
@@ -236,13 +240,16 @@ def learn(
             run = _fit_task(method, parts, y, target_parts, k, class_weight, [t.weight for t in terms], keep, splits)
             named = None if run.weights is None else {t.source: round(float(w), 4) for t, w in zip(terms, run.weights)}
         fitted[task], oof[task] = run.target, run.oof
+        consistent[task] = run.oof if run.consistent is None else run.consistent
         if named:
             weights[task.value] = named
 
     scored = Composed.decided(ids[keep], oof, None, method.value)
     cv = _cv_score(labels[keep], scored.labels, splits)
     target_ids = next(iter(targets.values())).image_ids
-    details = {k: v for k, v in (("weights", weights), ("auto", auto)) if v}
+    details: dict[str, Any] = {k: v for k, v in (("weights", weights), ("auto", auto)) if v}
+    if method is Method.AUTO:  # what a step fitted after auto (calibration, priors) must see: the pipeline eval gets
+        details["consistent"] = Composed.decided(ids[keep], consistent, None, method.value)
     return Composed.decided(target_ids, fitted, None, method.value), scored, cv, details or None
 
 

@@ -210,6 +210,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
     if not len(val_ids):
         raise EnsError(f"no shared labelled image to score --method {method} on ({scope})")
     composed, scored, cv, details = learn(recipe, aligned, labels, eval_sets, method, class_weight, all_tasks, val_ids)
+    consistent = (details or {}).pop("consistent", scored)  # auto: the chosen candidates' own out-of-fold predictions
     pos = pd.Index(ids).get_indexer(scored.image_ids)
     validation = {
         "scope": scope + f"; {method} scored out of fold ({cv.folds} person-grouped folds)",
@@ -219,7 +220,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
         **(details or {}),
         "sources": _source_scores(aligned, labels, pos),
     }
-    return composed, validation, scored, labels[pos]
+    return composed, validation, consistent, labels[pos]
 
 
 def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dict:
