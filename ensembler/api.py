@@ -117,8 +117,9 @@ def compose(
     method : soft, geo, hard, stack, select or auto.
     write : save ``submissions/<name>.csv`` + ``.json`` and keep the source `name` (never
         overwrites; the returned composition's ``files`` are the paths).
-    options : per_task, prior (``"em"``, ``"age:0.3,0.5,0.2"``), class_weight, stack_all_tasks,
-        tune, tie (``mass|lower|first``), as `ensembler.compose.submission.compose`.
+    options : per_task, prior (``"em"``, ``"bbse"``, ``"age:0.3,0.5,0.2"``), calibrate,
+        force_prior, class_weight, stack_all_tasks, tune, tie (``mass|lower|first``), as
+        `ensembler.compose.submission.compose`.
 
     Returns
     -------
