@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EnsError, preview
-from .dataset import data_fingerprint, read_eval, read_table, read_train
+from .dataset import data_fingerprint, read_eval_ids, read_table, read_train
 from .io import sha256_file
 from .labels import N_CLASSES, N_JOINT, TASKS, Task, encode, one_hot
 from .project import Project
@@ -283,7 +283,7 @@ def import_source(
     shared = read_shared_csv(path, kind, task, columns)
     ids = shared.image_ids
 
-    eval_ids = read_eval(data)["ImageID"].to_numpy(object)
+    eval_ids = read_eval_ids(data)
     in_eval = pd.Index(ids).isin(eval_ids)
     sets: list[PredictionSet] = []
     meta: dict[str, Any] = {
