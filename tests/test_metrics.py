@@ -47,3 +47,6 @@ def test_macro_f1_equals_scikit_learn(seed):
     p = np.where(rng.random(200) < 0.6, y, rng.integers(0, k, 200))
     expected = f1_score(y, p, labels=np.arange(k), average="macro", zero_division=0)
     assert macro_f1(y, p, k) == pytest.approx(expected, abs=1e-12)
+    w = rng.integers(0, 4, 200) * rng.random(200)  # resample counts times importance weights
+    weighted = f1_score(y, p, labels=np.arange(k), average="macro", zero_division=0, sample_weight=w)
+    assert macro_f1(y, p, k, w) == pytest.approx(weighted, abs=1e-12)

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.labels import N_CLASSES, TASKS, Task, decode, parse_task
+from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
 from ..errors import EnsError
+from ..evaluate.metrics import macro_f1
+from .calibration import choose
+from .voting import Composed
 
 FLOOR = 1e-6  # no prior is allowed to reach 0: a class could never come back
 # An estimated correction is applied when it wins in this share of the labelled check's person
@@ -202,14 +205,6 @@ def degenerate(target: np.ndarray, train: np.ndarray) -> list[int]:
     return [c for c in range(len(train)) if train[c] >= 0.01 and target[c] < 0.01 and target[c] < 0.1 * train[c]]
 
 
-def weighted_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, weights: np.ndarray) -> float:
-    """Macro F1 with image weights ``(n,)`` (counts become weight sums; absent classes score 0)."""
-    tp = np.bincount(y_true[y_true == y_pred], weights[y_true == y_pred], minlength=n_classes)
-    denominator = np.bincount(y_true, weights, minlength=n_classes) + np.bincount(y_pred, weights, minlength=n_classes)
-    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
-    return float(f1[:n_classes].mean())
-
-
 def shift_check(
     labels: np.ndarray,
     before: np.ndarray,
@@ -230,7 +225,7 @@ def shift_check(
     for r in range(replicates):
         drawn = np.bincount(rng.integers(0, n_people, n_people), minlength=n_people)
         w = weights * drawn[person]
-        gains[r] = weighted_macro_f1(labels, after, 18, w) - weighted_macro_f1(labels, before, 18, w)
+        gains[r] = macro_f1(labels, after, N_JOINT, w) - macro_f1(labels, before, N_JOINT, w)
     return {"gain": float(gains.mean()), "spread": float(gains.std()), "wins": float((gains > 0).mean()), "replicates": replicates}
 
 
@@ -252,9 +247,7 @@ def correct_shift(
     `fallback_train`, the data folder's train mix, unchecked, and says so).
     Returns the eval probabilities and joint (unchanged when not applied) and the record.
     """
-    from ..data.labels import encode, marginals
-    from .calibration import choose
-    from .learned import person_folds, person_of
+    from .learned import person_folds, person_of  # learned imports this module
 
     record: dict[str, object] = {"spec": str(spec), "tasks": {}}
     if labelled is None:
@@ -301,14 +294,11 @@ def correct_shift(
             ratios[task] = np.maximum(target, FLOOR) / np.maximum(train[task], FLOOR)
         record["tasks"][task.value] = entry
 
-    def decided(probs: Mapping[Task, np.ndarray], joint: np.ndarray | None) -> np.ndarray:
-        return joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
-
     if not ratios:
         record.update(applied=False, reason="; ".join(notes) or "nothing to correct")
         return dict(eval_probs), eval_joint, record
-    before = decided(val_probs, val_joint)
-    after = decided(*reweight(cal_val, ratios, cal_val_joint))
+    before = Composed.decided(ids, val_probs, val_joint, "").labels
+    after = Composed.decided(ids, *reweight(cal_val, ratios, cal_val_joint), "").labels
     weights = np.ones(len(labels))
     for task, ratio in ratios.items():
         weights *= ratio[truth[task]]

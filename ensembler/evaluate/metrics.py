@@ -33,16 +33,18 @@ class Scores:
         }
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Macro F1 over labels ``0..n_classes-1`` (absent classes score 0). Both ``(n,)`` ints.
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> float:
+    """Macro F1 over labels ``0..n_classes-1`` (absent classes score 0). Both ``(n,)`` ints;
+    `weights` ``(n,)`` turn the counts into weight sums (a resampled or re-weighted image set).
 
     Equal to scikit-learn's ``f1_score(..., labels=range(n_classes), average="macro",
-    zero_division=0)`` (a test holds it to that), from counts alone: ensemble selection calls it
-    thousands of times.
+    zero_division=0, sample_weight=weights)`` (a test holds it to that), from counts alone:
+    ensemble selection calls it thousands of times.
     """
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
-    denominator = np.bincount(y_true, minlength=n_classes) + np.bincount(y_pred, minlength=n_classes)
+    right = y_true == y_pred
+    tp = np.bincount(y_true[right], None if weights is None else weights[right], minlength=n_classes)
+    denominator = np.bincount(y_true, weights, minlength=n_classes) + np.bincount(y_pred, weights, minlength=n_classes)
     f1 = np.divide(2.0 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
     return float(f1[:n_classes].mean())
 
