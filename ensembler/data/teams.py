@@ -22,10 +22,13 @@ common), ``"mask"`` (a quarter of the masked photos dropped from eval), or ``"no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .labels import N_CLASSES, TASKS, Task, encode, joint_from_tasks, marginals
+from .labels import N_CLASSES, TASKS, Task, decode, encode, joint_from_tasks, marginals
+from .project import Project, load_project, update_project
+from .store import PredictionSet, Split, Store
 
 KINDS = ("specialists", "classifiers18", "overconfident", "near-copies", "mixed")
 SHIFTS = ("none", "age", "mask")
@@ -77,8 +80,6 @@ def _people(rng: np.random.Generator, n: int, age_mix: np.ndarray, prefix: str, 
 
 def _logits(rng, labels, person, n_people, skill, person_noise, joint_noise, shared=None):
     """Per-task logits ``{task: (n, k)}`` and an 18-class interaction term ``(n, 18)``."""
-    from .labels import decode
-
     truth = decode(labels)
     out = {}
     for task in TASKS:
@@ -143,14 +144,9 @@ def simulate_team(kind: str, shift: str = "age", n_train_people: int = 600, n_ev
     return Team(kind, shift, l_ids, labels, e_ids, answers, tuple(members))
 
 
-def write_team(team: Team, root) -> "Project":  # noqa: F821 (imported below: data.project imports this wing)
+def write_team(team: Team, root: str | Path) -> Project:
     """A project folder for `team`: ``data/eval/info.csv`` (its eval ImageIDs), and every member
     as a source with its eval set and its out-of-fold labelled set. Returns the project."""
-    from pathlib import Path
-
-    from .project import load_project, update_project
-    from .store import PredictionSet, Split, Store
-
     root = Path(root)
     (root / "data" / "eval").mkdir(parents=True, exist_ok=True)
     (root / "data" / "eval" / "info.csv").write_text("ImageID,ans\n" + "".join(f"{i},0\n" for i in team.eval_ids))
