@@ -51,7 +51,7 @@ def main() -> None:
     kinds = KINDS if args.kinds == "all" else tuple(args.kinds.split(","))
     methods = args.methods.split(",")
     start = time.perf_counter()
-    losses = []
+    losses, behind = [], []
     for shift in args.shifts.split(","):
         for kind in kinds:
             team = simulate_team(kind, shift, seed=args.seed)
@@ -65,7 +65,7 @@ def main() -> None:
                 if single:
                     best = max(single, key=lambda m: score(team.labels, m.labelled_joint.argmax(1)).f1_18)
                     print(f"{'best one':10s} {f1(best.eval_joint.argmax(1)):7.4f}   ({best.name}, by its labelled score)")
-                soft_plain = None
+                soft_plain, plain = None, {}
                 for method in methods:
                     row, checks, raw = {p: float("nan") for p in PRIORS}, [], float("nan")
                     for prior in PRIORS if method != "hard" else ("none",):  # a hard vote has no probabilities to re-weight
@@ -80,12 +80,20 @@ def main() -> None:
                                 losses.append(f"{kind}/{shift}/{method} --prior {prior}: {row[prior]:.4f} < {row['none']:.4f}")
                         elif result.val is not None and method != "hard":
                             raw = f1(raw_em(result))
+                    plain[method] = row["none"]
                     if method == "soft":
                         soft_plain = row["none"]
                     if method == "auto" and soft_plain is not None and row["none"] < soft_plain - 0.005:
                         losses.append(f"{kind}/{shift}: auto {row['none']:.4f} < soft vote {soft_plain:.4f} - 0.005")
                     print(f"{method:10s} {row['none']:7.4f} {row['em']:7.4f} {row['bbse']:7.4f} {raw:7.4f}   {' / '.join(checks)}")
+                if "auto" in plain and len(plain) > 1:
+                    other = max((m for m in plain if m != "auto"), key=plain.get)
+                    gap = plain["auto"] - plain[other]
+                    print(f"auto - best other method ({other}): {gap:+.4f}")
+                    if gap < -0.01:
+                        behind.append(f"{kind}/{shift}: auto {plain['auto']:.4f} < {other} {plain[other]:.4f}")
     print(f"\n{time.perf_counter() - start:.0f} s")
+    print("where auto trails the best fixed method by more than 0.01 (chosen blind, after the fact): " + ("; ".join(behind) or "nowhere"))
     print("where ens loses: " + ("; ".join(losses) if losses else "nowhere (no applied prior correction below plain; auto within 0.005 of the soft vote)"))
 
 

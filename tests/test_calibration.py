@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ensembler.compose.calibration import Calibration, Calibrator, choose, ece, fit, nll
+from ensembler.compose.calibration import Calibration, Calibrator, choose, ece, fit, fit_pool, nll
 from ensembler.compose.learned import person_folds
 
 
@@ -103,3 +103,21 @@ def test_choose_scores_out_of_fold_and_keeps_none_for_a_calibrated_model():
     assert chosen.calibration.method is not Calibrator.NONE and chosen.scores["none"][0] > chosen.scores[chosen.calibration.method.value][0]
     assert choose(sharp, labels, folds, "ts").calibration.method is Calibrator.TS
     assert Calibration.identity(3).apply(sharp) is not None
+
+
+def test_a_pool_of_one_source_is_bias_corrected_temperature_scaling():
+    """One source: softmax(w log p + b) is BCTS's model; both fits have the same optimum."""
+    probs, labels, _ = overconfident(seed=4)
+    pool, bcts = fit_pool([probs], labels), fit(Calibrator.BCTS, probs, labels)
+    assert pool.weights[0] == pytest.approx(bcts.weights[0], abs=2e-3)
+    assert np.allclose(pool.bias, bcts.bias, atol=5e-3)
+    assert np.allclose(pool.apply([probs]), bcts.apply(probs), atol=1e-3)
+
+
+def test_a_pool_weighs_the_informative_source_and_ignores_noise():
+    rng = np.random.default_rng(99)  # not overconfident()'s seed: its first draw is the true probabilities
+    probs, labels, _ = overconfident(seed=6)
+    noise = rng.dirichlet(np.ones(probs.shape[1]), len(labels))
+    pool = fit_pool([noise, probs], labels)
+    assert abs(pool.weights[0]) < 0.05 < pool.weights[1]
+    assert nll(pool.apply([noise, probs]), labels) < nll(probs, labels)

@@ -123,7 +123,11 @@ def test_scores_per_class_age_and_calibration_numbers(page):
     assert rows[age][1] == str(int((years == age).sum())) and rows[age][2] == f"{wrong[years == age].mean():.3f}"
     # a hard source is sure of everything: its calibration error is its error rate
     calibration = {r[0]: r for r in parsed.tables["calibration"][1:]}
-    assert calibration["A"][3] == f"{wrong.mean():.3f}" and calibration["A"][1] == "0.000"
+    before_after = lambda cell: [float(v) for v in cell.split(" → ")]  # noqa: E731
+    assert calibration["A"][3].startswith(f"{wrong.mean():.3f} → ") and calibration["A"][1].startswith("0.000 → ")
+    age_ece, age_loss = before_after(calibration["A"][3]), before_after(calibration["A"][6])
+    assert age_ece[1] < age_ece[0] and age_loss[1] < age_loss[0]  # temperature scaling tempers a sure-of-everything source
+    assert float(calibration["A"][7].split(" / ")[2]) > 1
 
 
 def test_provenance_and_priors_name_every_source(page):

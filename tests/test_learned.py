@@ -205,7 +205,13 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     _specialists(project, toy, tmp_path)
     sub = compose_submission(project, None, Method.AUTO, name="auto")
     manifest = json.loads(sub.manifest.read_text())
-    auto = manifest["validation"]["auto"]
+    whole = manifest["validation"]["auto"]
+    labels = [c["label"] for c in whole["candidates"]]
+    assert labels == ["soft vote g+m (18-way joint)", "geo vote g+m (18-way joint)", "per task: mask m, gender stack of g+m, age g", "selection per task", "stack per task", "stack of g+m on the 18-way joint"]
+    # on 18 classes the soft vote of two specialists is far behind what weighs each one's strengths
+    f1 = {c["label"]: c["f1"] for c in whole["candidates"]}
+    assert whole["chosen"] == max(f1, key=f1.get) and f1[whole["chosen"]] > f1["soft vote g+m (18-way joint)"] + 0.1
+    auto = whole["tasks"]
     chosen = {t: auto[t]["chosen"] for t in auto}
     assert chosen["mask"] == "m" and chosen["age"] == "g" and chosen["gender"] in ("m", "stack of g+m")  # never g alone
     labels = [c["label"] for c in auto["age"]["candidates"]]
@@ -213,13 +219,13 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     best = max(auto["age"]["candidates"], key=lambda c: c["f1"])
     assert best["label"] == "g" and best["spread"] >= 0
     assert manifest["recipe"] == "*:g+m" and manifest["method"] == "auto" and sub.mode == "auto"
-    # the submission's answers are m's mask and gender and g's age
+    # the submission follows m on mask and g on age, the specialists
     from ensembler.data.store import Store
 
     store = Store(project.predictions)
     m, g = store.read("m", Split.EVAL), store.read("g", Split.EVAL)
     ans = decode(pd.read_csv(sub.csv)["ans"].to_numpy())
-    assert np.array_equal(ans[Task.MASK], m.probs[Task.MASK].argmax(1)) and np.array_equal(ans[Task.AGE], g.probs[Task.AGE].argmax(1))
+    assert (ans[Task.MASK] == m.probs[Task.MASK].argmax(1)).mean() > 0.95 and (ans[Task.AGE] == g.probs[Task.AGE].argmax(1)).mean() > 0.9
 
 
 def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(project, toy, tmp_path):
@@ -253,10 +259,8 @@ def test_auto_score_is_cross_validated_with_the_choice_inside():
     sets = _sets(labels, seed=5)
     recipe = parse_recipe("*:noise1+noise2")
     _, scored, cv, details = learn(recipe, {k: sets[k] for k in ("noise1", "noise2")}, labels, {k: sets[k] for k in ("noise1", "noise2")}, Method.AUTO)
-    best_in_sample = max(c["f1"] for c in details["auto"]["age"]["candidates"])
-    from ensembler.evaluate.metrics import macro_f1
-
-    assert macro_f1(decode(labels)[Task.AGE], decode(scored.labels)[Task.AGE], 3) <= best_in_sample + 1e-12
+    best_in_sample = max(c["f1"] for c in details["auto"]["candidates"])
+    assert cv.f1_18 <= best_in_sample + 1e-12
     assert cv.f1_18 < 0.15  # chance on 18 classes is ~0.056
 
 
@@ -325,3 +329,26 @@ def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy,
     assert "F1 offsets: mask [0.0, " in result.output and "(CV 18-class F1 " in result.output
     with pytest.raises(EnsError, match="--tune-f1 re-weights probabilities; a hard vote has none"):
         compose_submission(project, parse_recipe("*:a+b"), Method.HARD, name="h", tune=True)
+
+
+@pytest.mark.parametrize("kind", ["specialists", "classifiers18", "overconfident", "near-copies", "mixed"])
+def test_auto_is_never_below_its_best_candidate_by_more_than_the_fold_spread(kind):
+    """The invariant of issue 11 on every simulated team kind: auto's out-of-fold 18-class F1 (its
+    choice made inside the loop) is within the fold spread of its best candidate's, and the plain
+    soft vote is always a candidate."""
+    from ensembler.compose.recipe import Recipe, Term
+    from ensembler.data.labels import TASKS
+    from ensembler.data.teams import simulate_team
+
+    team = simulate_team(kind, "none", n_train_people=150, n_eval_people=30, seed=3)
+    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
+    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
+    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
+    _, scored, cv, details = learn(recipe, labelled, team.labels, targets, Method.AUTO)
+    candidates = details["auto"]["candidates"]
+    assert candidates[0]["label"].startswith("soft vote ")
+    best = max(candidates, key=lambda c: c["f1"])
+    assert cv.f1_18 >= best["f1"] - best["spread"] - 1e-9
+    assert details["auto"]["chosen"] == best["label"]  # on all the images, the best is what eval gets
+    joint = all(m.labelled_joint is not None for m in team.members)
+    assert any(c["label"].endswith("on the 18-way joint") for c in candidates) == joint

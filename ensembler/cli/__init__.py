@@ -319,8 +319,8 @@ METHOD_HELP = (
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
     "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
-    "(Caruana et al. 2004); auto: per task, the best of each source alone, their soft vote, their selection and their stack "
-    "(as --auto). stack, select and auto are fitted on the sources' labelled predictions and scored by "
+    "(Caruana et al. 2004); auto (as --auto): the best by cross-validated 18-class macro F1 of the soft and geometric votes, "
+    "the per-task choice (per task, each source alone, their vote, selection or stack) and the stack on the 18-way joint. stack, select and auto are fitted on the sources' labelled predictions and scored by "
     "person-grouped cross-validation."
 )
 TIE_HELP = (
@@ -347,7 +347,7 @@ def compose(
     parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False, metavar="PART")] = None,
     method: Annotated[Optional[Method], typer.Option("--method", help=METHOD_HELP + " Default: soft.", show_default=False)] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Per task, pick the best source or composition by cross-validated macro F1 and say why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Pick the best composition by cross-validated 18-class macro F1 (votes, per-task choices, stacks) and say why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
     balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,

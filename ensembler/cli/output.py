@@ -41,11 +41,12 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     learned = {
         "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
         "select": "ensemble selection per task, on the labelled predictions",
-        "auto": "per task, the candidate with the best cross-validated macro F1",
+        "auto": "the candidate with the best cross-validated 18-class macro F1 (votes, per-task choices, stacks)",
     }
     lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     val = sub.validation or {}
-    for task, record in (val.get("auto") or {}).items():
+    auto = val.get("auto") or {}
+    for task, record in [*auto.get("tasks", {}).items(), ("18-class", auto)] if auto else ():
         ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
         others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
         chosen = next(c for c in ranked if c["label"] == record["chosen"])

@@ -10,9 +10,12 @@ Stacking (`stack`): per task, a multinomial logistic regression on the log-proba
 the task's sources (optionally every task's, since age may depend on mask state), balanced
 class weights on request (for macro F1). Ensemble selection (`select`): per task, weights for
 the sources by greedy forward selection on macro F1, bagged over bootstrap resamples (`select_weights`).
-Auto (`auto`): per task, the best of each source alone, their soft vote, their selection and
-their stack, by cross-validated task macro F1; its own score is cross-validated with the choice inside the loop
-(each fold is predicted by the candidate that scored best on the other folds).
+Auto (`auto`) is model selection over whole compositions by the competition's score, the
+out-of-fold 18-class macro F1: the recipe's soft vote (always a candidate) and geometric vote,
+the per-task choice (per task, the best of each source alone, their soft vote, their selection
+and their stack, by out-of-fold task macro F1), selection and stacking on every task, and, when every source carries the 18-way joint,
+a stack on the joint (a weight per source and a bias per class, `calibration.fit_pool`). Every choice is made inside the CV loop (each fold is
+predicted by the candidate that scored best on the other folds), so auto's score is honest too.
 
 F1 tuning (`tune_f1`): per-class offsets added to a composition's log-probabilities (class 0 of
 each task fixed at 0), found by coordinate ascent on the 18-class macro F1 of the labelled
@@ -23,18 +26,19 @@ probabilities, so the tuned composition is saved as re-weighted probabilities (`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode
+from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode, marginals
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from ..evaluate.metrics import macro_f1
+from .calibration import fit_pool
 from .priors import reweight
 from .recipe import Recipe, Term
-from .voting import Composed, Method, check_coverage
+from .voting import Composed, Method, check_coverage, combine
 
 EPS = 1e-6
 CV_FOLDS = 5
@@ -163,33 +167,97 @@ class Candidate:
         return {"label": self.label, "f1": round(self.f1, 4), "spread": round(self.spread, 4)}
 
 
-def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> tuple[_Fitted, list[Candidate], int, dict[str, float] | None]:
+def _nested_choice(labels: Sequence[np.ndarray], y: np.ndarray, k: int, splits: list) -> tuple[list[Candidate], np.ndarray, int]:
+    """Choose among candidates by the macro F1 (over `k` classes) of their out-of-fold decisions
+    `labels` (each ``(n,)``) on `y` ``(n,)``, with the choice inside the CV loop.
+
+    Returns each candidate's F1 and fold spread; for every image, the candidate chosen on the
+    *other* folds' images (its row of the scored composition: choosing on the images scored would
+    flatter the choice); and the candidate chosen on all images (the one applied to eval). Ties go
+    to the first candidate, i.e. the simplest."""
+    candidates = []
+    for decided in labels:
+        folds = [macro_f1(y[held], decided[held], k) for _, held in splits]
+        candidates.append((macro_f1(y, decided, k), float(np.std(folds))))
+    per_row = np.zeros(len(y), dtype=np.int64)
+    for fit_idx, held_idx in splits:
+        per_row[held_idx] = int(np.argmax([macro_f1(y[fit_idx], decided[fit_idx], k) for decided in labels]))
+    return [Candidate("", f1, spread) for f1, spread in candidates], per_row, int(np.argmax([f1 for f1, _ in candidates]))
+
+
+def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> tuple[_Fitted, list[Candidate], int, dict[str, float] | None, dict[Method, _Fitted]]:
     """Every candidate for one task: each source alone, and with several sources their soft vote,
     their ensemble selection and their stack. Returns the chosen candidate's predictions (its out-of-fold
     rows chosen fold by fold on the other folds' scores: the choice is cross-validated too), all
-    candidates in the order tried, the index of the one chosen on all images, and its weights."""
+    candidates in the order tried, the index of the one chosen on all images, its weights, and
+    the selection and the stack of all the task's sources (the source itself when it is alone),
+    from which `learn` builds the whole-composition candidates "selection per task" and "stack per task"."""
     options: list[tuple[str, Method, list[int]]] = [(t.source, Method.SOFT, [i]) for i, t in enumerate(terms)]
     if len(terms) > 1:
         names, every = "+".join(map(str, terms)), list(range(len(terms)))
         options += [(f"soft vote {names}", Method.SOFT, every), (f"selection from {names}", Method.SELECT, every), (f"stack of {names}", Method.STACK, every)]
-    y_kept = y[keep]
-    fitted, candidates = [], []
-    for label, method, idx in options:
-        run = _fit_task(method, [parts[i] for i in idx], y, [targets[i] for i in idx], k, None, [terms[i].weight for i in idx], keep, splits)
-        folds = [macro_f1(y_kept[held], run.oof[held].argmax(1), k) for _, held in splits]
-        fitted.append(run)
-        candidates.append(Candidate(label, macro_f1(y_kept, run.oof.argmax(1), k), float(np.std(folds))))
-
-    def best(rows: np.ndarray) -> int:  # ties: the first, i.e. the simplest, candidate
-        return int(np.argmax([macro_f1(y_kept[rows], f.oof[rows].argmax(1), k) for f in fitted]))
-
-    oof = np.zeros_like(fitted[0].oof)
-    for fit_idx, held_idx in splits:
-        oof[held_idx] = fitted[best(fit_idx)].oof[held_idx]
-    chosen = int(np.argmax([c.f1 for c in candidates]))  # the same rule on all the images, whose F1s are at hand
+    fitted = [_fit_task(method, [parts[i] for i in idx], y, [targets[i] for i in idx], k, None, [terms[i].weight for i in idx], keep, splits) for _, method, idx in options]
+    scores, per_row, chosen = _nested_choice([f.oof.argmax(1) for f in fitted], y[keep], k, splits)
+    candidates = [Candidate(label, c.f1, c.spread) for (label, _, _), c in zip(options, scores)]
+    oof = np.stack([f.oof for f in fitted])[per_row, np.arange(len(per_row))]
     weights = fitted[chosen].weights
     named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
-    return _Fitted(fitted[chosen].target, oof, None, fitted[chosen].oof), candidates, chosen, named
+    by_method = {m: next((f for (_, om, idx), f in zip(options, fitted) if om is m and len(idx) == len(terms)), fitted[0]) for m in (Method.SELECT, Method.STACK)}
+    return _Fitted(fitted[chosen].target, oof, None, fitted[chosen].oof), candidates, chosen, named, by_method
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """One of auto's 18-class candidates: its composition of the targets, its out-of-fold
+    composition of the scored labelled images (`scored`, what its F1 is taken on) and what a step
+    fitted after it must see (`consistent`: the same as `scored` except for per-task auto)."""
+
+    label: str
+    target: Composed
+    scored: Composed
+    consistent: Composed
+
+
+def _joint_stack(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: np.ndarray, targets: Mapping[str, PredictionSet], keep: np.ndarray, splits: list) -> _Whole:
+    """A stack on the 18-way joint of every source of the recipe: a weight per source and a bias
+    per class on their log-probabilities (`calibration.fit_pool`), fitted on all the labelled
+    images for the targets and on the other people of each fold for the scored ones."""
+    sources = list(recipe.sources)
+    ids, target_ids = next(iter(labelled.values())).image_ids, next(iter(targets.values())).image_ids
+    parts = [labelled[s].joint[keep] for s in sources]
+    y = labels[keep]
+    oof = np.zeros((len(y), N_JOINT))
+    for fit_idx, held_idx in splits:
+        oof[held_idx] = fit_pool([p[fit_idx] for p in parts], y[fit_idx]).apply([p[held_idx] for p in parts])
+    target = fit_pool([labelled[s].joint for s in sources], labels).apply([targets[s].joint for s in sources])
+    scored = Composed.decided(ids[keep], marginals(oof), oof, "auto")
+    return _Whole(f"stack of {'+'.join(sources)} on the 18-way joint", Composed.decided(target_ids, marginals(target), target, "auto"), scored, scored)
+
+
+def _auto_whole(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: np.ndarray, targets: Mapping[str, PredictionSet], keep: np.ndarray, splits: list, per_task: Sequence[_Whole]) -> tuple[_Whole, dict[str, Any]]:
+    """Auto's final choice, by out-of-fold **18-class** macro F1 (the competition's score), inside
+    the CV loop: the recipe's soft vote (always a candidate: auto must not lose to it) and
+    geometric vote (on the joint when every source carries it, as `combine` does), the per-task
+    candidates (`per_task`: the per-task choice, the selection and the stack per task) and, when
+    every source carries the joint, the stack on the joint."""
+    candidates = []
+    for vote in (Method.SOFT, Method.GEO):
+        on_labelled = combine(recipe, labelled, vote)
+        scored = on_labelled.take(np.flatnonzero(keep))
+        label = f"{vote.value} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if on_labelled.mode == "joint" else " (per task)")
+        candidates.append(_Whole(label, combine(recipe, targets, vote), scored, scored))
+    candidates += per_task
+    if all(labelled[s].joint is not None for s in recipe.sources):
+        candidates.append(_joint_stack(recipe, labelled, labels, targets, keep, splits))
+    y = labels[keep]
+    scores, per_row, chosen = _nested_choice([c.scored.labels for c in candidates], y, N_JOINT, splits)
+    rows = np.arange(len(y))
+    probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in TASKS}
+    decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
+    best = candidates[chosen]
+    scored = Composed(best.scored.image_ids, decided, probs, None, "auto")
+    record = {"chosen": best.label, "candidates": [Candidate(c.label, s.f1, s.spread).as_dict() for c, s in zip(candidates, scores)]}
+    return _Whole(best.label, best.target, scored, best.consistent), record
 
 
 def _cv_score(labels: np.ndarray, predicted: np.ndarray, splits: list) -> CVScore:
@@ -214,8 +282,9 @@ def learn(
     Returns the composition of `targets`; the out-of-fold composition of the labelled images
     restricted to `score_ids` (default: all) and its cross-validated score; and what was chosen
     on all the labelled images: ``{"weights": {task: {source: weight}}}`` for select (and for
-    auto where it selected), ``{"auto": {task: {"chosen": label, "candidates": [...]}}}`` for auto,
-    and for auto ``"consistent"``: the out-of-fold composition of the candidates chosen on all
+    auto where it selected), for auto ``{"auto": {"chosen": label, "candidates": [...], "tasks":
+    {task: {"chosen": label, "candidates": [...]}}}}`` (the 18-class choice, `_auto_whole`, among
+    whose candidates is the per-task one, `_auto_task`), and ``"consistent"``: the out-of-fold composition of the candidates chosen on all
     images (the scored one switches candidate fold by fold, which is right for its score and
     wrong for anything fitted on it to apply to eval).
     """
@@ -228,14 +297,17 @@ def learn(
     splits = person_folds(ids[keep])
     truth = decode(labels)
     oof, fitted, weights, auto, consistent = {}, {}, {}, {}, {}
+    per_method: dict[Method, dict[Task, _Fitted]] = {}  # auto: each task's selection and stack, for the whole candidates
     for task in TASKS:
         k, y = N_CLASSES[task], truth[task]
         use_cross = cross_tasks and method is Method.STACK
         parts, target_parts = _parts(labelled, recipe, task, use_cross), _parts(targets, recipe, task, use_cross)
         terms = recipe.tasks[task]
         if method is Method.AUTO:
-            run, candidates, chosen, named = _auto_task(terms, parts, y, target_parts, k, keep, splits)
+            run, candidates, chosen, named, by_method = _auto_task(terms, parts, y, target_parts, k, keep, splits)
             auto[task.value] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates]}
+            for m, f in by_method.items():
+                per_method.setdefault(m, {})[task] = f
         else:
             run = _fit_task(method, parts, y, target_parts, k, class_weight, [t.weight for t in terms], keep, splits)
             named = None if run.weights is None else {t.source: round(float(w), 4) for t, w in zip(terms, run.weights)}
@@ -244,13 +316,24 @@ def learn(
         if named:
             weights[task.value] = named
 
-    scored = Composed.decided(ids[keep], oof, None, method.value)
-    cv = _cv_score(labels[keep], scored.labels, splits)
     target_ids = next(iter(targets.values())).image_ids
-    details: dict[str, Any] = {k: v for k, v in (("weights", weights), ("auto", auto)) if v}
-    if method is Method.AUTO:  # what a step fitted after auto (calibration, priors) must see: the pipeline eval gets
-        details["consistent"] = Composed.decided(ids[keep], consistent, None, method.value)
-    return Composed.decided(target_ids, fitted, None, method.value), scored, cv, details or None
+    target = Composed.decided(target_ids, fitted, None, method.value)
+    scored = Composed.decided(ids[keep], oof, None, method.value)
+    details: dict[str, Any] = {"weights": weights} if weights else {}
+    if method is Method.AUTO:
+        tasks = ", ".join(f"{t} {auto[t.value]['chosen']}" for t in TASKS)
+        per_task = [_Whole(f"per task: {tasks}", target, scored, Composed.decided(ids[keep], consistent, None, method.value))]
+        for m, runs in per_method.items():
+            label = {Method.SELECT: "selection per task", Method.STACK: "stack per task"}[m]
+            oof_m = Composed.decided(ids[keep], {t: r.oof for t, r in runs.items()}, None, method.value)
+            per_task.append(_Whole(label, Composed.decided(target_ids, {t: r.target for t, r in runs.items()}, None, method.value), oof_m, oof_m))
+        whole, details["auto"] = _auto_whole(recipe, labelled, labels, targets, keep, splits, per_task)
+        details["auto"]["tasks"] = auto
+        if whole.label != per_task[0].label:
+            details.pop("weights", None)  # the per-task selections are not what eval gets
+        target, scored = replace(whole.target, mode=method.value), whole.scored
+        details["consistent"] = whole.consistent  # what a step fitted after auto (calibration, priors) must see: the pipeline eval gets
+    return target, scored, _cv_score(labels[keep], scored.labels, splits), details or None
 
 
 # --- F1 tuning: per-class offsets on a composition's log-probabilities --------------------

@@ -153,18 +153,27 @@ def _age(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tu
 
 
 def _calibration(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable]]:
+    """Reliability curves per source, and each source's ECE and log-loss per task before and
+    after temperature scaling fitted out of fold (person-grouped folds, `calibration.choose`)."""
+    from ..compose.calibration import Calibrator, choose
+    from ..compose.learned import person_folds
+
+    folds = person_folds(next(iter(report.sets.values())).image_ids)
     panels, rows = {}, []
     for name, pset in report.sets.items():
-        curves = {}
-        ece = {}
+        curves, ece, loss, temperature = {}, {}, {}, {}
         for task in pset.tasks:
             rel = diagnostics.reliability(pset.probs[task], truth[task])
             curves[str(task)] = (rel.confidence, rel.accuracy)
-            ece[task] = rel.ece
+            choice = choose(pset.probs[task], truth[task], folds, Calibrator.TS)
+            (nll_before, ece_before), (nll_after, ece_after) = choice.scores["none"], choice.scores["ts"]
+            ece[task], loss[task] = f"{ece_before:.3f} → {ece_after:.3f}", f"{nll_before:.3f} → {nll_after:.3f}"
+            temperature[task] = f"{choice.calibration.temperature:.2f}"
         panels[name] = curves
-        rows.append([name, *(_f(ece.get(t), 3) for t in TASKS)])
+        rows.append([name, *(ece.get(t, "") for t in TASKS), *(loss.get(t, "") for t in TASKS), " / ".join(temperature.get(t, "-") for t in TASKS)])
     figure = Figure("reliability per source: accuracy against the top-class probability, 10 bins; the dotted diagonal is perfect calibration", plots.reliability_grid(panels, "reliability"))
-    return [figure], [HtmlTable("calibration", ["source", *(f"ECE {t}" for t in TASKS)], rows)]
+    header = ["source", *(f"ECE {t}" for t in TASKS), *(f"log-loss {t}" for t in TASKS), "T (m / g / a)"]
+    return [figure], [HtmlTable("calibration", header, rows)]
 
 
 def _provenance(report: Report) -> HtmlTable:
@@ -215,7 +224,7 @@ def build_sections(report: Report) -> list[Section]:
         Section("per-class", "Per-class F1", f"Best single source: {single.label if single else 'none'}; chosen composition: {chosen.label}.", *per_class),
         Section("agreement", "Agreement and error correlation", "Which sources disagree, and whether their errors coincide: models worth combining err on different images.", *pairs),
         Section("age", "Errors by age", "Where teams lose their points: the age band is wrong most often near the 30 and 60 boundaries.", *age),
-        Section("calibration", "Calibration", "Soft voting averages probabilities, which assumes they are comparable: an over-confident source outvotes the rest.", *calibration, []),
+        Section("calibration", "Calibration", "Soft voting averages probabilities, which assumes they are comparable: an over-confident source outvotes the rest. Expected calibration error (ECE, 15 bins) and log-loss per task, before → after temperature scaling (Guo et al. 2017) fitted on the other people's images (T > 1: the source was over-confident); compose --prior calibrates the composition itself the same way (its manifest records the calibrator and its out-of-fold log-loss and ECE).", *calibration, []),
         Section("provenance", "Provenance", "Where every source's predictions came from.", [], [_provenance(report)], []),
     ]
 
