@@ -6,7 +6,8 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `import_source`: a teammate's CSV as a source;
 - `predict`: run zoo models with TTA (needs torch; imported only when called);
 - `compose`: a recipe composed into a submission DataFrame and its manifest, written on request;
-- `report`: validation scores and class priors as DataFrames;
+- `report`: validation scores (with person-bootstrap intervals) and class priors as DataFrames;
+- `pick_final`: the two final submissions to choose, and why;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 
 The torch-free core lives in three wings: `ensembler.data`, `ensembler.compose`,
@@ -31,6 +32,7 @@ _LAZY = {
     "predict": "api",
     "compose": "api",
     "report": "api",
+    "pick_final": "api",
     "Tables": "api",
     "Composition": "compose.submission",
     "parse_recipe": "compose.recipe",
@@ -42,12 +44,12 @@ _LAZY = {
 
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
-    "compose", "import_source", "load_project", "parse_recipe", "predict", "report",
+    "compose", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
 if TYPE_CHECKING:
-    from .api import Tables, compose, import_source, load_project, predict, report
+    from .api import Tables, compose, import_source, load_project, pick_final, predict, report
     from .compose.recipe import Recipe, parse_recipe
     from .compose.submission import Composition
     from .compose.voting import Method, Tie

@@ -62,6 +62,7 @@ def import_source(
     task: Task | str | None = None,
     columns: str | Sequence[str] | None = None,
     force: bool = False,
+    oof: bool = False,
 ) -> list[dict[str, Any]]:
     """A teammate's CSV as the source `name` (``ens import``).
 
@@ -70,14 +71,16 @@ def import_source(
     kind : ``hard`` (``ImageID,ans``), ``proba``, ``logits`` or ``task``; default: hard when
         ``ans`` is the only column, else proba. task : the file holds one task only.
     columns : the probability columns when they are not detected (``"c{}"`` or a list of 18).
+    oof : the train rows are out of fold for the team's fold file (kept as ``oof``: scores then
+        use every one of them); they must cover whole people.
 
     Returns
     -------
-    The provenance of each prediction set written (eval, and ``val`` for train rows); its
+    The provenance of each prediction set written (eval, and ``val`` or ``oof`` for train rows); its
     ``origin["columns"]`` says which columns were read.
     """
     return _import_source(
-        project, Path(path), name, None if kind is None else ImportKind(kind), None if task is None else Task(task), force, columns
+        project, Path(path), name, None if kind is None else ImportKind(kind), None if task is None else Task(task), force, columns, oof
     )
 
 
@@ -137,9 +140,11 @@ def compose(
 @dataclass(frozen=True)
 class Tables:
     """`report`'s answer. scores: one row per source and per recipe x method, best first
-    (``name, kind, method, f1_mask, f1_gender, f1_age, f1_18, accuracy, gain, spread``);
+    (``name, kind, method, f1_mask, f1_gender, f1_age, f1_18, accuracy, f1_18_low, f1_18_high,
+    gain, gain_low, gain_high, gain_positive, spread``);
     priors: one row per source, task and class (``truth``, ``labelled``, ``eval_em`` shares).
-    `report` is the full `Report`, for `ensembler.evaluate.htmlreport.write_html_report`."""
+    `report` is the full `Report`, for `ensembler.evaluate.htmlreport.write_html_report` and
+    `ensembler.evaluate.report.pick_final` (what ``ens report --pick 2`` prints)."""
 
     scores: pd.DataFrame
     priors: pd.DataFrame
@@ -156,20 +161,29 @@ def report(
     methods: Sequence[Method | str] = (Method.SOFT,),
     per_task: bool = False,
     tie: Tie | str | None = None,
+    replicates: int = 1000,
 ) -> Tables:
     """Validation scores of sources and recipes side by side (``ens report``), as DataFrames.
 
-    All rows are scored on the same labelled images (those every source predicts, in the
-    validation fold); learned methods (stack, select, auto) out of fold.
+    All rows are scored on the same labelled images (every image all sources predict out of
+    fold, else those in the validation fold); learned methods (stack, select, auto) out of fold.
+    Each row's 18-class F1 carries a 90 % person-bootstrap interval (``f1_18_low``,
+    ``f1_18_high``; `replicates` resamples of people, 0 for none), and its gain over the best
+    single source a paired one (``gain_low``, ``gain_high``, ``gain_positive``: the share of
+    resamples in which it is above 0).
     """
     import pandas as pd
 
     from .evaluate.report import build_report
 
-    result = build_report(project, sources, [_recipe(r) for r in recipes], [Method(m) for m in methods], per_task, tie)
+    result = build_report(project, sources, [_recipe(r) for r in recipes], [Method(m) for m in methods], per_task, tie, replicates)
+    pair = lambda v, i: None if v is None else v[i]  # noqa: E731
     scores = pd.DataFrame(
         [
-            {"name": r.name, "kind": r.kind, "method": r.method, **r.scores.as_dict(), "gain": r.gain, "spread": r.spread}
+            {
+                "name": r.name, "kind": r.kind, "method": r.method, **r.scores.as_dict(), "f1_18_low": pair(r.interval, 0), "f1_18_high": pair(r.interval, 1),
+                "gain": r.gain, "gain_low": pair(r.gain_interval, 0), "gain_high": pair(r.gain_interval, 1), "gain_positive": r.positive, "spread": r.spread,
+            }
             for r in result.rows
         ]
     )
@@ -182,3 +196,12 @@ def report(
         columns=["source", "task", "class", "truth", "labelled", "eval_em"],
     )
     return Tables(scores, priors, result.scope, result.n_images, list(result.notes), result)
+
+
+def pick_final(result: Tables | Report, replicates: int = 1000) -> list[Any]:
+    """The two final submissions to choose (``ens report --pick 2``), from `report`'s answer:
+    the best row, and among the rows within the noise of it (paired person bootstrap) the one
+    whose errors correlate least with it. Returns `FinalPick`s (``row``, ``why``)."""
+    from .evaluate.report import pick_final as _pick_final
+
+    return _pick_final(result.report if isinstance(result, Tables) else result, replicates)

@@ -68,8 +68,16 @@ def test_report_returns_dataframes(project, toy, tmp_path):
         ens.import_source(project, tmp_path / f"{name}.csv", name)
     tables = ens.report(project, recipes=["*:a+b"], methods=["soft", "hard"])
     assert set(tables.scores["name"]) == {"a", "b", "*:a+b"}
-    assert list(tables.scores.columns) == ["name", "kind", "method", "f1_mask", "f1_gender", "f1_age", "f1_18", "accuracy", "n", "gain", "spread"]
+    assert list(tables.scores.columns) == [
+        "name", "kind", "method", "f1_mask", "f1_gender", "f1_age", "f1_18", "accuracy", "n",
+        "f1_18_low", "f1_18_high", "gain", "gain_low", "gain_high", "gain_positive", "spread",
+    ]  # fmt: skip
     assert tables.scores["f1_18"].is_monotonic_decreasing  # best first
+    assert (tables.scores["f1_18_low"] <= tables.scores["f1_18"]).all() and (tables.scores["f1_18"] <= tables.scores["f1_18_high"]).all()
+    recipes = tables.scores[tables.scores["kind"] == "recipe"]
+    assert recipes["gain_positive"].between(0, 1).all() and (recipes["gain_low"] <= recipes["gain_high"]).all()
+    picks = ens.pick_final(tables, replicates=200)
+    assert len(picks) == 2 and picks[0].row.name == tables.scores["name"][0] and picks[1].why
     assert set(tables.scores.loc[tables.scores["kind"] == "recipe", "method"]) == {"soft", "hard"}
     shares = tables.priors.groupby(["source", "task"])["eval_em"].sum()
     np.testing.assert_allclose(shares.to_numpy(), 1.0, atol=1e-6)

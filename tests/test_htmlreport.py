@@ -112,6 +112,8 @@ def test_scores_per_class_age_and_calibration_numbers(page):
     parsed, _, report, predicted = page
     scores = {row[0]: row for row in parsed.tables["scores"][1:]}
     assert scores["A"][5] == f"{report.rows[0].scores.f1_18:.4f}"
+    low, high = report.rows[0].interval
+    assert scores["A"][6] == f"{low:.4f} to {high:.4f}" and low <= report.rows[0].scores.f1_18 <= high  # its person-bootstrap interval
     assert scores["A"][2] == "1.0000" and scores["A"][3] == "1.0000"  # mask and gender are right
     per_class = parsed.tables["per-class-f1"]
     assert [row[1] for row in per_class[1:]] == [f"{v:.4f}" for v in diagnostics.per_class_f1(confusion_matrix(report.labels, predicted, labels=range(18)))]

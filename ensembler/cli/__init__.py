@@ -295,14 +295,16 @@ def import_(
     kind: Annotated[Optional[ImportKind], typer.Option("--kind", help="hard (ImageID,ans), proba (probabilities: ImageID,0..17; a prefix and 0..17 such as ans0 or prob_0; or per-task mask_0..2, gender_0..1, age_0..2; an ans column beside them is ignored), logits (the same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when ans is the only column, else proba.", show_default=False)] = None,
     task: Annotated[Optional[Task], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are that task's k classes (0..k-1, age_0..2, …).", show_default=False)] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", help="The probability columns when they are not detected: a template with {} for the class number ('c{}', 'score_{}_p') or the columns in class order, comma-separated.", show_default=False, metavar="TEMPLATE|A,B,…")] = None,
+    oof: Annotated[bool, typer.Option("--oof", help="The train rows are out of fold for the team's fold file (a k-fold team's predictions: each image by the model that did not train on its person): scores and learned methods may then use every one of them, not only the validation fold's. The rows must cover whole people.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing source of that name.")] = False,
 ) -> None:
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
-    kept as validation predictions, labelled from the data folder. Prints the columns it read."""
+    kept as validation predictions (out-of-fold ones with --oof), labelled from the data folder.
+    Prints the columns it read."""
     from ..data.sources import import_source
 
-    written = import_source(_project(ctx), file, name, kind, task, force, columns)
+    written = import_source(_project(ctx), file, name, kind, task, force, columns, oof)
     out.print(f"read {written[0]['origin']['columns']}", markup=False)
     for meta in written:
         out.print(f"source {name!r}: {meta['rows']} {meta['split']} rows, tasks {', '.join(meta['tasks'])}{' + joint' if meta['joint'] else ''} ({meta['kind']})")
@@ -393,14 +395,16 @@ def report(
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
     tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write the report as one self-contained HTML page (figures embedded; opens offline): confusion matrices, per-class F1, agreement and error correlation, errors by age, calibration, provenance. Replaces FILE.", show_default=False, metavar="FILE")] = None,
+    pick: Annotated[Optional[int], typer.Option("--pick", help="Propose the final submissions (the competition takes 2): the best row, and among the rows within the noise of it the one whose errors correlate least with it; says why.", show_default=False, metavar="2", min=2, max=2)] = None,
 ) -> None:
     """Validation scores of sources and recipes side by side, best first: per-task macro F1,
-    the 18-class macro F1 as the competition computes it, accuracy, and each recipe's gain over
-    the best single source. All rows are scored on the same images: the validation fold's
-    images that every source predicts. Also the class priors: the scored images' mix and each
-    source's EM estimate of the eval mix."""
+    the 18-class macro F1 as the competition computes it with its 90% person-bootstrap
+    interval, accuracy, and each recipe's gain over the best single source, paired on the same
+    people (~ marks a gain inside the noise). All rows are scored on the same images: every
+    image that all sources predict out of fold, else the validation fold's. Also the class
+    priors: the scored images' mix and each source's EM estimate of the eval mix."""
     from ..compose.recipe import parse_recipe
-    from ..evaluate.report import build_report
+    from ..evaluate.report import build_report, pick_final
 
     recipes = list(recipe or [])
     if parts:
@@ -414,6 +418,8 @@ def report(
         out.print(priors_table(result))
     for note in result.notes:
         out.print(f"note: {note}")
+    for i, chosen in enumerate(pick_final(result) if pick else [], 1):
+        out.print(f"pick {i}: {chosen.row.label}: {chosen.why}", markup=False)
     if html is not None:
         from ..evaluate.htmlreport import write_html_report
 

@@ -99,6 +99,12 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
         "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
         "CV rows (stack, select, auto) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
     )
+    if result.replicates:
+        caption += (
+            f"; 90% CI: person-bootstrap interval of the 18-class F1 ({result.replicates} resamples of {result.people} people); "
+            "P(gain>0) (P>0): share of resamples in which the gain is positive, paired on the same people; ~ marks a gain inside the noise"
+            + ("" if digits == 4 else "; accuracy and the CV rows' fold spread are left out at this width")
+        )
     table = Table(
         title=f"validation: {result.scope}",
         caption="\n".join([*legend, caption]),
@@ -111,13 +117,19 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
     )
     table.add_column("source / recipe", overflow="fold", min_width=14)
     table.add_column("kind", no_wrap=True)
-    for col in (*(str(t) for t in TASKS), "F1 (18)", "acc", "gain"):
+    evidence = ("90% CI", "P(gain>0)" if digits == 4 else "P>0") if result.replicates else ()
+    accuracy = digits == 4 or not evidence  # a narrow terminal drops accuracy for the intervals
+    for col in (*(str(t) for t in TASKS), "F1 (18)", *evidence[:1], *(["acc"] if accuracy else []), "gain", *evidence[1:]):
         table.add_column(col, justify="right", no_wrap=True)
+    short = lambda v: f"{v:.3f}".replace("0.", ".", 1) if digits == 3 else f"{v:.3f}"  # noqa: E731
     for row in result.rows:
-        gain = "" if row.gain is None else f"{row.gain:+.{digits}f}"
-        f1 = _f(row.scores.f1_18, digits) + ("" if row.spread is None else f" ±{row.spread:.3f}".replace("0.", "." if digits == 3 else "0."))
+        gain = "" if row.gain is None else f"{'~' if row.in_noise else ''}{row.gain:+.{digits}f}".replace("0.", "." if digits == 3 else "0.", 1)
+        f1 = _f(row.scores.f1_18, digits) + ("" if row.spread is None or not accuracy else f" ±{short(row.spread)}")
         scores = (_f(row.scores.f1.get(t), digits) for t in TASKS)
-        table.add_row(labels.get(row.name, row.name), row.described, *scores, f1, _f(row.scores.accuracy, digits), gain)
+        interval = "" if row.interval is None else f"{short(row.interval[0])}-{short(row.interval[1])}"
+        sure = "" if row.positive is None else f"{row.positive:.0%}"
+        cells = [*scores, f1, *([interval] if evidence else []), *([_f(row.scores.accuracy, digits)] if accuracy else []), gain, *([sure] if evidence else [])]
+        table.add_row(labels.get(row.name, row.name), row.described, *cells)
     return table
 
 

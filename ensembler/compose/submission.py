@@ -25,7 +25,7 @@ from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from ..errors import EnsError, preview, unknown
 from ..evaluate.metrics import score
-from ..evaluate.report import aligned_sets, own_prediction, profile_of, shared_ids, validation_ids
+from ..evaluate.report import aligned_sets, out_of_fold, own_prediction, profile_of, shared_ids, validation_ids
 from .learned import apply_offsets, learn, tune_f1
 from .priors import PriorSpec, correct_shift, parse_priors, train_priors
 from .recipe import Recipe, Term, complete_recipe
@@ -160,7 +160,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
         return {"skipped": "the sources share no labelled image"}, None, None
     aligned, labels = aligned_sets(labelled, ids)
     composed = combine(recipe, aligned, method, per_task, tie)
-    val_ids, scope = validation_ids(project, ids)
+    val_ids, scope = validation_ids(project, ids, out_of_fold(labelled))
     if not len(val_ids):
         return {"skipped": f"no shared labelled image in the validation fold ({scope})"}, composed, labels
     import pandas as pd
@@ -206,7 +206,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
     ids = shared_ids(labelled)
     aligned, labels = aligned_sets(labelled, ids)
     guard_leakage(project, aligned)
-    val_ids, scope = validation_ids(project, ids)
+    val_ids, scope = validation_ids(project, ids, out_of_fold(labelled))
     if not len(val_ids):
         raise EnsError(f"no shared labelled image to score --method {method} on ({scope})")
     composed, scored, cv, details = learn(recipe, aligned, labels, eval_sets, method, class_weight, all_tasks, val_ids)
@@ -245,13 +245,13 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
     return Composed.decided(composed.image_ids, probs, joint, composed.mode), record
 
 
-def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:
-    """F1 tuning on the recipe's labelled composition, restricted to the validation images."""
+def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None, oof: bool) -> tuple[Any, Composed, np.ndarray]:
+    """F1 tuning on the recipe's labelled composition, restricted to the scored images (`validation_ids`)."""
     import pandas as pd
 
     if composed_val is None or val_labels is None:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({validation.get('skipped', 'no labelled images')})")
-    val_ids, scope = validation_ids(project, composed_val.image_ids)
+    val_ids, scope = validation_ids(project, composed_val.image_ids, oof)
     if not len(val_ids):
         raise EnsError(f"--tune-f1: no labelled image of the recipe to tune on ({scope})")
     rows = pd.Index(composed_val.image_ids).get_indexer(val_ids)
@@ -352,7 +352,8 @@ def compose(
     if spec.active:
         composed, priors = _correct_priors(data, composed, composed_val, val_labels, spec, calibrate, force_prior)
     if tune:
-        tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels)
+        oof = out_of_fold({s: p for s, p in _labelled(store, recipe)[0].items() if p is not None})
+        tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels, oof)
         composed = apply_offsets(composed, tuned.offsets)
 
     validate_submission(composed.image_ids, composed.labels, eval_ids)

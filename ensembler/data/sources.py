@@ -256,6 +256,31 @@ def read_shared_csv(path: Path, kind: ImportKind | None = None, task: Task | Non
     return SharedTable(ids, joint, per_task, kind, text)
 
 
+def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.DataFrame) -> dict[str, Any]:
+    """What `import_source` can check of ``--oof`` train rows: the fold file exists and holds
+    every person of the rows, and the rows cover whole people (a person's images are all
+    out of fold or none is). Returns the fold file's record for the provenance."""
+    from .dataset import read_folds
+
+    if not project.folds.is_file():
+        raise EnsError(f"--oof: out of fold means for the team's fold file, and {project.folds} does not exist (run ens split, and train each fold's model on the others)")
+    folds = read_folds(project.folds)
+    people = labelled["profile"].unique()
+    unknown_people = people[~np.isin(people, folds.index)]
+    if len(unknown_people):
+        raise EnsError(f"--oof: {len(unknown_people)} person(s) of {path} are not in {project.folds.name}: {preview(unknown_people)}")
+    have = labelled.groupby("profile").size()
+    need = train[train["profile"].isin(people)].groupby("profile").size()
+    partial = need.index[need.reindex(have.index).to_numpy() != have.to_numpy()]
+    if len(partial):
+        first = partial[0]
+        raise EnsError(
+            f"{path}: --oof rows must cover whole people (every image of a person is predicted out of fold, or none): "
+            f"{len(partial)} person(s) are partial, e.g. {first} ({have[first]} of {need[first]} images)"
+        )
+    return {"folds": project.folds.name, "folds_sha256": sha256_file(project.folds), "people": int(len(people))}
+
+
 def import_source(
     project: Project,
     path: Path,
@@ -264,10 +289,15 @@ def import_source(
     task: Task | None = None,
     force: bool = False,
     columns: str | Sequence[str] | None = None,
+    oof: bool = False,
 ) -> list[dict[str, Any]]:
     """Turn a shared CSV into the source `name`: an eval set and/or a labelled ``val`` set.
 
     columns: the probability columns when `find_layout` cannot detect them (``"c{}"`` or a list).
+    oof: the train rows are out of fold for the team's fold file (each image predicted by a
+    model that never trained on its person): they are kept as an ``oof`` set, so that scores and
+    learned methods may use every one of them, not only the validation fold's. What can be
+    checked is: the fold file exists and lists every person, and the rows cover whole people.
     Returns the provenance of each set written (``origin["columns"]`` says which columns were
     read). Nothing is written when any check fails.
     """
@@ -324,7 +354,11 @@ def import_source(
                 f"{preview(extra)} (train rows use the path under train/images, e.g. 000001_female_Asian_45/mask1.jpg)"
             )
         labelled = train[train["ImageID"].isin(ids)]
-        sets.append(build(Split.VAL, labelled["ImageID"].to_numpy(object), labelled["label"].to_numpy()))
+        if oof:
+            meta = {**meta, "origin": {**meta["origin"], "oof": _check_oof(project, path, train, labelled)}}
+        sets.append(build(Split.OOF if oof else Split.VAL, labelled["ImageID"].to_numpy(object), labelled["label"].to_numpy()))
+    elif oof:
+        raise EnsError(f"{path}: --oof declares train rows out of fold, and the file has none (only eval rows)")
 
     stale = [s for s in store.splits(name) if s not in {new.split for new in sets}]
     written = [store.write(s, overwrite=force) for s in sets]

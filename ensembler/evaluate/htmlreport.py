@@ -70,10 +70,14 @@ def _f(value: float | None, digits: int = 4) -> str:
 
 def _score_table(report: Report) -> HtmlTable:
     rows = []
+    pair = lambda v, fmt: "" if v is None else f"{v[0]:{fmt}} to {v[1]:{fmt}}"  # noqa: E731
     for r in report.rows:
         f1 = _f(r.scores.f1_18) + ("" if r.spread is None else f" ±{r.spread:.3f}")
-        rows.append([r.name, r.described, *(_f(r.scores.f1.get(t)) for t in TASKS), f1, _f(r.scores.accuracy), "" if r.gain is None else f"{r.gain:+.4f}"])
-    return HtmlTable("scores", ["source / recipe", "kind", *(str(t) for t in TASKS), "F1 (18)", "accuracy", "gain"], rows, 2)
+        gain = "" if r.gain is None else f"{r.gain:+.4f}" + (" (noise)" if r.in_noise else "")
+        positive = "" if r.positive is None else f"{r.positive:.0%}"
+        rows.append([r.name, r.described, *(_f(r.scores.f1.get(t)) for t in TASKS), f1, pair(r.interval, ".4f"), _f(r.scores.accuracy), gain, pair(r.gain_interval, "+.4f"), positive])
+    header = ["source / recipe", "kind", *(str(t) for t in TASKS), "F1 (18)", "90% interval", "accuracy", "gain", "gain 90% interval", "P(gain > 0)"]
+    return HtmlTable("scores", header, rows, 2)
 
 
 def _priors_table(report: Report) -> HtmlTable:
@@ -218,7 +222,7 @@ def build_sections(report: Report) -> list[Section]:
     age = _age(report, truth, chosen)
     calibration = _calibration(report, truth)
     return [
-        Section("scores", "Scores", "Macro F1 per task and over the 18 classes (the competition's score), accuracy, and the gain over the best single source. CV rows are scored out of fold by person-grouped cross-validation, ± their spread across folds.", [], [_score_table(report)], report.notes),
+        Section("scores", "Scores", "Macro F1 per task and over the 18 classes (the competition's score), accuracy, and the gain over the best single source. CV rows are scored out of fold by person-grouped cross-validation, ± their spread across folds. Intervals are 90 % person-bootstrap intervals (people resampled, never images: a person's seven photos are not independent); the gain's is paired (both rows on the same resampled people), and P(gain > 0) is the share of resamples in which it is positive. A gain marked (noise) has an interval that holds 0: it is not shown to be real.", [], [_score_table(report)], report.notes),
         Section("priors", "Class priors", "The scored images' true class mix per task, each source's mean probabilities there, and its EM estimate of the eval mix (Saerens et al. 2002): a shift suggests compose --prior em.", [], [_priors_table(report)], []),
         Section("confusion", "Confusion matrices", f"The chosen composition: {chosen.label}.", confusion_figures, confusion_tables, []),
         Section("per-class", "Per-class F1", f"Best single source: {single.label if single else 'none'}; chosen composition: {chosen.label}.", *per_class),

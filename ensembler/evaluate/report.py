@@ -25,10 +25,11 @@ from ..compose.priors import em_priors, implied_priors
 from ..compose.recipe import Recipe, complete_recipe
 from ..compose.voting import Method, Tie, combine
 from ..data.dataset import read_folds
-from ..data.labels import N_CLASSES, TASKS, Task, decode
+from ..data.labels import N_CLASSES, TASKS, Task, decode, split_prediction
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview, unknown
+from .evidence import REPLICATES, bootstrap, person_codes, pick_two
 from .metrics import Scores, score
 
 
@@ -43,6 +44,14 @@ class ReportRow:
     gain: float | None = None
     spread: float | None = None  # learned methods: std of the 18-class F1 across the CV folds
     prediction: Any = field(default=None, repr=False, compare=False)  # joint classes (n,), or {task: (n,)}
+    interval: tuple[float, float] | None = None  # person-bootstrap 90 % interval of the 18-class F1
+    gain_interval: tuple[float, float] | None = None  # paired interval of the gain over the best single source
+    positive: float | None = None  # share of person resamples in which that gain is above 0
+
+    @property
+    def in_noise(self) -> bool:
+        """A gain whose paired interval holds 0: not shown to be real."""
+        return self.gain_interval is not None and self.gain_interval[0] <= 0.0 <= self.gain_interval[1]
 
     @property
     def described(self) -> str:
@@ -81,6 +90,8 @@ class Report:
     priors: list[PriorRow] = field(default_factory=list)
     sets: Mapping[str, PredictionSet] = field(default_factory=dict, repr=False)  # the sources, aligned on the scored images
     labels: np.ndarray | None = field(default=None, repr=False)  # their joint labels (n,)
+    people: int = 0  # the people the scored images belong to (what the intervals resample)
+    replicates: int = 0  # person-bootstrap replicates behind the intervals (0: none)
 
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
@@ -132,24 +143,38 @@ def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
     return np.sort(common.to_numpy(object))
 
 
-def validation_ids(project: Project, ids: np.ndarray) -> tuple[np.ndarray, str]:
-    """`ids` restricted to the validation fold when the project has a fold file; and the scope text."""
+def out_of_fold(sets: Mapping[str, PredictionSet]) -> bool:
+    """Whether every set predicts all its labelled images out of fold (split ``oof``: a fold
+    group's, or an import declared ``--oof``)."""
+    return bool(sets) and all(s.split is Split.OOF for s in sets.values())
+
+
+def validation_ids(project: Project, ids: np.ndarray, oof: bool = False) -> tuple[np.ndarray, str]:
+    """The labelled images to score on, and the scope text: with a fold file, all of `ids` when
+    every source predicts them out of fold (`oof`), else those in the validation fold; without
+    one, all of `ids` (with a warning in the text)."""
     if not project.folds.is_file():
         return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
+    people = lambda chosen: len(set(profile_of(chosen)))  # noqa: E731
+    if oof:
+        return ids, f"out of fold: all {len(ids)} images of {people(ids)} people that every source predicts out of fold"
     folds = read_folds(project.folds)
     ids = ids[folds.reindex(profile_of(ids)).to_numpy() == project.val_fold]
-    people = len(set(profile_of(ids)))
-    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people} people"
+    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people(ids)} people"
 
 
 def scoring_images(project: Project, sets: Mapping[str, PredictionSet]) -> tuple[np.ndarray, str, list[str]]:
-    """The images to score `sets` on: shared by all, in the validation fold. ``(ids, scope, notes)``."""
+    """The images to score `sets` on: shared by all, out of fold for all (`validation_ids`). ``(ids, scope, notes)``."""
     counts = {name: len(s) for name, s in sets.items()}
-    ids, scope = validation_ids(project, shared_ids(sets))
+    ids, scope = validation_ids(project, shared_ids(sets), out_of_fold(sets))
     if not len(ids):
         raise EnsError(f"the sources share no labelled image to score on ({scope}); images per source: {counts}")
     short = [n for n, c in counts.items() if c < max(counts.values())]
     notes = [f"scored on the images all sources share; fewer were predicted by: {preview(short, 5)}"] if short else []
+    folded = [n for n, s in sets.items() if s.split is Split.OOF]
+    if folded and len(folded) < len(sets) and project.folds.is_file():
+        only = [n for n, s in sets.items() if s.split is not Split.OOF]
+        notes.append(f"only the validation fold is scored: not out of fold on every train image: {preview(only, 5)}; with out-of-fold predictions of every source (ens predict --split oof, ens import --oof) every train image is scored")
     return ids, scope, notes
 
 
@@ -183,10 +208,12 @@ def build_report(
     methods: Sequence[Method] = (Method.SOFT,),
     per_task: bool = False,
     tie: Tie | str | None = None,
+    replicates: int = REPLICATES,
 ) -> Report:
     """Score `sources` (default: every source with labelled predictions) and each recipe x method.
 
     tie: the hard votes' tie rule (`voting.Tie`; default mass); an error when no method is hard.
+    replicates: person-bootstrap replicates for the rows' intervals (`evidence`; 0: none).
     """
     if tie is not None and Method.HARD not in methods:
         raise EnsError("--tie breaks the ties of a hard vote; add --method hard")
@@ -232,6 +259,67 @@ def build_report(
         r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None else replace(r, gain=r.scores.f1_18 - best)
         for r in rows
     ]
+    rows, people = with_intervals(rows, labels, ids, replicates)
     truth = decode(labels)
     truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
-    return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels)
+    return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels, people, replicates)
+
+
+def with_intervals(rows: list[ReportRow], labels: np.ndarray, image_ids: np.ndarray, replicates: int = REPLICATES) -> tuple[list[ReportRow], int]:
+    """`rows` with person-bootstrap intervals (`evidence.bootstrap`) of their 18-class F1 and of
+    their paired gain over the best single source; and the number of people resampled. Rows
+    without an 18-class prediction keep none."""
+    people = person_codes(image_ids)
+    joint = {i: split_prediction(r.prediction)[1] for i, r in enumerate(rows) if r.prediction is not None}
+    scored = [i for i, p in joint.items() if p is not None]
+    if not scored or replicates <= 0:
+        return rows, int(people.max()) + 1 if len(people) else 0
+    singles = [i for i in scored if rows[i].kind not in ("recipe", "ensemble")]
+    reference = max(singles, key=lambda i: rows[i].scores.f1_18) if singles else None
+    found = bootstrap(labels, np.stack([joint[i] for i in scored]), people, None if reference is None else scored.index(reference), replicates)
+    out = list(rows)
+    for k, i in enumerate(scored):
+        paired = None if reference is None or rows[i].gain is None else (float(found.gain_low[k]), float(found.gain_high[k]))
+        out[i] = replace(rows[i], interval=(float(found.low[k]), float(found.high[k])), gain_interval=paired, positive=None if paired is None else float(found.positive[k]))
+    return out, found.people
+
+
+@dataclass(frozen=True)
+class FinalPick:
+    """One of the two final submissions `pick_final` proposes, and why."""
+
+    row: ReportRow
+    why: str
+
+
+def pick_final(report: Report, replicates: int = REPLICATES) -> list[FinalPick]:
+    """The two submissions to choose as final (`evidence.pick_two`): the row with the best
+    18-class F1 on the scored images, and among the rows not worse than it by more than the
+    noise the one whose errors correlate least with it (a near-copy of the first hedges
+    nothing). Rows without an 18-class prediction take no part."""
+    if report.labels is None:
+        raise EnsError("the report carries no scored predictions (build it with build_report)")
+    rows = [r for r in report.rows if r.prediction is not None and split_prediction(r.prediction)[1] is not None]
+    if not rows:
+        raise EnsError("no row predicts all three tasks: nothing to submit")
+    predictions = np.stack([split_prediction(r.prediction)[1] for r in rows])
+    ids = next(iter(report.sets.values())).image_ids
+    pick = pick_two(report.labels, predictions, person_codes(ids), replicates)
+    first = rows[pick.first]
+    out = [FinalPick(first, f"the best 18-class F1 on these images, {first.scores.f1_18:.4f}")]
+    if pick.second is None:
+        return out
+    second, (low, high) = rows[pick.second], pick.difference
+    near = [f"{rows[i].label} {pick.correlation[i]:.2f}" for i in pick.within if i not in (pick.first, pick.second)]
+    if pick.second in pick.within:
+        why = (
+            f"18-class F1 {second.scores.f1_18:.4f}, within the noise of the first (paired difference {second.scores.f1_18 - first.scores.f1_18:+.4f}, "
+            f"90% CI {low:+.4f} to {high:+.4f}); its errors correlate {pick.correlation[pick.second]:.2f} with the first's, the least of the rows that close"
+            + (f" (others: {', '.join(near)})" if near else "")
+        )
+    else:
+        why = (
+            f"the runner-up, 18-class F1 {second.scores.f1_18:.4f}: no other row is within the noise of the first "
+            f"(paired difference 90% CI {low:+.4f} to {high:+.4f}); errors correlate {pick.correlation[pick.second]:.2f}"
+        )
+    return out + [FinalPick(second, why)]
