@@ -19,6 +19,7 @@ under the same autocast, so each ratio compares like with like; a last line comp
 mixed precision with the naive float32 loop. --no-amp times float32 only.
 
     python bench/predict.py [--images 256] [--models a,b,c] [--size 96x128] [--device auto] [--no-amp] [--repeat 2]
+    python bench/predict.py --ranks 2        # one process against 2 torch.distributed ranks
 
 Prints images/s of each (the best of --repeat runs) and the ratios (ens / naive, and ens's time
 / the bound's time).
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-amp", action="store_true", help="time float32 only")
     parser.add_argument("--repeat", type=int, default=2, help="report the best of N runs of each")
+    parser.add_argument("--ranks", type=int, default=1, help="with N > 1: time ens predict in one process against N torch.distributed ranks (gloo on CPU, NCCL on CUDA), each as a fresh command, and stop")
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
@@ -110,6 +112,10 @@ def main() -> None:
             torch.save(models[entry.name].state_dict(), entry.checkpoint)
         print(f"{n} images 384x512 JPEG -> {width}x{height}; models {', '.join(names)}; hflip TTA; "
               f"device {device}; batch {args.batch_size}; workers {args.workers}; torch threads {torch.get_num_threads()}")
+
+        if args.ranks > 1:
+            compare_ranks(project, names, device, args)
+            return
 
         def ens(amp: bool, freeze: bool = True, workers: int = args.workers) -> None:
             predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=workers, force=True, amp=amp, freeze=freeze)
@@ -153,6 +159,31 @@ def main() -> None:
                 t_naive32 = t_naive
             elif t_naive32 is not None:
                 print(f"ens {label} against the naive float32 loop: {t_naive32 / t_ens:.2f}x")
+
+
+def compare_ranks(project, names, device, args) -> None:
+    """`ens predict` as one command against the same under torchrun with `args.ranks` ranks, both
+    from a fresh process (start-up, model loading and writing included, as a user runs them). On
+    CPU the cores are shared out: each rank gets cores / ranks threads and decode workers."""
+    import subprocess
+
+    from predictors.distributed import launch_command
+
+    cores = os.cpu_count() or 1
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    base = ["--zoo", str(project.zoo), "predict", *[a for n in names for a in ("--model", n)], "--tta", "hflip", "--device", kind, "--batch-size", str(args.batch_size), "--force"]
+    one = [sys.executable, "-m", "ensembler", *base, "--workers", str(args.workers)]
+    per_rank = max(1, args.workers // args.ranks) if kind == "cpu" else args.workers
+    many, env = launch_command([f"cuda:{i}" for i in range(args.ranks)] if kind == "cuda" else ["cpu"] * args.ranks, [*base, "--workers", str(per_rank)])
+    if kind == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, cores // args.ranks))
+    n = len(project.require_data().joinpath("eval", "info.csv").read_text().splitlines()) - 1
+    run = lambda command, environment=None: subprocess.run(command, env=environment, check=True, capture_output=True)  # noqa: E731
+    run(one)  # warm the file cache, not timed
+    t_one = timed(lambda: run(one))
+    t_many = timed(lambda: run(many, env))
+    print(f"1 process          : {n / t_one:8.1f} images/s ({t_one:.2f} s, start-up included)")
+    print(f"{args.ranks} ranks ({kind}, torchrun): {n / t_many:8.1f} images/s ({t_many:.2f} s) -> {t_one / t_many:.2f}x")
 
 
 def naive(paths, models, size, device, batch_size, workers, dtype):

@@ -88,7 +88,9 @@ def predict(project: Project, models: str | Sequence[str], split: str = "eval", 
     """Run zoo models with TTA on a split and save their prediction sets (``ens predict``).
 
     Needs torch (``pip install -e ".[predict]"``). `options`: those of
-    `predictors.runner.predict` (tta, device, batch_size, workers, force, amp, …).
+    `predictors.runner.predict` (tta, device, batch_size, workers, force, amp, …). Called in a
+    script started by torchrun (or after ``torch.distributed.init_process_group``), the ranks
+    share the images out and rank 0 writes (`predictors.distributed`).
     Returns one outcome per model (``name, split, status, rows, precision``).
     """
     try:

@@ -14,6 +14,8 @@ A set is recomputed only when its cache key changes: checkpoint hashes, architec
 preprocessing, TTA, precision (float32 or the autocast dtype), the images (paths, sizes,
 modification times) and, for labelled splits, the fold file. Sets are written when the pass is over, each atomically: an interrupted run leaves
 the store as it was.
+
+Under torchrun the ranks share the images out and rank 0 writes (`predictors.distributed`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ensembler.data.store import PredictionSet, Split, Store
 from ensembler.data.zoo import TTAPolicy, ZooEntry
 from ensembler.errors import EnsError
 
+from . import distributed
 from .images import Geometry, ImageSet, collate, normalize
 from .layouts import to_tasks
 from .models import FrozenOnCPU, load_model, verify_sha256
@@ -52,6 +55,11 @@ class Images:
     paths: list[str]
     labels: np.ndarray | None
     folds: np.ndarray | None
+
+    def take(self, rows: np.ndarray) -> Images:
+        """The images at `rows` ``(m,)`` (a rank's shard)."""
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Images(self.ids[rows], [self.paths[i] for i in rows], pick(self.labels), pick(self.folds))
 
     def fingerprint(self) -> str:
         """sha256 over (ImageID, size, mtime) of every image: a changed or replaced file shows."""
@@ -220,6 +228,12 @@ def predict(
     folds_fp = None if split is Split.EVAL else hashlib.sha256(project.folds.read_bytes()).hexdigest() + f":{project.val_fold}"
     store = Store(project.predictions)
     dev = resolve_device(device)
+    with distributed.world(dev.type) as where:
+        return _predict(project, entries, split, override, images, images_fp, folds_fp, store, distributed.rank_device(dev, where), where, batch_size, workers, force, amp, progress, channels_last, freeze)
+
+
+def _predict(project: Project, entries: list[ZooEntry], split: Split, override: TTAPolicy | None, images: Images, images_fp: str, folds_fp: str | None, store: Store, dev: torch.device, where: distributed.World, batch_size: int, workers: int | None, force: bool, amp: bool | None, progress: Progress | None, channels_last: bool, freeze: bool) -> list[Outcome]:
+    """`predict` on this rank: its shard of the images (all of them on one device); rank 0 writes."""
     dtype = autocast_dtype(dev, amp)
     precision = precision_name(dtype)
 
@@ -236,32 +250,54 @@ def predict(
     if not jobs:
         return outcomes
 
-    for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
-        paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
-        for fold in job.folds:
-            model = load_model(job.entry, paths[fold]).to(dev)
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
-            job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" and dtype is None else model
-        job.out = torch.zeros(len(images.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
+    rows = where.shard(len(images.ids))
+    shard = images.take(rows) if where.distributed else images
+    if progress is not None and where.distributed:  # rank 0 speaks for all: its shard, scaled to the split
+        report, progress = progress, (lambda done, _: report(min(done * where.size, len(images.ids)), len(images.ids))) if where.leader else None
+    error = None
+    try:
+        for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
+            paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
+            for fold in job.folds:
+                model = load_model(job.entry, paths[fold]).to(dev)
+                if channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
+                job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" and dtype is None else model
+            job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
+        _run(jobs, shard, split, dev, batch_size, workers, dtype, progress, channels_last)
+    except Exception as exc:  # noqa: BLE001 - on many ranks every failure must reach the others, or they wait forever
+        if not where.distributed:
+            raise
+        error = str(exc) if isinstance(exc, EnsError) else f"{type(exc).__name__}: {exc}"
+    where.agree(error)
+    parts = where.gather(rows, [job.out.float().cpu().numpy() for job in jobs])
 
-    _run(jobs, images, split, dev, batch_size, workers, dtype, progress, channels_last)
-
-    for job in jobs:
-        joint, tasks = to_tasks(job.out.cpu(), job.entry.layout)
-        origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision}
-        pset = PredictionSet(
-            job.name,
-            split,
-            images.ids,
-            {t: p.numpy() for t, p in tasks.items()},
-            None if joint is None else joint.numpy(),
-            images.labels,
-            {"kind": "proba", "origin": origin, "data": {"images": images_fp}},
-        )
-        store.write(pset, overwrite=True)
-        outcomes.append(Outcome(job.name, split, "written", len(images.ids), precision))
+    error = None
+    if where.leader:
+        try:
+            full = distributed.assemble(parts, len(images.ids))
+            for job, out in zip(jobs, full):
+                joint, tasks = to_tasks(torch.from_numpy(out), job.entry.layout)
+                origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision}
+                if where.distributed:
+                    origin["world_size"] = where.size
+                pset = PredictionSet(
+                    job.name,
+                    split,
+                    images.ids,
+                    {t: p.numpy() for t, p in tasks.items()},
+                    None if joint is None else joint.numpy(),
+                    images.labels,
+                    {"kind": "proba", "origin": origin, "data": {"images": images_fp}},
+                )
+                store.write(pset, overwrite=True)
+        except Exception as exc:  # noqa: BLE001
+            if not where.distributed:
+                raise
+            error = str(exc) if isinstance(exc, EnsError) else f"{type(exc).__name__}: {exc}"
+    where.agree(error)
+    outcomes += [Outcome(job.name, split, "written", len(images.ids), precision) for job in jobs]
     return outcomes
 
 

@@ -580,3 +580,68 @@ def test_frozen_and_eager_predictions_agree(zoo):
     for name, before in eager.items():
         after = store.read(name, Split.EVAL)
         assert all(np.allclose(after.probs[t], before.probs[t], atol=1e-6) for t in before.probs)
+
+
+# --- many devices: torch.distributed over gloo on CPU ------------------------------------------
+
+
+def _torchrun(zoo, *args):
+    """``ens predict --devices cpu,cpu`` as torchrun runs it, capturing what the ranks print."""
+    import subprocess
+
+    from predictors.distributed import launch_command
+
+    argv = ["--zoo", str(zoo.zoo), "predict", "--device", "cpu", "--workers", "0", "--batch-size", "8", *args]
+    command, env = launch_command(["cpu", "cpu"], argv)
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_gloo_ranks_write_the_same_sets_as_one_process(zoo, toy):
+    """Rows sharded over 2 ranks (odd and even images), gathered by rank 0 in info.csv order: the
+    same prediction sets as a one-process run, row for row."""
+    store = Store(zoo.predictions)
+    predict(zoo, ["tiny", "heads"], Split.EVAL, workers=0, batch_size=8)
+    single = {n: store.read(n, Split.EVAL) for n in ("tiny", "heads")}
+    key = store.read_meta("tiny", Split.EVAL)["origin"]["cache_key"]
+    done = _torchrun(zoo, "--model", "tiny", "--model", "heads", "--force")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("tiny eval: ") == 1  # rank 0 speaks for both
+    for name, before in single.items():
+        after = store.read(name, Split.EVAL)
+        assert after.image_ids.tolist() == before.image_ids.tolist()
+        for task, probs in before.probs.items():
+            np.testing.assert_allclose(after.probs[task], probs, atol=1e-5)
+        meta = store.read_meta(name, Split.EVAL)["origin"]
+        assert meta["world_size"] == 2
+    assert store.read_meta("tiny", Split.EVAL)["origin"]["cache_key"] == key  # the same key as one device: a later one-device run reuses it
+    assert predict(zoo, ["tiny"], Split.EVAL, workers=0)[0].status == "cached"
+
+
+def test_a_rank_failing_mid_pass_fails_every_rank_and_writes_nothing(zoo, toy):
+    store = Store(zoo.predictions)
+    predict(zoo, ["heads"], Split.EVAL, workers=0)
+    before = (zoo.predictions / "heads" / "eval.csv").read_bytes()
+    bad = toy.eval["ImageID"].iloc[5]  # an odd row: rank 1's shard only
+    (toy.data / "eval" / "images" / bad).write_bytes(b"not an image")
+    done = _torchrun(zoo, "--model", "heads", "--model", "tiny", "--force")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "rank 1 of 2: 1 image(s) cannot be read" in errors[0] and bad in errors[0], done.stderr[-3000:]
+    assert (zoo.predictions / "heads" / "eval.csv").read_bytes() == before and not store.has("tiny")
+
+
+def test_cli_devices_launches_torchrun_and_refuses_mixed_devices(zoo):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from predictors.distributed import launch_command
+
+    result = CliRunner().invoke(app, ["--zoo", str(zoo.zoo), "predict", "--model", "tiny", "--devices", "cpu,cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert Store(zoo.predictions).read_meta("tiny", Split.EVAL)["origin"]["world_size"] == 2
+    command, env = launch_command(["cuda:2", "cuda:5"], ["predict"])
+    assert "--nproc-per-node=2" in command and command[-3:] == ["-m", "ensembler", "predict"] and env["CUDA_VISIBLE_DEVICES"] == "2,5"
+    for bad in (["cuda:0", "cpu"], ["cuda:1", "cuda:1"], ["tpu:0"]):
+        with pytest.raises(EnsError, match="--devices"):
+            launch_command(bad, ["predict"])

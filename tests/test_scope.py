@@ -37,6 +37,15 @@ def test_oof_imports_are_scored_on_every_train_image(project, toy, tmp_path):
     # compose scores on the same images
     composed = compose(project, parse_recipe("*:a+b"))
     assert composed.validation["images"] == 280 and composed.validation["scope"].startswith("out of fold")
+    evidence = composed.validation["evidence"]
+    low, high = evidence["f1_18_interval"]
+    assert low <= composed.validation["recipe"]["f1_18"] <= high and evidence["people"] == 40
+    best = max("ab", key=lambda n: composed.validation["sources"][n]["f1_18"])
+    gain = evidence["gain"]
+    assert gain["over"] == best and gain["f1_18"] == pytest.approx(composed.validation["recipe"]["f1_18"] - composed.validation["sources"][best]["f1_18"], abs=1e-4)
+    assert gain["interval"][0] <= gain["f1_18"] <= gain["interval"][1] and 0 <= gain["positive"] <= 1
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--name", "v"])
+    assert result.exit_code == 0 and "how sure: 18-class F1 90% interval " in result.output and f"gain over {best} " in result.output, result.output
 
 
 def test_one_source_without_oof_falls_back_to_the_validation_fold_and_says_why(project, toy, tmp_path):

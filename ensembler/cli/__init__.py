@@ -45,6 +45,10 @@ class EnsGroup(TyperGroup):
     """Runs the app and maps every failure to ``Error: …`` + exit 1 (typer's own formatting is bypassed)."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        import os
+
+        if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            out.quiet = err.quiet = True  # under torchrun, rank 0 speaks for every rank (errors included: they agree on one)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except EnsError as exc:
@@ -256,12 +260,28 @@ def predict(
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
     no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU in float32, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Run on several devices at once, one process each (torch.distributed, launched through torchrun): cuda:0,cuda:1 (NCCL), or cpu,cpu (gloo). The images are sharded across the processes; the first writes each set once. The same as: torchrun --nproc-per-node N -m ensembler predict ….", show_default=False, metavar="DEV,DEV…")] = None,
 ) -> None:
     """Run zoo models over a split with batched TTA and save per-task probabilities
     (predictions/NAME/SPLIT.csv). A set whose checkpoint, preprocessing, TTA and images are
     unchanged is not recomputed. Needs torch (pip install -e ".[predict]")."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if devices is not None:
+        import subprocess
+
+        launch_command = _torch_side("distributed").launch_command
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        options = ctx.find_root().obj
+        argv = ["--zoo", str(options.zoo.absolute()), *(["--data", str(options.data.absolute())] if options.data else []), "predict"]
+        argv += [a for m in model for a in ("--model", m)] + ["--split", split.value, "--batch-size", str(batch_size)]
+        argv += ["--device", "cuda" if names and names[0].startswith("cuda") else "cpu"]
+        argv += [*(["--tta", tta] if tta else []), *(["--workers", str(workers)] if workers is not None else []), *([] if amp is None else ["--amp" if amp else "--no-amp"])]
+        argv += [flag for flag, on in (("--no-channels-last", no_channels_last), ("--no-freeze", no_freeze), ("--force", force)) if on]
+        command, env = launch_command(names, argv)
+        if subprocess.run(command, env=env).returncode:
+            sys.exit(1)  # rank 0 printed the error line
+        return
     runner = _torch_side("runner")
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn())

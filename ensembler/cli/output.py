@@ -80,6 +80,16 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
             f"validation ({val['scope']}): 18-class F1 {_f(s['f1_18'])}{spread}, accuracy {_f(s['accuracy'])}, "
             + ", ".join(f"{t} F1 {_f(s[f'f1_{t}'])}" for t in TASKS)
         )
+        evidence = val.get("evidence")
+        if evidence:
+            low, high = evidence["f1_18_interval"]
+            line = f"how sure: 18-class F1 90% interval {low:.4f} to {high:.4f} ({evidence['replicates']} resamples of {evidence['people']} people)"
+            gain = evidence.get("gain")
+            if gain:
+                glow, ghigh = gain["interval"]
+                noise = "; inside the noise" if glow <= 0 <= ghigh else ""
+                line += f"; gain over {gain['over']} {gain['f1_18']:+.4f} ({glow:+.4f} to {ghigh:+.4f}, positive in {gain['positive']:.0%} of them{noise})"
+            lines.append(line)
     elif "skipped" in val:
         lines.append(f"validation: not scored ({val['skipped']})")
     return lines

@@ -150,6 +150,31 @@ def _source_scores(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos
     return {n: score(labels[pos], _take(own_prediction(s), pos)).as_dict() for n, s in aligned.items()}
 
 
+def _evidence(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos: np.ndarray, decided: np.ndarray) -> dict[str, Any]:
+    """How sure the recipe's score on the rows `pos` is (`evaluate.evidence`): its 90 % person-
+    bootstrap interval and, when a source predicts all three tasks, the paired interval of its
+    gain over the best such source and the share of resamples in which it is positive."""
+    from ..data.labels import split_prediction
+    from ..evaluate.evidence import bootstrap, person_codes
+
+    ids = next(iter(aligned.values())).image_ids[pos]
+    singles = {n: split_prediction(_take(own_prediction(s), pos))[1] for n, s in aligned.items()}
+    singles = {n: p for n, p in singles.items() if p is not None}
+    rows = np.stack([decided, *singles.values()])
+    f1 = [score(labels[pos], p).f1_18 for p in rows[1:]]
+    best = 1 + int(np.argmax(f1)) if f1 else None
+    found = bootstrap(labels[pos], rows, person_codes(ids), best)
+    out: dict[str, Any] = {"f1_18_interval": [round(float(found.low[0]), 4), round(float(found.high[0]), 4)], "people": found.people, "replicates": found.replicates}
+    if best is not None:
+        out["gain"] = {
+            "over": list(singles)[best - 1],
+            "f1_18": round(float(found.f1[0] - found.f1[best]), 4),
+            "interval": [round(float(found.gain_low[0]), 4), round(float(found.gain_high[0]), 4)],
+            "positive": round(float(found.positive[0]), 3),
+        }
+    return out
+
+
 def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool, tie: Tie) -> tuple[dict[str, Any], Composed | None, np.ndarray | None]:
     """Validation scores of the recipe and its sources, and the recipe's vote on all shared labelled images."""
     labelled, lacking = _labelled(store, recipe)
@@ -170,6 +195,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
         "scope": scope,
         "images": int(len(val_ids)),
         "recipe": score(labels[pos], composed.labels[pos]).as_dict(),
+        "evidence": _evidence(aligned, labels, pos, composed.labels[pos]),
         "sources": _source_scores(aligned, labels, pos),
     }, composed, labels
 
@@ -217,6 +243,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
         "images": int(len(pos)),
         "recipe": score(labels[pos], scored.labels).as_dict(),
         "cv": {"folds": cv.folds, "f1_18_fold_mean": cv.fold_mean, "f1_18_fold_std": cv.fold_std},
+        "evidence": _evidence(aligned, labels, pos, scored.labels),
         **(details or {}),
         "sources": _source_scores(aligned, labels, pos),
     }
@@ -259,6 +286,7 @@ def _tune(project: Project, validation: dict[str, Any], composed_val: Composed |
     validation["tune_f1"] = tuned.as_dict()
     if "recipe" in validation:  # the submission's score is the tuned one, out of fold
         validation["recipe"] = score(val_labels[rows], tuned.scored.labels).as_dict()
+        validation.pop("evidence", None)  # the intervals were the untuned composition's
     return tuned, tuned.scored, val_labels[rows]
 
 
