@@ -8,6 +8,7 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `compose`: a recipe composed into a submission DataFrame and its manifest, written on request;
 - `report`: validation scores (with person-bootstrap intervals) and class priors as DataFrames;
 - `pick_final`: the two final submissions to choose, and why;
+- `group`: a split's images as people (needs torch), for ``compose(..., by_person=True)``;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 
 The torch-free core lives in three wings: `ensembler.data`, `ensembler.compose`,
@@ -33,6 +34,7 @@ _LAZY = {
     "compose": "api",
     "report": "api",
     "pick_final": "api",
+    "group": "api",
     "Tables": "api",
     "Composition": "compose.submission",
     "parse_recipe": "compose.recipe",
@@ -44,12 +46,12 @@ _LAZY = {
 
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
-    "compose", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
+    "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
 if TYPE_CHECKING:
-    from .api import Tables, compose, import_source, load_project, pick_final, predict, report
+    from .api import Tables, compose, group, import_source, load_project, pick_final, predict, report
     from .compose.recipe import Recipe, parse_recipe
     from .compose.submission import Composition
     from .compose.voting import Method, Tie

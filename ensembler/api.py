@@ -123,7 +123,8 @@ def compose(
     write : save ``submissions/<name>.csv`` + ``.json`` and keep the source `name` (never
         overwrites; the returned composition's ``files`` are the paths).
     options : per_task, prior (``"em"``, ``"bbse"``, ``"age:0.3,0.5,0.2"``), calibrate,
-        force_prior, class_weight, stack_all_tasks, tune, tie (``mass|lower|first``), as
+        force_prior, class_weight, stack_all_tasks, tune, tie (``mass|lower|first``),
+        by_person and force_by_person (one decision per person, with `group`'s files), as
         `ensembler.compose.submission.compose`.
 
     Returns
@@ -198,6 +199,18 @@ def report(
         columns=["source", "task", "class", "truth", "labelled", "eval_em"],
     )
     return Tables(scores, priors, result.scope, result.n_images, list(result.notes), result)
+
+
+def group(project: Project, split: str = "eval", threshold: float | None = None, workers: int | None = None) -> Any:
+    """The split's images as people (``ens group``): groups of at most seven from the images'
+    colour layout, written to ``groups/<split>.csv``; on train, measured against the true
+    persons. Needs torch (the images are decoded as `predict` decodes them). Returns
+    `predictors.group.GroupResult` (``grouping``, ``agreement``, ``files``, ``warnings``)."""
+    try:
+        from predictors.group import group_split
+    except ImportError as exc:
+        raise EnsError(f"group needs torch ({exc}); install it with pip install -e \".[predict]\"") from None
+    return group_split(project, split, threshold, workers)
 
 
 def pick_final(result: Tables | Report, replicates: int = 1000) -> list[Any]:

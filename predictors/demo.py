@@ -11,9 +11,12 @@
    the validation fold and on eval (one pass over the images each);
 5. composes a per-task recipe, two votes, ensemble selection, stacking and auto (all fitted on the
    validation predictions, scored by person-grouped cross-validation), and the votes and the
-   learned ones again with EM prior correction (the eval set is older than train); writes the
-   submissions, prints the report, writes it as ``report.html`` with its plots, and scores
-   every model and submission on the hidden answers.
+   learned ones again with EM prior correction (the eval set is older than train);
+6. groups the train images into people blind to their names (`ens group`) and prints the
+   agreement with the true persons, groups the eval images, and composes the soft vote again
+   with ``--by-person`` (applied only where the labelled check shows a gain);
+7. writes the submissions, prints the report, writes it as ``report.html`` with its plots, and
+   scores every model and submission on the hidden answers.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ensembler.evaluate.htmlreport import write_html_report
 from ensembler.evaluate.metrics import Scores, score
 from ensembler.evaluate.report import Report, best_first, build_report, own_prediction
 
+from .group import group_split
 from .runner import predict
 from .train import train_model
 
@@ -55,6 +59,7 @@ RECIPES = {
 }
 LEARNED = {"select": Method.SELECT, "stack": Method.STACK, "auto": Method.AUTO}  # fitted on the per-task-vote recipe's sources
 PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack", "auto")  # each again with --prior em
+BY_PERSON = "soft-vote"  # composed again with --by-person (after ens group on train and eval)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,15 @@ def run_demo(
             for warning in submissions[-1].warnings:
                 log(f"WARNING: {warning}")
             log(f"wrote submissions/{out}.csv ({method} of {submissions[-1].recipe}{note})")
+    log("ens group --split train, then --split eval: the images as people, from their looks (blind to the names)")
+    trained = group_split(project, "train", workers=0)
+    log(f"train grouping against the true persons: {trained.agreement.line()}")
+    grouped = group_split(project, "eval", workers=0)
+    log(f"eval: {len(grouped.grouping.groups)} images in {len(grouped.grouping.sizes)} groups")
+    people = compose_submission(project, parse_recipe(RECIPES[BY_PERSON]), name=f"{BY_PERSON}-by-person", by_person=True)
+    submissions.append(people)
+    record = people.by_person or {}
+    log(f"wrote submissions/{people.name}.csv (--by-person {'applied' if record.get('applied') else 'not applied'}: {record.get('reason', '')})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
     report = replace(report, rows=best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"]))

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ensembler.data.dataset import read_eval, read_folds, read_train
+from ensembler.data.dataset import images_fingerprint, read_eval, read_folds, read_train
 from ensembler.data.project import Project
 from ensembler.data.store import PredictionSet, Split, Store
 from ensembler.data.zoo import TTAPolicy, ZooEntry
@@ -63,14 +63,7 @@ class Images:
 
     def fingerprint(self) -> str:
         """sha256 over (ImageID, size, mtime) of every image: a changed or replaced file shows."""
-        digest = hashlib.sha256()
-        for image_id, path in zip(self.ids, self.paths):
-            try:
-                st = os.stat(path)
-                digest.update(f"{image_id}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-            except FileNotFoundError:
-                raise EnsError(f"{path}: image not found") from None
-        return digest.hexdigest()
+        return images_fingerprint(self.ids, self.paths)
 
 
 def split_images(project: Project, split: Split) -> Images:

@@ -158,6 +158,9 @@ def test_degenerate_estimates_are_named():
     assert degenerate(np.array([0.0, 0.001, 0.999]), np.array([0.47, 0.46, 0.07])) == [0, 1]
     assert degenerate(np.array([0.4, 0.4, 0.2]), np.array([0.47, 0.46, 0.07])) == []
     assert degenerate(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0])) == []  # a class train lacks
+    assert degenerate(np.array([0.48, 0.021, 0.499]), np.array([0.43, 0.5, 0.07])) == [1]  # the demo's run-away: 50 % to 2 %
+    assert degenerate(np.array([0.505, 0.064, 0.431]), np.array([0.433, 0.5, 0.067])) == [1]  # and after stacking, to 6 %
+    assert degenerate(np.array([0.35, 0.4, 0.25]), np.array([0.47, 0.46, 0.07])) == []  # a real shift: the old band up 3.5x, the others down a little
 
 
 def _team_project(tmp_path, kind, shift, seed=1):

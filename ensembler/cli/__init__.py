@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 from rich import box
 from rich.console import Console
@@ -304,6 +305,33 @@ def predict(
         out.print(f"{elapsed:.1f} s")
 
 
+# --- group -----------------------------------------------------------------------------------
+
+
+@app.command()
+def group(
+    ctx: typer.Context,
+    split: Annotated[str, typer.Option("--split", help="eval: the info.csv images (what --by-person decodes); train: the labelled images, grouped blind to the folder names and then measured against them (what --by-person is checked with).")] = "eval",
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="The largest descriptor distance at which two images may join one group (default: 1.5 x the median distance to the 6th nearest neighbour). Lower: fewer, surer merges.", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
+) -> None:
+    """The split's images as people: groups of at most 7 (one person's photos), from the images'
+    colour layout (background, clothes, face; no labels, no downloaded weights). Writes
+    groups/SPLIT.csv (ImageID,group,confidence) and its JSON. On train, prints the agreement
+    with the true persons. Uses the eval set's structure: check that your competition's rules
+    allow such transductive methods. Needs torch (pip install -e ".[predict]")."""
+    from ..api import group as run
+
+    result = run(_project(ctx), split, threshold, workers)
+    sizes = np.bincount(result.grouping.sizes, minlength=8)[1:8]
+    out.print(f"{split}: {len(result.grouping.groups)} images in {len(result.grouping.sizes)} groups; sizes 1..7: {' '.join(map(str, sizes.tolist()))} (threshold {result.grouping.threshold:.3f})")
+    if result.agreement is not None:
+        out.print(f"against the true persons: {result.agreement.line()}")
+    for warning in result.warnings:
+        err.print(f"WARNING: {warning}", markup=False)
+    out.print(f"wrote {_rel(result.files[0])}")
+
+
 # --- import ----------------------------------------------------------------------------------
 
 
@@ -378,7 +406,9 @@ def compose(
     tune_f1: Annotated[bool, typer.Option("--tune-f1", help="Tune per-class offsets on the labelled composition to maximise the 18-class macro F1 (coordinate ascent, scored by person-grouped CV) and apply them last.")] = False,
     tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
     calibrate: Annotated[Calibrator, typer.Option("--calibrate", help="With --prior: the calibrator fitted on the labelled composition before the eval priors are estimated (EM assumes calibrated probabilities): ts (temperature), bcts (temperature and class biases), vs (vector scaling), none, or auto (the best by out-of-fold log-loss).")] = Calibrator.AUTO,
-    force_prior: Annotated[bool, typer.Option("--force-prior", help="Apply the prior correction even where the labelled check (the labelled images resampled to the estimated eval mix) says it does not help, or where it drives a class to ~0.")] = False,
+    force_prior: Annotated[bool, typer.Option("--force-prior", help="Apply the prior correction even where the labelled check (the labelled images resampled to the estimated eval mix) says it does not help, or where it takes a class below a quarter of its labelled share.")] = False,
+    by_person: Annotated[bool, typer.Option("--by-person", help="Decide each person once (groups/eval.csv from ens group): gender and age from the group's combined probabilities, and in a group of 7 exactly one 'incorrect' and one 'not wear'. Applied last, and only where the labelled images decoded with groups/train.csv gain beyond the noise.")] = False,
+    force_by_person: Annotated[bool, typer.Option("--force-by-person", help="Decode by person even where the labelled check does not show a gain (or cannot run).")] = False,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -394,6 +424,7 @@ def compose(
     sub = compose_submission(
         _project(ctx), parsed, method, name, per_task=per_task, prior=prior or [], class_weight="balanced" if balanced else None,
         stack_all_tasks=all_task_features, tune=tune_f1, tie=tie, calibrate=calibrate, force_prior=force_prior,
+        by_person=by_person, force_by_person=force_by_person,
     )
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):

@@ -65,6 +65,15 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         check = prior.get("check")
         evidence = f"; labelled check: 18-class F1 {check['gain']:+.4f} ±{check['spread']:.4f}, better in {check['wins']:.0%} of {check['replicates']} person resamples" if check else ""
         lines.append(f"prior correction {'applied' if prior['applied'] else 'NOT applied'}: {prior['reason']}{evidence}")
+    persons = sub.by_person
+    if persons:
+        check = persons.get("check")
+        evidence = (
+            f"; labelled check ({check['images']} images, estimated train grouping): 18-class F1 {check['f1_18_plain']:.4f} -> {check['f1_18_by_person']:.4f} "
+            f"({check['gain']:+.4f}, 90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}; with the true persons {check['ceiling_gain']:+.4f})"
+            if check else ""
+        )
+        lines.append(f"by person {'applied' if persons['applied'] else 'NOT applied'}: {persons['reason']}{evidence}")
     if "tune_f1" in val:
         tuned = val["tune_f1"]
         lines.append(

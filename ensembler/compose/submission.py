@@ -88,6 +88,7 @@ class Submission:
     recipe: Recipe | None = None
     tie: str | None = None  # a hard vote's tie rule
     warnings: list[str] = field(default_factory=list)
+    by_person: dict[str, Any] | None = None  # the person decoding's record (compose by_person)
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -272,22 +273,86 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
     return Composed.decided(composed.image_ids, probs, joint, composed.mode), record
 
 
-def _tune(project: Project, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None, oof: bool) -> tuple[Any, Composed, np.ndarray]:
-    """F1 tuning on the recipe's labelled composition, restricted to the scored images (`validation_ids`)."""
+def _scoped(project: Project, store: Store, recipe: Recipe, composed_val: Composed, val_labels: np.ndarray) -> tuple[Composed, np.ndarray, str]:
+    """The labelled composition restricted to the images its validation is scored on
+    (`validation_ids`: out of fold for every source, else the validation fold), and the scope."""
     import pandas as pd
 
+    oof = out_of_fold({s: p for s, p in _labelled(store, recipe)[0].items() if p is not None})
+    val_ids, scope = validation_ids(project, composed_val.image_ids, oof)
+    rows = pd.Index(composed_val.image_ids).get_indexer(val_ids)
+    return composed_val.take(rows), val_labels[rows], scope
+
+
+def _tune(project: Project, store: Store, recipe: Recipe, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:
+    """F1 tuning on the recipe's labelled composition, restricted to the scored images (`_scoped`)."""
     if composed_val is None or val_labels is None:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({validation.get('skipped', 'no labelled images')})")
-    val_ids, scope = validation_ids(project, composed_val.image_ids, oof)
-    if not len(val_ids):
+    scoped, labels, scope = _scoped(project, store, recipe, composed_val, val_labels)
+    if not len(labels):
         raise EnsError(f"--tune-f1: no labelled image of the recipe to tune on ({scope})")
-    rows = pd.Index(composed_val.image_ids).get_indexer(val_ids)
-    tuned = tune_f1(composed_val.take(rows), val_labels[rows])
+    tuned = tune_f1(scoped, labels)
     validation["tune_f1"] = tuned.as_dict()
     if "recipe" in validation:  # the submission's score is the tuned one, out of fold
-        validation["recipe"] = score(val_labels[rows], tuned.scored.labels).as_dict()
+        validation["recipe"] = score(labels, tuned.scored.labels).as_dict()
         validation.pop("evidence", None)  # the intervals were the untuned composition's
-    return tuned, tuned.scored, val_labels[rows]
+    return tuned, tuned.scored, labels
+
+
+def _by_person(project: Project, composed: Composed, composed_val: Composed | None, val_labels: np.ndarray | None, force: bool) -> tuple[Composed, Composed | None, dict[str, Any]]:
+    """Decode each person once (`persons.decode_by_person`) with the eval grouping, where the
+    labelled images show it helps: decoded with the *estimated* train grouping against plain,
+    paired by person, applied when the gain's 90 % interval is above 0 (or `force`); the true
+    persons give the ceiling. Returns eval and labelled compositions (decoded or not) and the
+    manifest's record."""
+    from ..data.dataset import images_fingerprint, read_eval, read_train
+    from ..data.io import sha256_file
+    from ..evaluate.evidence import bootstrap, person_codes
+    from .persons import decode_by_person, groups_paths, read_groups
+
+    data = project.require_data()
+    table = read_eval(data)
+    eval_groups, eval_meta = read_groups(project.root, "eval", composed.image_ids, images_fingerprint(table["ImageID"], table["path"]))
+    csv_path = groups_paths(project.root, "eval")[0]
+    record: dict[str, Any] = {"groups": {"file": str(csv_path), "sha256": sha256_file(csv_path), "groups": eval_meta.get("groups"), "train_agreement": None}}
+    reason = None
+    if composed_val is None or val_labels is None:
+        reason = "no labelled composition to check it on"
+    else:
+        train = read_train(data)
+        try:
+            train_groups, train_meta = read_groups(project.root, "train", composed_val.image_ids, images_fingerprint(train["ImageID"], train["path"]), subset=True)
+        except EnsError as exc:
+            train_groups, reason = None, f"it cannot be checked: {exc}"
+        if train_groups is not None:
+            record["groups"]["train_agreement"] = train_meta.get("agreement")
+            persons = person_codes(composed_val.image_ids)
+            plain = composed_val.labels
+            estimated = decode_by_person(composed_val.probs, composed_val.joint, train_groups, plain)
+            ceiling = decode_by_person(composed_val.probs, composed_val.joint, persons, plain)
+            found = bootstrap(val_labels, np.stack([plain, estimated, ceiling]), persons, reference=0)
+            record["check"] = {
+                "images": int(len(plain)),
+                "f1_18_plain": round(float(found.f1[0]), 4),
+                "f1_18_by_person": round(float(found.f1[1]), 4),
+                "gain": round(float(found.f1[1] - found.f1[0]), 4),
+                "interval": [round(float(found.gain_low[1]), 4), round(float(found.gain_high[1]), 4)],
+                "positive": round(float(found.positive[1]), 3),
+                "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
+            }
+            if found.gain_low[1] > 0:
+                record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
+            else:
+                reason = "with the estimated train grouping it does not raise the out-of-fold 18-class F1 beyond the noise"
+    if reason is not None:
+        record.update(applied=force, reason=reason + ("; applied as asked (--force-by-person)" if force else "; the plain decisions are kept (--force-by-person insists)"))
+    if not record["applied"]:
+        return composed, composed_val, record
+    decided = decode_by_person(composed.probs, composed.joint, eval_groups, composed.labels)
+    eval_out = Composed(composed.image_ids, decided, composed.probs, composed.joint, composed.mode)
+    if composed_val is not None and "check" in record:
+        composed_val = Composed(composed_val.image_ids, estimated, composed_val.probs, composed_val.joint, composed_val.mode)
+    return eval_out, composed_val, record
 
 
 def library_recipe(project: Project) -> Recipe:
@@ -332,6 +397,8 @@ def compose(
     tie: Tie | str | None = None,
     calibrate: str = "auto",
     force_prior: bool = False,
+    by_person: bool = False,
+    force_by_person: bool = False,
 ) -> Composition:
     """Compose `recipe` on the eval images, in memory (`write_composition` saves it).
 
@@ -351,6 +418,9 @@ def compose(
     calibrate: the calibrator fitted on the labelled composition before prior estimation
     (`calibration.Calibrator`; auto: the best by out-of-fold log-loss). force_prior: apply the
     prior correction even where the labelled check says it does not help.
+    by_person: decode each person once with ``groups/eval.csv`` (`persons.decode_by_person`),
+    applied last and only where the labelled images, decoded with ``groups/train.csv``, show a
+    gain beyond the noise (`force_by_person` insists); the validation score is then the decoded one.
     """
 
     method = Method(method)
@@ -380,9 +450,16 @@ def compose(
     if spec.active:
         composed, priors = _correct_priors(data, composed, composed_val, val_labels, spec, calibrate, force_prior)
     if tune:
-        oof = out_of_fold({s: p for s, p in _labelled(store, recipe)[0].items() if p is not None})
-        tuned, composed_val, val_labels = _tune(project, validation, composed_val, val_labels, oof)
+        tuned, composed_val, val_labels = _tune(project, store, recipe, validation, composed_val, val_labels)
         composed = apply_offsets(composed, tuned.offsets)
+    persons = None
+    if by_person or force_by_person:
+        if composed_val is not None and val_labels is not None:
+            composed_val, val_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
+        composed, composed_val, persons = _by_person(project, composed, composed_val, val_labels, force_by_person)
+        if persons["applied"] and "check" in persons and "recipe" in validation:
+            validation["recipe"] = score(val_labels, composed_val.labels).as_dict()  # what is submitted: decided by person
+            validation.pop("evidence", None)
 
     validate_submission(composed.image_ids, composed.labels, eval_ids)
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}
@@ -405,6 +482,7 @@ def compose(
         "voting": composed.mode,
         "tie": tie.value if method is Method.HARD else None,
         "prior": priors,
+        "by_person": persons,
         "warnings": one_class_warnings(composed, val_labels),
         "inputs": inputs,
         "data": data_fingerprint(data),
@@ -432,7 +510,8 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     if composition.val is not None:
         store.write(_ensemble_set(name, Split.VAL, composition.val, composition.val_labels, composition.source_meta))
     return Submission(
-        name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"]
+        name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"],
+        manifest["by_person"],
     )
 
 

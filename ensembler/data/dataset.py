@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,6 +172,20 @@ def read_eval_ids(data: Path) -> np.ndarray:
             raise EnsError(f"{path}: row {row + 2}: ImageID {image_id!r} appears twice")
         seen.add(image_id)
     return ids
+
+
+def images_fingerprint(image_ids: Sequence[str], paths: Sequence[str]) -> str:
+    """sha256 over (ImageID, size, mtime) of every image file: a changed or replaced file shows."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for image_id, path in zip(image_ids, paths):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise EnsError(f"{path}: image not found") from None
+        digest.update(f"{image_id}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def data_fingerprint(data: Path) -> dict[str, str]:

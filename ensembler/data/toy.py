@@ -4,7 +4,8 @@
 person, mixed .jpg/.jpeg/.png, some ids with a ``-1`` suffix, a dot-folder to skip) and
 ``eval/info.csv`` + ``eval/images/``, with the competition's imbalance and an eval set shifted
 towards older people. With ``image_size`` it draws faces (`draw_face`) whose mask state, gender
-and age are visible but not trivial; without it the files are empty placeholders, enough for
+and age are visible but not trivial, a person's seven photos sharing one look (`person_look`:
+background, place, face, hair, skin; each photo varied a little), as the real ones do; without it the files are empty placeholders, enough for
 composing and scoring, which never decode an image. The eval answers go to ``answers.csv``
 beside the data folder, which `ens` never reads.
 
@@ -33,7 +34,8 @@ AGE_RANGES = ((18, 30), (30, 60), (60, 61))  # the real data's oldest band is al
 
 @dataclass(frozen=True)
 class ToyCompetition:
-    """Where the toy data lies, and its truth: ``train`` (ImageID, label), ``eval`` (ImageID, label)."""
+    """Where the toy data lies, and its truth: ``train`` (ImageID, label), ``eval`` (ImageID,
+    label, person: the eval person's index, which the hashed names hide)."""
 
     data: Path
     answers: Path
@@ -48,7 +50,39 @@ def _people(rng: np.random.Generator, n: int, age_mix: np.ndarray) -> pd.DataFra
     return pd.DataFrame({"gender": gender, "age": age, "years": years})
 
 
-def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int]):
+@dataclass(frozen=True)
+class Look:
+    """What one person's seven photos share (background, place in the frame, face shape, hair,
+    skin): drawn once per person (`person_look`); each photo varies it a little."""
+
+    top: np.ndarray
+    bottom: np.ndarray
+    dx: float
+    dy: float
+    width: float
+    height: float
+    grey: float
+    hair: np.ndarray
+    long_hair: bool
+    skin: np.ndarray
+    hair_length: float
+
+
+HAIRS = np.array([[30, 20, 15], [70, 45, 25], [20, 20, 20], [110, 80, 40]])
+SKINS = np.array([[235, 200, 170], [210, 170, 135], [175, 130, 95], [120, 85, 60]])
+
+
+def person_look(rng: np.random.Generator, gender: int, years: int) -> Look:
+    """One person's look (see `Look`)."""
+    return Look(
+        rng.integers(40, 220, size=3).astype(float), rng.integers(40, 220, size=3).astype(float),
+        float(rng.normal(0, 18)), float(rng.normal(0, 18)), float(rng.uniform(0.9, 1.1)), float(rng.uniform(0.9, 1.1)),
+        float(np.clip((years - 18) / 55 + rng.normal(0, 0.12), 0, 1)), HAIRS[rng.integers(len(HAIRS))].astype(float),
+        bool(rng.random() < (0.92 if gender == 1 else 0.08)), SKINS[rng.integers(len(SKINS))] + rng.normal(0, 8, 3), float(rng.uniform(0.9, 1.5)),
+    )  # fmt: skip
+
+
+def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int], look: Look | None = None):
     """A PIL image (width x height = `size`) of a face-like figure.
 
     Cues, each with noise so that no single pixel gives the label away: the mask (wear: over
@@ -56,26 +90,44 @@ def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size
     colour; gender by hair length (long for most women, short for most men) and a little by
     face width; age by the greyness of the hair and the number of lines on the forehead, both
     growing with the age in years, so that 29 and 31 look alike, as in the real data.
+
+    look: the person's (`person_look`): the photo keeps its background, place, face, hair and
+    skin, varied a little (light, a small shift); without one, every photo is drawn afresh. The
+    random draws are the same either way (the per-photo ones become the small variations), so a
+    competition's labels do not depend on it.
     """
     from PIL import Image, ImageDraw, ImageFilter
 
     w, h = size
     s = min(w / 384, h / 512)
     top, bottom = rng.integers(40, 220, size=3), rng.integers(40, 220, size=3)
+    light = 1.0
+    if look is not None:  # this photo's light and small shift of the person's background
+        light = 1 + (top.mean() - 130) / 900
+        top, bottom = look.top * light + (top - 130) * 0.06, look.bottom * light + (bottom - 130) * 0.06
     ramp = np.linspace(0, 1, h)[:, None, None]
     pixels = (1 - ramp) * top + ramp * bottom + rng.normal(0, 12, size=(h, w, 3))
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    cx = w / 2 + rng.normal(0, 18 * s)
-    cy = h * 0.47 + rng.normal(0, 18 * s)
-    fw = (108 if gender == 0 else 92) * s * rng.uniform(0.9, 1.1)
-    fh = 140 * s * rng.uniform(0.9, 1.1)
+    jitter = (0.25, 0.25) if look is not None else (1.0, 1.0)
+    cx = w / 2 + rng.normal(0, 18 * s) * jitter[0] + (look.dx * s if look is not None else 0)
+    cy = h * 0.47 + rng.normal(0, 18 * s) * jitter[1] + (look.dy * s if look is not None else 0)
+    width_factor, height_factor = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1)
+    if look is not None:
+        width_factor, height_factor = look.width + (width_factor - 1) * 0.1, look.height + (height_factor - 1) * 0.1
+    fw = (108 if gender == 0 else 92) * s * width_factor
+    fh = 140 * s * height_factor
     grey = np.clip((years - 18) / 55 + rng.normal(0, 0.12), 0, 1)
-    hair = tuple(int(v) for v in (1 - grey) * rng.choice([[30, 20, 15], [70, 45, 25], [20, 20, 20], [110, 80, 40]]) + grey * np.array([215, 215, 215]))
+    base = rng.choice(HAIRS)
     long_hair = rng.random() < (0.92 if gender == 1 else 0.08)
+    length = rng.uniform(0.9, 1.5) if long_hair else 0.0  # drawn as before looks existed: the same stream either way
+    skin_base = rng.choice(SKINS) + rng.normal(0, 8, 3)
+    if look is not None:
+        grey, base, long_hair, length, skin_base = look.grey, look.hair * light, look.long_hair, look.hair_length, look.skin * light
+    hair = tuple(int(v) for v in (1 - grey) * base + grey * np.array([215, 215, 215]))
     if long_hair:
-        draw.rectangle([cx - fw * 1.15, cy - fh * 0.6, cx + fw * 1.15, cy + fh * rng.uniform(0.9, 1.5)], fill=hair)
-    skin = tuple(int(v) for v in rng.choice([[235, 200, 170], [210, 170, 135], [175, 130, 95], [120, 85, 60]]) + rng.normal(0, 8, 3))
+        draw.rectangle([cx - fw * 1.15, cy - fh * 0.6, cx + fw * 1.15, cy + fh * length], fill=hair)
+    skin = tuple(int(v) for v in skin_base)
     draw.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
     draw.chord([cx - fw * 1.05, cy - fh * 1.12, cx + fw * 1.05, cy - fh * 0.05], 180, 360, fill=hair)
     for i in range(int(np.clip(rng.poisson(max(years - 25, 0) / 9), 0, 6))):
@@ -100,11 +152,11 @@ def draw_face(rng: np.random.Generator, mask: int, gender: int, years: int, size
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * s * 2))
 
 
-def _write_image(path: Path, rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int] | None) -> None:
+def _write_image(path: Path, rng: np.random.Generator, mask: int, gender: int, years: int, size: tuple[int, int] | None, look: Look | None = None) -> None:
     if size is None:
         path.touch()
         return
-    image = draw_face(rng, mask, gender, years, size)
+    image = draw_face(rng, mask, gender, years, size, look)
     image.save(path, format="PNG" if path.suffix == ".png" else "JPEG", quality=90)
 
 
@@ -130,12 +182,14 @@ def make_toy_competition(
     ]
     images = data / TRAIN_IMAGES
     (images / ".ipynb_checkpoints").mkdir(parents=True, exist_ok=True)
+    looks = np.random.default_rng([seed, 7])  # apart from `rng`: the labels do not depend on the looks
     train_rows = []
     for p in people.itertuples():
         (images / p.profile).mkdir()
+        look = person_look(looks, p.gender, p.years) if image_size is not None else None
         for stem, mask in MASK_STEMS.items():
             name = f"{stem}{rng.choice(['.jpg', '.jpeg', '.png'], p=[0.8, 0.1, 0.1])}"
-            _write_image(images / p.profile / name, rng, mask, p.gender, p.years, image_size)
+            _write_image(images / p.profile / name, rng, mask, p.gender, p.years, image_size, look)
             train_rows.append((f"{p.profile}/{name}", int(encode(mask, p.gender, p.age))))
     pd.DataFrame(
         {"id": people["id"], "gender": np.where(people["gender"] == 1, "female", "male"),
@@ -145,16 +199,17 @@ def make_toy_competition(
     eval_people = _people(rng, n_eval_people, EVAL_AGE)
     (data / EVAL_IMAGES).mkdir(parents=True)
     eval_rows = []
-    for p in eval_people.itertuples():
+    for person, p in enumerate(eval_people.itertuples()):
+        look = person_look(looks, p.gender, p.years) if image_size is not None else None
         for mask in MASK_STEMS.values():
             image_id = f"{rng.integers(1 << 62):016x}{rng.integers(1 << 62):016x}.jpg"
-            _write_image(data / EVAL_IMAGES / image_id, rng, mask, p.gender, p.years, image_size)
-            eval_rows.append((image_id, int(encode(mask, p.gender, p.age))))
+            _write_image(data / EVAL_IMAGES / image_id, rng, mask, p.gender, p.years, image_size, look)
+            eval_rows.append((image_id, int(encode(mask, p.gender, p.age)), person))
     order = rng.permutation(len(eval_rows))
-    truth_eval = pd.DataFrame(eval_rows, columns=["ImageID", "label"]).iloc[order].reset_index(drop=True)
+    truth_eval = pd.DataFrame(eval_rows, columns=["ImageID", "label", "person"]).iloc[order].reset_index(drop=True)
     truth_eval[["ImageID"]].assign(ans=0).to_csv(data / EVAL_CSV, index=False)
     answers = root / "answers.csv"
-    truth_eval.rename(columns={"label": "ans"}).to_csv(answers, index=False)
+    truth_eval[["ImageID", "label"]].rename(columns={"label": "ans"}).to_csv(answers, index=False)
     truth_train = pd.DataFrame(train_rows, columns=["ImageID", "label"])
     return ToyCompetition(data, answers, truth_train, truth_eval)
 
