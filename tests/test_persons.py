@@ -203,6 +203,9 @@ def test_cli_group_measures_train_blind_and_groups_eval(faces, tmp_path):
     groups, meta = read_groups(project.root, "train", faces.train["ImageID"].to_numpy(object))
     measured = agreement(groups, person_codes(faces.train["ImageID"].to_numpy(object)))
     assert meta["agreement"]["ari"] == pytest.approx(measured.ari, abs=1e-4) and measured.ari > 0.8  # a person's photos share a look
+    from ensembler.evaluate.report import grouping_notes
+
+    assert grouping_notes(project) == [f"train grouping (ens group, blind to the names) against the true persons: {measured.line()}"]  # the report shows it
     result = runner.invoke(app, ["--zoo", str(zoo), "group", "--workers", "0"])
     assert result.exit_code == 0 and "wrote groups/eval.csv" in result.output.replace(str(project.root) + "/", ""), result.output
     eval_groups, eval_meta = read_groups(project.root, "eval", faces.eval["ImageID"].to_numpy(object))

@@ -260,9 +260,24 @@ def build_report(
         for r in rows
     ]
     rows, people = with_intervals(rows, labels, ids, replicates)
+    notes += grouping_notes(project)
     truth = decode(labels)
     truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels, people, replicates)
+
+
+def grouping_notes(project: Project) -> list[str]:
+    """A line on the train grouping's agreement with the true persons, when `ens group --split
+    train` has run (what `compose --by-person` is checked with)."""
+    import json
+
+    from ..compose.persons import Agreement, groups_paths
+
+    path = groups_paths(project.root, "train")[1]
+    if not path.is_file():
+        return []
+    found = json.loads(path.read_text()).get("agreement")
+    return [f"train grouping (ens group, blind to the names) against the true persons: {Agreement(**found).line()}"] if found else []
 
 
 def with_intervals(rows: list[ReportRow], labels: np.ndarray, image_ids: np.ndarray, replicates: int = REPLICATES) -> tuple[list[ReportRow], int]:
