@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..compose.calibration import Calibrator
+from ..compose.persons import GroupSplit
 from ..compose.voting import Method, Tie
 from ..data.labels import Task
 from ..data.project import DEFAULT_ZOO, Project, load_project
@@ -311,7 +312,7 @@ def predict(
 @app.command()
 def group(
     ctx: typer.Context,
-    split: Annotated[str, typer.Option("--split", help="eval: the info.csv images (what --by-person decodes); train: the labelled images, grouped blind to the folder names and then measured against them (what --by-person is checked with).")] = "eval",
+    split: Annotated[GroupSplit, typer.Option("--split", help="eval: the info.csv images (what --by-person decodes); train: the labelled images, grouped blind to the folder names and then measured against them (what --by-person is checked with).")] = GroupSplit.EVAL,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="The largest descriptor distance at which two images may join one group (default: 1.5 x the median distance to the 6th nearest neighbour). Lower: fewer, surer merges.", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
 ) -> None:
@@ -322,7 +323,7 @@ def group(
     allow such transductive methods. Needs torch (pip install -e ".[predict]")."""
     from ..api import group as run
 
-    result = run(_project(ctx), split, threshold, workers)
+    result = run(_project(ctx), split.value, threshold, workers)
     sizes = np.bincount(result.grouping.sizes, minlength=8)[1:8]
     out.print(f"{split}: {len(result.grouping.groups)} images in {len(result.grouping.sizes)} groups; sizes 1..7: {' '.join(map(str, sizes.tolist()))} (threshold {result.grouping.threshold:.3f})")
     if result.agreement is not None:

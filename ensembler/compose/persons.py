@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ EPS = 1e-6
 
 
 # --- grouping -----------------------------------------------------------------------------------
+
+
+class GroupSplit(StrEnum):
+    """What `ens group` groups: the eval images, or the labelled train images (to measure it)."""
+
+    EVAL = "eval"
+    TRAIN = "train"
 
 
 class _Sets:
