@@ -4,17 +4,18 @@
    answers kept aside in ``answers.csv``;
 2. writes the team's fold file (fold 0 is the validation hold-out);
 3. trains a small team with the built-in trainer, each a different small timm architecture:
-   an 18-class model, a three-head model as a fold group, an age-only model at a higher
-   resolution, and a mask-and-gender model; all hold out fold 0 (the fold group's second
-   model holds out fold 1 and serves eval only);
+   an 18-class model, a three-head model as a 5-fold group, an age-only model at a higher
+   resolution, and a mask-and-gender model; the single models hold out fold 0;
 4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
-   the validation fold and on eval (one pass over the images each);
+   the validation fold and on eval (one pass over the images each), and the fold group out of
+   fold on every train image (scored alone on all of them);
 5. composes a per-task recipe, two votes, ensemble selection, stacking and auto (all fitted on the
    validation predictions, scored by person-grouped cross-validation), and the votes and the
    learned ones again with EM prior correction (the eval set is older than train);
 6. groups the train images into people blind to their names (`ens group`) and prints the
-   agreement with the true persons, groups the eval images, and composes the soft vote again
-   with ``--by-person`` (applied only where the labelled check shows a gain);
+   agreement with the true persons, groups the eval images, and composes the soft vote and the
+   fold group again with ``--by-person`` (applied only where the labelled check shows a gain;
+   the fold group's check runs on every train image);
 7. writes the submissions, prints the report, writes it as ``report.html`` with its plots, and
    scores every model and submission on the hidden answers.
 """
@@ -47,7 +48,7 @@ HEADS = {"heads": {"mask": 3, "gender": 2, "age": 3}}
 LOW, HIGH = [48, 64], [96, 128]  # width x height fed to the models
 TEAM = [
     {"name": "ana-r10", "owner": "ana", "architecture": "resnet10t", "layout": "classes18", "preprocess": {"resize": LOW}, "fold": 0},
-    {"name": "ben-heads", "owner": "ben", "architecture": "regnetx_002", "layout": HEADS, "preprocess": {"resize": LOW}, "folds": [0, 1]},
+    {"name": "ben-heads", "owner": "ben", "architecture": "regnetx_002", "layout": HEADS, "preprocess": {"resize": LOW}, "folds": [0, 1, 2, 3, 4]},
     {"name": "chloe-age", "owner": "chloe", "architecture": "regnety_002", "layout": {"heads": {"age": 3}}, "preprocess": {"resize": HIGH}, "fold": 0},
     {"name": "dan-mg", "owner": "dan", "architecture": "regnetx_004", "layout": {"heads": {"mask": 3, "gender": 2}}, "preprocess": {"resize": LOW}, "fold": 0},
 ]
@@ -60,6 +61,7 @@ RECIPES = {
 LEARNED = {"select": Method.SELECT, "stack": Method.STACK, "auto": Method.AUTO}  # fitted on the per-task-vote recipe's sources
 PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack", "auto")  # each again with --prior em
 BY_PERSON = "soft-vote"  # composed again with --by-person (after ens group on train and eval)
+FOLD_GROUP = "ben-heads"  # a 5-fold group: predicted out of fold on every train image, composed alone with --by-person
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ def run_demo(
     for split in (Split.VAL, Split.EVAL):
         log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
         predict(project, names, split, workers=0, progress=progress)
+    log(f"ens predict --model {FOLD_GROUP} --split oof: every train image, by the fold model that never saw its person")
+    predict(project, [FOLD_GROUP], Split.OOF, workers=0, progress=progress)
+    oof_scope = build_report(project, sources=[FOLD_GROUP], replicates=0).scope
+    log(f"{FOLD_GROUP} alone is scored {oof_scope}")
 
     plans = {name: (text, Method.SOFT) for name, text in RECIPES.items()}
     plans.update({name: (RECIPES["per-task-vote"], method) for name, method in LEARNED.items()})
@@ -134,10 +140,13 @@ def run_demo(
     log(f"train grouping against the true persons: {trained.agreement.line()}")
     grouped = group_split(project, "eval", workers=0)
     log(f"eval: {len(grouped.grouping.groups)} images in {len(grouped.grouping.sizes)} groups")
-    people = compose_submission(project, parse_recipe(RECIPES[BY_PERSON]), name=f"{BY_PERSON}-by-person", by_person=True)
-    submissions.append(people)
-    record = people.by_person or {}
-    log(f"wrote submissions/{people.name}.csv (--by-person {'applied' if record.get('applied') else 'not applied'}: {record.get('reason', '')})")
+    for text, name in ((RECIPES[BY_PERSON], f"{BY_PERSON}-by-person"), (f"*:{FOLD_GROUP}", f"{FOLD_GROUP}-by-person")):
+        people = compose_submission(project, parse_recipe(text), name=name, by_person=True)
+        submissions.append(people)
+        record = people.by_person or {}
+        check = record.get("check") or {}
+        evidence = f"; labelled check on {check['images']} images: {check['gain']:+.4f} (90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}), true persons {check['ceiling_gain']:+.4f}" if check else ""
+        log(f"wrote submissions/{name}.csv (--by-person {'applied' if record.get('applied') else 'not applied'}{evidence})")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
     report = replace(report, rows=best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"]))
