@@ -232,3 +232,14 @@ def test_cli_group_names_a_corrupt_image_and_warns_on_a_count_not_of_sevens(face
     result = CliRunner().invoke(app, ["--zoo", str(zoo), "group", "--workers", "0"])
     assert result.exit_code == 1 and bad in result.stderr and "cannot be read" in result.stderr
     assert not (tmp_path / "team" / "groups" / "eval.csv").exists()  # nothing written
+
+
+def test_auto_tries_decoding_by_person_when_the_team_grouped_its_images(project, toy, tmp_path):
+    from ensembler.compose.recipe import parse_recipe
+    from ensembler.compose.submission import compose
+
+    _person_project(project, toy, tmp_path)
+    auto = compose(project, parse_recipe("*:a+b"), "auto")
+    assert auto.manifest["by_person"]["applied"] and auto.manifest["by_person"]["check"]["interval"][0] > 0
+    (project.root / "groups" / "train.csv").unlink()
+    assert compose(project, parse_recipe("*:a+b"), "auto").manifest["by_person"] is None  # no train grouping: not tried

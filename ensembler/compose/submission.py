@@ -421,6 +421,7 @@ def compose(
     by_person: decode each person once with ``groups/eval.csv`` (`persons.decode_by_person`),
     applied last and only where the labelled images, decoded with ``groups/train.csv``, show a
     gain beyond the noise (`force_by_person` insists); the validation score is then the decoded one.
+    Auto tries it by itself when both grouping files exist (the same check decides).
     """
 
     method = Method(method)
@@ -453,6 +454,10 @@ def compose(
         tuned, composed_val, val_labels = _tune(project, store, recipe, validation, composed_val, val_labels)
         composed = apply_offsets(composed, tuned.offsets)
     persons = None
+    if method is Method.AUTO and not by_person:  # auto tries decoding by person where the team grouped its images
+        from .persons import groups_paths
+
+        by_person = all(groups_paths(project.root, split)[0].is_file() for split in ("eval", "train"))
     if by_person or force_by_person:
         if composed_val is not None and val_labels is not None:
             composed_val, val_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
