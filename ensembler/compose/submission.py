@@ -27,6 +27,7 @@ from ..errors import EnsError, preview, unknown
 from ..evaluate.metrics import score
 from ..evaluate.report import aligned_sets, out_of_fold, own_prediction, profile_of, shared_ids, validation_ids
 from .learned import apply_offsets, learn, tune_f1
+from .persons import decode_step, groups_paths
 from .priors import PriorSpec, correct_shift, parse_priors, train_priors
 from .recipe import Recipe, Term, complete_recipe
 from .voting import Composed, Method, Tie, combine
@@ -299,62 +300,6 @@ def _tune(project: Project, store: Store, recipe: Recipe, validation: dict[str, 
     return tuned, tuned.scored, labels
 
 
-def _by_person(project: Project, composed: Composed, composed_val: Composed | None, val_labels: np.ndarray | None, force: bool) -> tuple[Composed, Composed | None, dict[str, Any]]:
-    """Decode each person once (`persons.decode_by_person`) with the eval grouping, where the
-    labelled images show it helps: decoded with the *estimated* train grouping against plain,
-    paired by person, applied when the gain's 90 % interval is above 0 (or `force`); the true
-    persons give the ceiling. Returns eval and labelled compositions (decoded or not) and the
-    manifest's record."""
-    from ..data.dataset import images_fingerprint, read_eval, read_train
-    from ..data.io import sha256_file
-    from ..evaluate.evidence import bootstrap, person_codes
-    from .persons import decode_by_person, groups_paths, read_groups
-
-    data = project.require_data()
-    table = read_eval(data)
-    eval_groups, eval_meta = read_groups(project.root, "eval", composed.image_ids, images_fingerprint(table["ImageID"], table["path"]))
-    csv_path = groups_paths(project.root, "eval")[0]
-    record: dict[str, Any] = {"groups": {"file": str(csv_path), "sha256": sha256_file(csv_path), "groups": eval_meta.get("groups"), "train_agreement": None}}
-    reason = None
-    if composed_val is None or val_labels is None:
-        reason = "no labelled composition to check it on"
-    else:
-        train = read_train(data)
-        try:
-            train_groups, train_meta = read_groups(project.root, "train", composed_val.image_ids, images_fingerprint(train["ImageID"], train["path"]), subset=True)
-        except EnsError as exc:
-            train_groups, reason = None, f"it cannot be checked: {exc}"
-        if train_groups is not None:
-            record["groups"]["train_agreement"] = train_meta.get("agreement")
-            persons = person_codes(composed_val.image_ids)
-            plain = composed_val.labels
-            estimated = decode_by_person(composed_val.probs, composed_val.joint, train_groups, plain)
-            ceiling = decode_by_person(composed_val.probs, composed_val.joint, persons, plain)
-            found = bootstrap(val_labels, np.stack([plain, estimated, ceiling]), persons, reference=0)
-            record["check"] = {
-                "images": int(len(plain)),
-                "f1_18_plain": round(float(found.f1[0]), 4),
-                "f1_18_by_person": round(float(found.f1[1]), 4),
-                "gain": round(float(found.f1[1] - found.f1[0]), 4),
-                "interval": [round(float(found.gain_low[1]), 4), round(float(found.gain_high[1]), 4)],
-                "positive": round(float(found.positive[1]), 3),
-                "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
-            }
-            if found.gain_low[1] > 0:
-                record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
-            else:
-                reason = "with the estimated train grouping it does not raise the out-of-fold 18-class F1 beyond the noise"
-    if reason is not None:
-        record.update(applied=force, reason=reason + ("; applied as asked (--force-by-person)" if force else "; the plain decisions are kept (--force-by-person insists)"))
-    if not record["applied"]:
-        return composed, composed_val, record
-    decided = decode_by_person(composed.probs, composed.joint, eval_groups, composed.labels)
-    eval_out = Composed(composed.image_ids, decided, composed.probs, composed.joint, composed.mode)
-    if composed_val is not None and "check" in record:
-        composed_val = Composed(composed_val.image_ids, estimated, composed_val.probs, composed_val.joint, composed_val.mode)
-    return eval_out, composed_val, record
-
-
 def library_recipe(project: Project) -> Recipe:
     """A learned method (stack, select, auto) without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
     store = Store(project.predictions)
@@ -455,13 +400,11 @@ def compose(
         composed = apply_offsets(composed, tuned.offsets)
     persons = None
     if method is Method.AUTO and not by_person:  # auto tries decoding by person where the team grouped its images
-        from .persons import groups_paths
-
         by_person = all(groups_paths(project.root, split)[0].is_file() for split in ("eval", "train"))
     if by_person or force_by_person:
         if composed_val is not None and val_labels is not None:
             composed_val, val_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
-        composed, composed_val, persons = _by_person(project, composed, composed_val, val_labels, force_by_person)
+        composed, composed_val, persons = decode_step(project, composed, composed_val, val_labels, force_by_person)
         if persons["applied"] and "check" in persons and "recipe" in validation:
             validation["recipe"] = score(val_labels, composed_val.labels).as_dict()  # what is submitted: decided by person
             validation.pop("evidence", None)
