@@ -240,7 +240,8 @@ def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(projec
     runner = CliRunner()
     result = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--name", "a1"])
     assert result.exit_code == 0, result.output
-    assert "age: g (CV macro F1 " in result.output and "others: " in result.output
+    assert "  per-task candidate, age: g (CV macro F1 " in result.output and "others: " in result.output
+    assert result.output.index("chosen (18-class): ") < result.output.index("per-task candidate, mask: ")  # the choice first, then what the per-task candidate chose
     bad = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--method", "stack"])
     assert bad.exit_code == 1 and "--auto is --method auto; drop --method stack" in bad.output
     selected = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--method", "select", "--name", "s1"])
@@ -352,3 +353,21 @@ def test_auto_is_never_below_its_best_candidate_by_more_than_the_fold_spread(kin
     assert details["auto"]["chosen"] == best["label"]  # on all the images, the best is what eval gets
     joint = all(m.labelled_joint is not None for m in team.members)
     assert any(c["label"].endswith("on the 18-way joint") for c in candidates) == joint
+
+
+def test_auto_keeps_its_honest_out_of_fold_composition_with_a_joint_as_eval_has(project, toy, tmp_path):
+    """The source an auto composition leaves behind is scored as auto was (the choice inside the
+    loop), and its labelled set carries a joint exactly when its eval set does."""
+    from ensembler.compose.submission import compose, write_composition
+    from ensembler.data.store import Store
+
+    _specialists(project, toy, tmp_path)
+    result = compose(project, None, Method.AUTO, "kept")
+    write_composition(project, result)
+    store = Store(project.predictions)
+    val, ev = store.read("kept", Split.VAL), store.read("kept", Split.EVAL)
+    from ensembler.evaluate.metrics import score
+    from ensembler.evaluate.report import own_prediction
+
+    assert (val.joint is None) == (ev.joint is None), (val.joint is None, ev.joint is None)
+    assert score(val.labels, own_prediction(val)).f1_18 == pytest.approx(result.validation["recipe"]["f1_18"], abs=1e-9)

@@ -46,7 +46,7 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     val = sub.validation or {}
     auto = val.get("auto") or {}
-    for task, record in [*auto.get("tasks", {}).items(), ("18-class", auto)] if auto else ():
+    for task, record in [("chosen (18-class)", auto), *((f"  per-task candidate, {t}", r) for t, r in auto.get("tasks", {}).items())] if auto else ():
         ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
         others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
         chosen = next(c for c in ranked if c["label"] == record["chosen"])

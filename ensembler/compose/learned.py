@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode, marginals
+from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode, joint_from_tasks, marginals
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from ..evaluate.metrics import macro_f1
@@ -255,7 +255,10 @@ def _auto_whole(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: n
     probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in TASKS}
     decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
     best = candidates[chosen]
-    scored = Composed(best.scored.image_ids, decided, probs, None, "auto")
+    joint = None
+    if best.target.joint is not None:  # the scored set carries a joint as eval's does (a per-task row: the product of its marginals, same argmax)
+        joint = np.stack([c.scored.joint if c.scored.joint is not None else joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
+    scored = Composed(best.scored.image_ids, decided, probs, joint, "auto")
     record = {"chosen": best.label, "candidates": [Candidate(c.label, s.f1, s.spread).as_dict() for c, s in zip(candidates, scores)]}
     return _Whole(best.label, best.target, scored, best.consistent), record
 

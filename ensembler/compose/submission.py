@@ -221,8 +221,13 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
             )
 
 
-def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], method: Method, class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray]:
-    """Fit `method` on `recipe` (on all shared labelled images; scored out of fold on the validation ones)."""
+def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[str, PredictionSet], method: Method, class_weight: str | None, all_tasks: bool) -> tuple[Composed, dict[str, Any], Composed, np.ndarray, Composed]:
+    """Fit `method` on `recipe` (on all shared labelled images; scored out of fold on the validation ones).
+
+    Returns the eval composition, the validation record, what a later step must be fitted on
+    (for auto the chosen candidates' own out-of-fold predictions), their labels, and the scored
+    out-of-fold composition (for auto with its choice made inside the loop: what is honest to
+    keep and report)."""
     import pandas as pd
 
     labelled, lacking = _labelled(store, recipe)
@@ -249,7 +254,7 @@ def _learned(project: Project, store: Store, recipe: Recipe, eval_sets: Mapping[
         **(details or {}),
         "sources": _source_scores(aligned, labels, pos),
     }
-    return composed, validation, consistent, labels[pos]
+    return composed, validation, consistent, labels[pos], scored
 
 
 def _take(prediction: np.ndarray | Mapping, pos: np.ndarray) -> np.ndarray | dict:
@@ -388,16 +393,19 @@ def compose(
     eval_ids = read_eval_ids(data)
     sets = load_eval_sets(project, store, recipe, eval_ids)
     if method.learned:
-        composed, validation, composed_val, val_labels = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
+        composed, validation, composed_val, val_labels, kept_val = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
     else:
         composed = combine(recipe, sets, method, per_task, tie)
         validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task, tie)
+        kept_val = composed_val
+    kept_labels = val_labels  # the labelled composition kept as the source's val set: the honest one, unless a step below replaces it
     priors = None
     if spec.active:
         composed, priors = _correct_priors(data, composed, composed_val, val_labels, spec, calibrate, force_prior)
     if tune:
         tuned, composed_val, val_labels = _tune(project, store, recipe, validation, composed_val, val_labels)
         composed = apply_offsets(composed, tuned.offsets)
+        kept_val, kept_labels = composed_val, val_labels
     persons = None
     if method is Method.AUTO and not by_person:  # auto tries decoding by person where the team grouped its images
         by_person = all(groups_paths(project.root, split)[0].is_file() for split in ("eval", "train"))
@@ -408,6 +416,7 @@ def compose(
         if persons["applied"] and "check" in persons and "recipe" in validation:
             validation["recipe"] = score(val_labels, composed_val.labels).as_dict()  # what is submitted: decided by person
             validation.pop("evidence", None)
+            kept_val, kept_labels = composed_val, val_labels
 
     validate_submission(composed.image_ids, composed.labels, eval_ids)
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}
@@ -440,7 +449,7 @@ def compose(
     }
     origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": f"{name}.csv"}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
-    composition = Composition(name, manifest, recipe, composed, composed_val, val_labels, meta)
+    composition = Composition(name, manifest, recipe, composed, kept_val, kept_labels, meta)
     manifest["submission_sha256"] = sha256_bytes(composition.csv_bytes())
     return composition
 

@@ -325,7 +325,8 @@ def pick_final(report: Report, replicates: int = REPLICATES) -> list[FinalPick]:
     if pick.second is None:
         return out
     second, (low, high) = rows[pick.second], pick.difference
-    near = [f"{rows[i].label} {pick.correlation[i]:.2f}" for i in pick.within if i not in (pick.first, pick.second)]
+    close = sorted((i for i in pick.within if i not in (pick.first, pick.second)), key=lambda i: pick.correlation[i])
+    near = [f"{rows[i].label} {pick.correlation[i]:.2f}" for i in close[:4]] + ([f"{len(close) - 4} more"] if len(close) > 4 else [])
     if pick.second in pick.within:
         why = (
             f"18-class F1 {second.scores.f1_18:.4f}, within the noise of the first (paired difference {second.scores.f1_18 - first.scores.f1_18:+.4f}, "
