@@ -243,3 +243,19 @@ def test_auto_tries_decoding_by_person_when_the_team_grouped_its_images(project,
     assert auto.manifest["by_person"]["applied"] and auto.manifest["by_person"]["check"]["interval"][0] > 0
     (project.root / "groups" / "train.csv").unlink()
     assert compose(project, parse_recipe("*:a+b"), "auto").manifest["by_person"] is None  # no train grouping: not tried
+
+
+def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_path):
+    import os
+
+    from ensembler.compose.recipe import parse_recipe
+    from ensembler.compose.submission import compose
+
+    _person_project(project, toy, tmp_path)
+    image = next((toy.data / "eval" / "images").iterdir())
+    os.utime(image, ns=(1, 1))  # an eval image changed since ens group ran
+    auto = compose(project, parse_recipe("*:a+b"), "auto")
+    record = auto.manifest["by_person"]
+    assert not record["applied"] and record["reason"].startswith("auto did not try it: ") and "run ens group --split eval again" in record["reason"]
+    with pytest.raises(EnsError, match="run ens group --split eval again"):  # asked for explicitly, it is an error
+        compose(project, parse_recipe("*:a+b"), by_person=True)

@@ -594,7 +594,12 @@ def _torchrun(zoo, *args):
     argv = ["--zoo", str(zoo.zoo), "predict", "--device", "cpu", "--workers", "0", "--batch-size", "8", *args]
     command, env = launch_command(["cpu", "cpu"], argv)
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode and not any(line.startswith("Error: ") for line in done.stderr.splitlines()):
+        # torchrun failed before ens printed anything (seen once in ~20 suite runs here; its output is printed for the record): one retry. An ens failure (an Error: line) is never retried
+        print(done.stderr[-3000:])
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return done
 
 
 def test_two_gloo_ranks_write_the_same_sets_as_one_process(zoo, toy):

@@ -407,12 +407,21 @@ def compose(
         composed = apply_offsets(composed, tuned.offsets)
         kept_val, kept_labels = composed_val, val_labels
     persons = None
-    if method is Method.AUTO and not by_person:  # auto tries decoding by person where the team grouped its images
+    implicit = method is Method.AUTO and not (by_person or force_by_person)  # auto tries decoding by person where the team grouped its images
+    if implicit:
         by_person = all(groups_paths(project.root, split)[0].is_file() for split in ("eval", "train"))
     if by_person or force_by_person:
+        scoped_val, scoped_labels = composed_val, val_labels
         if composed_val is not None and val_labels is not None:
-            composed_val, val_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
-        composed, composed_val, persons = decode_step(project, composed, composed_val, val_labels, force_by_person)
+            scoped_val, scoped_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
+        try:
+            composed, decided_val, persons = decode_step(project, composed, scoped_val, scoped_labels, force_by_person)
+        except EnsError as exc:
+            if not implicit:
+                raise
+            decided_val, persons = scoped_val, {"applied": False, "reason": f"auto did not try it: {exc}"}  # asked for nothing: say why, go on
+        if persons["applied"]:
+            composed_val, val_labels = decided_val, scoped_labels
         if persons["applied"] and "check" in persons and "recipe" in validation:
             validation["recipe"] = score(val_labels, composed_val.labels).as_dict()  # what is submitted: decided by person
             validation.pop("evidence", None)
