@@ -28,7 +28,7 @@ from ensembler.data.dataset import images_fingerprint, read_eval, read_train
 from ensembler.data.project import Project
 from ensembler.errors import EnsError
 
-from .images import Geometry, ImageSet, collate
+from .images import Geometry, ImageSet, collate, unreadable_error
 
 THUMB = (6, 8)  # width x height of the colour layout
 OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]])  # luminance, red-green, yellow-blue
@@ -56,7 +56,7 @@ def describe(paths: list[str], workers: int = 0, batch_size: int = 64, progress:
         colour = torch.einsum("cd,bdhw->bchw", OPPONENT, small)
         out[indices.numpy()] = torch.cat([colour.flatten(1), colour[:, :, ring].flatten(1)], dim=1).numpy()
     if unreadable:
-        raise EnsError(f"{len(unreadable)} image(s) cannot be read{' (the first 10)' if len(unreadable) > 10 else ''}: {'; '.join(unreadable[:10])}; nothing was written")
+        raise unreadable_error(unreadable)
     spread = out.std(axis=0)
     return (out - out.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ensembler.data.zoo import Preprocess
+from ensembler.errors import EnsError
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,12 @@ class ImageSet(torch.utils.data.Dataset):
         except Exception as exc:  # noqa: BLE001 (any decoder failure stops the run with the path)
             return i, None, f"{self.paths[i]}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         return i, [apply_geometry(image, g) for g in self.geometries], None
+
+
+def unreadable_error(unreadable: Sequence[str]) -> EnsError:
+    """One error naming every unreadable image (``path: why``; the first 10 and the count)."""
+    more = " (the first 10)" if len(unreadable) > 10 else ""
+    return EnsError(f"{len(unreadable)} image(s) cannot be read{more}: {'; '.join(unreadable[:10])}; nothing was written")
 
 
 def collate(items):

@@ -39,7 +39,7 @@ from ensembler.data.zoo import TTAPolicy, ZooEntry
 from ensembler.errors import EnsError
 
 from . import distributed
-from .images import Geometry, ImageSet, collate, normalize
+from .images import Geometry, ImageSet, collate, normalize, unreadable_error
 from .layouts import to_tasks
 from .models import FrozenOnCPU, load_model, verify_sha256
 from .tta import build_transforms, tta_predict
@@ -245,8 +245,9 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, override: 
 
     rows = where.shard(len(images.ids))
     shard = images.take(rows) if where.distributed else images
-    if progress is not None and where.distributed:  # rank 0 speaks for all: its shard, scaled to the split
-        report, progress = progress, (lambda done, _: report(min(done * where.size, len(images.ids)), len(images.ids))) if where.leader else None
+    if progress is not None and where.distributed:  # rank 0 speaks for all: its shard's count, scaled to the split
+        whole, total = progress, len(images.ids)
+        progress = (lambda done, _: whole(min(done * where.size, total), total)) if where.leader else None
     error = None
     try:
         for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
@@ -332,8 +333,7 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
                     normalized[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
     if unreadable:
-        shown = "; ".join(unreadable[:10])
-        raise EnsError(f"{len(unreadable)} image(s) cannot be read{' (the first 10)' if len(unreadable) > 10 else ''}: {shown}; nothing was written")
+        raise unreadable_error(unreadable)
 
 
 def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tensor | None, split: Split, transforms, dev: torch.device, batch: int) -> torch.Tensor:

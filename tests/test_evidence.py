@@ -83,3 +83,17 @@ def test_person_codes_group_a_persons_images():
     ids = np.array(["000001_female_Asian_45/mask1.jpg", "000002_male_Asian_20/normal.jpg", "000001_female_Asian_45/normal.jpg", "000001-1_female_Asian_45/mask2.jpg"], dtype=object)
     codes = person_codes(ids)
     assert codes[0] == codes[2] == codes[3] != codes[1]
+
+
+def test_image_weights_match_weighted_macro_f1_on_the_drawn_people():
+    """With image weights (a labelled set re-weighted to another mix), each replicate equals
+    metrics.macro_f1 with the weights times the person's draw count."""
+    from ensembler.evaluate.metrics import macro_f1
+
+    labels, predictions, persons = _case(n_people=30, rows=2, seed=8)
+    weights = np.random.default_rng(8).uniform(0.2, 3.0, len(labels))
+    draws = person_draws(30, 15, seed=2)
+    fast = f1_replicates(labels, predictions, persons, draws, weights=weights)
+    for r in range(15):
+        for k in range(2):
+            assert fast[r, k] == pytest.approx(macro_f1(labels, predictions[k], 18, weights * draws[r][persons]), abs=1e-12)

@@ -49,9 +49,9 @@ def _logits(probs: np.ndarray) -> np.ndarray:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    from scipy.special import softmax  # here, not at the top: `ens` starts without scipy
+
+    return softmax(z, axis=1)
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:

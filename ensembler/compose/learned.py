@@ -25,7 +25,7 @@ probabilities, so the tuned composition is saved as re-weighted probabilities (`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -144,14 +144,24 @@ class _Fitted:
     consistent: np.ndarray | None = None  # auto: the chosen candidate's own out-of-fold predictions
 
 
-def _fit_task(method: Method, parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, class_weight: str | None, weights: Sequence[float], keep: np.ndarray, splits: list) -> _Fitted:
-    """Fit on all labelled images for the targets; fit on the other people of each fold for the scored ones."""
-    target, chosen = _fit_predict(method, parts, y, targets, k, class_weight, weights)
+FitPredict = Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _cross_fit(fit_predict: FitPredict, parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> _Fitted:
+    """Fit on all labelled images for the targets; fit on the other people of each fold for the
+    scored ones (`keep`). `fit_predict(fit_parts, fit_labels, new_parts)` returns the new rows'
+    probabilities ``(m, k)`` and any fitted weights."""
+    target, chosen = fit_predict(parts, y, targets)
     kept, y_kept = [p[keep] for p in parts], y[keep]
     oof = np.zeros((len(y_kept), k))
     for fit_idx, held_idx in splits:
-        oof[held_idx], _ = _fit_predict(method, [p[fit_idx] for p in kept], y_kept[fit_idx], [p[held_idx] for p in kept], k, class_weight, weights)
+        oof[held_idx], _ = fit_predict([p[fit_idx] for p in kept], y_kept[fit_idx], [p[held_idx] for p in kept])
     return _Fitted(target, oof, chosen)
+
+
+def _fit_task(method: Method, parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, class_weight: str | None, weights: Sequence[float], keep: np.ndarray, splits: list) -> _Fitted:
+    """`method` on one task's parts, cross-fitted (`_cross_fit`)."""
+    return _cross_fit(lambda fit, labels, new: _fit_predict(method, fit, labels, new, k, class_weight, weights), parts, y, targets, k, keep, splits)
 
 
 @dataclass(frozen=True)
@@ -167,22 +177,22 @@ class Candidate:
         return {"label": self.label, "f1": round(self.f1, 4), "spread": round(self.spread, 4)}
 
 
-def _nested_choice(labels: Sequence[np.ndarray], y: np.ndarray, k: int, splits: list) -> tuple[list[Candidate], np.ndarray, int]:
-    """Choose among candidates by the macro F1 (over `k` classes) of their out-of-fold decisions
-    `labels` (each ``(n,)``) on `y` ``(n,)``, with the choice inside the CV loop.
+def _nested_choice(names: Sequence[str], labels: Sequence[np.ndarray], y: np.ndarray, k: int, splits: list) -> tuple[list[Candidate], np.ndarray, int]:
+    """Choose among candidates `names` by the macro F1 (over `k` classes) of their out-of-fold
+    decisions `labels` (each ``(n,)``) on `y` ``(n,)``, with the choice inside the CV loop.
 
-    Returns each candidate's F1 and fold spread; for every image, the candidate chosen on the
+    Returns each candidate with its F1 and fold spread; for every image, the candidate chosen on the
     *other* folds' images (its row of the scored composition: choosing on the images scored would
     flatter the choice); and the candidate chosen on all images (the one applied to eval). Ties go
     to the first candidate, i.e. the simplest."""
-    candidates = []
-    for decided in labels:
-        folds = [macro_f1(y[held], decided[held], k) for _, held in splits]
-        candidates.append((macro_f1(y, decided, k), float(np.std(folds))))
+    candidates = [
+        Candidate(name, macro_f1(y, decided, k), float(np.std([macro_f1(y[held], decided[held], k) for _, held in splits])))
+        for name, decided in zip(names, labels)
+    ]
     per_row = np.zeros(len(y), dtype=np.int64)
     for fit_idx, held_idx in splits:
         per_row[held_idx] = int(np.argmax([macro_f1(y[fit_idx], decided[fit_idx], k) for decided in labels]))
-    return [Candidate("", f1, spread) for f1, spread in candidates], per_row, int(np.argmax([f1 for f1, _ in candidates]))
+    return candidates, per_row, int(np.argmax([c.f1 for c in candidates]))
 
 
 def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, targets: list[np.ndarray], k: int, keep: np.ndarray, splits: list) -> tuple[_Fitted, list[Candidate], int, dict[str, float] | None, dict[Method, _Fitted]]:
@@ -197,8 +207,7 @@ def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, 
         names, every = "+".join(map(str, terms)), list(range(len(terms)))
         options += [(f"soft vote {names}", Method.SOFT, every), (f"selection from {names}", Method.SELECT, every), (f"stack of {names}", Method.STACK, every)]
     fitted = [_fit_task(method, [parts[i] for i in idx], y, [targets[i] for i in idx], k, None, [terms[i].weight for i in idx], keep, splits) for _, method, idx in options]
-    scores, per_row, chosen = _nested_choice([f.oof.argmax(1) for f in fitted], y[keep], k, splits)
-    candidates = [Candidate(label, c.f1, c.spread) for (label, _, _), c in zip(options, scores)]
+    candidates, per_row, chosen = _nested_choice([label for label, _, _ in options], [f.oof.argmax(1) for f in fitted], y[keep], k, splits)
     oof = np.stack([f.oof for f in fitted])[per_row, np.arange(len(per_row))]
     weights = fitted[chosen].weights
     named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
@@ -224,14 +233,10 @@ def _joint_stack(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: 
     images for the targets and on the other people of each fold for the scored ones."""
     sources = list(recipe.sources)
     ids, target_ids = next(iter(labelled.values())).image_ids, next(iter(targets.values())).image_ids
-    parts = [labelled[s].joint[keep] for s in sources]
-    y = labels[keep]
-    oof = np.zeros((len(y), N_JOINT))
-    for fit_idx, held_idx in splits:
-        oof[held_idx] = fit_pool([p[fit_idx] for p in parts], y[fit_idx]).apply([p[held_idx] for p in parts])
-    target = fit_pool([labelled[s].joint for s in sources], labels).apply([targets[s].joint for s in sources])
-    scored = Composed.decided(ids[keep], marginals(oof), oof, "auto")
-    return _Whole(f"stack of {'+'.join(sources)} on the 18-way joint", Composed.decided(target_ids, marginals(target), target, "auto"), scored, scored)
+    pool = lambda fit, y, new: (fit_pool(fit, y).apply(new), None)  # noqa: E731
+    run = _cross_fit(pool, [labelled[s].joint for s in sources], labels, [targets[s].joint for s in sources], N_JOINT, keep, splits)
+    scored = Composed.decided(ids[keep], marginals(run.oof), run.oof, "auto")
+    return _Whole(f"stack of {'+'.join(sources)} on the 18-way joint", Composed.decided(target_ids, marginals(run.target), run.target, "auto"), scored, scored)
 
 
 def _auto_whole(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: np.ndarray, targets: Mapping[str, PredictionSet], keep: np.ndarray, splits: list, per_task: Sequence[_Whole]) -> tuple[_Whole, dict[str, Any]]:
@@ -250,7 +255,7 @@ def _auto_whole(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: n
     if all(labelled[s].joint is not None for s in recipe.sources):
         candidates.append(_joint_stack(recipe, labelled, labels, targets, keep, splits))
     y = labels[keep]
-    scores, per_row, chosen = _nested_choice([c.scored.labels for c in candidates], y, N_JOINT, splits)
+    scores, per_row, chosen = _nested_choice([c.label for c in candidates], [c.scored.labels for c in candidates], y, N_JOINT, splits)
     rows = np.arange(len(y))
     probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in TASKS}
     decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
@@ -259,7 +264,7 @@ def _auto_whole(recipe: Recipe, labelled: Mapping[str, PredictionSet], labels: n
     if best.target.joint is not None:  # the scored set carries a joint as eval's does (a per-task row: the product of its marginals, same argmax)
         joint = np.stack([c.scored.joint if c.scored.joint is not None else joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
     scored = Composed(best.scored.image_ids, decided, probs, joint, "auto")
-    record = {"chosen": best.label, "candidates": [Candidate(c.label, s.f1, s.spread).as_dict() for c, s in zip(candidates, scores)]}
+    record = {"chosen": best.label, "candidates": [c.as_dict() for c in scores]}
     return _Whole(best.label, best.target, scored, best.consistent), record
 
 

@@ -130,8 +130,7 @@ def group_images(descriptors: np.ndarray, threshold: float | None = None, neighb
             tie[i] = min(tie[i], d)
             tie[int(index[i, j])] = min(tie[int(index[i, j])], d)
     roots = np.array([sets.find(i) for i in range(n)])
-    groups = np.unique(roots, return_index=True, return_inverse=True)
-    _, first, inverse = groups
+    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
     relabel = np.argsort(np.argsort(first))  # group ids in order of first appearance
     ids = relabel[inverse]
     alone = np.bincount(ids)[ids] == 1

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
 from ..errors import EnsError
-from ..evaluate.metrics import macro_f1
+from ..evaluate.evidence import f1_replicates, person_draws
 from .calibration import choose
 from .voting import Composed
 
@@ -224,13 +224,8 @@ def shift_check(
     resamples of the people (a person's images are drawn together). Mean, spread and the share
     of resamples in which the correction wins."""
     _, person = np.unique(persons, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    gains = np.empty(replicates)
-    n_people = person.max() + 1
-    for r in range(replicates):
-        drawn = np.bincount(rng.integers(0, n_people, n_people), minlength=n_people)
-        w = weights * drawn[person]
-        gains[r] = macro_f1(labels, after, N_JOINT, w) - macro_f1(labels, before, N_JOINT, w)
+    values = f1_replicates(labels, np.stack([before, after]), person, person_draws(int(person.max()) + 1, replicates, seed), N_JOINT, weights)
+    gains = values[:, 1] - values[:, 0]
     return {"gain": float(gains.mean()), "spread": float(gains.std()), "wins": float((gains > 0).mean()), "replicates": replicates}
 
 

@@ -177,19 +177,21 @@ def _evidence(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos: np.
     return out
 
 
-def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool, tie: Tie) -> tuple[dict[str, Any], Composed | None, np.ndarray | None]:
-    """Validation scores of the recipe and its sources, and the recipe's vote on all shared labelled images."""
+def _validation(project: Project, store: Store, recipe: Recipe, method: Method, per_task: bool, tie: Tie) -> tuple[dict[str, Any], Composed | None, np.ndarray | None, np.ndarray]:
+    """Validation scores of the recipe and its sources, the recipe's vote on all shared labelled
+    images and their labels, and the ImageIDs scored (`validation_ids`)."""
     labelled, lacking = _labelled(store, recipe)
+    none = np.array([], dtype=object)
     if lacking:
-        return {"skipped": f"no labelled predictions for {', '.join(lacking)}"}, None, None
+        return {"skipped": f"no labelled predictions for {', '.join(lacking)}"}, None, None, none
     ids = shared_ids(labelled)
     if not len(ids):
-        return {"skipped": "the sources share no labelled image"}, None, None
+        return {"skipped": "the sources share no labelled image"}, None, None, none
     aligned, labels = aligned_sets(labelled, ids)
     composed = combine(recipe, aligned, method, per_task, tie)
     val_ids, scope = validation_ids(project, ids, out_of_fold(labelled))
     if not len(val_ids):
-        return {"skipped": f"no shared labelled image in the validation fold ({scope})"}, composed, labels
+        return {"skipped": f"no shared labelled image in the validation fold ({scope})"}, composed, labels, val_ids
     import pandas as pd
 
     pos = pd.Index(ids).get_indexer(val_ids)
@@ -199,7 +201,7 @@ def _validation(project: Project, store: Store, recipe: Recipe, method: Method, 
         "recipe": score(labels[pos], composed.labels[pos]).as_dict(),
         "evidence": _evidence(aligned, labels, pos, composed.labels[pos]),
         "sources": _source_scores(aligned, labels, pos),
-    }, composed, labels
+    }, composed, labels, val_ids
 
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
@@ -279,24 +281,21 @@ def _correct_priors(data: Path, composed: Composed, composed_val: Composed | Non
     return Composed.decided(composed.image_ids, probs, joint, composed.mode), record
 
 
-def _scoped(project: Project, store: Store, recipe: Recipe, composed_val: Composed, val_labels: np.ndarray) -> tuple[Composed, np.ndarray, str]:
-    """The labelled composition restricted to the images its validation is scored on
-    (`validation_ids`: out of fold for every source, else the validation fold), and the scope."""
+def _scoped(composed_val: Composed, val_labels: np.ndarray, val_ids: np.ndarray) -> tuple[Composed, np.ndarray]:
+    """The labelled composition restricted to the images its validation is scored on (`val_ids`)."""
     import pandas as pd
 
-    oof = out_of_fold({s: p for s, p in _labelled(store, recipe)[0].items() if p is not None})
-    val_ids, scope = validation_ids(project, composed_val.image_ids, oof)
     rows = pd.Index(composed_val.image_ids).get_indexer(val_ids)
-    return composed_val.take(rows), val_labels[rows], scope
+    return composed_val.take(rows), val_labels[rows]
 
 
-def _tune(project: Project, store: Store, recipe: Recipe, validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None) -> tuple[Any, Composed, np.ndarray]:
+def _tune(validation: dict[str, Any], composed_val: Composed | None, val_labels: np.ndarray | None, val_ids: np.ndarray) -> tuple[Any, Composed, np.ndarray]:
     """F1 tuning on the recipe's labelled composition, restricted to the scored images (`_scoped`)."""
     if composed_val is None or val_labels is None:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({validation.get('skipped', 'no labelled images')})")
-    scoped, labels, scope = _scoped(project, store, recipe, composed_val, val_labels)
-    if not len(labels):
-        raise EnsError(f"--tune-f1: no labelled image of the recipe to tune on ({scope})")
+    if not len(val_ids):
+        raise EnsError(f"--tune-f1: no labelled image of the recipe to tune on ({validation.get('skipped')})")
+    scoped, labels = _scoped(composed_val, val_labels, val_ids)
     tuned = tune_f1(scoped, labels)
     validation["tune_f1"] = tuned.as_dict()
     if "recipe" in validation:  # the submission's score is the tuned one, out of fold
@@ -394,16 +393,17 @@ def compose(
     sets = load_eval_sets(project, store, recipe, eval_ids)
     if method.learned:
         composed, validation, composed_val, val_labels, kept_val = _learned(project, store, recipe, sets, method, class_weight, stack_all_tasks)
+        val_ids = kept_val.image_ids
     else:
         composed = combine(recipe, sets, method, per_task, tie)
-        validation, composed_val, val_labels = _validation(project, store, recipe, method, per_task, tie)
+        validation, composed_val, val_labels, val_ids = _validation(project, store, recipe, method, per_task, tie)
         kept_val = composed_val
     kept_labels = val_labels  # the labelled composition kept as the source's val set: the honest one, unless a step below replaces it
     priors = None
     if spec.active:
         composed, priors = _correct_priors(data, composed, composed_val, val_labels, spec, calibrate, force_prior)
     if tune:
-        tuned, composed_val, val_labels = _tune(project, store, recipe, validation, composed_val, val_labels)
+        tuned, composed_val, val_labels = _tune(validation, composed_val, val_labels, val_ids)
         composed = apply_offsets(composed, tuned.offsets)
         kept_val, kept_labels = composed_val, val_labels
     persons = None
@@ -413,7 +413,7 @@ def compose(
     if by_person or force_by_person:
         scoped_val, scoped_labels = composed_val, val_labels
         if composed_val is not None and val_labels is not None:
-            scoped_val, scoped_labels, _ = _scoped(project, store, recipe, composed_val, val_labels)
+            scoped_val, scoped_labels = _scoped(composed_val, val_labels, val_ids)
         try:
             composed, decided_val, persons = decode_step(project, composed, scoped_val, scoped_labels, force_by_person)
         except EnsError as exc:

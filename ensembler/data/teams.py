@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from .labels import N_CLASSES, TASKS, Task, decode, encode, joint_from_tasks, marginals
 from .project import Project, load_project, update_project
@@ -98,12 +99,6 @@ def _logits(rng, labels, person, n_people, skill, person_noise, joint_noise, sha
     return out, rng.normal(0, joint_noise, (len(labels), 18))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def simulate_team(kind: str, shift: str = "age", n_train_people: int = 600, n_eval_people: int = 400, seed: int = 0) -> Team:
     """A simulated competition and team of `kind` (`KINDS`) with eval mix `shift` (`SHIFTS`)."""
     if kind not in KINDS or shift not in SHIFTS:
@@ -134,11 +129,11 @@ def simulate_team(kind: str, shift: str = "age", n_train_people: int = 600, n_ev
         for split, y, person, n in (("labelled", labels, l_person, n_train_people), ("eval", answers, e_person, n_eval_people)):
             logits, interaction = _logits(rng, y, person, n, skill, person_noise, 0.6, None if shared is None or not name.startswith("k") else shared[split])
             if len(tasks) == 3:  # an 18-class model: one softmax over the joint logits
-                joint_logits = np.log(joint_from_tasks({t: _softmax(logits[t]) for t in TASKS})) + interaction
-                joint = _softmax(scale * joint_logits)
+                joint_logits = np.log(joint_from_tasks({t: softmax(logits[t], axis=1) for t in TASKS})) + interaction
+                joint = softmax(scale * joint_logits, axis=1)
                 sets.append((marginals(joint), joint))
             else:
-                sets.append(({t: _softmax(scale * logits[t]) for t in tasks}, None))
+                sets.append(({t: softmax(scale * logits[t], axis=1) for t in tasks}, None))
         (lp, lj), (ep, ej) = sets
         members.append(Member(name, tasks, {t: lp[t] for t in tasks}, lj, {t: ep[t] for t in tasks}, ej))
     return Team(kind, shift, l_ids, labels, e_ids, answers, tuple(members))

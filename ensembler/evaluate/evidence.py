@@ -43,11 +43,13 @@ def person_draws(n_people: int, replicates: int = REPLICATES, seed: int = 0) -> 
     return rng.multinomial(n_people, np.full(n_people, 1.0 / n_people), size=replicates)
 
 
-def f1_replicates(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarray, draws: np.ndarray, n_classes: int = 18) -> np.ndarray:
+def f1_replicates(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarray, draws: np.ndarray, n_classes: int = 18, weights: np.ndarray | None = None) -> np.ndarray:
     """Macro F1 (absent classes 0, as `metrics.macro_f1`) of every row in every replicate.
 
     labels: ``(n,)`` classes; predictions: ``(rows, n)`` classes; persons: ``(n,)`` in
-    ``0..P-1``; draws: ``(replicates, P)`` person counts (`person_draws`). Returns ``(replicates, rows)``.
+    ``0..P-1``; draws: ``(replicates, P)`` person counts (`person_draws`); weights: ``(n,)``
+    image weights on top of the draws (a labelled set re-weighted to another class mix), as
+    `metrics.macro_f1`'s. Returns ``(replicates, rows)``.
     """
     labels, predictions = np.asarray(labels, dtype=np.int64), np.atleast_2d(np.asarray(predictions, dtype=np.int64))
     rows, n = predictions.shape
@@ -55,9 +57,10 @@ def f1_replicates(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarr
     base = (persons[None, :] * rows + np.arange(rows)[:, None]) * n_classes  # (rows, n): the (person, row) block of each image
     size = n_people * rows * n_classes
     right = predictions == labels[None, :]
-    tp = np.bincount((base + labels[None, :])[right], minlength=size).reshape(n_people, rows * n_classes)
-    predicted = np.bincount((base + predictions).ravel(), minlength=size).reshape(n_people, rows * n_classes)
-    truth = np.bincount(persons * n_classes + labels, minlength=n_people * n_classes).reshape(n_people, n_classes)
+    w = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), (rows, n))
+    tp = np.bincount((base + labels[None, :])[right], None if w is None else w[right], minlength=size).reshape(n_people, rows * n_classes)
+    predicted = np.bincount((base + predictions).ravel(), None if w is None else w.ravel(), minlength=size).reshape(n_people, rows * n_classes)
+    truth = np.bincount(persons * n_classes + labels, weights, minlength=n_people * n_classes).reshape(n_people, n_classes)
     weights = draws.astype(np.float64)
     tp_r = (weights @ tp).reshape(-1, rows, n_classes)
     denominator = (weights @ predicted).reshape(-1, rows, n_classes) + (weights @ truth)[:, None, :]

@@ -27,6 +27,7 @@ from ..data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, 
 from ..errors import EnsError
 from . import diagnostics, plots
 from .report import Report, ReportRow
+from .report import best_single as best_single_row
 
 TEMPLATE = "report.html.j2"
 JOINT_NAMES = tuple(
@@ -60,8 +61,9 @@ def chosen_row(report: Report) -> ReportRow:
 
 
 def best_single(report: Report) -> ReportRow | None:
-    """The best model or import with an 18-class score (rows are best first)."""
-    return next((r for r in report.rows if r.kind in ("model", "import") and r.scores.f1_18 is not None), None)
+    """The best model or import with an 18-class score (`report.best_single`)."""
+    index = best_single_row(report.rows)
+    return None if index is None else report.rows[index]
 
 
 def _f(value: float | None, digits: int = 4) -> str:

@@ -242,8 +242,8 @@ def build_report(
     for n, s in aligned.items():
         own = own_prediction(s)
         rows.append(ReportRow(n, kind_of(s.meta), score(labels, own), prediction=own))
-    singles = [r.scores.f1_18 for r in rows if r.kind != "ensemble" and r.scores.f1_18 is not None]
-    best = max(singles) if singles else None
+    single = best_single(rows)
+    best = None if single is None else rows[single].scores.f1_18
     for recipe in recipes:
         for method in methods:
             spread = None
@@ -264,6 +264,13 @@ def build_report(
     truth = decode(labels)
     truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels, people, replicates)
+
+
+def best_single(rows: Sequence[ReportRow]) -> int | None:
+    """The index of the best single source (a model or an import, not a recipe or a saved
+    ensemble) by 18-class F1, the reference of every gain; None when none has one."""
+    singles = [i for i, r in enumerate(rows) if r.kind not in ("recipe", "ensemble") and r.scores.f1_18 is not None]
+    return max(singles, key=lambda i: rows[i].scores.f1_18) if singles else None
 
 
 def grouping_notes(project: Project) -> list[str]:
@@ -289,8 +296,7 @@ def with_intervals(rows: list[ReportRow], labels: np.ndarray, image_ids: np.ndar
     scored = [i for i, p in joint.items() if p is not None]
     if not scored or replicates <= 0:
         return rows, int(people.max()) + 1 if len(people) else 0
-    singles = [i for i in scored if rows[i].kind not in ("recipe", "ensemble")]
-    reference = max(singles, key=lambda i: rows[i].scores.f1_18) if singles else None
+    reference = best_single(rows)
     found = bootstrap(labels, np.stack([joint[i] for i in scored]), people, None if reference is None else scored.index(reference), replicates)
     out = list(rows)
     for k, i in enumerate(scored):
