@@ -109,6 +109,10 @@ def world(device_type: str) -> Iterator[World]:
     dist.init_process_group(backend)
     try:
         yield World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        # leave together: a rank that tears its group down while a peer is still writing can take
+        # gloo's connection down under it, and that rank aborts after its work is done
+        # ("terminate called without an active exception", exit -6)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ensembler import __version__
-from ensembler.compose.persons import GROUP_SIZE, Agreement, Grouping, agreement, group_images, groups_paths, write_groups
+from ensembler.compose.persons import GROUP_SIZE, Agreement, Grouping, agreement, check_threshold, group_images, groups_paths, write_groups
 from ensembler.data.dataset import images_fingerprint, read_eval, read_train
 from ensembler.data.project import Project
 from ensembler.errors import EnsError
@@ -80,6 +80,7 @@ def group_split(project: Project, split: str, threshold: float | None = None, wo
 
     if split not in ("eval", "train"):
         raise EnsError(f"--split {split!r}: choose eval or train")
+    check_threshold(threshold)
     data = project.require_data()
     table = read_eval(data) if split == "eval" else read_train(data)
     ids, paths = table["ImageID"].to_numpy(object), list(table["path"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -39,8 +41,17 @@ def hard_csv(path: Path, truth: pd.DataFrame, labels) -> Path:
 ASSETS = Path(__file__).parent / "assets"
 
 
-@pytest.fixture
-def faces(tmp_path: Path) -> ToyCompetition:
-    """The toy competition with drawn faces at 48 x 64 (the same generator as the demo's)."""
+@pytest.fixture(scope="session")
+def _drawn_faces(tmp_path_factory: pytest.TempPathFactory) -> ToyCompetition:
     pytest.importorskip("PIL")
-    return make_toy_competition(tmp_path / "comp", n_people=40, n_eval_people=10, seed=1, image_size=(48, 64))
+    return make_toy_competition(tmp_path_factory.mktemp("faces") / "comp", n_people=40, n_eval_people=10, seed=1, image_size=(48, 64))
+
+
+@pytest.fixture
+def faces(tmp_path: Path, _drawn_faces: ToyCompetition) -> ToyCompetition:
+    """The toy competition with drawn faces at 48 x 64 (the same generator as the demo's): drawn
+    once per session, copied afresh for each test (tests damage images and write beside them)."""
+    root = _drawn_faces.data.parent
+    shutil.copytree(root, tmp_path / "comp")
+    moved = lambda path: tmp_path / "comp" / path.relative_to(root)  # noqa: E731
+    return dataclasses.replace(_drawn_faces, data=moved(_drawn_faces.data), answers=moved(_drawn_faces.answers), train=_drawn_faces.train.copy(), eval=_drawn_faces.eval.copy())

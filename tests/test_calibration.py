@@ -102,7 +102,8 @@ def test_choose_scores_out_of_fold_and_keeps_none_for_a_calibrated_model():
     chosen = choose(sharp, labels, folds)
     assert chosen.calibration.method is not Calibrator.NONE and chosen.scores["none"][0] > chosen.scores[chosen.calibration.method.value][0]
     assert choose(sharp, labels, folds, "ts").calibration.method is Calibrator.TS
-    assert Calibration.identity(3).apply(sharp) is not None
+    identity = Calibration.identity(3).apply(sharp.astype(np.float32))
+    assert identity.dtype == np.float64 and np.array_equal(identity, sharp.astype(np.float32).astype(np.float64))  # unchanged, not recomputed
 
 
 def test_a_pool_of_one_source_is_bias_corrected_temperature_scaling():

@@ -259,3 +259,22 @@ def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_pa
     assert not record["applied"] and record["reason"].startswith("auto did not try it: ") and "run ens group --split eval again" in record["reason"]
     with pytest.raises(EnsError, match="run ens group --split eval again"):  # asked for explicitly, it is an error
         compose(project, parse_recipe("*:a+b"), by_person=True)
+
+
+@pytest.mark.parametrize("threshold", ["-1", "0", "nan", "inf"])
+def test_cli_group_refuses_a_threshold_that_cannot_merge_and_writes_nothing(faces, tmp_path, threshold):
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from ensembler.data.project import update_project
+
+    zoo = tmp_path / "team" / "model_zoo.yaml"
+    update_project(zoo, data=faces.data)
+    result = CliRunner().invoke(app, ["--zoo", str(zoo), "group", "--workers", "0", "--threshold", threshold])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --threshold {threshold}: it is the largest descriptor distance") and "a positive number" in lines[0]
+    assert not (tmp_path / "team" / "groups").exists()  # nothing written
+    with pytest.raises(EnsError, match="a positive number"):
+        group_images(np.zeros((3, 2)), float(threshold))

@@ -136,14 +136,32 @@ def test_batched_tta_runs_one_forward_per_view_shape(tmp_path):
     assert sorted(calls) == [16, 16]  # 8 views: 4 upright, 4 rotated by 90 degrees
 
 
-def test_multi_head_tta(tmp_path):
+class HeadsSoftmaxed(torch.nn.Module):
+    """A heads model's per-task probabilities side by side ``(n, 3 + 2 + 3)``: what ttach merges."""
+
+    def __init__(self, model, layout):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, x):
+        return activate(flatten(self.model(x), self.layout), self.layout)
+
+
+def test_multi_head_tta_equals_ttach_per_task(tmp_path):
     layout = entry(tmp_path, layout=HEADS).layout
     model = tiny(heads=(3, 2, 3), as_dict=True)
     policy = TTAPolicy.parse("flip")
-    out = tta_predict(model, torch.randn(3, 3, 16, 16), build_transforms(policy), policy, layout)
-    _, tasks = to_tasks(out, layout)
-    for p in tasks.values():
+    x = torch.randn(3, 3, 16, 16)
+    compose = build_transforms(policy)
+    _, tasks = to_tasks(tta_predict(model, x, compose, policy, layout), layout)
+    reference = ttach.ClassificationTTAWrapper(HeadsSoftmaxed(model, layout), compose, merge_mode="mean")(x)
+    _, expected = to_tasks(reference, layout)
+    assert list(tasks) == [Task.MASK, Task.GENDER, Task.AGE]
+    for task, p in tasks.items():
+        torch.testing.assert_close(p, expected[task], atol=1e-5, rtol=1e-5)  # the mean over the 4 views, task by task
         torch.testing.assert_close(p.sum(1), torch.ones(3))
+    plain = to_tasks(activate(flatten(model(x), layout), layout), layout)[1]
+    assert not torch.allclose(tasks[Task.MASK], plain[Task.MASK], atol=1e-4)  # the views did change the answer
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from ensembler.cli import app
 from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose
+from ensembler.compose.submission import compose, write_composition
 from ensembler.data.dataset import split_project
 from ensembler.data.labels import Task
 from ensembler.data.sources import import_source
@@ -91,7 +91,8 @@ def test_cli_import_oof_and_report_intervals_and_picks(project, toy, tmp_path):
     assert "90% CI" in result.output and "P(gain>0)" in result.output and "resamples of 40 people" in result.output
     assert "pick 1: " in result.output and "pick 2: " in result.output
     bad = runner.invoke(app, [*zoo, "report", "--pick", "3"])
-    assert bad.exit_code != 0
+    assert bad.exit_code == 1 and bad.stderr.splitlines() == ["Error: Invalid value for '--pick': Input should be less than or equal to 2 (see 'ens report --help')"], bad.output
+    assert "pick 1" not in bad.stdout
 
 
 def test_pick_two_skips_a_near_copy_of_the_best(project, toy, tmp_path):
@@ -112,3 +113,29 @@ def test_pick_two_skips_a_near_copy_of_the_best(project, toy, tmp_path):
     assert report.rows[1].name == copy_row.name  # the near-copy is the runner-up on the board ...
     assert second.row.name == "other"  # ... and not the second pick
     assert "within the noise of the first" in second.why and "correlate" in second.why
+
+
+def test_a_saved_vote_of_out_of_fold_sources_keeps_the_report_out_of_fold(project, toy, tmp_path):
+    """Three --oof imports, one compose, the same report: every train image scored before and after."""
+    split_project(project, seed=0)
+    for i in range(3):
+        import_source(project, _team_csv(toy, tmp_path, f"t{i}", seed=i), f"t{i}", oof=True)
+    recipe = "*:t0+t1+t2"
+    before = build_report(project, recipes=[parse_recipe(recipe)])
+    out = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", recipe, "--name", "v"])
+    assert out.exit_code == 0, out.output
+    saved = Store(project.predictions).labelled("v")
+    assert saved.split is Split.OOF and len(saved) == len(toy.train)
+    after = build_report(project, recipes=[parse_recipe(recipe)])
+    assert before.n_images == after.n_images == len(toy.train) == 280
+    assert after.scope.startswith("out of fold: all 280 images") and not any("only the validation fold" in n for n in after.notes)
+    assert "v" in {r.name for r in after.rows}
+
+
+def test_a_saved_vote_with_a_validation_only_source_stays_validation(project, toy, tmp_path):
+    split_project(project, seed=0)
+    import_source(project, _team_csv(toy, tmp_path, "a"), "a", oof=True)
+    import_source(project, _team_csv(toy, tmp_path, "b", seed=1), "b")
+    write_composition(project, compose(project, parse_recipe("*:a+b"), name="v"))
+    store = Store(project.predictions)
+    assert store.labelled("v").split is Split.VAL and not store.has("v", Split.OOF)

@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -53,10 +55,17 @@ def test_a_changed_csv_is_refused(tmp_path):
 
 def test_no_silent_overwrite(tmp_path):
     store = Store(tmp_path)
-    store.write(_set())
+    first, second = _set(), _set(seed=1)
+    store.write(first)
+    csv_before = (tmp_path / "m" / "val.csv").read_bytes()
     with pytest.raises(EnsError, match="already has val predictions"):
-        store.write(_set(seed=1))
-    store.write(_set(seed=1), overwrite=True)
+        store.write(second)
+    assert (tmp_path / "m" / "val.csv").read_bytes() == csv_before  # the refused write left the set as it was
+    assert np.array_equal(store.read("m", Split.VAL).joint, first.joint)
+    meta = store.write(second, overwrite=True)
+    assert np.array_equal(Store(tmp_path).read("m", Split.VAL).joint, second.joint)  # the new set, not the old sidecar
+    assert meta["csv_sha256"] == hashlib.sha256((tmp_path / "m" / "val.csv").read_bytes()).hexdigest() == store.read_meta("m", Split.VAL)["csv_sha256"]
+    assert not np.array_equal(first.joint, second.joint)
 
 
 def test_take_reorders_and_names_missing_ids():

@@ -1,5 +1,8 @@
 """Zoo entries: parsed into frozen configs; every error names the file, the entry and the key."""
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -106,3 +109,33 @@ def test_unknown_model_suggests(tmp_path):
     project = load(tmp_path, BASE, {**BASE, "name": "polar-effb0"})
     with pytest.raises(EnsError, match=r"unknown model in model_zoo.yaml 'polar-efb0' \(did you mean: polar-effb0"):
         project.model("polar-efb0")
+
+
+def test_the_shipped_example_registry_reads_as_it_is_and_shows_every_key():
+    """The top-level model_zoo.yaml is what a team copies: it must stay readable as the format
+    changes, and show every key of an entry and of the project section at least once."""
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from ensembler.data.project import ProjectSettings
+    from ensembler.data.zoo import ENTRY_KEYS
+
+    path = Path(__file__).resolve().parents[1] / "model_zoo.yaml"
+    project = load_project(path)
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw["project"]) == {f.name for f in dataclasses.fields(ProjectSettings)}
+    assert set().union(*(entry.keys() for entry in raw["models"])) == set(ENTRY_KEYS)
+    assert {"resize", "crop", "mean", "std", "interpolation"} <= set().union(*(e.get("preprocess", {}).keys() for e in raw["models"]))
+    by_name = {m.name: m for m in project.models}
+    kinds = {
+        "timm": any(":" not in m.architecture for m in project.models),
+        "own class": any(m.architecture.count(":") == 1 and "." in m.architecture.split(":")[0] for m in project.models),
+        "fold group": any(m.is_fold_group for m in project.models),
+        "three heads": any(not m.layout.joint and len(m.layout.heads) == 3 for m in project.models),
+        "age only": any(m.layout.tasks == (Task.AGE,) for m in project.models),
+    }
+    assert all(kinds.values()), kinds
+    assert project.val_fold == 0 and project.folds == path.parent / "folds.csv"
+    result = CliRunner().invoke(app, ["--zoo", str(path), "zoo", "list"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in by_name)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.stable import weighted_sum
 from ..errors import EnsError
 
 EPS = 1e-6
@@ -187,7 +188,7 @@ def fit_pool(probs: Sequence[np.ndarray], labels: np.ndarray) -> Pool:
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:s], np.concatenate([[0.0], theta[s:]])
-        value, residual = _nll_and_residual(np.tensordot(w, z, axes=1) + b, labels, onehot)
+        value, residual = _nll_and_residual(weighted_sum(w, z) + b, labels, onehot)
         grad_w = np.einsum("snk,nk->s", z, residual) + 2 * RIDGE * (w - prior)
         grad_b = residual.sum(axis=0)[1:] + 2 * RIDGE * b[1:]
         return value + RIDGE * (((w - prior) ** 2).sum() + (b**2).sum()), np.concatenate([grad_w, grad_b])

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode, joint_from_tasks, marginals
+from ..data.stable import decide as decide_class
+from ..data.stable import weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from ..evaluate.metrics import macro_f1
@@ -112,7 +114,7 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
         counts = np.zeros(len(probs))
         current = np.zeros_like(sample[0], dtype=np.float64)
         for _ in range(rounds):
-            scores = [macro_f1(y[rows], (current + p).argmax(axis=1), k) for p in sample]
+            scores = [macro_f1(y[rows], decide_class(current + p), k) for p in sample]
             best = int(np.argmax(scores))  # ties: the first source in recipe order
             counts[best] += 1
             current += sample[best]
@@ -128,9 +130,9 @@ def _fit_predict(method: Method, fit: list[np.ndarray], y: np.ndarray, new: list
         return _stack_fit_predict(fit, y, new, k, class_weight), None
     if method is Method.SELECT:
         chosen = select_weights(fit, y, k)
-        return np.tensordot(chosen, np.stack(new), axes=1), chosen
+        return weighted_sum(chosen, new), chosen
     w = np.asarray(weights, dtype=np.float64)
-    return np.tensordot(w / w.sum(), np.stack(new), axes=1), None
+    return weighted_sum(w / w.sum(), new), None
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def _auto_task(terms: tuple[Term, ...], parts: list[np.ndarray], y: np.ndarray, 
         names, every = "+".join(map(str, terms)), list(range(len(terms)))
         options += [(f"soft vote {names}", Method.SOFT, every), (f"selection from {names}", Method.SELECT, every), (f"stack of {names}", Method.STACK, every)]
     fitted = [_fit_task(method, [parts[i] for i in idx], y, [targets[i] for i in idx], k, None, [terms[i].weight for i in idx], keep, splits) for _, method, idx in options]
-    candidates, per_row, chosen = _nested_choice([label for label, _, _ in options], [f.oof.argmax(1) for f in fitted], y[keep], k, splits)
+    candidates, per_row, chosen = _nested_choice([label for label, _, _ in options], [decide_class(f.oof) for f in fitted], y[keep], k, splits)
     oof = np.stack([f.oof for f in fitted])[per_row, np.arange(len(per_row))]
     weights = fitted[chosen].weights
     named = None if weights is None else {terms[i].source: round(float(w), 4) for i, w in zip(options[chosen][2], weights)}
@@ -365,8 +367,8 @@ def decide(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, offset
     """Joint classes ``(n,)`` from log-probabilities plus offsets: on the joint ``(n, 18)`` when
     there is one (as the vote decided), else per task ``{task: (n, k)}``."""
     if joint_log is not None:
-        return (joint_log + _joint_offsets(offsets)).argmax(axis=1)
-    return encode(*((logs[t] + offsets[t]).argmax(axis=1) for t in TASKS))
+        return decide_class(joint_log + _joint_offsets(offsets))
+    return encode(*(decide_class(logs[t] + offsets[t]) for t in TASKS))
 
 
 def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, labels: np.ndarray) -> dict[Task, np.ndarray]:

@@ -29,6 +29,7 @@ hashed names. This module holds the torch-free half:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -93,6 +94,16 @@ class Grouping:
         return np.bincount(self.groups)
 
 
+def check_threshold(threshold: float | None) -> None:
+    """A merge threshold is a positive, finite distance (None: the default); anything else is an
+    error that says what the option means, before any image is decoded."""
+    if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+        raise EnsError(
+            f"--threshold {threshold:g}: it is the largest descriptor distance at which two images may join one group, "
+            f"a positive number (leave it out for the default, {SPREAD:g} x the median distance to the 6th nearest neighbour)"
+        )
+
+
 def group_images(descriptors: np.ndarray, threshold: float | None = None, neighbours: int = 12, cap: int = GROUP_SIZE) -> Grouping:
     """Partition images ``(n, d)`` descriptors into groups of at most `cap` (see the module doc).
 
@@ -104,6 +115,7 @@ def group_images(descriptors: np.ndarray, threshold: float | None = None, neighb
     """
     from sklearn.neighbors import NearestNeighbors
 
+    check_threshold(threshold)
     x = np.asarray(descriptors, dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -111,8 +123,14 @@ def group_images(descriptors: np.ndarray, threshold: float | None = None, neighb
     k = min(neighbours, n - 1)
     if k < 1:
         return Grouping(np.zeros(n, dtype=np.int64), np.zeros(n))
-    distance, index = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    distance, index = distance[:, 1:], index[:, 1:]
+    _, index = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    index = index[:, 1:]
+    # the neighbours' distances again, each a plain sum over the descriptor's dimensions: the
+    # search's own come from a BLAS product, whose last bits (and so the merge order of nearly
+    # equal edges) hinge on the machine's kernel
+    distance = np.stack([np.sqrt(((x - x[index[:, j]]) ** 2).sum(axis=1)) for j in range(k)], axis=1)
+    by_distance = np.lexsort((index, distance), axis=1)  # each row's neighbours by (distance, image)
+    distance, index = np.take_along_axis(distance, by_distance, 1), np.take_along_axis(index, by_distance, 1)
     if threshold is None:
         threshold = SPREAD * float(np.median(distance[:, min(cap - 2, k - 1)]))
     order = np.argsort(distance, axis=None, kind="stable")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
+from ..data.stable import decide
 from ..errors import EnsError
 from ..evaluate.evidence import f1_replicates, person_draws
 from .calibration import choose
@@ -282,7 +283,7 @@ def correct_shift(
         elif spec.estimator == "em":
             target, how = em_priors(cal_eval[task], train[task])[0], "em"
         elif spec.estimator == "bbse":
-            target, how = bbse_priors(cal_val[task].argmax(1), truth[task], cal_eval[task].argmax(1), train[task]), "bbse"
+            target, how = bbse_priors(decide(cal_val[task]), truth[task], decide(cal_eval[task]), train[task]), "bbse"
         else:
             continue
         entry = {"train": train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}

@@ -43,7 +43,9 @@ class Composition:
     submission: ``ImageID,ans`` rows in ``info.csv`` order (checked). manifest: what
     ``<name>.json`` holds (recipe, method, inputs and their sha256, validation scores, …).
     eval / val: the composed probabilities on eval and on the labelled images (None when the
-    recipe has none), `val_labels` their true classes ``(n_val,)``.
+    recipe has none), `val_labels` their true classes ``(n_val,)``, `val_split` what those are:
+    ``oof`` when every source predicts them out of fold (a vote of out-of-fold sources is out of
+    fold, and a learned composition keeps its cross-fitted rows), else ``val``.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Composition:
     val_labels: np.ndarray | None
     source_meta: dict[str, Any]
     files: tuple[Path, Path] | None = None  # the CSV and JSON, once written
+    val_split: Split = Split.VAL
 
     @property
     def submission(self) -> pd.DataFrame:
@@ -458,7 +461,10 @@ def compose(
     }
     origin = {"type": "ensemble", "recipe": str(recipe), "method": method.value, "voting": composed.mode, "tie": manifest["tie"], "prior": str(spec), "tune_f1": tune, "submission": f"{name}.csv"}
     meta = {"kind": "hard" if method is Method.HARD else "proba", "origin": origin, "data": manifest["data"]}
-    composition = Composition(name, manifest, recipe, composed, kept_val, kept_labels, meta)
+    # the labelled rows kept are out of fold exactly when every source's are (the scope `validation_ids` scored)
+    oof = project.folds.is_file() and all(store.has(s, Split.OOF) for s in recipe.sources)
+    val_split = Split.OOF if oof else Split.VAL
+    composition = Composition(name, manifest, recipe, composed, kept_val, kept_labels, meta, val_split=val_split)
     manifest["submission_sha256"] = sha256_bytes(composition.csv_bytes())
     return composition
 
@@ -474,7 +480,7 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     write_json(json_path, manifest, overwrite=False)
     store.write(_ensemble_set(name, Split.EVAL, composition.eval, None, composition.source_meta))
     if composition.val is not None:
-        store.write(_ensemble_set(name, Split.VAL, composition.val, composition.val_labels, composition.source_meta))
+        store.write(_ensemble_set(name, composition.val_split, composition.val, composition.val_labels, composition.source_meta))
     return Submission(
         name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"],
         manifest["by_person"],

@@ -3,6 +3,12 @@
 - soft: the weighted mean of the probabilities; the label is its argmax.
 - geo: the weighted mean of the log-probabilities (probabilities clipped at `EPS`, so a
   one-hot source cannot veto a class outright); the label is its argmax.
+
+  Soft and geometric totals are summed source by source in recipe order, never by a BLAS
+  kernel (`stable.weighted_sum`), and two classes whose totals differ by less than the rounding
+  the inputs carried (`stable.tie_tolerance`: twice the epsilon of their float type, so totals
+  that tie in exact arithmetic on the decimals as written) are a tie, which goes to the lower
+  class index: the same submission on every machine.
 - hard: each source votes its argmax with its weight. Vote totals are exact: the weights are
   read as the decimals the recipe wrote (``0.1`` is 1/10, not the nearest double) and counted in
   integers over their common denominator, so ``*0.1`` + ``*0.2`` ties ``*0.3`` and 17 equal
@@ -29,6 +35,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..data.labels import TASKS, Task, encode, marginals, one_hot
+from ..data.stable import NOISE, decide, tie_tolerance, weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from .recipe import Recipe
@@ -113,7 +120,7 @@ def hard_vote(stack: np.ndarray, weights: Sequence[float] | None, tie: Tie = Tie
     if tie is Tie.FIRST:
         labels[tied] = choice[0, tied]
     elif tie is Tie.MASS and len(tied):
-        mass = np.where(top[tied], np.tensordot(w, stack[:, tied], axes=1), -np.inf)
+        mass = np.where(top[tied], weighted_sum(w, stack[:, tied]), -np.inf)
         labels[tied] = mass.argmax(axis=1)
         # where the float sums of two tied classes come close, sum them exactly
         close = (mass >= mass.max(axis=1, keepdims=True) - NEAR * w.sum()).sum(axis=1) > 1
@@ -130,8 +137,11 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
     probs: one ``(n, k)`` array per source. weights: one positive number per source (None = equal).
     tie: the hard vote's tie rule (`Tie`; the first source is ``probs[0]``).
     Returns ``labels (n,)`` and the combined distribution ``(n, k)`` (for hard voting: one-hot of
-    the labels, so that the argmax of a saved hard vote is its label).
+    the labels, so that the argmax of a saved hard vote is its label). Soft and geo labels are
+    `stable.decide`'s on totals summed in source order: a tie within the inputs' rounding
+    (`stable.tie_tolerance`) goes to the lower class.
     """
+    tolerance = tie_tolerance(*(np.asarray(p) for p in probs))
     stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (s, n, k)
     if method is Method.HARD:
         labels = hard_vote(stack, weights, Tie(tie))
@@ -139,13 +149,13 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
     w = np.ones(len(stack)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     if method is Method.SOFT:
-        combined = np.tensordot(w, stack, axes=1)
-        return combined.argmax(axis=1), combined
+        combined = weighted_sum(w, stack)
+        return decide(combined, tolerance), combined
     if method is Method.GEO:
-        logp = np.tensordot(w, np.log(np.clip(stack, EPS, None)), axes=1)
+        logp = weighted_sum(w, np.log(np.clip(stack, EPS, None)))
         combined = np.exp(logp - logp.max(axis=1, keepdims=True))
         combined /= combined.sum(axis=1, keepdims=True)
-        return logp.argmax(axis=1), combined
+        return decide(logp, tolerance), combined
     raise EnsError(f"--method {method} is not a vote")
 
 
@@ -165,9 +175,9 @@ class Composed:
 
     @classmethod
     def decided(cls, image_ids: np.ndarray, probs: Mapping[Task, np.ndarray], joint: np.ndarray | None, mode: str) -> Composed:
-        """A composition whose labels are its probabilities' decision: the joint argmax when
-        there is a joint, else the per-task argmaxes encoded."""
-        labels = joint.argmax(axis=1) if joint is not None else encode(*(probs[t].argmax(axis=1) for t in TASKS))
+        """A composition whose labels are its probabilities' decision (`stable.decide`): the
+        joint argmax when there is a joint, else the per-task argmaxes encoded."""
+        labels = decide(joint, NOISE) if joint is not None else encode(*(decide(probs[t], NOISE) for t in TASKS))
         return cls(image_ids, labels, probs, joint, mode)
 
     def take(self, rows: np.ndarray) -> Composed:

@@ -1,0 +1,52 @@
+"""Arithmetic whose answer does not hinge on the machine: fixed-order sums and decisions with
+one documented tie rule.
+
+A BLAS matrix product (``np.tensordot``, ``@``) adds in an order its kernel chooses, and two
+kernels of one library (OpenBLAS's Haswell and SkylakeX kernels, say) can return totals one
+unit in the last place apart: ``0.75*0.6 + 0.25*0.2`` is ``0.5`` on one and
+``0.49999999999999994`` on another, and an argmax over such totals flips between machines.
+So every total that a decision is taken on is summed here element by element, in the order the
+terms are given (each multiply and add correctly rounded, so the same bits on every CPU), and
+every decision is taken by `decide`, which calls two scores a tie when they differ by less than
+the rounding their inputs carried, and gives a tie to the lower class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Scores closer than this count as tied whatever the inputs' precision: a few thousand float64
+# roundings of numbers up to ~14 in magnitude (log-probabilities clipped at 1e-6), far below any
+# difference a model means.
+NOISE = 1e-12
+
+
+def tie_tolerance(*arrays: np.ndarray) -> float:
+    """How far apart two weighted totals of `arrays` (weights summing to 1, values at most 1 in
+    magnitude, or their logarithms) may be and still be a tie: twice the machine epsilon of the
+    least precise input (each input was rounded by at most half of it when it was written:
+    ``0.6`` stored as float32 is 0.6000000238…), plus `NOISE`."""
+    eps = max((np.finfo(a.dtype).eps for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)), default=0.0)
+    return 2.0 * float(eps) + NOISE
+
+
+def weighted_sum(weights: Sequence[float] | np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``sum_s weights[s] * arrays[s]`` in float64, added in the order given, element by element
+    (no BLAS), so the result is bit for bit the same on every machine. arrays: equal shapes."""
+    if len(arrays) != len(weights) or not len(arrays):
+        raise ValueError(f"weighted_sum: {len(weights)} weight(s) for {len(arrays)} array(s)")
+    total = np.multiply(float(weights[0]), arrays[0], dtype=np.float64)
+    for w, a in zip(weights[1:], arrays[1:]):
+        total += np.multiply(float(w), a, dtype=np.float64)
+    return total
+
+
+def decide(scores: np.ndarray, tolerance: float = NOISE) -> np.ndarray:
+    """The class of each row of `scores` ``(n, k)``: the lowest index among the classes whose
+    score is within `tolerance` of the row's largest (`tie_tolerance` for totals of inputs of
+    limited precision). Returns ``(n,)`` int64."""
+    scores = np.asarray(scores)
+    top = scores >= scores.max(axis=-1, keepdims=True) - tolerance
+    return top.argmax(axis=-1).astype(np.int64)
