@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose_submission
-from ensembler.compose.voting import Method, vote
 from ensembler.data.labels import TASKS, marginals
 from ensembler.data.project import load_project, update_project
 from ensembler.data.store import PredictionSet, Split, Store
 from ensembler.data.toy import make_toy_competition
+from ensembler.pipeline.composition import compose_submission
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import Method, vote
 
 
 def best_of(repeat: int, fn) -> float:

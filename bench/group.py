@@ -1,6 +1,6 @@
 """Grouping speed: 12,600 eval images (1,800 people x 7) into people.
 
-- from descriptors: `ensembler.compose.persons.group_images` on descriptors of the size
+- from descriptors: `ensembler.pipeline.persons.group_images` on descriptors of the size
   `predictors.group.describe` makes (204 numbers per image), simulated as 1,800 people whose
   photos scatter around the person's own point; with the agreement against the simulated persons;
 - from scratch: the toy competition's drawn faces written as full-size 384 x 512 JPEGs, decoded
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    from ensembler.compose.persons import agreement, group_images
+    from ensembler.pipeline.persons import agreement, group_images
 
     n = args.people * 7
     rng = np.random.default_rng(0)

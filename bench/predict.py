@@ -44,7 +44,13 @@ from ensembler.data.project import load_project  # noqa: E402
 from ensembler.data.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
 from predictors.models import FrozenOnCPU, build_model  # noqa: E402
-from predictors.runner import autocast_dtype, bf16_is_native, precision_name, predict, resolve_device  # noqa: E402
+from predictors.runner import (  # noqa: E402
+    autocast_dtype,
+    bf16_is_native,
+    precision_name,
+    predict,
+    resolve_device,
+)
 
 
 def write_images(data: Path, seed: int = 0) -> None:

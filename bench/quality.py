@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 import ensembler as ens
-from ensembler.compose.priors import adjust, em_priors, implied_priors
-from ensembler.compose.recipe import Recipe, Term
 from ensembler.data.labels import TASKS, encode
 from ensembler.data.teams import KINDS, SHIFTS, simulate_team, write_team
-from ensembler.evaluate.metrics import score
+from ensembler.pipeline.priors import adjust, em_priors, implied_priors
+from ensembler.pipeline.recipe import Recipe, Term
+from ensembler.scoring.metrics import score
 
 PRIORS = ("none", "em", "bbse")
 

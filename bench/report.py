@@ -1,5 +1,5 @@
 """Person-bootstrap speed: 1,000 replicates x 18,900 images (2,700 people x 7) x 20 rows, as
-`ens report` runs them (`ensembler.evaluate.evidence.bootstrap`, paired gains included),
+`ens report` runs them (`ensembler.scoring.evidence.bootstrap`, paired gains included),
 against the obvious loop (numpy's Generator.choice of people, scikit-learn's f1_score per
 replicate and row), timed on a few replicates and scaled. Target: under 2 s on 2 cores.
 
@@ -26,7 +26,7 @@ def main() -> None:
 
     from sklearn.metrics import f1_score
 
-    from ensembler.evaluate.evidence import bootstrap
+    from ensembler.scoring.evidence import bootstrap
 
     rng = np.random.default_rng(0)
     persons = np.repeat(np.arange(args.people), 7)

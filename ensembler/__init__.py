@@ -11,16 +11,16 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `group`: a split's images as people (needs torch), for ``compose(..., by_person=True)``;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 
-The torch-free core lives in three wings: `ensembler.data`, `ensembler.compose`,
-`ensembler.evaluate`; `predictors` (the torch side) imports this package, never the reverse.
+The torch-free core lives in four wings, each importing only those before it: `ensembler.data`
+(the competition, its files and people), `ensembler.scoring` (metrics and the person
+bootstrap), `ensembler.pipeline` (recipes and the steps of a composition), `ensembler.evaluate`
+(reports); `predictors` (the torch side) imports this package, never the reverse.
 Names load on first use, so ``import ensembler`` stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -36,11 +36,11 @@ _LAZY = {
     "pick_final": "api",
     "group": "api",
     "Tables": "api",
-    "Composition": "compose.submission",
-    "parse_recipe": "compose.recipe",
-    "Recipe": "compose.recipe",
-    "Method": "compose.voting",
-    "Tie": "compose.voting",
+    "Composition": "pipeline.composition",
+    "parse_recipe": "pipeline.recipe",
+    "Recipe": "pipeline.recipe",
+    "Method": "pipeline.voting",
+    "Tie": "pipeline.voting",
     "Project": "data.project",
 }
 
@@ -52,30 +52,10 @@ assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
 if TYPE_CHECKING:
     from .api import Tables, compose, group, import_source, load_project, pick_final, predict, report
-    from .compose.recipe import Recipe, parse_recipe
-    from .compose.submission import Composition
-    from .compose.voting import Method, Tie
     from .data.project import Project
-
-
-class _Package(types.ModuleType):
-    """``ensembler.compose`` names two things: the wing (the subpackage ``ensembler/compose/``)
-    and the API's `compose` function. The attribute is the function, what a notebook calls;
-    the wing is reached by its full name (``from ensembler.compose.voting import …``), through
-    ``sys.modules``, as every import of it does."""
-
-    @property
-    def compose(self) -> Any:
-        from .api import compose
-
-        return compose
-
-    @compose.setter
-    def compose(self, _: Any) -> None:
-        pass  # the import system records the subpackage here too; sys.modules keeps it
-
-
-sys.modules[__name__].__class__ = _Package
+    from .pipeline.composition import Composition
+    from .pipeline.recipe import Recipe, parse_recipe
+    from .pipeline.voting import Method, Tie
 
 
 def __getattr__(name: str) -> Any:

@@ -25,16 +25,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .compose.recipe import Recipe, parse_recipe
-from .compose.submission import Composition, Submission, write_composition
-from .compose.submission import compose as _compose
-from .compose.voting import Method, Tie
 from .data.labels import Task
 from .data.project import Project
 from .data.project import load_project as _load_project
 from .data.sources import ImportKind
 from .data.sources import import_source as _import_source
 from .errors import EnsError
+from .pipeline.composition import Composition, Submission, write_composition
+from .pipeline.composition import compose as _compose
+from .pipeline.recipe import Recipe, parse_recipe
+from .pipeline.voting import Method, Tie
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +125,7 @@ def compose(
     options : per_task, prior (``"em"``, ``"bbse"``, ``"age:0.3,0.5,0.2"``), calibrate,
         force_prior, class_weight, stack_all_tasks, tune, tie (``mass|lower|first``),
         by_person and force_by_person (one decision per person, with `group`'s files), as
-        `ensembler.compose.submission.compose`.
+        `ensembler.pipeline.composition.compose`.
 
     Returns
     -------

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensembler.compose.recipe import complete_recipe, parse_recipe
-from ensembler.compose.submission import Submission, compose_submission
-from ensembler.compose.voting import Method
 from ensembler.data.dataset import split_project
 from ensembler.data.project import add_model, load_project, update_project
 from ensembler.data.store import Split, Store
 from ensembler.data.toy import make_toy_competition
 from ensembler.errors import EnsError
 from ensembler.evaluate.htmlreport import write_html_report
-from ensembler.evaluate.metrics import Scores, score
-from ensembler.evaluate.report import Report, best_first, build_report, own_prediction
+from ensembler.evaluate.report import Report, best_first, build_report
+from ensembler.pipeline.composition import Submission, compose_submission
+from ensembler.pipeline.recipe import complete_recipe, parse_recipe
+from ensembler.pipeline.voting import Method
+from ensembler.scoring.metrics import Scores, own_prediction, score
 
 from .group import group_split
 from .runner import predict

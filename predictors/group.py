@@ -5,7 +5,7 @@ the mask changing. The descriptor of an image is its colour layout: the decoded 
 once, as `ens predict` decodes: `images.ImageSet`) shrunk to a 6 x 8 thumbnail in an opponent
 colour space (luminance and two colour-difference axes, so that a change of light moves one
 axis, not all three), the outer ring of cells, the background, counted twice. Descriptors are
-standardised per dimension over the split and grouped by `ensembler.compose.persons.group_images`
+standardised per dimension over the split and grouped by `ensembler.pipeline.persons.group_images`
 (groups of at most seven; a doubtful image stays alone). No weights, no download, no labels:
 on train the grouping is made blind to the folder names and only then compared with them.
 """
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ensembler import __version__
-from ensembler.compose.persons import GROUP_SIZE, Agreement, Grouping, agreement, check_threshold, group_images, groups_paths, write_groups
 from ensembler.data.dataset import images_fingerprint, read_eval, read_train
 from ensembler.data.project import Project
 from ensembler.errors import EnsError
+from ensembler.pipeline.persons import GROUP_SIZE, Agreement, Grouping, agreement, check_threshold, group_images, groups_paths, write_groups
 
 from .images import Geometry, ImageSet, collate, unreadable_error
 
@@ -74,9 +74,9 @@ class GroupResult:
 
 def group_split(project: Project, split: str, threshold: float | None = None, workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> GroupResult:
     """Group the `split` (``eval`` or ``train``) images into people and write ``groups/<split>.csv``
-    and its JSON (`ensembler.compose.persons`). On train the grouping is then measured against the
+    and its JSON (`ensembler.pipeline.persons`). On train the grouping is then measured against the
     true persons (pairwise precision and recall, adjusted Rand index, people recovered whole)."""
-    from ensembler.evaluate.evidence import person_codes
+    from ensembler.data.people import person_codes
 
     if split not in ("eval", "train"):
         raise EnsError(f"--split {split!r}: choose eval or train")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ensembler.compose.calibration import Calibration, Calibrator, choose, ece, fit, fit_pool, nll
-from ensembler.compose.learned import person_folds
+from ensembler.data.people import person_folds
+from ensembler.pipeline.calibration import Calibration, Calibrator, choose, ece, fit, fit_pool, nll
 
 
 class Identity(ClassifierMixin, BaseEstimator):

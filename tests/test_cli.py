@@ -247,10 +247,10 @@ def test_tables_fit_the_terminal(team, width):
     from rich.console import Console
 
     from ensembler.cli.output import report_table, sources_table
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.voting import Method
     from ensembler.data.project import load_project
     from ensembler.evaluate.report import build_report
+    from ensembler.pipeline.recipe import parse_recipe
+    from ensembler.pipeline.voting import Method
 
     base, root = team
     project = load_project(root / "model_zoo.yaml", base[3])

@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 from conftest import hard_csv, write_csv
 
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose_submission
-from ensembler.compose.voting import VOTES
 from ensembler.data.dataset import split_project
 from ensembler.data.labels import Task, decode, encode
 from ensembler.data.sources import import_source
 from ensembler.data.store import Split, Store
 from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
+from ensembler.pipeline.composition import compose_submission
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import VOTES
 
 
 def seed_sources(project, toy, tmp_path):

@@ -1,10 +1,11 @@
-"""Person-bootstrap intervals (ensembler.evaluate.evidence) against slow, obvious loops."""
+"""Person-bootstrap intervals (ensembler.scoring.evidence) against slow, obvious loops."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from ensembler.evaluate.evidence import bootstrap, f1_replicates, person_codes, person_draws
+from ensembler.data.people import person_codes
+from ensembler.scoring.evidence import bootstrap, f1_replicates, person_draws
 
 
 def _case(n_people=40, rows=3, seed=0, per_person=7):
@@ -88,7 +89,7 @@ def test_person_codes_group_a_persons_images():
 def test_image_weights_match_weighted_macro_f1_on_the_drawn_people():
     """With image weights (a labelled set re-weighted to another mix), each replicate equals
     metrics.macro_f1 with the weights times the person's draw count."""
-    from ensembler.evaluate.metrics import macro_f1
+    from ensembler.scoring.metrics import macro_f1
 
     labels, predictions, persons = _case(n_people=30, rows=2, seed=8)
     weights = np.random.default_rng(8).uniform(0.2, 3.0, len(labels))

@@ -14,13 +14,13 @@ import pytest
 from conftest import hard_csv, write_csv
 from sklearn.metrics import confusion_matrix
 
-from ensembler.compose.recipe import parse_recipe
 from ensembler.data.labels import Task, decode, encode
 from ensembler.data.sources import import_source
 from ensembler.data.toy import teammate_csv
 from ensembler.evaluate import diagnostics
 from ensembler.evaluate.htmlreport import write_html_report
 from ensembler.evaluate.report import build_report
+from ensembler.pipeline.recipe import parse_recipe
 
 SECTIONS = ("scores", "priors", "confusion", "per-class", "agreement", "age", "calibration", "provenance")
 

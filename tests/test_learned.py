@@ -8,16 +8,17 @@ import pytest
 import yaml
 from conftest import write_csv
 
-from ensembler.compose.learned import learn, person_folds, person_of, select_weights
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose_submission
-from ensembler.compose.voting import Method
 from ensembler.data.dataset import read_folds, split_project
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks, one_hot
+from ensembler.data.people import person_folds, person_of
 from ensembler.data.project import load_project
 from ensembler.data.sources import import_source
 from ensembler.data.store import PredictionSet, Split
 from ensembler.errors import EnsError
+from ensembler.pipeline.composition import compose_submission
+from ensembler.pipeline.learned import learn, select_weights
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import Method
 
 
 def test_person_of_drops_folder_details_and_suffixes():
@@ -61,7 +62,7 @@ def test_stacking_learns_to_rely_on_the_informative_source():
     recipe = parse_recipe("*:good+noise1+noise2")
     _, scored, cv, weights = learn(recipe, sets, labels, sets)
     assert weights is None
-    from ensembler.evaluate.metrics import score
+    from ensembler.scoring.metrics import score
 
     good = score(labels, sets["good"].joint.argmax(1))
     noise = score(labels, sets["noise1"].joint.argmax(1))
@@ -175,7 +176,7 @@ def test_ensemble_selection_finds_the_known_best_pair():
     assert weights[0] + weights[1] > 0.8 and min(weights[0], weights[1]) > 0.25
     assert weights.sum() == pytest.approx(1.0)
     from ensembler.data.stable import weighted_sum
-    from ensembler.evaluate.metrics import macro_f1
+    from ensembler.scoring.metrics import macro_f1
 
     best_single = max(macro_f1(y, p.argmax(1), k) for p in library)
     pair = macro_f1(y, (library[0] + library[1]).argmax(1), k)  # the known best: a and b together
@@ -240,7 +241,7 @@ def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(projec
     from typer.testing import CliRunner
 
     from ensembler.cli import app
-    from ensembler.compose.submission import library_recipe
+    from ensembler.pipeline.composition import library_recipe
 
     _specialists(project, toy, tmp_path)
     compose_submission(project, parse_recipe("*:m+g"), name="vote")  # an ensemble source, with a val set
@@ -291,8 +292,8 @@ def _biased(n, seed):
 
 
 def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
-    from ensembler.compose.learned import apply_offsets, decide, tune_f1
-    from ensembler.compose.voting import Composed
+    from ensembler.pipeline.learned import apply_offsets, decide, tune_f1
+    from ensembler.pipeline.voting import Composed
 
     labels, probs, ids = _biased(2800, seed=0)
     composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
@@ -312,7 +313,7 @@ def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
 
 
 def test_f1_tuning_leaves_perfect_predictions_alone():
-    from ensembler.compose.learned import tune_offsets
+    from ensembler.pipeline.learned import tune_offsets
 
     labels, probs, _ = _biased(700, seed=1)
     truth = decode(labels)
@@ -345,9 +346,9 @@ def test_auto_is_never_below_its_best_candidate_by_more_than_the_fold_spread(kin
     """The invariant of issue 11 on every simulated team kind: auto's out-of-fold 18-class F1 (its
     choice made inside the loop) is within the fold spread of its best candidate's, and the plain
     soft vote is always a candidate."""
-    from ensembler.compose.recipe import Recipe, Term
     from ensembler.data.labels import TASKS
     from ensembler.data.teams import simulate_team
+    from ensembler.pipeline.recipe import Recipe, Term
 
     team = simulate_team(kind, "none", n_train_people=150, n_eval_people=30, seed=3)
     labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
@@ -366,16 +367,15 @@ def test_auto_is_never_below_its_best_candidate_by_more_than_the_fold_spread(kin
 def test_auto_keeps_its_honest_out_of_fold_composition_with_a_joint_as_eval_has(project, toy, tmp_path):
     """The source an auto composition leaves behind is scored as auto was (the choice inside the
     loop), and its labelled set carries a joint exactly when its eval set does."""
-    from ensembler.compose.submission import compose, write_composition
     from ensembler.data.store import Store
+    from ensembler.pipeline.composition import compose, write_composition
 
     _specialists(project, toy, tmp_path)
     result = compose(project, None, Method.AUTO, "kept")
     write_composition(project, result)
     store = Store(project.predictions)
     val, ev = store.read("kept", Split.VAL), store.read("kept", Split.EVAL)
-    from ensembler.evaluate.metrics import score
-    from ensembler.evaluate.report import own_prediction
+    from ensembler.scoring.metrics import own_prediction, score
 
     assert (val.joint is None) == (ev.joint is None), (val.joint is None, ev.joint is None)
     assert score(val.labels, own_prediction(val)).f1_18 == pytest.approx(result.validation["recipe"]["f1_18"], abs=1e-9)

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from ensembler.data.labels import Task, encode
-from ensembler.evaluate.metrics import macro_f1, score
+from ensembler.scoring.metrics import macro_f1, score
 
 
 def test_macro_f1_counts_absent_classes_as_zero():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ensembler.compose.persons import Grouping, agreement, decode_by_person, group_images, read_groups, write_groups
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks
 from ensembler.errors import EnsError
+from ensembler.pipeline.persons import Grouping, agreement, decode_by_person, group_images, read_groups, write_groups
 
 
 def _probs(mask_rows, gender_rows, age_rows):
@@ -112,9 +112,9 @@ def _person_project(project, toy, tmp_path, train_groups=None):
     from conftest import write_csv
 
     from ensembler.data.dataset import images_fingerprint, read_eval, read_train, split_project
+    from ensembler.data.people import person_codes
     from ensembler.data.sources import import_source
     from ensembler.data.toy import teammate_csv
-    from ensembler.evaluate.evidence import person_codes
 
     split_project(project, seed=0)
     truth = pd.concat([toy.eval, toy.train])
@@ -137,8 +137,8 @@ def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(proj
     from typer.testing import CliRunner
 
     from ensembler.cli import app
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose, compose_submission
+    from ensembler.pipeline.composition import compose, compose_submission
+    from ensembler.pipeline.recipe import parse_recipe
 
     _person_project(project, toy, tmp_path)
     plain = compose(project, parse_recipe("*:a+b"))
@@ -148,7 +148,7 @@ def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(proj
     assert record["check"]["f1_18_by_person"] > record["check"]["f1_18_plain"] == pytest.approx(plain.validation["recipe"]["f1_18"], abs=1e-4)
     answers = pd.read_csv(toy.answers).set_index("ImageID")["ans"]
     written = pd.read_csv(sub.csv)
-    from ensembler.evaluate.metrics import score
+    from ensembler.scoring.metrics import score
 
     hidden = lambda labels: score(answers.reindex(written["ImageID"]).to_numpy(), labels).f1_18  # noqa: E731
     assert hidden(written["ans"].to_numpy()) > hidden(plain.eval.labels)  # and on the hidden answers too
@@ -161,8 +161,8 @@ def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(proj
 
 
 def test_the_guard_keeps_the_plain_composition_when_the_train_side_gain_is_negative(project, toy, tmp_path):
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose
+    from ensembler.pipeline.composition import compose
+    from ensembler.pipeline.recipe import parse_recipe
 
     rng = np.random.default_rng(0)
     _person_project(project, toy, tmp_path, train_groups=lambda n: rng.permutation(np.arange(n) // 7))  # strangers put together
@@ -176,8 +176,8 @@ def test_the_guard_keeps_the_plain_composition_when_the_train_side_gain_is_negat
 
 
 def test_compose_by_person_without_a_grouping_says_how_to_make_one(project, toy, tmp_path):
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose
+    from ensembler.pipeline.composition import compose
+    from ensembler.pipeline.recipe import parse_recipe
 
     _person_project(project, toy, tmp_path)
     (project.root / "groups" / "eval.csv").unlink()
@@ -190,8 +190,8 @@ def test_cli_group_measures_train_blind_and_groups_eval(faces, tmp_path):
     from typer.testing import CliRunner
 
     from ensembler.cli import app
+    from ensembler.data.people import person_codes
     from ensembler.data.project import load_project, update_project
-    from ensembler.evaluate.evidence import person_codes
 
     zoo = tmp_path / "team" / "model_zoo.yaml"
     update_project(zoo, data=faces.data)
@@ -235,8 +235,8 @@ def test_cli_group_names_a_corrupt_image_and_warns_on_a_count_not_of_sevens(face
 
 
 def test_auto_tries_decoding_by_person_when_the_team_grouped_its_images(project, toy, tmp_path):
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose
+    from ensembler.pipeline.composition import compose
+    from ensembler.pipeline.recipe import parse_recipe
 
     _person_project(project, toy, tmp_path)
     auto = compose(project, parse_recipe("*:a+b"), "auto")
@@ -248,8 +248,8 @@ def test_auto_tries_decoding_by_person_when_the_team_grouped_its_images(project,
 def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_path):
     import os
 
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose
+    from ensembler.pipeline.composition import compose
+    from ensembler.pipeline.recipe import parse_recipe
 
     _person_project(project, toy, tmp_path)
     image = next((toy.data / "eval" / "images").iterdir())

@@ -371,8 +371,8 @@ def test_cache_hits_and_misses(zoo, toy):
 def test_composing_a_predicted_model_alone_is_its_argmax(zoo):
     import pandas as pd
 
-    from ensembler.compose.recipe import parse_recipe
-    from ensembler.compose.submission import compose_submission
+    from ensembler.pipeline.composition import compose_submission
+    from ensembler.pipeline.recipe import parse_recipe
 
     predict(zoo, ["tiny"], workers=0)
     sub = compose_submission(zoo, parse_recipe("*:tiny"), name="alone")

@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 from conftest import write_csv
 
-from ensembler.compose.priors import adjust, em_priors, train_priors
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose_submission
-from ensembler.compose.voting import Method
 from ensembler.data.labels import Task, decode, encode
 from ensembler.data.sources import import_source
 from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
+from ensembler.pipeline.composition import compose_submission
+from ensembler.pipeline.priors import adjust, em_priors, train_priors
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import Method
 
 
 def simulated(priors, n, seed, train=(0.47, 0.46, 0.07)):
@@ -51,7 +51,7 @@ def test_adjust_invariants_and_a_hand_computed_case():
 
 
 def test_correction_raises_macro_f1_on_a_shifted_set():
-    from ensembler.evaluate.metrics import macro_f1
+    from ensembler.scoring.metrics import macro_f1
 
     y, post = simulated((0.30, 0.40, 0.30), 20000, seed=2)
     before = macro_f1(y, post.argmax(1), 3)
@@ -98,14 +98,14 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     ],
 )
 def test_parse_priors_errors(values, match):
-    from ensembler.compose.priors import parse_priors
+    from ensembler.pipeline.priors import parse_priors
 
     with pytest.raises(EnsError, match=match):
         parse_priors(values)
 
 
 def test_parse_priors_normalises_and_keeps_em_for_the_rest():
-    from ensembler.compose.priors import parse_priors
+    from ensembler.pipeline.priors import parse_priors
 
     spec = parse_priors(["age:2,5,3", "em"])
     assert spec.em and spec.given == {Task.AGE: (0.2, 0.5, 0.3)} and str(spec) == "age:0.2,0.5,0.3 em"
@@ -114,7 +114,7 @@ def test_parse_priors_normalises_and_keeps_em_for_the_rest():
 
 
 def test_given_priors_reweight_by_hand():
-    from ensembler.compose.priors import PriorSpec, correct
+    from ensembler.pipeline.priors import PriorSpec, correct
 
     probs = {Task.AGE: np.array([[0.5, 0.3, 0.2]]), Task.GENDER: np.array([[0.6, 0.4]])}
     train = {Task.AGE: np.array([0.5, 0.25, 0.25]), Task.GENDER: np.array([0.5, 0.5])}
@@ -139,7 +139,7 @@ def test_compose_with_given_age_priors_and_em_for_the_rest(project, toy, tmp_pat
 
 
 def test_bbse_recovers_the_shift_from_a_known_confusion_matrix():
-    from ensembler.compose.priors import bbse_priors
+    from ensembler.pipeline.priors import bbse_priors
 
     # a classifier right 80 % of the time, wrong to the other class otherwise; train 50/50
     rng = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def test_bbse_recovers_the_shift_from_a_known_confusion_matrix():
 
 
 def test_degenerate_estimates_are_named():
-    from ensembler.compose.priors import degenerate
+    from ensembler.pipeline.priors import degenerate
 
     assert degenerate(np.array([0.0, 0.001, 0.999]), np.array([0.47, 0.46, 0.07])) == [0, 1]
     assert degenerate(np.array([0.4, 0.4, 0.2]), np.array([0.47, 0.46, 0.07])) == []
@@ -171,8 +171,8 @@ def _team_project(tmp_path, kind, shift, seed=1):
 
 
 def _all_members(team):
-    from ensembler.compose.recipe import Recipe, Term
     from ensembler.data.labels import TASKS
+    from ensembler.pipeline.recipe import Recipe, Term
 
     return Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
 
@@ -181,8 +181,8 @@ def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
     """The issue's case: an over-confident soft vote fed to EM with its own mean posterior as
     train priors called every eval image 60+. Calibrated first, against the true mix, checked."""
     import ensembler as ens
-    from ensembler.compose.priors import adjust, em_priors, implied_priors
-    from ensembler.evaluate.metrics import score
+    from ensembler.pipeline.priors import adjust, em_priors, implied_priors
+    from ensembler.scoring.metrics import score
 
     team, project = _team_project(tmp_path, "overconfident", "age")
     recipe = _all_members(team)
@@ -205,7 +205,7 @@ def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
 
 def test_a_real_age_shift_is_corrected_and_raises_the_hidden_score(tmp_path):
     import ensembler as ens
-    from ensembler.evaluate.metrics import score
+    from ensembler.scoring.metrics import score
 
     team, project = _team_project(tmp_path, "near-copies", "age")
     recipe = _all_members(team)

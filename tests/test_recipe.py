@@ -1,8 +1,8 @@
 import pytest
 
-from ensembler.compose.recipe import Term, complete_recipe, parse_recipe
 from ensembler.data.labels import Task
 from ensembler.errors import EnsError
+from ensembler.pipeline.recipe import Term, complete_recipe, parse_recipe
 
 M, G, A = Task.MASK, Task.GENDER, Task.AGE
 

@@ -3,15 +3,15 @@ import pandas as pd
 import pytest
 from conftest import hard_csv
 
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.voting import Method
 from ensembler.data.dataset import read_folds, split_project
 from ensembler.data.labels import Task, decode, encode
 from ensembler.data.project import load_project
 from ensembler.data.sources import import_source
 from ensembler.errors import EnsError
-from ensembler.evaluate.metrics import macro_f1
 from ensembler.evaluate.report import build_report
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import Method
+from ensembler.scoring.metrics import macro_f1
 
 
 def noisy(labels, task, rate, seed):
@@ -98,9 +98,9 @@ def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project,
     rows = {(r.source, r.task): r for r in report.priors}
     assert set(rows) == {("p", t) for t in (Task.MASK, Task.GENDER, Task.AGE)}
     age = rows[("p", Task.AGE)]
-    from ensembler.compose.calibration import Calibrator, fit
-    from ensembler.compose.priors import em_priors
     from ensembler.data.store import Split, Store
+    from ensembler.pipeline.calibration import Calibrator, fit
+    from ensembler.pipeline.priors import em_priors
 
     store = Store(project.predictions)
     labelled = store.read("p", Split.VAL)

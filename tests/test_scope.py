@@ -7,8 +7,6 @@ from conftest import write_csv
 from typer.testing import CliRunner
 
 from ensembler.cli import app
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.submission import compose, write_composition
 from ensembler.data.dataset import split_project
 from ensembler.data.labels import Task
 from ensembler.data.sources import import_source
@@ -16,6 +14,8 @@ from ensembler.data.store import Split, Store
 from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
 from ensembler.evaluate.report import build_report, pick_final
+from ensembler.pipeline.composition import compose, write_composition
+from ensembler.pipeline.recipe import parse_recipe
 
 GOOD = {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}
 

@@ -5,9 +5,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ensembler.compose.voting import Method, vote
 from ensembler.data.labels import MEMBERS, TASKS, marginals
 from ensembler.data.stable import NOISE, decide, tie_tolerance, weighted_sum
+from ensembler.pipeline.voting import Method, vote
 
 
 def test_weighted_sum_adds_in_the_order_given_bit_for_bit():

@@ -8,10 +8,10 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import VotingClassifier
 
-from ensembler.compose.recipe import parse_recipe
-from ensembler.compose.voting import VOTES, Method, Tie, combine, vote
 from ensembler.data.labels import TASKS, Task, encode, marginals
 from ensembler.data.store import PredictionSet, Split
+from ensembler.pipeline.recipe import parse_recipe
+from ensembler.pipeline.voting import VOTES, Method, Tie, combine, vote
 
 
 class Fixed(ClassifierMixin, BaseEstimator):

@@ -21,14 +21,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..compose.calibration import Calibrator
-from ..compose.persons import GroupSplit
-from ..compose.voting import Method, Tie
 from ..data.labels import Task
 from ..data.project import DEFAULT_ZOO, Project, load_project
 from ..data.sources import ImportKind
 from ..data.store import Split
 from ..errors import EnsError
+from ..pipeline.calibration import Calibrator
+from ..pipeline.persons import GroupSplit
+from ..pipeline.voting import Method, Tie
 from .output import compose_summary, eval_table, priors_table, report_table, sources_table
 
 out = Console(highlight=False, soft_wrap=True)
@@ -414,8 +414,8 @@ def compose(
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
     each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
-    from ..compose.recipe import parse_recipe
-    from ..compose.submission import compose_submission
+    from ..pipeline.composition import compose_submission
+    from ..pipeline.recipe import parse_recipe
 
     if auto and method not in (None, Method.AUTO):
         raise EnsError(f"--auto is --method auto; drop --method {method}")
@@ -455,8 +455,8 @@ def report(
     people (~ marks a gain inside the noise). All rows are scored on the same images: every
     image that all sources predict out of fold, else the validation fold's. Also the class
     priors: the scored images' mix and each source's EM estimate of the eval mix."""
-    from ..compose.recipe import parse_recipe
     from ..evaluate.report import build_report, pick_final
+    from ..pipeline.recipe import parse_recipe
 
     recipes = list(recipe or [])
     if parts:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.table import Table
 
-from ..compose.voting import Method
 from ..data.labels import TASKS
+from ..pipeline.voting import Method
 
 if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
-    from ..compose.submission import Submission
-    from ..evaluate.metrics import Scores
     from ..evaluate.report import Report
+    from ..pipeline.composition import Submission
+    from ..scoring.metrics import Scores
 
 
 NARROW = 100  # below this many columns, tables abbreviate (3 decimals, tasks as m,g,a)

@@ -6,13 +6,10 @@ integer class arrays ``(n,)`` or probabilities ``(n, k)`` and returns plain arra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import EnsError
-
-CALIBRATION_BINS = 10
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -49,35 +46,6 @@ def error_correlation(errors: Sequence[np.ndarray]) -> np.ndarray:
         corr = (centred @ centred.T) / np.outer(norms, norms)
     np.fill_diagonal(corr, 1.0)
     return corr
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """Calibration of the top-class probability in equal-width bins over [0, 1].
-
-    confidence / accuracy: mean top probability and share correct per bin ``(bins,)``, NaN for
-    empty bins; counts ``(bins,)``; ece: the expected calibration error (count-weighted mean
-    gap between accuracy and confidence)."""
-
-    confidence: np.ndarray
-    accuracy: np.ndarray
-    counts: np.ndarray
-    ece: float
-
-
-def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = CALIBRATION_BINS) -> Reliability:
-    """Reliability of probabilities ``(n, k)`` against true classes ``(n,)``."""
-    probs = np.asarray(probs, dtype=np.float64)
-    top = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
-    which = np.minimum((top * bins).astype(np.int64), bins - 1)  # a probability of 1 goes to the last bin
-    counts = np.bincount(which, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.bincount(which, weights=top, minlength=bins) / counts
-        accuracy = np.bincount(which, weights=correct, minlength=bins) / counts
-    filled = counts > 0
-    ece = float((counts[filled] * np.abs(accuracy[filled] - confidence[filled])).sum() / max(len(top), 1))
-    return Reliability(confidence, accuracy, counts, ece)
 
 
 def age_years(image_ids: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from .. import __version__
 from ..data.io import write_bytes
 from ..data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
 from ..errors import EnsError
+from ..scoring.metrics import reliability
 from . import diagnostics, plots
 from .report import Report, ReportRow
 from .report import best_single as best_single_row
@@ -161,15 +162,15 @@ def _age(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tu
 def _calibration(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable]]:
     """Reliability curves per source, and each source's ECE and log-loss per task before and
     after temperature scaling fitted out of fold (person-grouped folds, `calibration.choose`)."""
-    from ..compose.calibration import Calibrator, choose
-    from ..compose.learned import person_folds
+    from ..data.people import person_folds
+    from ..pipeline.calibration import Calibrator, choose
 
     folds = person_folds(next(iter(report.sets.values())).image_ids)
     panels, rows = {}, []
     for name, pset in report.sets.items():
         curves, ece, loss, temperature = {}, {}, {}, {}
         for task in pset.tasks:
-            rel = diagnostics.reliability(pset.probs[task], truth[task])
+            rel = reliability(pset.probs[task], truth[task])
             curves[str(task)] = (rel.confidence, rel.accuracy)
             choice = choose(pset.probs[task], truth[task], folds, Calibrator.TS)
             (nll_before, ece_before), (nll_after, ece_after) = choice.scores["none"], choice.scores["ts"]

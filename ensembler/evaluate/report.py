@@ -19,18 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from ..compose.calibration import Calibrator, fit
-from ..compose.learned import learn
-from ..compose.priors import em_priors, implied_priors
-from ..compose.recipe import Recipe, complete_recipe
-from ..compose.voting import Method, Tie, combine
-from ..data.dataset import read_folds
 from ..data.labels import N_CLASSES, TASKS, Task, decode, split_prediction
+from ..data.people import person_codes
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
-from ..errors import EnsError, preview, unknown
-from .evidence import REPLICATES, bootstrap, person_codes, pick_two
-from .metrics import Scores, score
+from ..errors import EnsError, preview
+from ..pipeline.calibration import Calibrator, fit
+from ..pipeline.learned import learn
+from ..pipeline.priors import em_priors, implied_priors
+from ..pipeline.recipe import Recipe, complete_recipe
+from ..pipeline.scope import aligned_sets, load_labelled, scoring_images
+from ..pipeline.voting import Method, Tie, combine
+from ..scoring.evidence import REPLICATES, bootstrap, pick_two
+from ..scoring.metrics import Scores, own_prediction, score
 
 
 @dataclass(frozen=True)
@@ -114,91 +115,9 @@ def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list
     return rows
 
 
-def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
-    """A source's prediction alone: the joint argmax ``(n,)`` when it has a joint, else per-task argmaxes."""
-    if pset.joint is not None:
-        return pset.joint.argmax(axis=1)
-    return {t: p.argmax(axis=1) for t, p in pset.probs.items()}
-
-
-def profile_of(image_ids: np.ndarray) -> np.ndarray:
-    """Train ImageIDs (``profile/file``) -> their person folder ``(n,)``."""
-    return np.array([i.split("/", 1)[0] for i in image_ids], dtype=object)
-
-
 def best_first(rows: list[ReportRow]) -> list[ReportRow]:
     """Rows by 18-class macro F1, then mean per-task F1; rows without an 18-class score last."""
     return sorted(rows, key=lambda r: (r.scores.f1_18 is None, -(r.scores.f1_18 or 0.0), -np.mean(list(r.scores.f1.values()))))
-
-
-def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
-    """The labelled ImageIDs that every set covers, sorted ``(n,)``."""
-    import pandas as pd
-
-    if not sets:
-        raise EnsError("no source with labelled predictions to score (import a CSV with train rows, or run ens predict --split val)")
-    common = pd.Index(next(iter(sets.values())).image_ids)
-    for pset in sets.values():
-        common = common.intersection(pd.Index(pset.image_ids), sort=False)
-    return np.sort(common.to_numpy(object))
-
-
-def out_of_fold(sets: Mapping[str, PredictionSet]) -> bool:
-    """Whether every set predicts all its labelled images out of fold (split ``oof``: a fold
-    group's, or an import declared ``--oof``)."""
-    return bool(sets) and all(s.split is Split.OOF for s in sets.values())
-
-
-def validation_ids(project: Project, ids: np.ndarray, oof: bool = False) -> tuple[np.ndarray, str]:
-    """The labelled images to score on, and the scope text: with a fold file, all of `ids` when
-    every source predicts them out of fold (`oof`), else those in the validation fold; without
-    one, all of `ids` (with a warning in the text)."""
-    if not project.folds.is_file():
-        return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
-    people = lambda chosen: len(set(profile_of(chosen)))  # noqa: E731
-    if oof:
-        return ids, f"out of fold: all {len(ids)} images of {people(ids)} people that every source predicts out of fold"
-    folds = read_folds(project.folds)
-    ids = ids[folds.reindex(profile_of(ids)).to_numpy() == project.val_fold]
-    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people(ids)} people"
-
-
-def scoring_images(project: Project, sets: Mapping[str, PredictionSet]) -> tuple[np.ndarray, str, list[str]]:
-    """The images to score `sets` on: shared by all, out of fold for all (`validation_ids`). ``(ids, scope, notes)``."""
-    counts = {name: len(s) for name, s in sets.items()}
-    ids, scope = validation_ids(project, shared_ids(sets), out_of_fold(sets))
-    if not len(ids):
-        raise EnsError(f"the sources share no labelled image to score on ({scope}); images per source: {counts}")
-    short = [n for n, c in counts.items() if c < max(counts.values())]
-    notes = [f"scored on the images all sources share; fewer were predicted by: {preview(short, 5)}"] if short else []
-    folded = [n for n, s in sets.items() if s.split is Split.OOF]
-    if folded and len(folded) < len(sets) and project.folds.is_file():
-        only = [n for n, s in sets.items() if s.split is not Split.OOF]
-        notes.append(f"only the validation fold is scored: not out of fold on every train image: {preview(only, 5)}; with out-of-fold predictions of every source (ens predict --split oof, ens import --oof) every train image is scored")
-    return ids, scope, notes
-
-
-def load_labelled(store: Store, names: Sequence[str], known: Sequence[str]) -> dict[str, PredictionSet]:
-    """Each named source's labelled set; a source without one is an error."""
-    sets = {}
-    for name in names:
-        if not store.has(name):
-            raise unknown("source", name, known)
-        pset = store.labelled(name)
-        if pset is None:
-            raise EnsError(f"source {name!r} has no labelled predictions (val or oof) to score")
-        sets[name] = pset
-    return sets
-
-
-def aligned_sets(sets: Mapping[str, PredictionSet], ids: np.ndarray) -> tuple[dict[str, PredictionSet], np.ndarray]:
-    """`sets` reordered to `ids`, and their common labels ``(n,)`` (which must agree)."""
-    aligned = {name: s.take(ids) for name, s in sets.items()}
-    labels = next(iter(aligned.values())).labels
-    for name, s in aligned.items():
-        if not np.array_equal(s.labels, labels):
-            raise EnsError(f"source {name!r} carries other labels for the same images; was it made on another data folder?")
-    return aligned, labels
 
 
 def build_report(
@@ -278,7 +197,7 @@ def grouping_notes(project: Project) -> list[str]:
     train` has run (what `compose --by-person` is checked with)."""
     import json
 
-    from ..compose.persons import Agreement, groups_paths
+    from ..pipeline.persons import Agreement, groups_paths
 
     path = groups_paths(project.root, "train")[1]
     if not path.is_file():

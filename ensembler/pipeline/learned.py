@@ -32,34 +32,17 @@ from typing import Any
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, encode, joint_from_tasks, marginals
+from ..data.people import person_folds
 from ..data.stable import decide as decide_class
 from ..data.stable import weighted_sum
 from ..data.store import PredictionSet
-from ..errors import EnsError
-from ..evaluate.metrics import macro_f1
+from ..scoring.metrics import macro_f1
 from .calibration import fit_pool
 from .priors import reweight
 from .recipe import Recipe, Term
 from .voting import Composed, Method, check_coverage, combine
 
 EPS = 1e-6
-CV_FOLDS = 5
-
-
-def person_of(image_ids: np.ndarray) -> np.ndarray:
-    """Train ImageIDs -> the person id (``000123-1_female_Asian_45/mask1.jpg`` -> ``000123``)."""
-    return np.array([i.split("/", 1)[0].split("_", 1)[0].split("-", 1)[0] for i in image_ids], dtype=object)
-
-
-def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, score) index pairs over `image_ids` ``(n,)``: every person's images on one side."""
-    from sklearn.model_selection import GroupKFold
-
-    groups = person_of(image_ids)
-    n_folds = min(n_folds, len(set(groups)))
-    if n_folds < 2:
-        raise EnsError("cross-validation needs labelled images of at least two people")
-    return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
 @dataclass(frozen=True)

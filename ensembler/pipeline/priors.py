@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
+from ..data.people import person_folds, person_of
 from ..data.stable import decide
 from ..errors import EnsError
-from ..evaluate.evidence import f1_replicates, person_draws
+from ..scoring.evidence import f1_replicates, person_draws
 from .calibration import choose
 from .voting import Composed
 
@@ -248,8 +249,6 @@ def correct_shift(
     `fallback_train`, the data folder's train mix, unchecked, and says so).
     Returns the eval probabilities and joint (unchanged when not applied) and the record.
     """
-    from .learned import person_folds, person_of  # learned imports this module
-
     record: dict[str, object] = {"spec": str(spec), "tasks": {}}
     if labelled is None:
         if spec.estimator == "bbse":

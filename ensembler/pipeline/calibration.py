@@ -50,7 +50,9 @@ def _logits(probs: np.ndarray) -> np.ndarray:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    from scipy.special import softmax  # here, not at the top: `ens` starts without scipy
+    from scipy.special import (
+        softmax,  # here, not at the top: `ens` starts without scipy
+    )
 
     return softmax(z, axis=1)
 
@@ -66,8 +68,8 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error (Guo et al. 2017): over `bins` equal-width bins of the top
     probability, the image-weighted mean gap between confidence and accuracy
-    (`diagnostics.reliability`, which draws the same bins)."""
-    from ..evaluate.diagnostics import reliability
+    (`scoring.metrics.reliability`, whose bins the HTML report draws)."""
+    from ..scoring.metrics import reliability
 
     return reliability(np.asarray(probs, dtype=np.float64), labels, bins).ece
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
+from ..data.store import PredictionSet
+
+CALIBRATION_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,39 @@ def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) ->
         accuracy=None if joint is None else (float(np.mean(y_true == joint)) if len(y_true) else 0.0),
         n=len(y_true),
     )
+
+
+def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
+    """A source's prediction alone: the joint argmax ``(n,)`` when it has a joint, else per-task argmaxes."""
+    if pset.joint is not None:
+        return pset.joint.argmax(axis=1)
+    return {t: p.argmax(axis=1) for t, p in pset.probs.items()}
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Calibration of the top-class probability in equal-width bins over [0, 1].
+
+    confidence / accuracy: mean top probability and share correct per bin ``(bins,)``, NaN for
+    empty bins; counts ``(bins,)``; ece: the expected calibration error (count-weighted mean
+    gap between accuracy and confidence)."""
+
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    counts: np.ndarray
+    ece: float
+
+
+def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = CALIBRATION_BINS) -> Reliability:
+    """Reliability of probabilities ``(n, k)`` against true classes ``(n,)``."""
+    probs = np.asarray(probs, dtype=np.float64)
+    top = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
+    which = np.minimum((top * bins).astype(np.int64), bins - 1)  # a probability of 1 goes to the last bin
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, weights=top, minlength=bins) / counts
+        accuracy = np.bincount(which, weights=correct, minlength=bins) / counts
+    filled = counts > 0
+    ece = float((counts[filled] * np.abs(accuracy[filled] - confidence[filled])).sum() / max(len(top), 1))
+    return Reliability(confidence, accuracy, counts, ece)

@@ -269,7 +269,8 @@ def decode_step(project: Project, composed: Composed, composed_val: Composed | N
     manifest's record."""
     from ..data.dataset import images_fingerprint, read_eval, read_train
     from ..data.io import sha256_file
-    from ..evaluate.evidence import bootstrap, person_codes
+    from ..data.people import person_codes
+    from ..scoring.evidence import bootstrap
 
     data = project.require_data()
     table = read_eval(data)

@@ -21,15 +21,16 @@ from .. import __version__
 from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval_ids
 from ..data.io import sha256_bytes, write_bytes, write_json
 from ..data.labels import CLASS_NAMES, N_JOINT, TASKS, Task, decode
+from ..data.people import profile_of
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from ..errors import EnsError, preview, unknown
-from ..evaluate.metrics import score
-from ..evaluate.report import aligned_sets, out_of_fold, own_prediction, profile_of, shared_ids, validation_ids
+from ..scoring.metrics import own_prediction, score
 from .learned import apply_offsets, learn, tune_f1
 from .persons import decode_step, groups_paths
 from .priors import PriorSpec, correct_shift, parse_priors, train_priors
 from .recipe import Recipe, Term, complete_recipe
+from .scope import aligned_sets, out_of_fold, shared_ids, validation_ids
 from .voting import Composed, Method, Tie, combine
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
@@ -156,11 +157,12 @@ def _source_scores(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos
 
 
 def _evidence(aligned: Mapping[str, PredictionSet], labels: np.ndarray, pos: np.ndarray, decided: np.ndarray) -> dict[str, Any]:
-    """How sure the recipe's score on the rows `pos` is (`evaluate.evidence`): its 90 % person-
+    """How sure the recipe's score on the rows `pos` is (`scoring.evidence`): its 90 % person-
     bootstrap interval and, when a source predicts all three tasks, the paired interval of its
     gain over the best such source and the share of resamples in which it is positive."""
     from ..data.labels import split_prediction
-    from ..evaluate.evidence import bootstrap, person_codes
+    from ..data.people import person_codes
+    from ..scoring.evidence import bootstrap
 
     ids = next(iter(aligned.values())).image_ids[pos]
     singles = {n: split_prediction(_take(own_prediction(s), pos))[1] for n, s in aligned.items()}
@@ -355,7 +357,7 @@ def compose(
     """Compose `recipe` on the eval images, in memory (`write_composition` saves it).
 
     method: a vote (soft, hard, geo), or a composition learned on the sources' labelled
-    predictions and scored out of fold (`ensembler.compose.learned`): stack (class_weight ``balanced``
+    predictions and scored out of fold (`ensembler.pipeline.learned`): stack (class_weight ``balanced``
     and every task's probabilities as features, `stack_all_tasks`, as options), select, or auto
     (per task the best candidate by cross-validated F1); with no recipe, the learned methods take
     every model and import with eval and labelled predictions (`library_recipe`).

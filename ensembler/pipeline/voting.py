@@ -60,7 +60,7 @@ class Method(StrEnum):
     SOFT = "soft"
     HARD = "hard"
     GEO = "geo"
-    STACK = "stack"  # learned: see `ensembler.compose.learned`
+    STACK = "stack"  # learned: see `ensembler.pipeline.learned`
     SELECT = "select"
     AUTO = "auto"
 
@@ -212,7 +212,7 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
     """
     method = Method(method)
     if method.learned:
-        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.compose.learned)")
+        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.pipeline.learned)")
     check_coverage(recipe, sets)
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)

@@ -29,13 +29,6 @@ REPLICATES = 1000
 LEVEL = 0.90  # a 90 % interval: the 5th and 95th percentiles of the replicates
 
 
-def person_codes(image_ids: np.ndarray) -> np.ndarray:
-    """Train ImageIDs ``(n,)`` -> person index ``(n,)`` in ``0..P-1`` (`learned.person_of`)."""
-    from ..compose.learned import person_of
-
-    return np.unique(person_of(np.asarray(image_ids, dtype=object)), return_inverse=True)[1]
-
-
 def person_draws(n_people: int, replicates: int = REPLICATES, seed: int = 0) -> np.ndarray:
     """How often each person is drawn in each replicate ``(replicates, n_people)``: `n_people`
     draws with replacement, all people equally likely."""
@@ -107,7 +100,7 @@ def bootstrap(
     """Person-bootstrap intervals of each row's 18-class macro F1 and, with `reference` (a row
     index), of each row's paired gain over it. labels ``(n,)``; predictions ``(rows, n)``;
     persons ``(n,)`` person index (`person_codes`)."""
-    from ..evaluate.metrics import macro_f1
+    from ..scoring.metrics import macro_f1
 
     predictions = np.atleast_2d(np.asarray(predictions, dtype=np.int64))
     draws = person_draws(int(persons.max()) + 1, replicates, seed)

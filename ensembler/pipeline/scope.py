@@ -1,0 +1,90 @@
+"""Which labelled images a composition is fitted and scored on (DESIGN.md §4, out-of-fold scope).
+
+The labelled images that every source of a recipe predicts; of those, all when every source
+predicts them out of fold (a fold group's ``--split oof``, an import declared ``--oof``), else
+the validation fold of the team's fold file; without a fold file, all of them (and the scope
+text says so). Every score, fit and report row of `ens` is taken on these images, and a
+composition keeps them: a vote of out-of-fold sources is out of fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..data.dataset import read_folds
+from ..data.people import profile_of
+from ..data.project import Project
+from ..data.store import PredictionSet, Split, Store
+from ..errors import EnsError, preview, unknown
+
+
+def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
+    """The labelled ImageIDs that every set covers, sorted ``(n,)``."""
+    import pandas as pd
+
+    if not sets:
+        raise EnsError("no source with labelled predictions to score (import a CSV with train rows, or run ens predict --split val)")
+    common = pd.Index(next(iter(sets.values())).image_ids)
+    for pset in sets.values():
+        common = common.intersection(pd.Index(pset.image_ids), sort=False)
+    return np.sort(common.to_numpy(object))
+
+
+def out_of_fold(sets: Mapping[str, PredictionSet]) -> bool:
+    """Whether every set predicts all its labelled images out of fold (split ``oof``: a fold
+    group's, or an import declared ``--oof``)."""
+    return bool(sets) and all(s.split is Split.OOF for s in sets.values())
+
+
+def validation_ids(project: Project, ids: np.ndarray, oof: bool = False) -> tuple[np.ndarray, str]:
+    """The labelled images to score on, and the scope text: with a fold file, all of `ids` when
+    every source predicts them out of fold (`oof`), else those in the validation fold; without
+    one, all of `ids` (with a warning in the text)."""
+    if not project.folds.is_file():
+        return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
+    people = lambda chosen: len(set(profile_of(chosen)))  # noqa: E731
+    if oof:
+        return ids, f"out of fold: all {len(ids)} images of {people(ids)} people that every source predicts out of fold"
+    folds = read_folds(project.folds)
+    ids = ids[folds.reindex(profile_of(ids)).to_numpy() == project.val_fold]
+    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people(ids)} people"
+
+
+def scoring_images(project: Project, sets: Mapping[str, PredictionSet]) -> tuple[np.ndarray, str, list[str]]:
+    """The images to score `sets` on: shared by all, out of fold for all (`validation_ids`). ``(ids, scope, notes)``."""
+    counts = {name: len(s) for name, s in sets.items()}
+    ids, scope = validation_ids(project, shared_ids(sets), out_of_fold(sets))
+    if not len(ids):
+        raise EnsError(f"the sources share no labelled image to score on ({scope}); images per source: {counts}")
+    short = [n for n, c in counts.items() if c < max(counts.values())]
+    notes = [f"scored on the images all sources share; fewer were predicted by: {preview(short, 5)}"] if short else []
+    folded = [n for n, s in sets.items() if s.split is Split.OOF]
+    if folded and len(folded) < len(sets) and project.folds.is_file():
+        only = [n for n, s in sets.items() if s.split is not Split.OOF]
+        notes.append(f"only the validation fold is scored: not out of fold on every train image: {preview(only, 5)}; with out-of-fold predictions of every source (ens predict --split oof, ens import --oof) every train image is scored")
+    return ids, scope, notes
+
+
+def load_labelled(store: Store, names: Sequence[str], known: Sequence[str]) -> dict[str, PredictionSet]:
+    """Each named source's labelled set; a source without one is an error."""
+    sets = {}
+    for name in names:
+        if not store.has(name):
+            raise unknown("source", name, known)
+        pset = store.labelled(name)
+        if pset is None:
+            raise EnsError(f"source {name!r} has no labelled predictions (val or oof) to score")
+        sets[name] = pset
+    return sets
+
+
+def aligned_sets(sets: Mapping[str, PredictionSet], ids: np.ndarray) -> tuple[dict[str, PredictionSet], np.ndarray]:
+    """`sets` reordered to `ids`, and their common labels ``(n,)`` (which must agree)."""
+    aligned = {name: s.take(ids) for name, s in sets.items()}
+    labels = next(iter(aligned.values())).labels
+    for name, s in aligned.items():
+        if not np.array_equal(s.labels, labels):
+            raise EnsError(f"source {name!r} carries other labels for the same images; was it made on another data folder?")
+    return aligned, labels
