@@ -69,7 +69,7 @@ def main() -> None:
                 for method in methods:
                     row, checks, raw = {p: float("nan") for p in PRIORS}, [], float("nan")
                     for prior in PRIORS if method != "hard" else ("none",):  # a hard vote has no probabilities to re-weight
-                        result = ens.compose(project, recipe, method, prior=prior if prior != "none" else ())
+                        result = ens.compose(project, recipe, [method] + ([ens.Priors(prior)] if prior != "none" else []))
                         row[prior] = f1(result.eval.labels)
                         record = result.manifest["prior"]
                         if record:

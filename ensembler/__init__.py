@@ -8,7 +8,10 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `compose`: a recipe composed into a submission DataFrame and its manifest, written on request;
 - `report`: validation scores (with person-bootstrap intervals) and class priors as DataFrames;
 - `pick_final`: the two final submissions to choose, and why;
-- `group`: a split's images as people (needs torch), for ``compose(..., by_person=True)``;
+- `group`: a split's images as people (needs torch), for the `ByPerson` step;
+- the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Stack`, `Select`,
+  `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the composition),
+  and `Pipeline`;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 
 The torch-free core lives in four wings, each importing only those before it: `ensembler.data`
@@ -42,11 +45,23 @@ _LAZY = {
     "Method": "pipeline.voting",
     "Tie": "pipeline.voting",
     "Project": "data.project",
+    "Pipeline": "pipeline.engine",
+    "Soft": "pipeline.voting",
+    "Geo": "pipeline.voting",
+    "Hard": "pipeline.voting",
+    "Stack": "pipeline.learned",
+    "Select": "pipeline.learned",
+    "Pool": "pipeline.learned",
+    "Auto": "pipeline.learned",
+    "Priors": "pipeline.priors",
+    "TuneF1": "pipeline.tuning",
+    "ByPerson": "pipeline.persons",
 }
 
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
     "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
+    "Pipeline", "Soft", "Geo", "Hard", "Stack", "Select", "Pool", "Auto", "Priors", "TuneF1", "ByPerson",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
@@ -54,8 +69,13 @@ if TYPE_CHECKING:
     from .api import Tables, compose, group, import_source, load_project, pick_final, predict, report
     from .data.project import Project
     from .pipeline.composition import Composition
+    from .pipeline.engine import Pipeline
+    from .pipeline.learned import Auto, Pool, Select, Stack
+    from .pipeline.persons import ByPerson
+    from .pipeline.priors import Priors
     from .pipeline.recipe import Recipe, parse_recipe
-    from .pipeline.voting import Method, Tie
+    from .pipeline.tuning import TuneF1
+    from .pipeline.voting import Geo, Hard, Method, Soft, Tie
 
 
 def __getattr__(name: str) -> Any:

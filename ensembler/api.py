@@ -10,10 +10,10 @@ Example (the README's; the test suite runs it)::
     project = ens.load_project("model_zoo.yaml", data="DATA")
     ens.import_source(project, "polar.csv", "polar")          # ImageID,0..17 probabilities
     ens.import_source(project, "peter_age.csv", "peter", kind="task", task="age")
-    result = ens.compose(project, "age:peter mask:polar")      # in memory; nothing written
+    result = ens.compose(project, "age:peter mask:polar")      # in memory; nothing written (a soft vote)
     result.submission.head()                                   # ImageID, ans
     result.recipe.filled                                       # {gender: "gender: not named; from polar, …"}
-    ens.compose(project, "age:peter mask:polar", name="v1", write=True)
+    ens.compose(project, "age:peter mask:polar", [ens.Soft(), ens.Priors("em")], name="v1", write=True)
     tables = ens.report(project, recipes=["age:peter mask:polar"], methods=["soft", "hard"])
     tables.scores                                              # one row per source and recipe x method
 """
@@ -33,6 +33,7 @@ from .data.sources import import_source as _import_source
 from .errors import EnsError
 from .pipeline.composition import Composition, Submission, write_composition
 from .pipeline.composition import compose as _compose
+from .pipeline.engine import Pipeline, Step
 from .pipeline.recipe import Recipe, parse_recipe
 from .pipeline.voting import Method, Tie
 
@@ -107,33 +108,36 @@ def _recipe(recipe: Recipe | str | Sequence[str] | None) -> Recipe | None:
 def compose(
     project: Project,
     recipe: Recipe | str | Sequence[str] | None = None,
-    method: Method | str = Method.SOFT,
+    steps: Pipeline | Step | str | Sequence[Step | str] | None = None,
     *,
     name: str | None = None,
     write: bool = False,
-    **options: Any,
 ) -> Composition:
-    """Compose sources into a submission (``ens compose``); written only when `write`.
+    """Compose sources into a submission (``ens compose``) by a pipeline of steps; written only when `write`.
 
     Parameters
     ----------
     recipe : ``"age:peter mask:polar"`` (a task left out takes the recipe's sources that
-        predict it), a list of parts, or a parsed `Recipe`; None with ``method="auto"``.
-    method : soft, geo, hard, stack, select or auto.
+        predict it), a list of parts, or a parsed `Recipe`; None with a learned method (every
+        model and import with eval and labelled predictions).
+    steps : the pipeline, in order: one step that combines the sources (`Soft`, `Geo`,
+        `Hard(tie=…)`, `Stack(balanced=…, all_tasks=…)`, `Select`, `Pool`, `Auto`), then steps
+        that refine the composition (`Priors("em")`, `Priors("age:0.3,0.5,0.2 em",
+        calibrate="ts", force=…)`, `TuneF1()`, `ByPerson(force=…)`); or a method name
+        (``"soft"``, ``"stack"``, ``"auto"``: that step alone). Default: the soft vote. Every
+        step is fitted on the labelled images and scored out of fold.
     write : save ``submissions/<name>.csv`` + ``.json`` and keep the source `name` (never
         overwrites; the returned composition's ``files`` are the paths).
-    options : per_task, prior (``"em"``, ``"bbse"``, ``"age:0.3,0.5,0.2"``), calibrate,
-        force_prior, class_weight, stack_all_tasks, tune, tie (``mass|lower|first``),
-        by_person and force_by_person (one decision per person, with `group`'s files), as
-        `ensembler.pipeline.composition.compose`.
 
     Returns
     -------
     `Composition`: ``submission`` (DataFrame ``ImageID,ans``, rows in ``info.csv`` order),
-    ``manifest`` (dict), ``validation`` (its scores), ``recipe`` (with ``filled``), ``eval``
-    (the composed probabilities ``{task: (n_eval, k)}``, joint ``(n_eval, 18)`` or None).
+    ``manifest`` (dict; ``steps`` lists each step with its fitted parameters), ``validation``
+    (its scores), ``recipe`` (with ``filled``), ``eval`` (the composed probabilities ``{task:
+    (n_eval, k)}``, joint ``(n_eval, 18)`` or None), ``val`` (the out-of-fold composition of the
+    labelled images).
     """
-    composition = _compose(project, _recipe(recipe), Method(method), name, **options)
+    composition = _compose(project, _recipe(recipe), steps, name)
     if write:
         written: Submission = write_composition(project, composition)
         composition = replace(composition, files=(written.csv, written.manifest))

@@ -36,8 +36,11 @@ from ensembler.errors import EnsError
 from ensembler.evaluate.htmlreport import write_html_report
 from ensembler.evaluate.report import Report, best_first, build_report
 from ensembler.pipeline.composition import Submission, compose_submission
+from ensembler.pipeline.persons import ByPerson
+from ensembler.pipeline.priors import Priors
 from ensembler.pipeline.recipe import complete_recipe, parse_recipe
-from ensembler.pipeline.voting import Method
+from ensembler.pipeline.steps import combining
+from ensembler.pipeline.voting import Method, Soft
 from ensembler.scoring.metrics import Scores, own_prediction, score
 
 from .group import group_split
@@ -126,7 +129,8 @@ def run_demo(
     for name, (text, method) in plans.items():
         for prior in ("none", "em") if name in PRIOR_CORRECTED else ("none",):
             out = f"{name}-em" if prior == "em" else name
-            submissions.append(compose_submission(project, parse_recipe(text), method, name=out, prior=prior))
+            steps = [combining(method)] + ([Priors("em")] if prior == "em" else [])
+            submissions.append(compose_submission(project, parse_recipe(text), steps, name=out))
             record = submissions[-1].priors or {}
             age = record.get("tasks", {}).get("age")
             note = f", --prior em ({'applied' if record['applied'] else 'not applied'}); age priors {age['train']} -> {age['eval']}" if age else ""
@@ -141,7 +145,7 @@ def run_demo(
     grouped = group_split(project, "eval", workers=0)
     log(f"eval: {len(grouped.grouping.groups)} images in {len(grouped.grouping.sizes)} groups")
     for text, name in ((RECIPES[BY_PERSON], f"{BY_PERSON}-by-person"), (f"*:{FOLD_GROUP}", f"{FOLD_GROUP}-by-person")):
-        people = compose_submission(project, parse_recipe(text), name=name, by_person=True)
+        people = compose_submission(project, parse_recipe(text), [Soft(), ByPerson()], name=name)
         submissions.append(people)
         record = people.by_person or {}
         check = record.get("check") or {}

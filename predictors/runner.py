@@ -189,6 +189,27 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one `predict` call runs its models, resolved once (CLI flag > zoo entry > default).
+
+    tta: a policy overriding every entry's (None: each entry's own); amp: automatic mixed
+    precision (`autocast_dtype`; None: on for CUDA, off for CPU); freeze: on CPU in float32,
+    run each model as a traced, frozen copy (`models.FrozenOnCPU`)."""
+
+    tta: TTAPolicy | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    force: bool = False
+    amp: bool | None = None
+    channels_last: bool = True
+    freeze: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise EnsError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
 def predict(
     project: Project,
     names: Sequence[str],
@@ -211,32 +232,30 @@ def predict(
     """
     if not names:
         raise EnsError("name at least one model (--model NAME)")
-    if batch_size < 1:
-        raise EnsError(f"--batch-size must be at least 1, got {batch_size}")
+    options = RunOptions(TTAPolicy.parse(tta) if tta is not None else None, batch_size, workers, force, amp, channels_last, freeze)
     split = Split(split)
     entries = [project.model(n) for n in dict.fromkeys(names)]
-    override = TTAPolicy.parse(tta) if tta is not None else None
     images = split_images(project, split)
+    dev = resolve_device(device)
+    with distributed.world(dev.type) as where:
+        return _predict(project, entries, split, images, options, distributed.rank_device(dev, where), where, progress)
+
+
+def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Images, options: RunOptions, dev: torch.device, where: distributed.World, progress: Progress | None) -> list[Outcome]:
+    """`predict` on this rank: its shard of the images (all of them on one device); rank 0 writes."""
+    dtype = autocast_dtype(dev, options.amp)
+    precision = precision_name(dtype)
     images_fp = images.fingerprint()
     folds_fp = None if split is Split.EVAL else hashlib.sha256(project.folds.read_bytes()).hexdigest() + f":{project.val_fold}"
     store = Store(project.predictions)
-    dev = resolve_device(device)
-    with distributed.world(dev.type) as where:
-        return _predict(project, entries, split, override, images, images_fp, folds_fp, store, distributed.rank_device(dev, where), where, batch_size, workers, force, amp, progress, channels_last, freeze)
-
-
-def _predict(project: Project, entries: list[ZooEntry], split: Split, override: TTAPolicy | None, images: Images, images_fp: str, folds_fp: str | None, store: Store, dev: torch.device, where: distributed.World, batch_size: int, workers: int | None, force: bool, amp: bool | None, progress: Progress | None, channels_last: bool, freeze: bool) -> list[Outcome]:
-    """`predict` on this rank: its shard of the images (all of them on one device); rank 0 writes."""
-    dtype = autocast_dtype(dev, amp)
-    precision = precision_name(dtype)
 
     jobs, outcomes = [], []
     for entry in entries:
-        policy = override or entry.tta
+        policy = options.tta or entry.tta
         folds = _folds_needed(entry, split, images, project.val_fold)
         hashes = verify_sha256(entry)
         key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision))
-        if not force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
+        if not options.force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
             outcomes.append(Outcome(entry.name, split, "cached", len(images.ids), precision))
             continue
         jobs.append(Job(entry, policy, key, folds))
@@ -254,12 +273,12 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, override: 
             paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
             for fold in job.folds:
                 model = load_model(job.entry, paths[fold]).to(dev)
-                if channels_last:
+                if options.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
-                job.models[fold] = FrozenOnCPU(model) if freeze and dev.type == "cpu" and dtype is None else model
+                job.models[fold] = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and dtype is None else model
             job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
-        _run(jobs, shard, split, dev, batch_size, workers, dtype, progress, channels_last)
+        _run(jobs, shard, split, dev, options, dtype, progress)
     except Exception as exc:  # noqa: BLE001 - on many ranks every failure must reach the others, or they wait forever
         if not where.distributed:
             raise
@@ -295,12 +314,12 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, override: 
     return outcomes
 
 
-def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch_size: int, workers: int | None, dtype: torch.dtype | None, progress: Progress | None, channels_last: bool) -> None:
+def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, options: RunOptions, dtype: torch.dtype | None, progress: Progress | None) -> None:
     geometries = list(dict.fromkeys(Geometry.of(j.entry.preprocess) for j in jobs))
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    workers = min(8, os.cpu_count() or 1) if options.workers is None else options.workers
     loader = torch.utils.data.DataLoader(
         ImageSet(images.paths, geometries),
-        batch_size=batch_size,
+        batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=dev.type == "cuda",
@@ -330,7 +349,7 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, batch
                             raise EnsError("images of different sizes in one batch: give the model a preprocess.resize")
                         on_device[key[0]] = raw.to(dev, non_blocking=True)
                     x = normalize(on_device[key[0]], pre)
-                    normalized[key] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                    normalized[key] = x.contiguous(memory_format=torch.channels_last) if options.channels_last else x
                 job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
     if unreadable:
         raise unreadable_error(unreadable)

@@ -45,6 +45,7 @@ def test_the_readme_notebook_example_runs(teammates, monkeypatch, capsys):
     assert "gender: not named; from polar, the recipe's only source with gender" in printed
     assert (teammates / "submissions" / "v1.csv").is_file() and (teammates / "submissions" / "v1.json").is_file()
     assert "validation fold" in printed or "labelled images" in printed
+    assert "['stack', 'tune_f1']" in printed
 
 
 def test_compose_writes_only_when_asked(project, toy, tmp_path):
@@ -103,3 +104,70 @@ def test_one_name_one_thing_the_wing_imports_every_way_and_compose_is_the_functi
     assert type(ens) is type(importlib)  # a plain module: no class swapped in to serve two meanings
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("ensembler.compose")
+
+
+def test_compose_takes_a_recipe_and_a_pipeline_and_nothing_else():
+    import inspect
+
+    from ensembler.pipeline.composition import compose as core
+
+    for function in (ens.compose, core):
+        parameters = inspect.signature(function).parameters.values()
+        assert len(parameters) <= 5 and not any(p.kind is p.VAR_KEYWORD for p in parameters), function
+
+
+def test_a_new_step_needs_no_change_to_compose_and_lands_in_the_manifest(project, toy, tmp_path):
+    """A team's own step (here: sharpen the composition by a power), written outside ens:
+    compose runs it, the engine cross-fits it, the manifest lists it with its fitted parameter."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from ensembler.pipeline.engine import Composed, Fitted, Step
+
+    @dataclass(frozen=True)
+    class Powered(Fitted):
+        power: float
+
+        def apply(self, x):
+            probs = {t: p**self.power / (p**self.power).sum(1, keepdims=True) for t, p in x.probs.items()}
+            return Composed.decided(x.image_ids, probs, None, x.mode)
+
+        def describe(self):
+            return {"power": self.power}
+
+    @dataclass(frozen=True)
+    class Sharpen(Step):
+        power: float = 2.0
+        name: ClassVar[str] = "sharpen"
+
+        def fit(self, x, labels, ctx):
+            return Powered(self.power)
+
+    truth = pd.concat([toy.eval, toy.train])
+    for i, name in enumerate("ab"):
+        ens.import_source(project, write_csv(tmp_path / f"{name}.csv", teammate_csv(truth, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=i)), name)
+    result = ens.compose(project, "*:a+b", [ens.Soft(per_task=True), Sharpen(3.0)])
+    steps = result.manifest["steps"]
+    assert [s["step"] for s in steps] == ["soft", "sharpen"] and steps[1]["power"] == 3.0 and steps[0]["per_task"] is True
+    plain = ens.compose(project, "*:a+b", ens.Soft(per_task=True))
+    assert np.array_equal(result.eval.labels, plain.eval.labels)  # a power keeps each task's argmax
+    assert not np.allclose(result.eval.probs[Task.AGE], plain.eval.probs[Task.AGE])
+    assert "cv" in result.validation and result.validation["cv"]["folds"] >= 2  # cross-fitted by the engine
+
+
+@pytest.mark.parametrize(
+    ("steps", "match"),
+    [
+        ([], "starts with a step that combines"),
+        (["tune_f1"], "starts with a step that combines"),
+        (["soft", "stack"], "combines the sources once"),
+        (["hard", "priors"], "--prior re-weights probabilities; a hard vote has none"),
+        (["soft", "by_person", "tune_f1"], "decoding by person decides the classes: it is the last step"),
+        (["soft", "nope"], "'nope' is not a step"),
+    ],
+)
+def test_a_pipeline_that_cannot_mean_anything_is_refused_when_built(steps, match):
+    from ensembler.pipeline.steps import pipeline_of
+
+    with pytest.raises(ens.EnsError, match=match):
+        pipeline_of(steps)

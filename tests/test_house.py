@@ -133,7 +133,7 @@ def test_the_checker_sees_a_circle_and_an_upward_import():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert WINGS.index(wing("ensembler.evaluate.report")) > WINGS.index(wing("ensembler.pipeline.voting")) > WINGS.index(wing("ensembler.scoring.metrics"))
     graph = imports()
-    assert "ensembler.pipeline.voting" in graph["ensembler.pipeline.composition"] and "ensembler.data.labels" in graph["ensembler.pipeline.voting"]
+    assert "ensembler.pipeline.engine" in graph["ensembler.pipeline.composition"] and "ensembler.data.labels" in graph["ensembler.pipeline.voting"]
 
 
 @pytest.mark.parametrize("package", ["ensembler"])

@@ -16,9 +16,21 @@ from ensembler.data.sources import import_source
 from ensembler.data.store import PredictionSet, Split
 from ensembler.errors import EnsError
 from ensembler.pipeline.composition import compose_submission
-from ensembler.pipeline.learned import learn, select_weights
+from ensembler.pipeline.learned import Stack, select_weights
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import Method
+from ensembler.pipeline.tuning import TuneF1
+from ensembler.pipeline.voting import Hard, Method, Soft
+
+
+def learn(recipe, labelled, labels, targets, method=Method.STACK):
+    """The engine on aligned sets (no project): the eval composition, the out-of-fold one, the
+    fold score and the combining step's record."""
+    from ensembler.pipeline.engine import Context, run
+    from ensembler.pipeline.scope import Labelled
+    from ensembler.pipeline.steps import pipeline_of
+
+    done = run(pipeline_of(method), Labelled(labelled, labels), targets, Context(recipe))
+    return done.eval, done.scored, done.cv, done.records[0]
 
 
 def test_person_of_drops_folder_details_and_suffixes():
@@ -60,8 +72,8 @@ def test_stacking_learns_to_rely_on_the_informative_source():
     labels = rng.integers(0, 18, 1400)
     sets = _sets(labels)
     recipe = parse_recipe("*:good+noise1+noise2")
-    _, scored, cv, weights = learn(recipe, sets, labels, sets)
-    assert weights is None
+    _, scored, cv, record = learn(recipe, sets, labels, sets)
+    assert record["step"] == "stack" and "weights" not in record
     from ensembler.scoring.metrics import score
 
     good = score(labels, sets["good"].joint.argmax(1))
@@ -101,7 +113,7 @@ def test_compose_stack_scores_out_of_fold_and_records_the_spread(project, toy, t
     assert manifest["method"] == "stack" and sub.mode == "stack"
     assert "out of fold" in manifest["validation"]["scope"] and manifest["validation"]["cv"]["folds"] >= 2
     assert len(pd.read_csv(sub.csv)) == len(toy.eval)
-    balanced = compose_submission(project, parse_recipe("*:a+b"), Method.STACK, name="stb", class_weight="balanced", stack_all_tasks=True)
+    balanced = compose_submission(project, parse_recipe("*:a+b"), Stack(balanced=True, all_tasks=True), name="stb")
     assert balanced.validation["cv"]["folds"] == manifest["validation"]["cv"]["folds"]
     assert pd.read_csv(balanced.csv)["ans"].tolist() != pd.read_csv(sub.csv)["ans"].tolist()
     from ensembler.evaluate.report import build_report
@@ -270,6 +282,7 @@ def test_auto_score_is_cross_validated_with_the_choice_inside():
     recipe = parse_recipe("*:noise1+noise2")
     _, scored, cv, details = learn(recipe, {k: sets[k] for k in ("noise1", "noise2")}, labels, {k: sets[k] for k in ("noise1", "noise2")}, Method.AUTO)
     best_in_sample = max(c["f1"] for c in details["auto"]["candidates"])
+    assert details["step"] == "auto" and details["chosen"] == details["auto"]["chosen"]
     assert cv.f1_18 <= best_in_sample + 1e-12
     assert cv.f1_18 < 0.15  # chance on 18 classes is ~0.056
 
@@ -292,12 +305,12 @@ def _biased(n, seed):
 
 
 def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
-    from ensembler.pipeline.learned import apply_offsets, decide, tune_f1
-    from ensembler.pipeline.voting import Composed
+    from ensembler.pipeline.engine import Composed
+    from ensembler.pipeline.tuning import apply_offsets, decide, tune_f1
 
     labels, probs, ids = _biased(2800, seed=0)
     composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
-    tuned = tune_f1(composed, labels)
+    tuned = tune_f1(composed, labels, person_folds(ids))
     assert tuned.offsets[Task.AGE][2] >= 0.5  # pushes the old class back up
     assert tuned.after.f1_18 > tuned.before.f1_18 + 0.01 and tuned.after.folds == 5
     assert all(tuned.offsets[t][0] == 0 for t in tuned.offsets)
@@ -313,7 +326,7 @@ def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
 
 
 def test_f1_tuning_leaves_perfect_predictions_alone():
-    from ensembler.pipeline.learned import tune_offsets
+    from ensembler.pipeline.tuning import tune_offsets
 
     labels, probs, _ = _biased(700, seed=1)
     truth = decode(labels)
@@ -328,7 +341,7 @@ def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy,
     from ensembler.cli import app
 
     _team(project, toy, tmp_path)
-    sub = compose_submission(project, parse_recipe("*:a+b"), name="tuned", tune=True)
+    sub = compose_submission(project, parse_recipe("*:a+b"), [Soft(), TuneF1()], name="tuned")
     record = json.loads(sub.manifest.read_text())["validation"]["tune_f1"]
     assert set(record["offsets"]) == {"mask", "gender", "age"} and record["folds"] >= 2
     assert sub.validation["recipe"]["f1_18"] == pytest.approx(record["f1_18_after"])
@@ -338,7 +351,7 @@ def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy,
     assert result.exit_code == 0, result.output
     assert "F1 offsets: mask [0.0, " in result.output and "(CV 18-class F1 " in result.output
     with pytest.raises(EnsError, match="--tune-f1 re-weights probabilities; a hard vote has none"):
-        compose_submission(project, parse_recipe("*:a+b"), Method.HARD, name="h", tune=True)
+        compose_submission(project, parse_recipe("*:a+b"), [Hard(), TuneF1()], name="h")
 
 
 @pytest.mark.parametrize("kind", ["specialists", "classifiers18", "overconfident", "near-copies", "mixed"])
@@ -379,3 +392,19 @@ def test_auto_keeps_its_honest_out_of_fold_composition_with_a_joint_as_eval_has(
 
     assert (val.joint is None) == (ev.joint is None), (val.joint is None, ev.joint is None)
     assert score(val.labels, own_prediction(val)).f1_18 == pytest.approx(result.validation["recipe"]["f1_18"], abs=1e-9)
+
+
+def test_the_manifest_lists_every_step_with_its_fitted_parameters_in_order(project, toy, tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    _team(project, toy, tmp_path)
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--method", "select", "--prior", "em", "--tune-f1", "--name", "piped"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((project.submissions / "piped.json").read_text())
+    steps = manifest["steps"]
+    assert [s["step"] for s in steps] == ["select", "priors", "tune_f1"]
+    assert set(steps[0]["weights"]) == {"mask", "gender", "age"} and steps[0]["weights"] == manifest["validation"]["weights"]
+    assert steps[1]["spec"] == "em" and steps[1]["calibrate"] == "auto" and "calibration" in steps[1]["prior"] and steps[1]["prior"] == manifest["prior"]
+    assert set(steps[2]["offsets"]) == {"mask", "gender", "age"} and steps[2]["offsets"] == manifest["validation"]["tune_f1"]["offsets"]

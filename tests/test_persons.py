@@ -5,7 +5,8 @@ import pytest
 
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks
 from ensembler.errors import EnsError
-from ensembler.pipeline.persons import Grouping, agreement, decode_by_person, group_images, read_groups, write_groups
+from ensembler.pipeline.persons import ByPerson, Grouping, agreement, decode_by_person, group_images, read_groups, write_groups
+from ensembler.pipeline.voting import Soft
 
 
 def _probs(mask_rows, gender_rows, age_rows):
@@ -142,7 +143,7 @@ def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(proj
 
     _person_project(project, toy, tmp_path)
     plain = compose(project, parse_recipe("*:a+b"))
-    sub = compose_submission(project, parse_recipe("*:a+b"), name="people", by_person=True)
+    sub = compose_submission(project, parse_recipe("*:a+b"), [Soft(), ByPerson()], name="people")
     record = json.loads(sub.manifest.read_text())["by_person"]
     assert record["applied"] and record["check"]["interval"][0] > 0 and record["groups"]["sha256"]
     assert record["check"]["f1_18_by_person"] > record["check"]["f1_18_plain"] == pytest.approx(plain.validation["recipe"]["f1_18"], abs=1e-4)
@@ -167,11 +168,11 @@ def test_the_guard_keeps_the_plain_composition_when_the_train_side_gain_is_negat
     rng = np.random.default_rng(0)
     _person_project(project, toy, tmp_path, train_groups=lambda n: rng.permutation(np.arange(n) // 7))  # strangers put together
     plain = compose(project, parse_recipe("*:a+b"))
-    kept = compose(project, parse_recipe("*:a+b"), by_person=True)
+    kept = compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson()])
     record = kept.manifest["by_person"]
     assert not record["applied"] and record["check"]["gain"] < 0 and "plain decisions are kept" in record["reason"]
     assert np.array_equal(kept.eval.labels, plain.eval.labels)
-    forced = compose(project, parse_recipe("*:a+b"), force_by_person=True)
+    forced = compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson(force=True)])
     assert forced.manifest["by_person"]["applied"] and not np.array_equal(forced.eval.labels, plain.eval.labels)
 
 
@@ -182,7 +183,7 @@ def test_compose_by_person_without_a_grouping_says_how_to_make_one(project, toy,
     _person_project(project, toy, tmp_path)
     (project.root / "groups" / "eval.csv").unlink()
     with pytest.raises(EnsError, match=r"no grouping of the eval images .*: run ens group --split eval"):
-        compose(project, parse_recipe("*:a+b"), by_person=True)
+        compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson()])
 
 
 def test_cli_group_measures_train_blind_and_groups_eval(faces, tmp_path):
@@ -258,7 +259,7 @@ def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_pa
     record = auto.manifest["by_person"]
     assert not record["applied"] and record["reason"].startswith("auto did not try it: ") and "run ens group --split eval again" in record["reason"]
     with pytest.raises(EnsError, match="run ens group --split eval again"):  # asked for explicitly, it is an error
-        compose(project, parse_recipe("*:a+b"), by_person=True)
+        compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson()])
 
 
 @pytest.mark.parametrize("threshold", ["-1", "0", "nan", "inf"])

@@ -10,9 +10,9 @@ from ensembler.data.sources import import_source
 from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
 from ensembler.pipeline.composition import compose_submission
-from ensembler.pipeline.priors import adjust, em_priors, train_priors
+from ensembler.pipeline.priors import Priors, adjust, em_priors, train_priors
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import Method
+from ensembler.pipeline.voting import Hard, Soft
 
 
 def simulated(priors, n, seed, train=(0.47, 0.46, 0.07)):
@@ -72,7 +72,7 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
     import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
     plain = compose_submission(project, parse_recipe("*:p"), name="plain")
-    fixed = compose_submission(project, parse_recipe("*:p"), name="fixed", prior="em")
+    fixed = compose_submission(project, parse_recipe("*:p"), [Soft(), Priors("em")], name="fixed")
     record = json.loads(fixed.manifest.read_text())["prior"]
     assert record["spec"] == "em" and set(record["tasks"]) == {"mask", "gender", "age"}
     age = record["tasks"]["age"]
@@ -81,7 +81,7 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     assert old(fixed) > old(plain)
     assert json.loads(plain.manifest.read_text())["prior"] is None
     with pytest.raises(EnsError, match="a hard vote has none"):
-        compose_submission(project, parse_recipe("*:p"), Method.HARD, name="h", prior="em")
+        compose_submission(project, parse_recipe("*:p"), [Hard(), Priors("em")], name="h")
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_given_priors_reweight_by_hand():
 def test_compose_with_given_age_priors_and_em_for_the_rest(project, toy, tmp_path):
     probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
     import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
-    sub = compose_submission(project, parse_recipe("*:p"), name="given", prior=["age:0.1,0.1,0.8", "em"])
+    sub = compose_submission(project, parse_recipe("*:p"), [Soft(), Priors("age:0.1,0.1,0.8 em")], name="given")
     record = json.loads(sub.manifest.read_text())["prior"]
     assert record["spec"] == "age:0.1,0.1,0.8 em"
     assert record["tasks"]["age"]["from"] == "given" and record["tasks"]["age"]["eval"] == [0.1, 0.1, 0.8]
@@ -192,7 +192,7 @@ def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
     old_train = implied_priors(labelled.probs[Task.AGE])
     old_eval, _ = em_priors(plain.eval.probs[Task.AGE], old_train)
     old_ages = adjust(plain.eval.probs[Task.AGE], old_train, old_eval).argmax(1)
-    fixed = ens.compose(project, recipe, prior="em")
+    fixed = ens.compose(project, recipe, [ens.Soft(), ens.Priors("em")])
     record = fixed.manifest["prior"]
     assert set(record["calibration"]) == {"joint"} and record["calibration"]["joint"]["method"] != "none"
     assert record["tasks"]["age"]["train"] == np.round(np.bincount(decode(team.labels)[Task.AGE], minlength=3) / len(team.labels), 4).tolist()
@@ -209,7 +209,7 @@ def test_a_real_age_shift_is_corrected_and_raises_the_hidden_score(tmp_path):
 
     team, project = _team_project(tmp_path, "near-copies", "age")
     recipe = _all_members(team)
-    plain, fixed = ens.compose(project, recipe), ens.compose(project, recipe, prior="em")
+    plain, fixed = ens.compose(project, recipe), ens.compose(project, recipe, [ens.Soft(), ens.Priors("em")])
     record = fixed.manifest["prior"]
     assert record["applied"] and record["check"]["gain"] > 0 and record["tasks"]["age"]["eval"][2] > record["tasks"]["age"]["train"][2]
     assert score(team.answers, fixed.eval.labels).f1_18 > score(team.answers, plain.eval.labels).f1_18
@@ -221,11 +221,11 @@ def test_a_correction_the_labelled_check_rejects_is_not_applied_unless_forced(tm
     team, project = _team_project(tmp_path, "classifiers18", "none")
     recipe = _all_members(team)
     plain = ens.compose(project, recipe)
-    kept = ens.compose(project, recipe, prior="bbse")
+    kept = ens.compose(project, recipe, [ens.Soft(), ens.Priors("bbse")])
     record = kept.manifest["prior"]
     assert not record["applied"] and record["check"]["gain"] <= 0 and "--force-prior" in record["reason"]
     assert np.array_equal(kept.eval.labels, plain.eval.labels)  # exactly the plain composition
-    forced = ens.compose(project, recipe, prior="bbse", force_prior=True)
+    forced = ens.compose(project, recipe, [ens.Soft(), ens.Priors("bbse", force=True)])
     assert forced.manifest["prior"]["applied"] and "forced" in forced.manifest["prior"]["reason"]
 
 

@@ -415,18 +415,24 @@ def compose(
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
     each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
     from ..pipeline.composition import compose_submission
+    from ..pipeline.engine import Pipeline
+    from ..pipeline.persons import ByPerson
+    from ..pipeline.priors import Priors, parse_priors
     from ..pipeline.recipe import parse_recipe
+    from ..pipeline.steps import combining
+    from ..pipeline.tuning import TuneF1
 
     if auto and method not in (None, Method.AUTO):
         raise EnsError(f"--auto is --method auto; drop --method {method}")
     method = Method.AUTO if auto else (method or Method.SOFT)
     texts = [*(recipe or []), *(parts or [])]
     parsed = parse_recipe(texts) if texts else None
-    sub = compose_submission(
-        _project(ctx), parsed, method, name, per_task=per_task, prior=prior or [], class_weight="balanced" if balanced else None,
-        stack_all_tasks=all_task_features, tune=tune_f1, tie=tie, calibrate=calibrate, force_prior=force_prior,
-        by_person=by_person, force_by_person=force_by_person,
-    )
+    steps = [combining(method, per_task=per_task, tie=tie, balanced=balanced, all_tasks=all_task_features)]  # the flags as a pipeline, in order
+    spec = parse_priors(prior or [])
+    steps += [Priors(spec, calibrate, force_prior)] if spec.active else []
+    steps += [TuneF1()] if tune_f1 else []
+    steps += [ByPerson(force=force_by_person)] if by_person or force_by_person else []
+    sub = compose_submission(_project(ctx), parsed, Pipeline(tuple(steps)), name)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):
         out.print(line, markup=False)

@@ -42,6 +42,7 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
         "select": "ensemble selection per task, on the labelled predictions",
         "auto": "the candidate with the best cross-validated 18-class macro F1 (votes, per-task choices, stacks)",
+        "pool": "a log-linear pool of the sources' 18-way joints, fitted on the labelled predictions",
     }
     lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     val = sub.validation or {}

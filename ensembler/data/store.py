@@ -137,12 +137,16 @@ class PredictionSet:
         if (pos < 0).any():
             lacking = np.asarray(image_ids, dtype=object)[pos < 0]
             raise EnsError(f"source {self.source!r} ({self.split}) lacks {len(lacking)} image(s): {preview(lacking)}")
+        return self.rows(pos)
+
+    def rows(self, positions: np.ndarray) -> PredictionSet:
+        """The rows at `positions` ``(m,)``, in that order."""
         return replace(
             self,
-            image_ids=self.image_ids[pos],
-            probs={t: p[pos] for t, p in self.probs.items()},
-            joint=None if self.joint is None else self.joint[pos],
-            labels=None if self.labels is None else self.labels[pos],
+            image_ids=self.image_ids[positions],
+            probs={t: p[positions] for t, p in self.probs.items()},
+            joint=None if self.joint is None else self.joint[positions],
+            labels=None if self.labels is None else self.labels[positions],
         )
 
     def _columns(self) -> tuple[list[str], np.ndarray]:

@@ -25,11 +25,12 @@ from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview
 from ..pipeline.calibration import Calibrator, fit
-from ..pipeline.learned import learn
+from ..pipeline.engine import Context, Pipeline, run
 from ..pipeline.priors import em_priors, implied_priors
 from ..pipeline.recipe import Recipe, complete_recipe
-from ..pipeline.scope import aligned_sets, load_labelled, scoring_images
-from ..pipeline.voting import Method, Tie, combine
+from ..pipeline.scope import labelled_scope, load_labelled
+from ..pipeline.steps import combining
+from ..pipeline.voting import Method, Tie
 from ..scoring.evidence import REPLICATES, bootstrap, pick_two
 from ..scoring.metrics import Scores, own_prediction, score
 
@@ -154,8 +155,8 @@ def build_report(
     for recipe in recipes:
         names += [s for s in recipe.sources if s not in names]
     sets = load_labelled(store, names, known + list(project.model_names))
-    ids, scope, more = scoring_images(project, sets)
-    aligned, labels = aligned_sets(sets, ids)
+    labelled = labelled_scope(project, sets)
+    ids, scope, more, aligned, labels = labelled.ids, labelled.scope, list(labelled.notes), labelled.sets, labelled.labels
 
     rows = []
     for n, s in aligned.items():
@@ -165,15 +166,10 @@ def build_report(
     best = None if single is None else rows[single].scores.f1_18
     for recipe in recipes:
         for method in methods:
-            spread = None
-            if method.learned:  # scored out of fold, person-grouped, on the same images
-                _, composed, cv, _ = learn(recipe, aligned, labels, aligned, method)
-                spread = cv.fold_std
-            else:
-                composed = combine(recipe, aligned, method, per_task, tie)
-            result = score(labels, composed.labels)
+            done = run(Pipeline((combining(method, per_task=per_task, tie=tie if method is Method.HARD else None),)), labelled, None, Context(recipe, project))
+            result = score(labels, done.scored.labels)  # learned methods: out of fold, person-grouped, on the same images
             gain = None if best is None else result.f1_18 - best
-            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, spread, composed.labels))
+            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, None if done.cv is None else done.cv.fold_std, done.scored.labels))
     rows = [
         r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None else replace(r, gain=r.scores.f1_18 - best)
         for r in rows

@@ -19,7 +19,7 @@ hashed names. This module holds the torch-free half:
   "incorrect" and one "not wear", the assignment of highest joint log-probability; a smaller
   group at most one of each. On the 18-way joint when the composition has one (the mask scored
   given the decided gender and age). A group of one keeps its plain decision.
-- `decode_step`: the step of a composition (``compose --by-person``): decode where the
+- `ByPerson`: the step of a composition (``compose --by-person``): decode where the
   labelled images, decoded with the estimated train grouping, gain beyond the noise;
 - the groups file: ``groups/<split>.csv`` (``ImageID,group,confidence``) and its JSON
   (provenance, the images' fingerprint, the train-side agreement), read back by `read_groups`,
@@ -34,14 +34,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..data.labels import N_CLASSES, Task, encode
-from ..data.project import Project
 from ..errors import EnsError
-from .voting import Composed
+from .engine import Composed, Context, Fit, Fitted, Step
 
 GROUP_SIZE = 7  # photos per person: mask1..mask5, incorrect_mask, normal
 SPREAD = 1.5  # the default merge threshold, in medians of the distance to the 6th nearest neighbour
@@ -260,61 +259,98 @@ def decode_by_person(probs: Mapping[Task, np.ndarray], joint: np.ndarray | None,
 # --- the step in a composition ------------------------------------------------------------------
 
 
-def decode_step(project: Project, composed: Composed, composed_val: Composed | None, val_labels: np.ndarray | None, force: bool) -> tuple[Composed, Composed | None, dict[str, Any]]:
-    """The decoding step of a composition (``compose --by-person``): decide each person once
-    (`decode_by_person`) with the eval grouping, where the
-    labelled images show it helps: decoded with the *estimated* train grouping against plain,
-    paired by person, applied when the gain's 90 % interval is above 0 (or `force`); the true
-    persons give the ceiling. Returns eval and labelled compositions (decoded or not) and the
-    manifest's record."""
-    from ..data.dataset import images_fingerprint, read_eval, read_train
-    from ..data.io import sha256_file
-    from ..data.people import person_codes
-    from ..scoring.evidence import bootstrap
+@dataclass(frozen=True)
+class Decoded(Fitted):
+    """Decoding by person with a grouping of the images it is applied to (`groups` ``(n,)``;
+    None: not applied, the composition passes unchanged)."""
 
-    data = project.require_data()
-    table = read_eval(data)
-    eval_groups, eval_meta = read_groups(project.root, "eval", composed.image_ids, images_fingerprint(table["ImageID"], table["path"]))
-    csv_path = groups_paths(project.root, "eval")[0]
-    record: dict[str, Any] = {"groups": {"file": str(csv_path), "sha256": sha256_file(csv_path), "groups": eval_meta.get("groups"), "train_agreement": None}}
-    reason = None
-    if composed_val is None or val_labels is None:
-        reason = "no labelled composition to check it on"
-    else:
-        train = read_train(data)
+    groups: np.ndarray | None
+
+    def apply(self, x: Composed) -> Composed:
+        if self.groups is None:
+            return x
+        return Composed(x.image_ids, decode_by_person(x.probs, x.joint, self.groups, x.labels), x.probs, x.joint, x.mode)
+
+
+@dataclass(frozen=True)
+class ByPerson(Step):
+    """Decide each person once (`decode_by_person`) with the eval grouping (``groups/eval.csv``),
+    where the labelled images show it helps: decoded with the *estimated* train grouping against
+    plain, paired by person, applied when the gain's 90 % interval is above 0 (or `force`); the
+    true persons give the ceiling. `optional` (auto trying it by itself): a grouping that cannot
+    be used is a reason in the record, not an error."""
+
+    force: bool = False
+    optional: bool = False
+    name: ClassVar[str] = "by_person"
+    flag: ClassVar[str] = "--by-person"
+
+    def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Decoded:
+        raise EnsError("decoding by person is checked on the labelled images and applied with the eval grouping (cross_fit)")
+
+    def cross_fit(self, x: Composed, labels: np.ndarray, folds: Any, target: Composed | None, ctx: Context) -> Fit:
+        return self._guarded(lambda: self._check(x, labels, target, ctx))
+
+    def fit_blind(self, target: Composed | None, ctx: Context) -> Fit:
+        return self._guarded(lambda: self._check(None, None, target, ctx))
+
+    def _guarded(self, check: Any) -> Fit:
         try:
-            train_groups, train_meta = read_groups(project.root, "train", composed_val.image_ids, images_fingerprint(train["ImageID"], train["path"]), subset=True)
+            return check()
         except EnsError as exc:
-            train_groups, reason = None, f"it cannot be checked: {exc}"
-        if train_groups is not None:
-            record["groups"]["train_agreement"] = train_meta.get("agreement")
-            persons = person_codes(composed_val.image_ids)
-            plain = composed_val.labels
-            estimated = decode_by_person(composed_val.probs, composed_val.joint, train_groups, plain)
-            ceiling = decode_by_person(composed_val.probs, composed_val.joint, persons, plain)
-            found = bootstrap(val_labels, np.stack([plain, estimated, ceiling]), persons, reference=0)
-            record["check"] = {
-                "images": int(len(plain)),
-                "f1_18_plain": round(float(found.f1[0]), 4),
-                "f1_18_by_person": round(float(found.f1[1]), 4),
-                "gain": round(float(found.f1[1] - found.f1[0]), 4),
-                "interval": [round(float(found.gain_low[1]), 4), round(float(found.gain_high[1]), 4)],
-                "positive": round(float(found.positive[1]), 3),
-                "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
-            }
-            if found.gain_low[1] > 0:
-                record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
-            else:
-                reason = "with the estimated train grouping it does not raise the out-of-fold 18-class F1 beyond the noise"
-    if reason is not None:
-        record.update(applied=force, reason=reason + ("; applied as asked (--force-by-person)" if force else "; the plain decisions are kept (--force-by-person insists)"))
-    if not record["applied"]:
-        return composed, composed_val, record
-    decided = decode_by_person(composed.probs, composed.joint, eval_groups, composed.labels)
-    eval_out = Composed(composed.image_ids, decided, composed.probs, composed.joint, composed.mode)
-    if composed_val is not None and "check" in record:
-        composed_val = Composed(composed_val.image_ids, estimated, composed_val.probs, composed_val.joint, composed_val.mode)
-    return eval_out, composed_val, record
+            if not self.optional:
+                raise
+            return Fit(Decoded(None), record={"by_person": {"applied": False, "reason": f"auto did not try it: {exc}"}})  # asked for nothing: say why, go on
+
+    def _check(self, x: Composed | None, labels: np.ndarray | None, target: Composed | None, ctx: Context) -> Fit:
+        from ..data.dataset import images_fingerprint, read_eval, read_train
+        from ..data.io import sha256_file
+        from ..data.people import person_codes
+        from ..scoring.evidence import bootstrap
+
+        if ctx.project is None or target is None:
+            raise EnsError("decoding by person needs the project's grouping files and an eval composition")
+        project = ctx.project
+        data = project.require_data()
+        table = read_eval(data)
+        eval_groups, eval_meta = read_groups(project.root, "eval", target.image_ids, images_fingerprint(table["ImageID"], table["path"]))
+        csv_path = groups_paths(project.root, "eval")[0]
+        record: dict[str, Any] = {"groups": {"file": str(csv_path), "sha256": sha256_file(csv_path), "groups": eval_meta.get("groups"), "train_agreement": None}}
+        reason, scored = None, None
+        if x is None or labels is None:
+            reason = "no labelled composition to check it on"
+        else:
+            train = read_train(data)
+            try:
+                train_groups, train_meta = read_groups(project.root, "train", x.image_ids, images_fingerprint(train["ImageID"], train["path"]), subset=True)
+            except EnsError as exc:
+                train_groups, reason = None, f"it cannot be checked: {exc}"
+            if train_groups is not None:
+                record["groups"]["train_agreement"] = train_meta.get("agreement")
+                persons = person_codes(x.image_ids)
+                plain = x.labels
+                estimated = decode_by_person(x.probs, x.joint, train_groups, plain)
+                ceiling = decode_by_person(x.probs, x.joint, persons, plain)
+                found = bootstrap(labels, np.stack([plain, estimated, ceiling]), persons, reference=0)
+                record["check"] = {
+                    "images": int(len(plain)),
+                    "f1_18_plain": round(float(found.f1[0]), 4),
+                    "f1_18_by_person": round(float(found.f1[1]), 4),
+                    "gain": round(float(found.f1[1] - found.f1[0]), 4),
+                    "interval": [round(float(found.gain_low[1]), 4), round(float(found.gain_high[1]), 4)],
+                    "positive": round(float(found.positive[1]), 3),
+                    "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
+                }
+                scored = Composed(x.image_ids, estimated, x.probs, x.joint, x.mode)
+                if found.gain_low[1] > 0:
+                    record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
+                else:
+                    reason = "with the estimated train grouping it does not raise the out-of-fold 18-class F1 beyond the noise"
+        if reason is not None:
+            record.update(applied=self.force, reason=reason + ("; applied as asked (--force-by-person)" if self.force else "; the plain decisions are kept (--force-by-person insists)"))
+        if not record["applied"]:
+            return Fit(Decoded(None), record={"by_person": record})
+        return Fit(Decoded(eval_groups), scored, record={"by_person": record})  # scored: decoded with the estimated train grouping
 
 
 # --- the groups file ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ confusion matrix of the hard decisions, which needs no calibration.
 A team that knows a task's eval priors (from the leaderboard, or the organisers) gives them
 instead (`PriorSpec.given`); the other tasks are then estimated or left as they are.
 
-`correct_shift` is what `ens compose --prior` runs: calibrate the composition on its labelled
+`Priors` is the step `ens compose --prior` adds (`fit_correction`): calibrate the composition on its labelled
 images (`calibration.choose`), estimate each task's eval priors against the labelled images'
 true class mix, drop estimates that take a class below a quarter of its labelled share, then check the
 correction where the answers are known: the labelled images (calibrated out of fold, person-
@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
-from ..data.people import person_folds, person_of
+from ..data.people import person_of
 from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.evidence import f1_replicates, person_draws
-from .calibration import choose
-from .voting import Composed
+from .calibration import Calibration, Calibrator, choose
+from .engine import Composed, Context, Fit, Fitted, Step
 
 FLOOR = 1e-6  # no prior is allowed to reach 0: a class could never come back
 # An estimated correction is applied when it wins in this share of the labelled check's person
@@ -157,15 +158,12 @@ def reweight(
     return out, new_joint
 
 
-def correct(
-    probs: Mapping[Task, np.ndarray],
-    priors_train: Mapping[Task, np.ndarray],
-    joint: np.ndarray | None = None,
-    spec: PriorSpec = PriorSpec("em"),
-) -> tuple[dict[Task, np.ndarray], np.ndarray | None, dict[str, dict[str, object]]]:
-    """Re-weight each task's posteriors ``{task: (n, k)}`` (and the joint ``(n, 18)``) from
-    `priors_train` to the priors of `spec`: given, or EM-estimated. Returns the new posteriors,
-    the new joint, and per corrected task its train and new priors and where they came from."""
+def shift_ratios(
+    probs: Mapping[Task, np.ndarray], priors_train: Mapping[Task, np.ndarray], spec: PriorSpec = PriorSpec("em")
+) -> tuple[dict[Task, np.ndarray], dict[str, dict[str, object]]]:
+    """Each task's class weights ``(k,)`` (new over train priors) to re-weight posteriors
+    ``{task: (n, k)}`` from `priors_train` to the priors of `spec` (given, or EM-estimated), and
+    per corrected task its train and new priors and where they came from."""
     record, ratios = {}, {}
     for task, p in probs.items():
         if task in spec.given:
@@ -176,9 +174,21 @@ def correct(
             continue
         ratios[task] = np.maximum(target, FLOOR) / np.maximum(priors_train[task], FLOOR)
         record[task.value] = {"train": priors_train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}
+    return ratios, record
+
+
+def correct(
+    probs: Mapping[Task, np.ndarray],
+    priors_train: Mapping[Task, np.ndarray],
+    joint: np.ndarray | None = None,
+    spec: PriorSpec = PriorSpec("em"),
+) -> tuple[dict[Task, np.ndarray], np.ndarray | None, dict[str, dict[str, object]]]:
+    """Re-weight each task's posteriors ``{task: (n, k)}`` (and the joint ``(n, 18)``) from
+    `priors_train` to the priors of `spec` (`shift_ratios`). Returns the new posteriors, the new
+    joint, and per corrected task its train and new priors and where they came from."""
+    ratios, record = shift_ratios(probs, priors_train, spec)
     new_probs, new_joint = reweight(probs, ratios, joint)
     return new_probs, new_joint, record
-
 
 
 def bbse_priors(val_decided: np.ndarray, val_labels: np.ndarray, eval_decided: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -231,52 +241,76 @@ def shift_check(
     return {"gain": float(gains.mean()), "spread": float(gains.std()), "wins": float((gains > 0).mean()), "replicates": replicates}
 
 
-def correct_shift(
-    eval_probs: Mapping[Task, np.ndarray],
-    eval_joint: np.ndarray | None,
+@dataclass(frozen=True)
+class Correction(Fitted):
+    """A fitted prior correction: calibrate (the joint, or each task) and re-weight each
+    corrected task by `ratios` ``{task: (k,)}`` (new over train priors); when not `applied`,
+    the composition passes unchanged. Without a labelled composition, nothing is calibrated."""
+
+    ratios: Mapping[Task, np.ndarray]
+    applied: bool
+    joint: Calibration | None = None
+    tasks: Mapping[Task, Calibration] = field(default_factory=dict)
+    record: Mapping[str, object] = field(default_factory=dict, compare=False)
+
+    def calibrated(self, x: Composed) -> tuple[dict[Task, np.ndarray], np.ndarray | None]:
+        """`x`'s probabilities and joint, calibrated as fitted."""
+        if self.joint is not None and x.joint is not None:
+            joint = self.joint.apply(x.joint)
+            return marginals(joint), joint
+        return {t: self.tasks[t].apply(p) if t in self.tasks else p for t, p in x.probs.items()}, x.joint if not self.tasks else None
+
+    def apply(self, x: Composed) -> Composed:
+        if not self.applied:
+            return x
+        probs, joint = self.calibrated(x)
+        return Composed.decided(x.image_ids, *reweight(probs, self.ratios, joint), x.mode)
+
+
+def _uncalibrated(eval_composed: Composed, spec: PriorSpec, fallback_train: Mapping[Task, np.ndarray]) -> Correction:
+    """No labelled composition: EM on the uncalibrated eval probabilities against `fallback_train`
+    (the data folder's train mix), unchecked, and said so."""
+    if spec.estimator == "bbse":
+        raise EnsError("--prior bbse estimates from the labelled confusion matrix; the recipe has no labelled predictions")
+    ratios, tasks = shift_ratios(eval_composed.probs, fallback_train, spec)
+    record = {"spec": str(spec), "tasks": tasks, "applied": True, "reason": "no labelled predictions: EM ran on uncalibrated probabilities, and the correction is unchecked"}
+    return Correction(ratios, True, record=record)
+
+
+def fit_correction(
+    labelled: Composed,
+    labels: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    eval_composed: Composed,
     spec: PriorSpec,
-    labelled: tuple[Mapping[Task, np.ndarray], np.ndarray | None, np.ndarray, np.ndarray] | None,
-    fallback_train: Mapping[Task, np.ndarray] | None = None,
     calibrate: str = "auto",
     force: bool = False,
-) -> tuple[dict[Task, np.ndarray], np.ndarray | None, dict[str, object]]:
-    """`ens compose --prior`: the eval composition re-weighted to the eval priors, when that is
-    shown to help (see the module doc).
-
-    eval_probs: ``{task: (n, k)}``, eval_joint ``(n, 18)`` or None: the composition on eval.
-    labelled: the same composition on the labelled images — ``(probs, joint, labels (m,),
-    image_ids (m,))`` — or None (then EM runs on uncalibrated probabilities against
-    `fallback_train`, the data folder's train mix, unchecked, and says so).
-    Returns the eval probabilities and joint (unchanged when not applied) and the record.
-    """
+) -> Correction:
+    """What `ens compose --prior` fits (see the module doc): calibration on the labelled
+    composition (`labelled`, joint `labels` ``(m,)``, person-grouped `folds`), each task's eval
+    priors estimated on the calibrated `eval_composed` against the labelled images' true mix,
+    run-aways dropped, and the labelled check that decides whether the correction is applied."""
     record: dict[str, object] = {"spec": str(spec), "tasks": {}}
-    if labelled is None:
-        if spec.estimator == "bbse":
-            raise EnsError("--prior bbse estimates from the labelled confusion matrix; the recipe has no labelled predictions")
-        probs, joint, record["tasks"] = correct(eval_probs, dict(fallback_train or {}), eval_joint, spec)
-        record.update(applied=True, reason="no labelled predictions: EM ran on uncalibrated probabilities, and the correction is unchecked")
-        return probs, joint, record
-
-    val_probs, val_joint, labels, ids = labelled
     truth = decode(labels)
     train = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
-    folds = person_folds(ids)
-    if eval_joint is not None and val_joint is not None:
-        choice = choose(val_joint, labels, folds, calibrate)
-        cal_val_joint, cal_eval_joint = choice.oof, choice.calibration.apply(eval_joint)
-        cal_val, cal_eval = marginals(cal_val_joint), marginals(cal_eval_joint)
+    joint_calibration, task_calibrations = None, {}
+    if eval_composed.joint is not None and labelled.joint is not None:
+        choice = choose(labelled.joint, labels, folds, calibrate)
+        joint_calibration, cal_val_joint = choice.calibration, choice.oof
+        cal_val = marginals(cal_val_joint)
         record["calibration"] = {"joint": choice.as_dict()}
     else:
-        cal_val_joint = cal_eval_joint = None
-        cal_val, cal_eval, calibrations = {}, {}, {}
-        for task, p in eval_probs.items():
-            choice = choose(val_probs[task], truth[task], folds, calibrate)
-            cal_val[task], cal_eval[task] = choice.oof, choice.calibration.apply(p)
+        cal_val_joint, cal_val, calibrations = None, {}, {}
+        for task in eval_composed.probs:
+            choice = choose(labelled.probs[task], truth[task], folds, calibrate)
+            cal_val[task], task_calibrations[task] = choice.oof, choice.calibration
             calibrations[task.value] = choice.as_dict()
         record["calibration"] = calibrations
+    unchecked = Correction({}, False, joint_calibration, task_calibrations)
+    cal_eval, _ = unchecked.calibrated(eval_composed)
 
     ratios, notes = {}, []
-    for task in eval_probs:
+    for task in eval_composed.probs:
         if task in spec.given:
             target, how = np.asarray(spec.given[task], dtype=np.float64), "given"
         elif spec.estimator == "em":
@@ -296,8 +330,9 @@ def correct_shift(
 
     if not ratios:
         record.update(applied=False, reason="; ".join(notes) or "nothing to correct")
-        return dict(eval_probs), eval_joint, record
-    before = Composed.decided(ids, val_probs, val_joint, "").labels
+        return replace(unchecked, record=record)
+    ids = labelled.image_ids
+    before = Composed.decided(ids, labelled.probs, labelled.joint, "").labels
     after = Composed.decided(ids, *reweight(cal_val, ratios, cal_val_joint), "").labels
     weights = np.ones(len(labels))
     for task, ratio in ratios.items():
@@ -315,7 +350,41 @@ def correct_shift(
             "of the person resamples (--force-prior applies it anyway)"
         )
     record.update(applied=applied, reason="; ".join([*notes, reason]))
-    if not applied:
-        return dict(eval_probs), eval_joint, record
-    probs, joint = reweight(cal_eval, ratios, cal_eval_joint)
-    return probs, joint, record
+    return Correction(ratios, applied, joint_calibration, task_calibrations, record)
+
+
+@dataclass(frozen=True)
+class Priors(Step):
+    """Re-weight the composition to other class priors (`spec`: given, or estimated by em or
+    bbse; a `PriorSpec` or its text, ``"em"``, ``"age:0.3,0.5,0.2 em"``), for a test set whose
+    mix differs from train's; calibrated first (`calibrate`: `calibration.Calibrator`), and
+    applied only where the labelled check says it helps, unless `force`."""
+
+    spec: PriorSpec | str = "em"
+    calibrate: Calibrator | str = Calibrator.AUTO
+    force: bool = False
+    name: ClassVar[str] = "priors"
+    flag: ClassVar[str] = "--prior"
+    reweights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", self.spec if isinstance(self.spec, PriorSpec) else parse_priors(self.spec))
+        object.__setattr__(self, "calibrate", Calibrator(self.calibrate))
+
+    def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Correction:
+        raise EnsError("a prior correction estimates the eval priors: it is fitted with the eval composition (cross_fit)")
+
+    def cross_fit(self, x: Composed, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Composed | None, ctx: Context) -> Fit:
+        if target is None:  # scoring only: the labelled mix is train's, nothing to correct
+            return Fit(Correction({}, False, record={"spec": str(self.spec), "applied": False, "reason": "no eval composition"}))
+        correction = fit_correction(x, labels, folds, target, self.spec, self.calibrate, self.force)
+        return Fit(correction, record={"prior": dict(correction.record)})  # scored stays the composition's: its labelled mix is train's
+
+    def fit_blind(self, target: Composed | None, ctx: Context) -> Fit:
+        from ..data.dataset import read_train
+
+        data = ctx.project.require_data() if ctx.project is not None else None
+        if target is None or data is None:
+            raise EnsError(f"--prior without labelled predictions needs the data folder's train mix ({ctx.skipped})")
+        correction = _uncalibrated(target, self.spec, train_priors(read_train(data)["label"].to_numpy()))
+        return Fit(correction, record={"prior": dict(correction.record)})

@@ -10,11 +10,13 @@ composition keeps them: a vote of out-of-fold sources is out of fold.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
 from ..data.dataset import read_folds
-from ..data.people import profile_of
+from ..data.people import person_codes, person_folds, profile_of
 from ..data.project import Project
 from ..data.store import PredictionSet, Split, Store
 from ..errors import EnsError, preview, unknown
@@ -88,3 +90,61 @@ def aligned_sets(sets: Mapping[str, PredictionSet], ids: np.ndarray) -> tuple[di
         if not np.array_equal(s.labels, labels):
             raise EnsError(f"source {name!r} carries other labels for the same images; was it made on another data folder?")
     return aligned, labels
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The labelled images a composition is fitted, scored and kept on, with its sources there.
+
+    sets: ``{source: PredictionSet}`` aligned on the same ImageIDs ``(n,)`` (sorted); labels:
+    their joint classes ``(n,)``; scope: the line that says which images these are; oof: every
+    source predicts every one of them out of fold (so does any composition of them); notes:
+    what held the scope back. `folds` are the person-grouped folds every fit and score uses.
+    """
+
+    sets: Mapping[str, PredictionSet]
+    labels: np.ndarray
+    scope: str = ""
+    oof: bool = False
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return next(iter(self.sets.values())).image_ids
+
+    @cached_property
+    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(fit, score) row positions, every person on one side (`people.person_folds`)."""
+        return person_folds(self.ids)
+
+    @property
+    def people(self) -> int:
+        return int(person_codes(self.ids).max()) + 1 if len(self.ids) else 0
+
+    def only(self, names: Sequence[str]) -> Labelled:
+        """The same images with the sources `names` alone."""
+        return replace(self, sets={n: self.sets[n] for n in names})
+
+
+def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Labelled:
+    """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
+    ids, scope, notes = scoring_images(project, sets)
+    aligned, labels = aligned_sets(sets, ids)
+    return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes))
+
+
+def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
+    """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
+    if not project.folds.is_file():
+        return
+    folds = read_folds(project.folds)
+    for name, pset in sets.items():
+        entry = next((m for m in project.models if m.name == name), None)
+        if entry is None or entry.is_fold_group or entry.fold is None:
+            continue
+        outside = folds.reindex(profile_of(pset.image_ids)).to_numpy() != entry.fold
+        if outside.any():
+            raise EnsError(
+                f"model {name!r} held out fold {entry.fold} only: {int(outside.sum())} of its labelled images are of "
+                f"people in other folds, which it trained on; nothing can be fitted on them"
+            )

@@ -31,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..data.labels import TASKS, Task, encode, marginals, one_hot
-from ..data.stable import NOISE, decide, tie_tolerance, weighted_sum
+from ..data.labels import TASKS, encode, marginals, one_hot
+from ..data.stable import decide, tie_tolerance, weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
+from .engine import Composed, Context, Fit, Fitted, Sources, Step
 from .recipe import Recipe
 
 EPS = 1e-6
@@ -159,33 +161,6 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
     raise EnsError(f"--method {method} is not a vote")
 
 
-@dataclass(frozen=True, eq=False)
-class Composed:
-    """A recipe's vote on aligned prediction sets.
-
-    labels: ``(n,)`` joint classes. probs: ``{task: (n, k)}``. joint: ``(n, 18)`` when voted on
-    the joint, else None. mode: ``"joint"`` or ``"per-task"``.
-    """
-
-    image_ids: np.ndarray
-    labels: np.ndarray
-    probs: Mapping[Task, np.ndarray]
-    joint: np.ndarray | None
-    mode: str
-
-    @classmethod
-    def decided(cls, image_ids: np.ndarray, probs: Mapping[Task, np.ndarray], joint: np.ndarray | None, mode: str) -> Composed:
-        """A composition whose labels are its probabilities' decision (`stable.decide`): the
-        joint argmax when there is a joint, else the per-task argmaxes encoded."""
-        labels = decide(joint, NOISE) if joint is not None else encode(*(decide(probs[t], NOISE) for t in TASKS))
-        return cls(image_ids, labels, probs, joint, mode)
-
-    def take(self, rows: np.ndarray) -> Composed:
-        """The rows `rows` (positions ``(m,)``) of the composition."""
-        joint = None if self.joint is None else self.joint[rows]
-        return Composed(self.image_ids[rows], self.labels[rows], {t: p[rows] for t, p in self.probs.items()}, joint, self.mode)
-
-
 def check_coverage(recipe: Recipe, sets: Mapping[str, PredictionSet]) -> None:
     """Every source must predict the tasks the recipe gives it."""
     for task, terms in recipe.tasks.items():
@@ -227,3 +202,68 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
             [sets[t.source].probs[task] for t in terms], [t.weight for t in terms], method, tie
         )
     return Composed(first.image_ids, encode(*(task_labels[t] for t in TASKS)), probs, None, mode)
+
+
+# --- the voting steps -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittedVote(Fitted):
+    """A vote has nothing to fit: the recipe's weights and the rule."""
+
+    recipe: Recipe
+    method: Method
+    per_task: bool = False
+    tie: Tie = Tie.MASS
+
+    def apply(self, x: Sources) -> Composed:
+        return combine(self.recipe, x, self.method, self.per_task, self.tie)
+
+
+@dataclass(frozen=True)
+class _Vote(Step):
+    """A vote of the recipe's sources (`combine`); `per_task` votes each task on its marginals
+    even when every source carries the 18-way joint."""
+
+    per_task: bool = False
+    method: ClassVar[Method]
+    combines: ClassVar[bool] = True
+    reweights: ClassVar[bool] = False
+
+    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedVote:
+        return FittedVote(ctx.recipe, self.method, self.per_task, getattr(self, "tie", Tie.MASS))
+
+    def cross_fit(self, x: Sources, labels: np.ndarray, folds: Any, target: Any, ctx: Context) -> Fit:
+        fitted = self.fit(x, labels, ctx)  # nothing learned: the vote of the labelled images is out of fold as its sources are
+        return Fit(fitted, fitted.apply(x))
+
+    def fit_blind(self, target: Any, ctx: Context) -> Fit:
+        return Fit(self.fit({}, np.zeros(0, dtype=np.int64), ctx))
+
+
+@dataclass(frozen=True)
+class Soft(_Vote):
+    """The weighted mean of the sources' probabilities (the default)."""
+
+    name: ClassVar[str] = "soft"
+    method: ClassVar[Method] = Method.SOFT
+
+
+@dataclass(frozen=True)
+class Geo(_Vote):
+    """The weighted mean of the sources' log-probabilities."""
+
+    name: ClassVar[str] = "geo"
+    method: ClassVar[Method] = Method.GEO
+
+
+@dataclass(frozen=True)
+class Hard(_Vote):
+    """The weighted majority of the sources' answers, a tie broken by `tie` (`Tie`)."""
+
+    tie: Tie = Tie.MASS
+    name: ClassVar[str] = "hard"
+    method: ClassVar[Method] = Method.HARD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tie", Tie(self.tie))

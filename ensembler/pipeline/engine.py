@@ -1,0 +1,264 @@
+"""One cross-validation engine: a pipeline of steps fitted on labelled images, applied to eval,
+scored out of fold.
+
+A composition is a `Pipeline` of `Step`s: one that combines the recipe's sources (a vote, a
+stack, a selection, auto) and then steps that refine the composition (calibrate and correct the
+priors, tune F1 offsets, decide by person). Each step is a small frozen config; `fit` returns a
+`Fitted` that `apply`s to a step's input (the sources' sets, or a composition) and describes its
+fitted parameters for the manifest. Shaped as scikit-learn shapes estimators and its Pipeline,
+over prediction sets.
+
+What is decided here, once, for every step (DESIGN.md §4): a step is fitted on the labelled
+images of the scope (`scope.Labelled`: out of fold for every source, else the validation fold)
+and on nothing else; what it predicts for those images is *cross-fitted*: each person-grouped
+fold by the step fitted on the other folds (`cross_fit`); the next step is fitted on that
+out-of-fold composition, so no step ever sees a prediction made in-sample; what is scored and
+kept with the composition is the last step's cross-fitted rows. A step may cross-fit itself
+(`Step.cross_fit`): auto makes its choice inside the loop, a prior correction is checked
+where the answers are known, by-person decoding is checked with the estimated train grouping.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..data.labels import N_JOINT, TASKS, Task, encode
+from ..data.stable import NOISE, decide
+from ..data.store import PredictionSet
+from ..errors import EnsError
+from ..scoring.metrics import macro_f1
+from .recipe import Recipe
+from .scope import Labelled
+
+if TYPE_CHECKING:
+    from ..data.project import Project
+
+@dataclass(frozen=True, eq=False)
+class Composed:
+    """A composition of ``n`` images: joint classes `labels` ``(n,)``, per-task probabilities
+    `probs` ``{task: (n, k)}``, the 18-way `joint` ``(n, 18)`` or None, and `mode`, how it was
+    made (``joint`` or ``per-task`` for a vote on those, else the combining step's name)."""
+
+    image_ids: np.ndarray
+    labels: np.ndarray
+    probs: Mapping[Task, np.ndarray]
+    joint: np.ndarray | None
+    mode: str
+
+    @classmethod
+    def decided(cls, image_ids: np.ndarray, probs: Mapping[Task, np.ndarray], joint: np.ndarray | None, mode: str) -> Composed:
+        """A composition whose labels are its probabilities' decision (`stable.decide`): the
+        joint argmax when there is a joint, else the per-task argmaxes encoded."""
+        labels = decide(joint, NOISE) if joint is not None else encode(*(decide(probs[t], NOISE) for t in TASKS))
+        return cls(image_ids, labels, probs, joint, mode)
+
+    def take(self, rows: np.ndarray) -> Composed:
+        """The rows `rows` (positions ``(m,)``) of the composition."""
+        joint = None if self.joint is None else self.joint[rows]
+        return Composed(self.image_ids[rows], self.labels[rows], {t: p[rows] for t, p in self.probs.items()}, joint, self.mode)
+
+
+Sources = Mapping[str, PredictionSet]  # a recipe's sources, aligned on the same images
+Input = Sources | Composed  # what a step is fitted on and applied to
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a step may read besides its input: the recipe, the project (the data folder, the
+    grouping files), and why there are no labelled images when there are none (`skipped`)."""
+
+    recipe: Recipe
+    project: Project | None = None
+    skipped: str | None = None
+
+
+class Fitted(ABC):
+    """A fitted step: `apply` maps its input (sources or a composition) to a composition."""
+
+    @abstractmethod
+    def apply(self, x: Input) -> Composed: ...
+
+    def describe(self) -> dict[str, Any]:
+        """The fitted parameters, for the manifest's `steps`."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A step fitted within a pipeline.
+
+    fitted: fitted on every labelled image of the scope; what eval gets. scored: its cross-fitted
+    composition of those images (None: the step does not change what is scored, as a prior
+    correction, whose labelled mix is train's). consistent: what the next step is fitted on
+    (None: the same as scored; auto scores its choice fold by fold, but the next step must see
+    the candidate eval gets). record: what the manifest keeps beside the fitted parameters.
+    cross_fitted: scored came from fits on other people (so the engine reports its fold spread).
+    """
+
+    fitted: Fitted
+    scored: Composed | None = None
+    consistent: Composed | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    cross_fitted: bool = False
+
+
+class Step(ABC):
+    """One step of a composition (a frozen dataclass). `combines`: it maps the recipe's sources
+    to a composition (the first step of a pipeline, and only it); otherwise it maps a
+    composition to a composition. `name` is what the manifest and the command line call it."""
+
+    name: ClassVar[str]
+    combines: ClassVar[bool] = False
+    flag: ClassVar[str] = ""  # the command-line flag that asks for it, for error messages
+    reweights: ClassVar[bool] = False  # it re-weights probabilities (a hard vote has none)
+
+    @abstractmethod
+    def fit(self, x: Input, labels: np.ndarray, ctx: Context) -> Fitted:
+        """Fit on the labelled `x` (sources or a composition of ``n`` images) and `labels` ``(n,)``."""
+
+    def cross_fit(self, x: Input, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Input | None, ctx: Context) -> Fit:
+        """Fitted on all of `x`; its composition of `x` cross-fitted over `folds` (`cross_fit`).
+        `target`: the step's input on eval (None when only scoring), for steps that look at it."""
+        return cross_fit(self, x, labels, folds, ctx)
+
+    def fit_blind(self, target: Input | None, ctx: Context) -> Fit:
+        """The step without labelled images (`ctx.skipped` says why): an error unless it needs none."""
+        raise EnsError(f"{self.flag or self.name} is fitted on labelled predictions; the recipe has none ({ctx.skipped})")
+
+    def config(self) -> dict[str, Any]:
+        """The step as configured: its name and options."""
+        out: dict[str, Any] = {"step": self.name}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = value if isinstance(value, (bool, int, float, type(None))) else str(value)
+        return out
+
+
+def take(x: Input, rows: np.ndarray) -> Input:
+    """The rows `rows` (positions) of sources or a composition."""
+    if isinstance(x, Composed):
+        return x.take(rows)
+    return {name: s.rows(rows) for name, s in x.items()}
+
+
+def assemble(parts: Sequence[tuple[np.ndarray, Composed]], n: int) -> Composed:
+    """One composition of ``n`` rows from `parts` ((row positions, composition of those rows), covering every row once)."""
+    first = parts[0][1]
+    ids = np.empty(n, dtype=object)
+    labels = np.zeros(n, dtype=np.int64)
+    probs = {t: np.zeros((n, p.shape[1])) for t, p in first.probs.items()}
+    joint = None if any(c.joint is None for _, c in parts) else np.zeros((n, N_JOINT))
+    for rows, c in parts:
+        ids[rows], labels[rows] = c.image_ids, c.labels
+        for t in probs:
+            probs[t][rows] = c.probs[t]
+        if joint is not None:
+            joint[rows] = c.joint
+    return Composed(ids, labels, probs, joint, first.mode)
+
+
+def cross_fit(step: Step, x: Input, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], ctx: Context) -> Fit:
+    """`step` fitted on all of `x`, and its out-of-fold composition of `x`: each fold's rows by
+    the step fitted on the other folds' images (`folds`: (fit, held) row positions)."""
+    fitted = step.fit(x, labels, ctx)
+    parts = [(held, step.fit(take(x, fit_rows), labels[fit_rows], ctx).apply(take(x, held))) for fit_rows, held in folds]
+    return Fit(fitted, assemble(parts, len(labels)), record={}, cross_fitted=True)
+
+
+@dataclass(frozen=True)
+class CVScore:
+    """Out-of-fold 18-class macro F1 over all images, and its mean and spread across the folds."""
+
+    f1_18: float
+    fold_mean: float
+    fold_std: float
+    folds: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"folds": self.folds, "f1_18_fold_mean": self.fold_mean, "f1_18_fold_std": self.fold_std}
+
+
+def cv_score(labels: np.ndarray, predicted: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> CVScore:
+    """The 18-class macro F1 of out-of-fold `predicted` ``(n,)`` over all images and per fold."""
+    per_fold = [macro_f1(labels[held], predicted[held], N_JOINT) for _, held in folds]
+    return CVScore(macro_f1(labels, predicted, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Steps in order: one that combines the sources, then steps that refine the composition.
+
+    Built from steps, a step, or a method name (``"soft"``, ``"stack"``, …: that combining step
+    alone; `Pipeline.of`). Checked when built: the first step combines and no other does; a step
+    that re-weights probabilities does not follow a hard vote; decoding by person comes last."""
+
+    steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.steps)
+        object.__setattr__(self, "steps", steps)
+        if not steps or not steps[0].combines:
+            raise EnsError("a pipeline starts with a step that combines the sources (a vote, stack, select or auto)")
+        extra = [s.name for s in steps[1:] if s.combines]
+        if extra:
+            raise EnsError(f"a pipeline combines the sources once; {', '.join(extra)} come(s) after {steps[0].name}")
+        if steps[0].name == "hard":
+            for step in steps[1:]:
+                if step.reweights:
+                    raise EnsError(f"{step.flag or step.name} re-weights probabilities; a hard vote has none (use --method soft or geo)")
+        last = [i for i, s in enumerate(steps) if s.name == "by_person"]
+        if last and last != [len(steps) - 1]:
+            raise EnsError("decoding by person decides the classes: it is the last step, and comes once")
+
+    @property
+    def combine(self) -> Step:
+        return self.steps[0]
+
+    def has(self, name: str) -> bool:
+        return any(s.name == name for s in self.steps)
+
+    def __str__(self) -> str:
+        return " -> ".join(s.name for s in self.steps)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A pipeline run: the eval composition (None when only scoring), the last cross-fitted
+    composition of the labelled images (None without them: what is scored and kept), each step's
+    record (config, fitted parameters, details) and, when a step was cross-fitted, the fold score."""
+
+    eval: Composed | None
+    scored: Composed | None
+    records: list[dict[str, Any]]
+    cv: CVScore | None = None
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The record of the step called `name`, or None."""
+        return next((r for r in self.records if r["step"] == name), None)
+
+
+def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, ctx: Context) -> Run:
+    """Fit `pipeline` on `labelled` (None: there are none, `ctx.skipped` says why), apply it to
+    `target` (the sources on eval; None to score only), and cross-fit every step (module doc)."""
+    x = None if labelled is None else {s: labelled.sets[s] for s in ctx.recipe.sources}
+    scored, records, cross_fitted = None, [], False
+    current: Input | None = target
+    for step in pipeline.steps:
+        fit = step.fit_blind(current, ctx) if x is None else step.cross_fit(x, labelled.labels, labelled.folds, current, ctx)
+        if current is not None:
+            current = fit.fitted.apply(current)
+        if fit.scored is not None:
+            scored = fit.scored
+            x = fit.consistent if fit.consistent is not None else fit.scored
+        elif x is not None and step.combines:
+            raise EnsError(f"{step.name}: a combining step must compose the labelled images")
+        cross_fitted = cross_fitted or fit.cross_fitted
+        records.append({**step.config(), **fit.fitted.describe(), **fit.record})
+    cv = cv_score(labelled.labels, scored.labels, labelled.folds) if cross_fitted and scored is not None else None
+    return Run(current, scored, records, cv)
+
