@@ -52,7 +52,7 @@ _LAZY = {
     "Stack": "pipeline.learned",
     "Select": "pipeline.learned",
     "Pool": "pipeline.learned",
-    "Auto": "pipeline.learned",
+    "Auto": "pipeline.auto",
     "Priors": "pipeline.priors",
     "TuneF1": "pipeline.tuning",
     "ByPerson": "pipeline.persons",
@@ -68,9 +68,10 @@ assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 if TYPE_CHECKING:
     from .api import Tables, compose, group, import_source, load_project, pick_final, predict, report
     from .data.project import Project
+    from .pipeline.auto import Auto
     from .pipeline.composition import Composition
     from .pipeline.engine import Pipeline
-    from .pipeline.learned import Auto, Pool, Select, Stack
+    from .pipeline.learned import Pool, Select, Stack
     from .pipeline.persons import ByPerson
     from .pipeline.priors import Priors
     from .pipeline.recipe import Recipe, parse_recipe

@@ -370,9 +370,11 @@ METHOD_HELP = (
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
     "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
-    "(Caruana et al. 2004); auto (as --auto): the best by cross-validated 18-class macro F1 of the soft and geometric votes, "
-    "the per-task choice (per task, each source alone, their vote, selection or stack) and the stack on the 18-way joint. stack, select and auto are fitted on the sources' labelled predictions and scored by "
-    "person-grouped cross-validation."
+    "(Caruana et al. 2004); auto (as --auto): among the soft and geometric votes, the per-task choice (per task, each source "
+    "alone, their vote, selection or stack) and the stack on the 18-way joint, the one with the best cross-validated 18-class "
+    "macro F1, taken over the soft vote only when its gain is beyond the noise (paired person bootstrap, 90% interval above 0), "
+    "never learned on a class of fewer than 5 labelled people, never one whose eval decisions run away. stack, select and auto "
+    "are fitted on the sources' labelled predictions and scored by person-grouped cross-validation."
 )
 TIE_HELP = (
     "How a hard vote breaks a tie between classes with equal vote totals: mass (the tied classes' "
@@ -398,7 +400,7 @@ def compose(
     parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False, metavar="PART")] = None,
     method: Annotated[Optional[Method], typer.Option("--method", help=METHOD_HELP + " Default: soft.", show_default=False)] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Pick the best composition by cross-validated 18-class macro F1 (votes, per-task choices, stacks) and say why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Pick the composition with the best cross-validated 18-class macro F1 (votes, per-task choices, stacks), over the soft vote only where its gain is beyond the noise, and say why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
     balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,

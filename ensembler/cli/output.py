@@ -41,7 +41,7 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     learned = {
         "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
         "select": "ensemble selection per task, on the labelled predictions",
-        "auto": "the candidate with the best cross-validated 18-class macro F1 (votes, per-task choices, stacks)",
+        "auto": "the soft vote, or the candidate with the best cross-validated 18-class macro F1 where it wins beyond the noise (votes, per-task choices, stacks)",
         "pool": "a log-linear pool of the sources' 18-way joints, fitted on the labelled predictions",
     }
     lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
@@ -52,6 +52,24 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
         chosen = next(c for c in ranked if c["label"] == record["chosen"])
         lines.append(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
+        why = record.get("why") or {}
+        if "interval" in why:
+            best = f"{why['best']} " if why.get("best") else ""
+            lines.append(f"{'    ' if task.startswith(' ') else '  '}why: {why['rule']} ({best}margin {why['margin']:+.4f}, 90% CI {why['interval'][0]:+.4f} to {why['interval'][1]:+.4f}, positive in {why['positive']:.0%} of the person resamples)")
+    mix = {t: e for t, e in (auto.get("eval_mix") or {}).items() if "dropped" not in e}
+    if mix:
+        shifts = "; ".join(f"{t} train {e['train']} -> eval {e['eval']}" for t, e in mix.items())
+        lines.append(f"candidates scored on the labelled images re-weighted to the eval mix EM estimates from the calibrated soft vote ({shifts})")
+    for label, reason in (auto.get("run_away") or {}).items():
+        lines.append(f"not chosen, its eval decisions run away: {label}: {reason}")
+    if auto.get("pool"):
+        lines.append(auto["pool"])
+    thin = dict(auto.get("thin") or {})
+    for step in sub.steps:
+        thin.update(step.get("too_thin") or {})
+        thin.update((step.get("tune_f1") or {}).get("too_thin") or {})
+    for why in thin.values():
+        lines.append(f"too thin to learn: {why}")
     for task, weights in (val.get("weights") or {}).items():
         lines.append(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
     prior = sub.priors or {}
@@ -61,7 +79,7 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     for where, cal in (prior.get("calibration") or {}).items():
         losses = ", ".join(f"{m} {v:.4f}" for m, v in cal["oof_nll"].items())
         temperature = f", T={cal['temperature']:.2f}" if "temperature" in cal else ""
-        lines.append(f"calibrated ({where}): {cal['method']}{temperature}; out-of-fold log-loss {losses}")
+        lines.append(f"calibrated ({where}): {cal['method']}{temperature}; out-of-fold log-loss {losses}" + (f"; {cal['note']}" if "note" in cal else ""))
     if prior:
         check = prior.get("check")
         evidence = f"; labelled check: 18-class F1 {check['gain']:+.4f} ±{check['spread']:.4f}, better in {check['wins']:.0%} of {check['replicates']} person resamples" if check else ""

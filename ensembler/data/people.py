@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EnsError
+from .labels import CLASS_NAMES, N_CLASSES, TASKS, Task, decode
 
 CV_FOLDS = 5
+MIN_PEOPLE = 5  # a class held by fewer labelled people is too thin for a learned step to decide
 
 
 def profile_of(image_ids: np.ndarray) -> np.ndarray:
@@ -40,3 +42,34 @@ def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS) -> list[tuple[n
     if n_folds < 2:
         raise EnsError("cross-validation needs labelled images of at least two people")
     return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
+
+
+def thin_classes(labels: np.ndarray, image_ids: np.ndarray) -> dict[Task, dict[int, int]]:
+    """Per task, the classes held by fewer than `MIN_PEOPLE` of the labelled people (absent
+    ones too), with their number of people: ``{task: {class: people}}`` (tasks with none left out)."""
+    persons, truth = person_codes(image_ids), decode(labels)
+    out = {}
+    for task in TASKS:
+        people = np.array([len(np.unique(persons[truth[task] == c])) for c in range(N_CLASSES[task])])
+        thin = {c: int(people[c]) for c in range(N_CLASSES[task]) if people[c] < MIN_PEOPLE}
+        if thin:
+            out[task] = thin
+    return out
+
+
+def thin_pairs(labels: np.ndarray, image_ids: np.ndarray) -> list[str]:
+    """The gender x age classes held by fewer than `MIN_PEOPLE` people: a joint stack's biases
+    would decide them from too few."""
+    persons, truth = person_codes(image_ids), decode(labels)
+    out = []
+    for g in range(N_CLASSES[Task.GENDER]):
+        for a in range(N_CLASSES[Task.AGE]):
+            held = (truth[Task.GENDER] == g) & (truth[Task.AGE] == a)
+            if len(np.unique(persons[held])) < MIN_PEOPLE:
+                out.append(f"{CLASS_NAMES[Task.GENDER][g]} {CLASS_NAMES[Task.AGE][a]}")
+    return out
+
+
+def thin_text(task: Task, classes: dict[int, int]) -> str:
+    """``age 60+ (1 person), 30-59 (4 people)``: a task's thin classes (`thin_classes`) in words."""
+    return f"{task} " + ", ".join(f"{CLASS_NAMES[task][c]} ({n} {'person' if n == 1 else 'people'})" for c, n in classes.items())

@@ -208,12 +208,14 @@ class Choice:
     calibration: Calibration
     scores: dict[str, tuple[float, float]]
     oof: np.ndarray  # the chosen calibrator's out-of-fold probabilities on the labelled images (n, k)
+    note: str | None = None  # why a calibrator with class biases was not fitted
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.calibration.as_dict(),
             "oof_nll": {m: round(s[0], 4) for m, s in self.scores.items()},
             "oof_ece": {m: round(s[1], 4) for m, s in self.scores.items()},
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -222,14 +224,22 @@ def choose(
     labels: np.ndarray,
     folds: Sequence[tuple[np.ndarray, np.ndarray]],
     method: Calibrator | str = Calibrator.AUTO,
+    thin: str | None = None,
 ) -> Choice:
     """Score each calibrator out of fold (fit on the other folds' images, predict these), pick
     `method` or, with ``auto``, the one with the lowest out-of-fold log-loss, and fit it on all.
 
     probs: ``(n, k)``; labels: ``(n,)``; folds: (fit, score) index pairs, person-grouped.
+    thin: the classes too thin to learn, in words (`people.thin_text`), when there are some:
+    then no calibrator with a bias per class (bcts, vs) is fitted, temperature scaling stands in.
     """
     method = Calibrator(method)
-    candidates = FITTED if method is Calibrator.AUTO else (Calibrator.NONE, method)
+    biased = method in (Calibrator.BCTS, Calibrator.VS, Calibrator.AUTO)
+    note = f"{thin}: too thin for a bias per class; temperature scaling only" if thin and biased else None
+    if note and method is not Calibrator.AUTO:
+        method = Calibrator.TS
+    fitted = (Calibrator.NONE, Calibrator.TS) if note else FITTED
+    candidates = fitted if method is Calibrator.AUTO else (Calibrator.NONE, method)
     scores: dict[str, tuple[float, float]] = {}
     oof: dict[Calibrator, np.ndarray] = {}
     for candidate in dict.fromkeys(candidates):
@@ -238,4 +248,4 @@ def choose(
             out[score_rows] = fit(candidate, probs[fit_rows], labels[fit_rows]).apply(probs[score_rows])
         scores[candidate.value], oof[candidate] = (nll(out, labels), ece(out, labels)), out
     chosen = min(candidates, key=lambda m: scores[m.value][0]) if method is Calibrator.AUTO else method
-    return Choice(fit(chosen, probs, labels), scores, oof[chosen])
+    return Choice(fit(chosen, probs, labels), scores, oof[chosen], note)

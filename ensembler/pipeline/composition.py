@@ -96,6 +96,7 @@ class Submission:
     tie: str | None = None  # a hard vote's tie rule
     warnings: list[str] = field(default_factory=list)
     by_person: dict[str, Any] | None = None  # the person decoding's record (compose by_person)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the manifest's steps, with their fitted parameters
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
@@ -333,7 +334,7 @@ def write_composition(project: Project, composition: Composition) -> Submission:
         store.write(_ensemble_set(name, composition.val_split, composition.val, composition.val_labels, composition.source_meta))
     return Submission(
         name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"],
-        manifest["by_person"],
+        manifest["by_person"], manifest["steps"],
     )
 
 

@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
-from ..data.people import person_of
+from ..data.people import person_of, thin_classes, thin_pairs, thin_text
 from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.evidence import f1_replicates, person_draws
@@ -294,15 +294,17 @@ def fit_correction(
     truth = decode(labels)
     train = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     joint_calibration, task_calibrations = None, {}
+    thin = thin_classes(labels, labelled.image_ids)
     if eval_composed.joint is not None and labelled.joint is not None:
-        choice = choose(labelled.joint, labels, folds, calibrate)
+        pairs = thin_pairs(labels, labelled.image_ids)
+        choice = choose(labelled.joint, labels, folds, calibrate, f"gender x age {', '.join(pairs)}" if pairs else None)
         joint_calibration, cal_val_joint = choice.calibration, choice.oof
         cal_val = marginals(cal_val_joint)
         record["calibration"] = {"joint": choice.as_dict()}
     else:
         cal_val_joint, cal_val, calibrations = None, {}, {}
         for task in eval_composed.probs:
-            choice = choose(labelled.probs[task], truth[task], folds, calibrate)
+            choice = choose(labelled.probs[task], truth[task], folds, calibrate, thin_text(task, thin[task]) if task in thin else None)
             cal_val[task], task_calibrations[task] = choice.oof, choice.calibration
             calibrations[task.value] = choice.as_dict()
         record["calibration"] = calibrations

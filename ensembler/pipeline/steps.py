@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import EnsError
+from .auto import Auto
 from .engine import Pipeline, Step
-from .learned import Auto, Pool, Select, Stack
+from .learned import Pool, Select, Stack
 from .persons import ByPerson
 from .priors import Priors
 from .tuning import TuneF1

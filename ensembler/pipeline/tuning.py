@@ -12,12 +12,13 @@ probabilities (`priors.reweight`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, encode
+from ..data.people import MIN_PEOPLE, thin_classes, thin_text
 from ..data.stable import decide as decide_class
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
@@ -50,16 +51,17 @@ def decide(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, offset
     return encode(*(decide_class(logs[t] + offsets[t]) for t in TASKS))
 
 
-def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, labels: np.ndarray) -> dict[Task, np.ndarray]:
+def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, labels: np.ndarray, held: Mapping[Task, Sequence[int]] | None = None) -> dict[Task, np.ndarray]:
     """Offsets ``{task: (k,)}`` that maximise the 18-class macro F1 of `decide` on `labels`
-    ``(n,)``: coordinate ascent over `OFFSET_GRID`, class 0 of each task held at 0, a move kept
-    only when it strictly improves (so uninformative data leaves the offsets at 0)."""
+    ``(n,)``: coordinate ascent over `OFFSET_GRID`, class 0 of each task held at 0 (and the
+    classes `held` ``{task: classes}``: too thin to tune), a move kept only when it strictly
+    improves (so uninformative data leaves the offsets at 0)."""
     offsets = {t: np.zeros(N_CLASSES[t]) for t in TASKS}
     best = macro_f1(labels, decide(logs, joint_log, offsets), N_JOINT)
     for _ in range(TUNE_PASSES):
         improved = False
         for task in TASKS:
-            for c in range(1, N_CLASSES[task]):
+            for c in (c for c in range(1, N_CLASSES[task]) if c not in (held or {}).get(task, ())):
                 for value in OFFSET_GRID:
                     trial = {**offsets, task: offsets[task].copy()}
                     trial[task][c] = value
@@ -87,6 +89,7 @@ class Tuned:
     scored: Composed
     before: CVScore
     after: CVScore
+    thin: dict[str, str] = field(default_factory=dict)  # the tasks whose thin classes kept offset 0, and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +98,7 @@ class Tuned:
             "f1_18_before": self.before.f1_18,
             "f1_18_after": self.after.f1_18,
             "f1_18_fold_std_after": self.after.fold_std,
+            **({"too_thin": self.thin} if self.thin else {}),
         }
 
 
@@ -105,15 +109,18 @@ def tune_f1(composed: Composed, labels: np.ndarray, splits: Sequence[tuple[np.nd
     logs, joint_log = _logs(composed)
     probs = {t: np.empty_like(v, dtype=np.float64) for t, v in composed.probs.items()}
     joint = None if composed.joint is None else np.empty_like(composed.joint, dtype=np.float64)
+    ids = composed.image_ids
     for fit_idx, held_idx in splits:
-        offsets = tune_offsets({t: v[fit_idx] for t, v in logs.items()}, None if joint_log is None else joint_log[fit_idx], labels[fit_idx])
+        offsets = tune_offsets({t: v[fit_idx] for t, v in logs.items()}, None if joint_log is None else joint_log[fit_idx], labels[fit_idx], thin_classes(labels[fit_idx], ids[fit_idx]))
         part = apply_offsets(composed.take(held_idx), offsets)
         for t in probs:
             probs[t][held_idx] = part.probs[t]
         if joint is not None:
             joint[held_idx] = part.joint
     scored = Composed.decided(composed.image_ids, probs, joint, composed.mode)
-    return Tuned(tune_offsets(logs, joint_log, labels), scored, cv_score(labels, composed.labels, splits), cv_score(labels, scored.labels, splits))
+    thin = thin_classes(labels, ids)
+    why = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people, offset held at 0" for t, classes in thin.items()}
+    return Tuned(tune_offsets(logs, joint_log, labels, thin), scored, cv_score(labels, composed.labels, splits), cv_score(labels, scored.labels, splits), why)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class TuneF1(Step):
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Offsets:
         logs, joint_log = _logs(x)
-        return Offsets(tune_offsets(logs, joint_log, labels))
+        return Offsets(tune_offsets(logs, joint_log, labels, thin_classes(labels, x.image_ids)))
 
     def cross_fit(self, x: Composed, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Any, ctx: Context) -> Fit:
         tuned = tune_f1(x, labels, folds)

@@ -1,0 +1,342 @@
+"""Auto: model selection over whole compositions, that keeps the soft vote unless the evidence says otherwise.
+
+Candidates, each cross-fitted on the labelled images: the recipe's soft vote (the reference,
+always a candidate) and geometric vote; the per-task choice (per task, each source alone,
+their soft vote, their selection and their stack); selection and stacking on every task; and,
+when every source carries the 18-way joint, the pool (`learned`). They are scored by the
+competition's score, the out-of-fold 18-class macro F1 (per task, the task's macro F1), and
+every choice is made inside the CV loop: each fold is predicted by the candidate chosen on
+the other folds, so auto's score is honest too.
+
+A thin labelled set makes the best out-of-fold score a noisy pick: with 60 labelled people the
+candidate that scores best by 0.05 is often worse on the hidden answers, once by 0.21 (the
+stack, having seen one person of 60+, called 8 of 2,100 eval images 60+ where 441 are). So
+`Auto(cautious=True)`, the default, chooses only on evidence:
+
+- **the rule**: the best-scoring candidate replaces the reference (the soft vote; per task, the
+  task's soft vote) only when its gain is beyond the noise, judged as `ens report` judges
+  gains: a paired person bootstrap of the out-of-fold decisions (Efron and Tibshirani 1993,
+  the cluster bootstrap), the 90 % interval of the gain above 0. The record says which rule
+  decided, the margin and the interval.
+- **thin classes**: a class of a task held by fewer than `MIN_PEOPLE` labelled people is too
+  thin to learn: for that task the learned options (selection, stack) are not offered, the
+  whole-composition selection and stack take the task's soft vote instead, and the pool (whose
+  biases are per joint class) is not offered when a class of gender x age is thin.
+- **the eval mix**: the candidates are scored on the labelled images re-weighted to the eval
+  mix that EM estimates from the calibrated soft vote (`eval_mix`): a stack that learned from
+  the labelled images that 60+ is rare is judged on an eval set that may hold three times as
+  many (without it, on simulated teams whose eval is older, auto chose such stacks beyond the
+  noise and lost up to 0.069 to the soft vote on the hidden answers).
+- **run-aways**: a candidate whose eval decisions give a class less than `COLLAPSE` (a quarter)
+  of what it can be expected to get (the labelled share, or the members' own eval calls if
+  fewer; `expected_shares`) is not chosen (the guard of the prior step, `priors.degenerate`,
+  applied to every candidate).
+
+`Auto(cautious=False)` is the plain choice by the best out-of-fold score (issue 11's auto),
+kept for comparison (`bench/evidence.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, joint_from_tasks
+from ..data.people import MIN_PEOPLE, person_codes, person_folds, thin_classes, thin_pairs, thin_text
+from ..data.stable import decide
+from ..scoring.evidence import LEVEL, f1_replicates, person_draws
+from ..scoring.metrics import macro_f1
+from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
+from .learned import FittedTasks, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit
+from .priors import COLLAPSE, PriorSpec, fit_correction
+from .recipe import Recipe
+from .voting import FittedVote, Method, check_coverage
+
+Folds = Sequence[tuple[np.ndarray, np.ndarray]]
+REPLICATES = 1000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way `auto` may predict a task (or the whole 18 classes), with the macro F1 of its
+    out-of-fold predictions and its spread (std) across the folds."""
+
+    label: str
+    f1: float
+    spread: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "f1": round(self.f1, 4), "spread": round(self.spread, 4)}
+
+
+# --- the rule ------------------------------------------------------------------------------------
+
+
+def paired_gain(y: np.ndarray, reference: np.ndarray, other: np.ndarray, persons: np.ndarray, k: int, weights: np.ndarray | None = None, replicates: int = REPLICATES) -> tuple[float, float, float]:
+    """The `LEVEL` (90 %) interval of the macro F1 (over `k` classes) gain of `other` over
+    `reference` (decisions ``(n,)``) on `y` ``(n,)``, people resampled with their images
+    (`persons` ``(n,)``; `weights` ``(n,)``: image weights, as `metrics.macro_f1`'s); and the
+    share of resamples in which the gain is positive."""
+    codes = np.unique(persons, return_inverse=True)[1]
+    values = f1_replicates(y, np.stack([reference, other]), codes, person_draws(int(codes.max()) + 1, replicates), k, weights)
+    gains = values[:, 1] - values[:, 0]
+    tail = (1 - LEVEL) / 2 * 100
+    return float(np.percentile(gains, tail)), float(np.percentile(gains, 100 - tail)), float((gains > 0).mean())
+
+
+def pick(f1: np.ndarray, decisions: Sequence[np.ndarray], y: np.ndarray, k: int, persons: np.ndarray, reference: int, allowed: np.ndarray, cautious: bool, weights: np.ndarray | None = None) -> tuple[int, dict[str, Any]]:
+    """The candidate chosen on these images: the best allowed one by `f1` ``(c,)`` (ties: the
+    first, the simplest); `cautious`: only when its paired gain over the `reference` is beyond
+    the noise (`paired_gain`), else the reference. Returns it and why."""
+    scores = np.where(allowed, f1, -np.inf)
+    best = int(np.argmax(scores))
+    if not cautious:
+        return best, {"rule": "best out-of-fold score"}
+    if best == reference:
+        return reference, {"rule": "the reference scores best"}
+    low, high, positive = paired_gain(y, decisions[reference], decisions[best], persons, k, weights)
+    why = {"margin": round(float(f1[best] - f1[reference]), 4), "interval": [round(low, 4), round(high, 4)], "positive": round(positive, 3)}
+    if low > 0:
+        return best, {"rule": "beyond the noise: the 90% interval of its paired gain over the reference is above 0", **why}
+    return reference, {"rule": "within the noise: the 90% interval of the best candidate's paired gain over the reference holds 0, so the reference is kept", "best": None, **why}
+
+
+def evidence_choice(
+    names: Sequence[str],
+    decisions: Sequence[np.ndarray],
+    y: np.ndarray,
+    k: int,
+    folds: Folds,
+    persons: np.ndarray,
+    reference: int = 0,
+    allowed: np.ndarray | None = None,
+    cautious: bool = True,
+    weights: np.ndarray | None = None,
+) -> tuple[list[Candidate], np.ndarray, int, dict[str, Any]]:
+    """Choose among candidates `names` by the macro F1 (over `k` classes) of their out-of-fold
+    `decisions` (each ``(n,)``) on `y` ``(n,)`` (`pick`), with the choice inside the CV loop;
+    `weights` ``(n,)``: the images weighted to the eval mix (`eval_mix`).
+
+    Returns each candidate with its F1 and fold spread; for every image, the candidate chosen on
+    the *other* folds' images (its row of the scored composition: choosing on the images scored
+    would flatter the choice); the candidate chosen on all images (the one applied to eval); and
+    why it was chosen."""
+    allowed = np.ones(len(names), bool) if allowed is None else np.asarray(allowed, bool)
+    w = (lambda rows: None) if weights is None else (lambda rows: weights[rows])  # noqa: E731
+    f1_of = lambda rows: np.array([macro_f1(y[rows], d[rows], k, w(rows)) for d in decisions])  # noqa: E731
+    every = np.arange(len(y))
+    candidates = [Candidate(n, float(f), float(np.std([macro_f1(y[held], d[held], k, w(held)) for _, held in folds]))) for n, f, d in zip(names, f1_of(every), decisions)]
+    per_row = np.zeros(len(y), dtype=np.int64)
+    for fit_rows, held in folds:
+        per_row[held], _ = pick(f1_of(fit_rows), [d[fit_rows] for d in decisions], y[fit_rows], k, persons[fit_rows], reference, allowed, cautious, w(fit_rows))
+    chosen, why = pick(np.array([c.f1 for c in candidates]), decisions, y, k, persons, reference, allowed, cautious, w(every))
+    if "best" in why:
+        why["best"] = names[int(np.argmax(np.where(allowed, [c.f1 for c in candidates], -np.inf)))]
+    return candidates, per_row, chosen, why
+
+
+# --- thin classes and run-aways -------------------------------------------------------------------
+
+
+def expected_shares(target: Sources, recipe: Recipe, labels: np.ndarray) -> dict[Task, np.ndarray]:
+    """Per task, the share of the eval images a class can be expected to get at the least
+    ``(k,)``: the smaller of the labelled images' true share and the share the members
+    themselves decide for it on eval (each source's argmax share, averaged over the recipe's
+    sources for the task). Members that over-call a rare class (23 % of 60+ decided on simulated
+    teams where 7 % are) do not make a candidate that calls it less a run-away; a class the
+    members call as often as the labels hold it does."""
+    truth = decode(labels)
+    out = {}
+    for t in TASKS:
+        members = np.mean([np.bincount(decide(target[term.source].probs[t]), minlength=N_CLASSES[t]) / len(target[term.source]) for term in recipe.tasks[t]], axis=0)
+        out[t] = np.minimum(members, np.bincount(truth[t], minlength=N_CLASSES[t]) / max(len(labels), 1))
+    return out
+
+
+def run_away(decided: Mapping[Task, np.ndarray], expected: Mapping[Task, np.ndarray]) -> str | None:
+    """Why eval decisions ``{task: (n,)}`` run away (a class expected for at least 1 % of the
+    images, `expected_shares`, decided for less than `COLLAPSE` of that), or None."""
+    for task, classes in decided.items():
+        share = np.bincount(classes, minlength=len(expected[task])) / max(len(classes), 1)
+        lost = [c for c in range(len(share)) if expected[task][c] >= 0.01 and share[c] < COLLAPSE * expected[task][c]]
+        if lost:
+            c = lost[0]
+            return f"{task} {CLASS_NAMES[task][c]!r} decided for {share[c]:.1%} of the eval images where {expected[task][c]:.1%} are expected (the labelled share, or the members' own calls if fewer)"
+    return None
+
+
+def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, target: Sources) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Image weights ``(n,)`` that re-weight the labelled images to the eval mix: EM's estimate
+    on the soft vote's eval probabilities, calibrated out of fold first, against the labelled
+    images' true mix (`priors.fit_correction`, estimates that run away dropped); each image
+    weighs the product over tasks of (estimated eval share / labelled share) of its true class
+    (importance weighting under label shift: Saerens, Latinne and Decaestecker 2002; Lipton,
+    Wang and Smola 2018). A candidate tuned to the labelled mix (a stack that learned that 60+ is
+    rare) is then judged where it is used, on an eval set that may be older. None when no
+    estimate stands; and the estimates, per task."""
+    soft = FittedVote(recipe, Method.SOFT)
+    correction = fit_correction(soft.apply(x), labels, folds, soft.apply(target), PriorSpec("em"))
+    record = {t: {key: v for key, v in entry.items() if key in ("train", "eval", "dropped")} for t, entry in correction.record.get("tasks", {}).items()}
+    if not correction.ratios:
+        return None, record
+    truth, weights = decode(labels), np.ones(len(labels))
+    for task, ratio in correction.ratios.items():
+        weights *= ratio[truth[task]]
+    return weights, record
+
+
+# --- the step ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One candidate of a task: its label, its kind (source, vote, selection, stack), its fitted
+    part, and its out-of-fold probabilities."""
+
+    label: str
+    kind: str
+    part: TaskPart
+    oof: np.ndarray
+
+
+def _task_options(recipe: Recipe, x: Sources, task: Task, y: np.ndarray, folds: Folds, learn: bool) -> list[_Option]:
+    """Every candidate for one task: each source alone, and with several sources their soft
+    vote and, when the task may be learned (`learn`), their ensemble selection and their stack;
+    cross-fitted."""
+    terms, k = recipe.tasks[task], N_CLASSES[task]
+    plans: list[tuple[str, str, list[int], Any]] = [(t.source, "source", [i], mean_fit([t.weight], k)) for i, t in enumerate(terms)]
+    if len(terms) > 1:
+        names, every = "+".join(map(str, terms)), list(range(len(terms)))
+        plans.append((f"soft vote {names}", "vote", every, mean_fit([t.weight for t in terms], k)))
+        if learn:
+            plans += [(f"selection from {names}", "selection", every, select_fit(k)), (f"stack of {names}", "stack", every, stack_fit(k))]
+    options = []
+    for label, kind, idx, fit in plans:
+        part = TaskPart(tuple(terms[i].source for i in idx), TaskModel(k))
+        model, oof = cross_fit_task(fit, part.parts(x, task), y, folds)
+        options.append(_Option(label, kind, replace(part, model=model), oof))
+    return options
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """One of auto's 18-class candidates: fitted (what eval gets), its out-of-fold composition of
+    the labelled images (`scored`, what its F1 is taken on) and what a step fitted after it must
+    see (`consistent`: the same as `scored` except for the per-task choice)."""
+
+    label: str
+    fitted: Fitted
+    scored: Composed
+    consistent: Composed
+
+
+@dataclass(frozen=True)
+class FittedAuto(Fitted):
+    """Auto's choice, fitted on every labelled image."""
+
+    chosen: Fitted
+    label: str
+
+    def apply(self, x: Sources) -> Composed:
+        return replace(self.chosen.apply(x), mode="auto")
+
+    def describe(self) -> dict[str, Any]:
+        return {"chosen": self.label, **self.chosen.describe()}
+
+
+@dataclass(frozen=True)
+class Auto(Step):
+    """Model selection over whole compositions (module doc), the choice inside the CV loop;
+    `cautious`: only on evidence, never on a class too thin to learn, never a run-away."""
+
+    cautious: bool = True
+    name: ClassVar[str] = "auto"
+    combines: ClassVar[bool] = True
+
+    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> Fitted:
+        return self.cross_fit(x, labels, person_folds(next(iter(x.values())).image_ids), None, ctx).fitted
+
+    def cross_fit(self, x: Sources, labels: np.ndarray, folds: Folds, target: Sources | None, ctx: Context) -> Fit:
+        recipe = ctx.recipe
+        check_coverage(recipe, x)
+        ids, truth = next(iter(x.values())).image_ids, decode(labels)
+        persons = person_codes(ids)
+        thin = thin_classes(labels, ids) if self.cautious else {}
+        expected = expected_shares(target, recipe, labels) if self.cautious and target is not None else None
+        image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None else (None, {})
+        chosen_parts, scored_probs, consistent_probs, tasks_record, weights = {}, {}, {}, {}, {}
+        every: dict[str, dict[Task, _Option]] = {"selection": {}, "stack": {}}
+        for task in TASKS:
+            options = _task_options(recipe, x, task, truth[task], folds, learn=task not in thin)
+            reference = next(i for i, o in enumerate(options) if o.kind == "vote") if len(options) > 1 else 0
+            allowed = np.ones(len(options), bool)
+            if expected is not None:
+                allowed = np.array([i == reference or run_away({task: decide(o.part.model.predict(o.part.parts(target, task)))}, expected) is None for i, o in enumerate(options)])
+            candidates, per_row, chosen, why = evidence_choice([o.label for o in options], [decide(o.oof) for o in options], truth[task], N_CLASSES[task], folds, persons, reference, allowed, self.cautious, image_weights)
+            tasks_record[task.value] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates], "why": why}
+            best = options[chosen]
+            chosen_parts[task] = best.part
+            scored_probs[task] = np.stack([o.oof for o in options])[per_row, np.arange(len(per_row))]
+            consistent_probs[task] = best.oof
+            if best.kind == "selection":
+                weights[task.value] = {s: round(float(w), 4) for s, w in zip(best.part.sources, best.part.model.weights)}
+            for kind in every:  # the selection and the stack of all the task's sources (too thin to learn, or one source: its reference)
+                every[kind][task] = next((o for o in options if o.kind == kind), options[reference])
+        tasks = ", ".join(f"{t} {tasks_record[t.value]['chosen']}" for t in TASKS)
+        per_task = [_Whole(f"per task: {tasks}", FittedTasks(chosen_parts, "auto"), Composed.decided(ids, scored_probs, None, "auto"), Composed.decided(ids, consistent_probs, None, "auto"))]
+        for kind, label in (("selection", "selection per task"), ("stack", "stack per task")):
+            oof = Composed.decided(ids, {t: o.oof for t, o in every[kind].items()}, None, "auto")
+            per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto"), oof, oof))
+        whole, record = self._choose(recipe, x, labels, folds, per_task, target, expected, image_weights, ctx)
+        record["tasks"] = tasks_record
+        if mix:
+            record["eval_mix"] = mix  # the candidates' scores are on the labelled images weighted to it
+        if thin:
+            record["thin"] = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people; no selection or stack for {t}" for t, classes in thin.items()}
+        if whole.label == per_task[0].label and weights:
+            record["weights"] = weights  # the per-task selections are what eval gets
+        return Fit(FittedAuto(whole.fitted, whole.label), whole.scored, whole.consistent, {"auto": record}, cross_fitted=True)
+
+    def _choose(
+        self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task, np.ndarray] | None, weights: np.ndarray | None, ctx: Context
+    ) -> tuple[_Whole, dict[str, Any]]:
+        """Auto's final choice, by out-of-fold **18-class** macro F1 (the competition's score),
+        inside the CV loop: the recipe's soft vote (the reference) and geometric vote (on the
+        joint when every source carries it, as `combine` does), the per-task candidates and,
+        when every source carries the joint (and no gender x age class is thin), the pool."""
+        candidates, record = [], {}
+        for vote in (Method.SOFT, Method.GEO):
+            fitted = FittedVote(recipe, vote)
+            scored = fitted.apply(x)
+            label = f"{vote.value} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)")
+            candidates.append(_Whole(label, fitted, scored, scored))
+        candidates += per_task
+        if all(x[s].joint is not None for s in recipe.sources):
+            ids = next(iter(x.values())).image_ids
+            thin = thin_pairs(labels, ids) if self.cautious else []
+            if thin:
+                record["pool"] = f"the stack on the 18-way joint is not offered: too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE})"
+            else:
+                pool = cross_fit(Pool(), x, labels, folds, ctx)
+                scored = replace(pool.scored, mode="auto")
+                candidates.append(_Whole(f"stack of {'+'.join(recipe.sources)} on the 18-way joint", pool.fitted, scored, scored))
+        allowed = np.ones(len(candidates), bool)
+        if expected is not None:
+            away = {c.label: run_away(decode(c.fitted.apply(target).labels), expected) for c in candidates[1:]}
+            allowed[1:] = [away[c.label] is None for c in candidates[1:]]
+            if any(away.values()):
+                record["run_away"] = {label: why for label, why in away.items() if why}
+        persons = person_codes(next(iter(x.values())).image_ids)
+        scores, per_row, chosen, why = evidence_choice([c.label for c in candidates], [c.scored.labels for c in candidates], labels, N_JOINT, folds, persons, 0, allowed, self.cautious, weights)
+        rows = np.arange(len(labels))
+        probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in TASKS}
+        decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
+        best = candidates[chosen]
+        joint = None
+        if best.scored.joint is not None:  # the scored set carries a joint as eval's does (a per-task row: the product of its marginals, same argmax)
+            joint = np.stack([c.scored.joint if c.scored.joint is not None else joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
+        scored = Composed(best.scored.image_ids, decided, probs, joint, "auto")
+        return _Whole(best.label, best.fitted, scored, best.consistent), {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}

@@ -1,0 +1,113 @@
+"""Auto chooses on evidence (issue 26): the paired person-bootstrap rule, classes too thin to
+learn, and run-aways, each on hand-made cases."""
+
+import numpy as np
+import pytest
+
+from ensembler.data.labels import Task, encode
+from ensembler.data.people import person_codes, thin_classes, thin_pairs, thin_text
+from ensembler.pipeline.auto import evidence_choice, paired_gain, pick, run_away
+from ensembler.scoring.evidence import bootstrap
+
+
+def _ids(people, per=7):
+    return np.array([f"{p:06d}_male_Asian_20/mask{i}.jpg" for p in range(people) for i in range(per)], dtype=object)
+
+
+def test_thin_classes_count_people_not_images():
+    ids = _ids(10)
+    age = np.repeat([0, 0, 0, 0, 0, 1, 1, 1, 1, 2], 7)  # 5 people under 30, 4 of 30-59, 1 of 60+
+    gender = np.repeat([0, 1] * 5, 7)
+    labels = encode(np.tile(np.arange(7) % 3, 10), gender, age)
+    thin = thin_classes(labels, ids)
+    assert thin[Task.AGE] == {1: 4, 2: 1} and Task.MASK not in thin  # every person has every mask class
+    assert thin_text(Task.AGE, thin[Task.AGE]) == "age 30-59 (4 people), 60+ (1 person)"
+    assert "male 60+" in thin_pairs(labels, ids) and len(thin_pairs(labels, ids)) == 6  # every gender x age pair has < 5 people here
+
+
+def test_run_away_is_a_class_decided_far_below_what_is_expected():
+    implied = {Task.AGE: np.array([0.45, 0.35, 0.20])}
+    fine = {Task.AGE: np.array([0] * 50 + [1] * 35 + [2] * 15)}
+    gone = {Task.AGE: np.array([0] * 60 + [1] * 36 + [2] * 4)}  # 4 % where 20 % are implied: under a quarter
+    assert run_away(fine, implied) is None
+    assert run_away(gone, implied) == "age '60+' decided for 4.0% of the eval images where 20.0% are expected (the labelled share, or the members' own calls if fewer)"
+
+
+def test_the_paired_gain_is_the_person_bootstrap_of_ens_report():
+    rng = np.random.default_rng(0)
+    ids = _ids(60)
+    y = rng.integers(0, 18, len(ids))
+    a = np.where(rng.random(len(y)) < 0.5, y, rng.integers(0, 18, len(y)))
+    b = np.where(rng.random(len(y)) < 0.6, y, a)
+    low, high, positive = paired_gain(y, a, b, person_codes(ids), 18)
+    found = bootstrap(y, np.stack([a, b]), person_codes(ids), reference=0)  # the report's engine, same draws
+    assert (low, high) == pytest.approx((found.gain_low[1], found.gain_high[1])) and positive == pytest.approx(found.positive[1])
+
+
+def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():
+    rng = np.random.default_rng(1)
+    ids = _ids(40)
+    persons = person_codes(ids)
+    y = rng.integers(0, 3, len(ids))
+    reference = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))
+    close = reference.copy()
+    flip = rng.choice(np.flatnonzero(reference != y), 6, replace=False)
+    close[flip] = y[flip]  # a hair better: 6 of 280 images fixed, 4 others broken
+    broken = rng.choice(np.flatnonzero(reference == y), 4, replace=False)
+    close[broken] = (y[broken] + 1) % 3
+    far = np.where(rng.random(len(y)) < 0.95, y, reference)  # much better
+    from ensembler.scoring.metrics import macro_f1
+
+    f1 = lambda ds: np.array([macro_f1(y, d, 3) for d in ds])  # noqa: E731
+    chosen, why = pick(f1([reference, close]), [reference, close], y, 3, persons, 0, np.ones(2, bool), cautious=True)
+    assert chosen == 0 and why["rule"].startswith("within the noise") and why["margin"] > 0 and why["interval"][0] <= 0
+    assert pick(f1([reference, close]), [reference, close], y, 3, persons, 0, np.ones(2, bool), cautious=False)[0] == 1  # plain: the best score
+    chosen, why = pick(f1([reference, far]), [reference, far], y, 3, persons, 0, np.ones(2, bool), cautious=True)
+    assert chosen == 1 and why["rule"].startswith("beyond the noise") and why["interval"][0] > 0
+    chosen, _ = pick(f1([reference, far]), [reference, far], y, 3, persons, 0, np.array([True, False]), cautious=True)
+    assert chosen == 0  # a run-away is never chosen, however it scores
+
+
+def test_the_choice_is_made_inside_the_loop_on_evidence():
+    from ensembler.data.people import person_folds
+
+    rng = np.random.default_rng(2)
+    ids = _ids(50)
+    y = rng.integers(0, 3, len(ids))
+    reference = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))
+    noise = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))  # as good, by chance a little better or worse
+    candidates, per_row, chosen, why = evidence_choice(["vote", "noise"], [reference, noise], y, 3, person_folds(ids), person_codes(ids))
+    assert chosen == 0 and set(per_row.tolist()) == {0} and [c.label for c in candidates] == ["vote", "noise"]
+
+
+def test_a_stack_on_the_joint_is_refused_on_thin_gender_and_age(project, toy, tmp_path):
+    import pandas as pd
+    from conftest import write_csv
+
+    import ensembler as ens
+    from ensembler.data.toy import teammate_csv
+
+    truth = pd.concat([toy.eval, toy.train])
+    for i, name in enumerate("ab"):
+        ens.import_source(project, write_csv(tmp_path / f"{name}.csv", teammate_csv(truth, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=i)), name)
+    with pytest.raises(ens.EnsError, match=r"too few labelled people of .*60\+.* \(fewer than 5\) to fit a stack on the 18-way joint"):
+        ens.compose(project, "*:a+b", ens.Pool())
+
+
+def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
+    from ensembler.data.labels import TASKS, decode
+    from ensembler.data.people import person_folds
+    from ensembler.data.store import PredictionSet, Split
+    from ensembler.data.teams import simulate_team
+    from ensembler.pipeline.auto import eval_mix
+    from ensembler.pipeline.recipe import Recipe, Term
+
+    team = simulate_team("near-copies", "age", n_train_people=300, n_eval_people=150, seed=3)  # eval older (22 % 60+, labelled 7 %)
+    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
+    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
+    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
+    weights, record = eval_mix(recipe, labelled, team.labels, person_folds(team.labelled_ids), targets)
+    age = decode(team.labels)[Task.AGE]
+    assert record["age"]["eval"][2] > 2 * record["age"]["train"][2]  # EM sees the older eval set
+    assert weights[age == 2].mean() > 2 and weights[age == 0].mean() < 1  # 60+ counts for more, under 30 for less
+    assert np.isclose((weights * (age == 2)).sum() / weights.sum(), record["age"]["eval"][2], atol=0.02)  # the weighted mix is the estimate
