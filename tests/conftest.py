@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -55,3 +56,43 @@ def faces(tmp_path: Path, _drawn_faces: ToyCompetition) -> ToyCompetition:
     shutil.copytree(root, tmp_path / "comp")
     moved = lambda path: tmp_path / "comp" / path.relative_to(root)  # noqa: E731
     return dataclasses.replace(_drawn_faces, data=moved(_drawn_faces.data), answers=moved(_drawn_faces.answers), train=_drawn_faces.train.copy(), eval=_drawn_faces.eval.copy())
+
+
+# --- headless Chromium (the pages of ens report --html and ens audit --html) ---------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--log-level=0",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (the test set-up installs it: tests/install-chromium), else skipped with the reason."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if not found:
+        pytest.skip("headless Chromium is not installed: run tests/install-chromium (apt-get install chromium, as root)")
+    return found
+
+
+def render(chromium: str, page, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def console_errors(stderr: str) -> list[str]:
+    """Console messages and failed loads that Chromium logs for the page."""
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import hard_csv, write_csv
+from conftest import console_errors, hard_csv, render, write_csv
 from sklearn.metrics import confusion_matrix
 
 from ensembler.data.labels import Task, decode, encode
@@ -184,46 +182,6 @@ def test_cli_writes_the_page_and_refuses_a_folder(project, toy, tmp_path):
     assert "wrote" in result.output and (tmp_path / "r.html").stat().st_size > 10_000
     result = runner.invoke(app, ["--zoo", str(project.zoo), "report", "--html", str(tmp_path)])
     assert result.exit_code == 1 and "is a folder" in result.output
-
-
-# --- headless Chromium ---------------------------------------------------------------------
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--log-level=0",
-]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium (the test set-up installs it: tests/install-chromium), else skipped with the reason."""
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if not found:
-        pytest.skip("headless Chromium is not installed: run tests/install-chromium (apt-get install chromium, as root)")
-    return found
-
-
-def render(chromium: str, page, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp_path / "chromium-profile"
-    return subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def console_errors(stderr: str) -> list[str]:
-    """Console messages and failed loads that Chromium logs for the page."""
-    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]
 
 
 def test_the_page_renders_in_headless_chromium_without_console_errors(chromium, project, toy, tmp_path):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import EnsError, preview
-from .io import atomic_write, sha256_file
+from .io import atomic_write, read_table, sha256_file
 from .labels import GENDERS, MASK_STEMS, age_band, encode
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
@@ -37,21 +37,6 @@ def _require(path: Path, what: str) -> Path:
     if not path.is_file():
         raise EnsError(f"{path}: {what} not found (is --data the competition's data folder?)")
     return path
-
-
-def read_table(path: Path, columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A CSV as text columns (nothing parsed as NaN); unreadable or lacking `columns` is an error."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise EnsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise EnsError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
-    return table
 
 
 def parse_profile(name: str) -> dict[str, object]:

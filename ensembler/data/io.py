@@ -1,4 +1,4 @@
-"""File helpers: atomic writes and content hashes.
+"""File helpers: atomic writes, content hashes, and CSVs read as text.
 
 Every file `ens` writes goes through `atomic_write`: the bytes land in a temporary file beside
 the target and are renamed over it only when complete, so an interrupted run never leaves a
@@ -14,9 +14,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+from ..errors import EnsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _umask() -> int:
@@ -122,3 +127,18 @@ def csv_rows(prefixes: list[str], values: np.ndarray) -> bytes:
     block[:, -1, FLOAT_WIDTH] = ord("\n")
     rows = block.reshape(n, -1)
     return b"".join(prefix.encode() + row.tobytes() for prefix, row in zip(prefixes, rows))
+
+
+def read_table(path: Path, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV as text columns (nothing parsed as NaN); unreadable or lacking `columns` is an error."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EnsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise EnsError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(table.columns)}")
+    return table
