@@ -9,6 +9,7 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `report`: validation scores (with person-bootstrap intervals) and class priors as DataFrames;
 - `pick_final`: the two final submissions to choose, and why;
 - `group`: a split's images as people (needs torch), for the `ByPerson` step;
+- `audit`: train labels likely wrong, person by person (label fixes: `project.label_fixes`);
 - the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Stack`, `Select`,
   `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the composition),
   and `Pipeline`;
@@ -38,6 +39,7 @@ _LAZY = {
     "report": "api",
     "pick_final": "api",
     "group": "api",
+    "audit": "api",
     "Tables": "api",
     "Composition": "pipeline.composition",
     "parse_recipe": "pipeline.recipe",
@@ -60,13 +62,13 @@ _LAZY = {
 
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
-    "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
+    "audit", "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
     "Pipeline", "Soft", "Geo", "Hard", "Stack", "Select", "Pool", "Auto", "Priors", "TuneF1", "ByPerson",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
 if TYPE_CHECKING:
-    from .api import Tables, compose, group, import_source, load_project, pick_final, predict, report
+    from .api import Tables, audit, compose, group, import_source, load_project, pick_final, predict, report
     from .data.project import Project
     from .pipeline.auto import Auto
     from .pipeline.composition import Composition

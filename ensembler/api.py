@@ -224,3 +224,25 @@ def pick_final(result: Tables | Report, replicates: int = 1000) -> list[Any]:
     from .evaluate.report import pick_final as _pick_final
 
     return _pick_final(result.report if isinstance(result, Tables) else result, replicates)
+
+
+def audit(project: Project, recipe: Recipe | str | Sequence[str] | None = None, write: bool = False, accept: float | None = None, html: str | Path | None = None) -> Any:
+    """Train labels that are likely wrong, person by person (``ens audit``): a person's gender
+    and age from the seven photos together, the seven files' mask states as one assignment,
+    from the sources' calibrated out-of-fold predictions (`recipe` chooses and weights them;
+    default: every model and import with labelled predictions). Returns
+    `ensembler.evaluate.audit.LabelAudit` (``findings``: a DataFrame with ``profile, image,
+    task, given, suggested, p_wrong, sources, …``, most likely wrong first; ``scope``;
+    ``audit.problems``). `write`: also ``audit/train.csv`` and ``.json``; `accept`: append the
+    findings at least this likely wrong to the label-fix file; `html`: the page of flagged
+    people's photos."""
+    from .evaluate import audit as _audit
+
+    result = _audit.audit(project, _recipe(recipe))
+    if write:
+        _audit.write_audit(project, result)
+    if html is not None:
+        _audit.write_audit_html(project, result, Path(html))
+    if accept is not None:
+        _audit.accept(project, result, accept)
+    return result

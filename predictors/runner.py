@@ -77,7 +77,7 @@ def split_images(project: Project, split: Split) -> Images:
         return Images(table["ImageID"].to_numpy(object), list(table["path"]), None, None)
     if not project.folds.is_file():
         raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
-    table = read_train(data)
+    table = read_train(data, project.fixes)
     folds = read_folds(project.folds).reindex(table["profile"]).to_numpy()
     if np.isnan(folds.astype(float)).any():
         absent = table["profile"][pd.isna(folds)].iloc[0]

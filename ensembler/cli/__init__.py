@@ -29,7 +29,14 @@ from ..errors import EnsError
 from ..pipeline.calibration import Calibrator
 from ..pipeline.persons import GroupSplit
 from ..pipeline.voting import Method, Tie
-from .output import compose_summary, eval_table, priors_table, report_table, sources_table
+from .output import (
+    audit_table,
+    compose_summary,
+    eval_table,
+    priors_table,
+    report_table,
+    sources_table,
+)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -267,7 +274,13 @@ def predict(
     """Run zoo models over a split with batched TTA and save per-task probabilities
     (predictions/NAME/SPLIT.csv). A set whose checkpoint, preprocessing, TTA and images are
     unchanged is not recomputed. Needs torch (pip install -e ".[predict]")."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     if devices is not None:
         import subprocess
@@ -484,6 +497,51 @@ def report(
         from ..evaluate.htmlreport import write_html_report
 
         out.print(f"wrote {_rel(write_html_report(result, html))}")
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def audit(
+    ctx: typer.Context,
+    parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe.", show_default=False, metavar="PART...")] = None,
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="The sources to audit with, and their weights, per task (TASK:SRC+SRC*W …). Default: every model and import with labelled predictions, alike.", show_default=False, metavar="RECIPE")] = None,
+    accept: Annotated[Optional[float], typer.Option("--accept", help="Append the findings at least P likely wrong to the label-fix file (project.label_fixes; absent: label_fixes.csv, named in model_zoo.yaml). The team's own lines are kept and win.", show_default=False, metavar="P")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write one self-contained page with each flagged person's seven photos beside the given and suggested labels, to confirm by eye. Replaces FILE.", show_default=False, metavar="FILE")] = None,
+    top: Annotated[int, typer.Option("--top", help="Findings to print.", min=0)] = 20,
+) -> None:
+    """Train labels that are likely wrong, person by person: a person's gender and age from
+    the seven photos together (the age knowing the folder's years), the seven files' mask
+    states as one assignment (five worn, one incorrect, one not worn), from the sources'
+    calibrated out-of-fold predictions. Writes audit/train.csv (profile, image, task, given,
+    suggested, p_wrong, sources, …; most likely wrong first) and audit/train.json; prints the
+    top. With project.label_fixes set, the fixes are in force (an accepted fix is not found
+    again), and every score, fit and split reads the fixed labels."""
+    from ..evaluate.audit import FLAG, write_audit
+    from ..evaluate.audit import accept as accept_findings
+    from ..evaluate.audit import audit as run_audit
+    from ..pipeline.recipe import parse_recipe
+
+    texts = [*(recipe or []), *(parts or [])]
+    project = _project(ctx)
+    result = run_audit(project, parse_recipe(texts) if texts else None)
+    path = write_audit(project, result)
+    out.print(f"audited {result.scope}", markup=False)
+    for note in result.notes + result.audit.problems:
+        out.print(f"note: {note}", markup=False)
+    flagged = result.audit.flagged()
+    counts = ", ".join(f"{task} {int((flagged['task'] == task).sum())}" for task in ("gender", "age", "mask"))
+    out.print(f"wrote {_rel(path)}: {len(result.findings)} findings, {len(flagged)} at p_wrong >= {FLAG} ({counts})")
+    if top and len(result.findings):
+        out.print(audit_table(result.findings.head(top), out.width))
+    if html is not None:
+        from ..evaluate.audit import write_audit_html
+
+        out.print(f"wrote {_rel(write_audit_html(project, result, html))}")
+    if accept is not None:
+        fixes, added = accept_findings(project, result, accept)
+        out.print(f"{_rel(fixes)}: {added} fix{'es' if added != 1 else ''} added (findings at p_wrong >= {accept}); every score, fit and split now reads them")
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -13,6 +13,8 @@ from ..data.labels import TASKS
 from ..pipeline.voting import Method
 
 if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
+    import pandas as pd
+
     from ..evaluate.report import Report
     from ..pipeline.composition import Submission
     from ..scoring.metrics import Scores
@@ -214,4 +216,15 @@ def sources_table(rows: Sequence[tuple[str, str, Sequence[str], str, str, str]],
         table.add_column(col, no_wrap=col != "splits", overflow="fold")
     for name, kind, tasks, joint, splits, count in rows:
         table.add_row(name, kind, task_letters(tasks) if narrow else ",".join(tasks), joint, splits, count)
+    return table
+
+
+def audit_table(findings: pd.DataFrame, width: int = NARROW) -> Table:
+    """`ens audit`'s top findings: who, which file, given -> suggested, how likely wrong, how
+    many sources point the same way; long folder names wrap, never cut."""
+    table = Table(title="likely wrong labels (p_wrong: the probability that the given label is wrong)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("profile", "image", "task", "given", "suggested", "p_wrong", "sources"):
+        table.add_column(col, justify="right" if col in ("p_wrong", "sources") else "left", overflow="fold", no_wrap=col == "profile")
+    for r in findings.itertuples(index=False):
+        table.add_row(r.profile, r.image or "-", r.task, r.given, r.suggested, f"{r.p_wrong:.3f}", f"{r.sources}/{r.of_sources}")
     return table

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import EnsError, preview
+from .fixes import LabelFixes, apply_fixes
 from .io import atomic_write, read_table, sha256_file
-from .labels import GENDERS, MASK_STEMS, age_band, encode
+from .labels import GENDERS, MASK_STEMS, age_band, decode, encode
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
     import pandas as pd
@@ -59,11 +60,12 @@ def parse_profile(name: str) -> dict[str, object]:
     }
 
 
-def read_people(data: Path) -> pd.DataFrame:
+def read_people(data: Path, fixes: LabelFixes | None = None) -> pd.DataFrame:
     """One row per train person folder: profile, id, person, gender, race, age_years, age.
 
     Folders come from ``train/images`` (names starting with ``.`` skipped) and must match the
-    ``path`` column of ``train/train.csv`` one to one.
+    ``path`` column of ``train/train.csv`` one to one. `fixes`: the team's label fixes, whose
+    gender and age fixes are applied (`fixes.apply_fixes`).
     """
     import pandas as pd
 
@@ -82,7 +84,12 @@ def read_people(data: Path) -> pd.DataFrame:
             f"{data / TRAIN_CSV} and {images} disagree: {len(missing)} listed folder(s) missing "
             f"({preview(missing)}), {len(extra)} folder(s) not listed ({preview(extra)})"
         )
-    return pd.DataFrame([parse_profile(name) for name in folders])
+    people = pd.DataFrame([parse_profile(name) for name in folders])
+    if fixes is not None:
+        for (profile, _, task), value in fixes.fixes.items():
+            if task.value in ("gender", "age"):
+                people.loc[people["profile"] == profile, task.value] = value
+    return people
 
 
 def _person_images(folder: Path) -> list[tuple[str, int]]:
@@ -106,8 +113,10 @@ def _person_images(folder: Path) -> list[tuple[str, int]]:
     return [(found[s], MASK_STEMS[s]) for s in MASK_STEMS]
 
 
-def read_train(data: Path) -> pd.DataFrame:
-    """One row per train image (see the module doc for the columns), person folders sorted."""
+def read_train(data: Path, fixes: LabelFixes | None = None) -> pd.DataFrame:
+    """One row per train image (see the module doc for the columns), person folders sorted;
+    `fixes`: the team's label fixes, applied to every label column (and checked: a fix naming a
+    person or image that is not there is an error)."""
     import pandas as pd
 
     data = Path(data)
@@ -121,6 +130,12 @@ def read_train(data: Path) -> pd.DataFrame:
     folder = f"{data / TRAIN_IMAGES}{os.sep}"
     table["path"] = [folder + i for i in table["ImageID"]]
     table["label"] = encode(table["mask"], table["gender"], table["age"])
+    if fixes is not None:
+        fixes.check(table["ImageID"])
+        table["label"] = apply_fixes(table["ImageID"].to_numpy(object), table["label"].to_numpy(), fixes)
+        fixed = decode(table["label"].to_numpy())
+        for task, values in fixed.items():
+            table[task.value] = values
     columns = ["ImageID", "path", "profile", "person", "mask", "gender", "age", "age_years", "label"]
     return table[columns]
 
@@ -242,7 +257,10 @@ def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, 
         raise EnsError(f"--val-fold must lie in 0..{n_folds - 1}, got {val_fold}")
     if project.folds.exists() and not force:
         raise EnsError(f"{project.folds}: fold file exists; the team's models are trained against it (use --force to replace it)")
-    folds = make_folds(read_people(project.require_data()), n_folds, seed)
+    data = project.require_data()
+    if project.fixes is not None:
+        project.fixes.check(read_train(data)["ImageID"])
+    folds = make_folds(read_people(data, project.fixes), n_folds, seed)
     write_folds(project.folds, folds, overwrite=force)
     update_project(project.zoo, folds=project.folds, val_fold=val_fold)
     return folds

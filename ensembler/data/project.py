@@ -7,6 +7,7 @@ project:
   val_fold: 0           # the fold held out for validation
   predictions: predictions
   submissions: submissions
+  label_fixes: label_fixes.csv  # optional: the team's label fixes (ensembler.data.fixes)
 models: [...]           # zoo entries (ensembler.data.zoo)
 ```
 
@@ -20,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import EnsError, unknown
+from .fixes import LabelFixes, read_fixes
 from .io import write_bytes
 from .labels import Task
 from .zoo import ZooEntry, parse_models
@@ -43,6 +46,7 @@ class ProjectSettings:
     val_fold: int | None = None
     predictions: str | None = None
     submissions: str | None = None
+    label_fixes: str | None = None
 
     @classmethod
     def from_mapping(cls, raw: Any, source: Path) -> ProjectSettings:
@@ -73,6 +77,14 @@ class Project:
     predictions: Path
     submissions: Path
     models: tuple[ZooEntry, ...] = ()
+    label_fixes: Path | None = None
+
+    @cached_property
+    def fixes(self) -> LabelFixes | None:
+        """The label fixes of `label_fixes` (read once), or None when none is named. Checked
+        against the train images by the readers that apply them (`dataset.read_train`,
+        `scope.labelled_scope`)."""
+        return None if self.label_fixes is None else read_fixes(self.label_fixes)
 
     @property
     def root(self) -> Path:
@@ -147,6 +159,7 @@ def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
         predictions=resolve(settings.predictions, "predictions"),
         submissions=resolve(settings.submissions, "submissions"),
         models=parse_models(raw.get("models"), zoo),
+        label_fixes=resolve(settings.label_fixes, "") if settings.label_fixes else None,
     )
 
 

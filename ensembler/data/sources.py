@@ -345,7 +345,7 @@ def import_source(
             )
         sets.append(build(Split.EVAL, eval_ids, None))
     if not in_eval.all():
-        train = read_train(data)
+        train = read_train(data, project.fixes)
         in_train = pd.Index(ids).isin(train["ImageID"])
         extra = ids[~in_eval & ~in_train]
         if len(extra):

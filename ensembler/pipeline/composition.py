@@ -305,6 +305,7 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         "prior": next((r["prior"] for r in done.records if "prior" in r), None),
         "by_person": next((r["by_person"] for r in done.records if "by_person" in r), None),
         "warnings": one_class_warnings(composed, None if labelled is None else labelled.labels),
+        "label_fixes": None if project.fixes is None else project.fixes.describe(),
         "inputs": inputs,
         "data": data_fingerprint(data),
         "submission_sha256": None,  # set below, from the file's bytes

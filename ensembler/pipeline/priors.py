@@ -388,5 +388,5 @@ class Priors(Step):
         data = ctx.project.require_data() if ctx.project is not None else None
         if target is None or data is None:
             raise EnsError(f"--prior without labelled predictions needs the data folder's train mix ({ctx.skipped})")
-        correction = _uncalibrated(target, self.spec, train_priors(read_train(data)["label"].to_numpy()))
+        correction = _uncalibrated(target, self.spec, train_priors(read_train(data, ctx.project.fixes)["label"].to_numpy()))
         return Fit(correction, record={"prior": dict(correction.record)})

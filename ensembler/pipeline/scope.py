@@ -15,7 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ..data.dataset import read_folds
+from ..data.dataset import TRAIN_CSV, read_folds, read_train
+from ..data.fixes import apply_fixes
 from ..data.people import person_codes, person_folds, profile_of
 from ..data.project import Project
 from ..data.store import PredictionSet, Split, Store
@@ -130,6 +131,13 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
     ids, scope, notes = scoring_images(project, sets)
     aligned, labels = aligned_sets(sets, ids)
+    fixes = project.fixes
+    if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
+        if project.data is not None and (project.data / TRAIN_CSV).is_file():
+            fixes.check(read_train(project.data)["ImageID"])
+        labels = apply_fixes(ids, labels, fixes)
+        aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
+        notes.append(fixes.line())
     return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes))
 
 

@@ -1,0 +1,213 @@
+"""How well `ens audit` finds wrong train labels, against image-level confident learning.
+
+Simulated teams (`ensembler.data.teams.simulate_team`: per-task specialists, 18-class
+classifiers, over-confident members, a mix; out of fold on every train image of 2,700 people)
+predict from the *true* labels; the labels the audit sees carry the noise teams of the
+competition published:
+
+- gender: whole people with the other gender, half of them in runs of six consecutive ids;
+- mask: a person's ``incorrect_mask`` and ``normal`` files swapped;
+- age: the folder's age across a band edge, mostly within three years of it (the true age and
+  the written one on either side), some far.
+
+Together about 1 % of the images. The reference is `cleanlab.filter.find_label_issues` on the
+same calibrated, pooled out-of-fold probabilities, image by image (a person counts as flagged
+when most of its images are; the F1 with the m of 1..7 flagged images that suits the reference
+best, chosen after the fact, is printed beside it). Printed
+per kind of error: precision and recall at the default threshold (`audit.FLAG`), the F1 of
+detection, and precision at k (k = the true errors of that kind); then how far each source's
+macro F1 on the given labels is from its F1 on the true labels, before and after accepting the
+flagged fixes; and the time of one audit.
+
+    python bench/audit.py [--seeds 2] [--people 2700]
+
+Needs cleanlab (``pip install -e ".[bench]"``): a bench dependency only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ensembler.data.labels import CLASS_NAMES, TASKS, Task, age_band, decode, encode  # noqa: E402
+from ensembler.data.people import person_codes, person_folds  # noqa: E402
+from ensembler.data.teams import simulate_team  # noqa: E402
+from ensembler.evaluate.audit import FLAG, audit_labels, calibrated_logs, pooled  # noqa: E402
+from ensembler.scoring.metrics import macro_f1  # noqa: E402
+
+KINDS = ("specialists", "classifiers18", "overconfident", "mixed")
+RATES = {"gender": 0.006, "mask": 0.006, "age": 0.006}  # of the people
+
+
+def true_years(rng: np.random.Generator, band: np.ndarray) -> np.ndarray:
+    """Years per person ``(p,)`` in its band, as the competition's are (60+ is mostly 60)."""
+    lo, hi = np.array([18, 30, 60]), np.array([29, 59, 60])
+    years = rng.integers(lo[band], hi[band] + 1)
+    return np.where((band == 2) & (rng.random(len(band)) < 0.1), rng.integers(61, 75, len(band)), years)
+
+
+def corrupt(rng: np.random.Generator, truth: np.ndarray, persons: np.ndarray, years: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, set]]:
+    """Given labels ``(n,)``, given years per person, and the wrong units per kind (people for
+    gender and age, image rows for mask)."""
+    n_people = int(persons.max()) + 1
+    t = decode(truth)
+    mask, gender = t[Task.MASK].copy(), t[Task.GENDER].copy()
+    given_years = years.copy()
+    wrong: dict[str, set] = {"gender": set(), "mask": set(), "age": set()}
+    n = max(1, round(RATES["gender"] * n_people))
+    runs = rng.choice(n_people - 6, size=max(1, n // 12), replace=False)  # half in runs of six
+    chosen = {int(r) + i for r in runs for i in range(6)}
+    chosen |= set(rng.choice(n_people, size=n - len(chosen) if n > len(chosen) else 0, replace=False).tolist())
+    for p in chosen:
+        gender[persons == p] = 1 - gender[persons == p]
+    wrong["gender"] = chosen
+    for p in rng.choice(sorted(set(range(n_people)) - chosen), size=max(1, round(RATES["mask"] * n_people)), replace=False):
+        rows = np.flatnonzero(persons == p)
+        a, b = rows[slots[rows] == 5], rows[slots[rows] == 6]
+        mask[a], mask[b] = 2, 1
+        wrong["mask"] |= {int(a[0]), int(b[0])}
+    edge = np.array([30 if y < 45 else 60 for y in years])
+    near = np.flatnonzero(np.abs(years - edge) <= 3)
+    n_age = max(1, round(RATES["age"] * n_people))
+    picked = rng.choice(near, size=min(len(near), int(0.8 * n_age)), replace=False).tolist()
+    picked += rng.choice(sorted(set(range(n_people)) - set(picked)), size=n_age - len(picked), replace=False).tolist()
+    for p in picked:
+        y, e = years[p], edge[p]
+        if abs(y - e) <= 3:  # across the nearest edge, 1 to 3 years from it
+            given_years[p] = e - rng.integers(1, 4) if y >= e else e + rng.integers(0, 3)
+        else:  # far: a typo-like age in another band
+            given_years[p] = rng.choice([y2 for y2 in (22, 45, 60) if age_band(y2) != age_band(y)])
+        wrong["age"].add(int(p))
+    given = encode(mask, gender, age_band(given_years)[persons])
+    return given, given_years, wrong
+
+
+def detection(flagged: set, wrong: set, ranked: list, k: int) -> tuple[float, float, float, float]:
+    """Precision, recall, F1 at the threshold; precision at k of the `ranked` units."""
+    tp = len(flagged & wrong)
+    p = tp / len(flagged) if flagged else 1.0
+    r = tp / len(wrong) if wrong else 1.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f, len(set(ranked[:k]) & wrong) / k
+
+
+def reference(probs, given, ids, persons):
+    """cleanlab's image flags per task on the calibrated pooled probabilities: ``{task: (n,) bool}``
+    and the image scores (its self-confidence ranking)."""
+    from cleanlab.filter import find_label_issues
+
+    folds = person_folds(ids)
+    g = decode(given)
+    out = {}
+    for task in TASKS:
+        names = [s for s in probs if task in probs[s]]
+        logs = calibrated_logs([probs[s][task] for s in names], g[task], folds)
+        pool = np.exp(pooled(logs, [1.0] * len(names)))
+        flags = find_label_issues(g[task], pool)
+        out[task] = (flags, 1 - pool[np.arange(len(pool)), g[task]])
+    return out
+
+
+def person_units(flags: np.ndarray, persons: np.ndarray, wrong: set, score: np.ndarray) -> tuple[set, set, list, int]:
+    """Image flags as people: flagged when most of its images are (4 of 7, the rule fixed
+    beforehand), and when at least m are, the m (1..7) that suits the reference best after the
+    fact; people ranked by their summed score."""
+    counts = np.bincount(persons, weights=flags.astype(float))
+    best, best_f, best_m = set(), -1.0, 1
+    for m in range(1, 8):
+        chosen = set(np.flatnonzero(counts >= m).tolist())
+        f = detection(chosen, wrong, [], 1)[2] if wrong else 0.0
+        if f > best_f:
+            best, best_f, best_m = chosen, f, m
+    ranked = np.argsort(-np.bincount(persons, weights=score), kind="stable").tolist()
+    return set(np.flatnonzero(counts >= 4).tolist()), best, ranked, best_m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--people", type=int, default=2700)
+    args = parser.parse_args()
+    print(f"{'team':<22} {'kind':<7} {'errors':>6} | {'ens audit: P':>12} {'R':>5} {'F1':>5} {'P@k':>5} | {'cleanlab: P':>11} {'R':>5} {'F1':>5} {'P@k':>5} | {'best m: F1':>5} {'m':>2}")
+    shifts, times, summary = [], [], []
+    for kind in KINDS:
+        for seed in range(args.seeds):
+            rng = np.random.default_rng(1000 + seed)
+            team = simulate_team(kind, "none", args.people, 10, seed)
+            ids = team.labelled_ids
+            persons = person_codes(ids)
+            slots = np.array([int(i.rsplit("img", 1)[1].split(".")[0]) for i in ids])
+            truth_age = decode(team.labels)[Task.AGE][np.unique(persons, return_index=True)[1]]
+            years = true_years(rng, truth_age)
+            given, given_years, wrong = corrupt(rng, team.labels, persons, years, slots)
+            probs = {m.name: m.labelled for m in team.members}
+            start = time.perf_counter()
+            result = audit_labels(probs, decode(given), ids, given_years[persons])
+            times.append(time.perf_counter() - start)
+            table = result.findings
+            ref = reference(probs, given, ids, persons)
+            profiles = np.array([i.split("/")[0] for i in ids], dtype=object)
+            person_of = {p: int(c) for p, c in zip(profiles, persons)}
+            row_of = {i: r for r, i in enumerate(ids)}
+            for task in ("gender", "mask", "age"):
+                rows = table[table["task"] == task]
+                units = [row_of[f"{p}/{i}"] for p, i in zip(rows["profile"], rows["image"])] if task == "mask" else [person_of[p] for p in rows["profile"]]
+                flagged = {u for u, pw in zip(units, rows["p_wrong"]) if pw >= FLAG}
+                k = len(wrong[task])
+                mine = detection(flagged, wrong[task], units, k)
+                flags, score = ref[Task(task)]
+                if task == "mask":
+                    theirs_set = best_set = set(np.flatnonzero(flags).tolist())
+                    ranked, m = np.argsort(-score, kind="stable").tolist(), 1
+                else:
+                    theirs_set, best_set, ranked, m = person_units(flags, persons, wrong[task], score)
+                theirs = detection(theirs_set, wrong[task], ranked, k)
+                best = detection(best_set, wrong[task], ranked, k)
+                summary.append((kind, task, mine, theirs, best))
+                print(f"{kind + ' seed ' + str(seed):<22} {task:<7} {k:>6} | {mine[0]:>12.3f} {mine[1]:>5.3f} {mine[2]:>5.3f} {mine[3]:>5.3f} | {theirs[0]:>11.3f} {theirs[1]:>5.3f} {theirs[2]:>5.3f} {theirs[3]:>5.3f} | {best[2]:>5.3f} {m:>2}")
+            fixed = decode(given)
+            flagged_rows = table[table["p_wrong"] >= FLAG]
+            for _, row in flagged_rows.iterrows():
+                task = Task(row["task"])
+                value = CLASS_NAMES[task].index(row["suggested"])
+                where = ids == f"{row['profile']}/{row['image']}" if task is Task.MASK else profiles == row["profile"]
+                fixed[task][where] = value
+            true = decode(team.labels)
+            before = after = 0.0
+            count = 0
+            for m in team.members:
+                for task in m.tasks:
+                    decided = m.labelled[task].argmax(axis=1)
+                    f_true = macro_f1(true[task], decided, len(CLASS_NAMES[task]))
+                    before += abs(macro_f1(decode(given)[task], decided, len(CLASS_NAMES[task])) - f_true)
+                    after += abs(macro_f1(fixed[task], decided, len(CLASS_NAMES[task])) - f_true)
+                    count += 1
+            shifts.append((kind, seed, before / count, after / count))
+    print("\nper kind of error over every team (ens audit | cleanlab, majority rule): worst precision, worst recall, mean F1, mean P@k; teams where ens audit's F1 is below the reference's")
+    for task in ("gender", "mask", "age"):
+        rows = [r for r in summary if r[1] == task]
+        cells = lambda i: f"{min(r[i][0] for r in rows):.3f} {min(r[i][1] for r in rows):.3f} {np.mean([r[i][2] for r in rows]):.3f} {np.mean([r[i][3] for r in rows]):.3f}"  # noqa: E731
+        behind = sum(r[2][2] < r[3][2] for r in rows)
+        print(f"  {task:<7} {cells(2)} | {cells(3)} | behind in {behind} of {len(rows)}")
+    print("\nmean |F1 on the given labels - F1 on the true labels| per source and task, before and after accepting the flagged fixes:")
+    for kind, seed, before, after in shifts:
+        print(f"  {kind} seed {seed}: {before:.5f} -> {after:.5f}")
+    print(f"\none audit of {args.people} people x 7 images, 4 sources: median {np.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})")
+    team = simulate_team("classifiers18", "none", args.people, 10, 0)
+    eight = {f"{m.name}-{copy}": m.labelled for m in team.members for copy in "ab"}
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        audit_labels(eight, decode(team.labels), team.labelled_ids, None)
+        runs.append(time.perf_counter() - start)
+    print(f"one audit of {args.people} people x 7 images, 8 sources (18-class): best of 3 {min(runs):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
