@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ensembler.data.labels import (
+    N_CLASSES,
     N_JOINT,
     TASKS,
     Task,
@@ -78,3 +79,48 @@ def test_parse_task_suggests_close_names():
 
 def test_one_hot():
     assert one_hot(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+
+
+# --- the label space of any competition (issue 24) -------------------------------------------------
+
+
+def test_the_mask_space_is_the_compiled_in_scheme_bit_for_bit():
+    from ensembler.data.competition import MASK
+    from ensembler.data.labels import MASK_SPACE
+
+    assert MASK.space is MASK_SPACE and MASK_SPACE.n_joint == N_JOINT and MASK_SPACE.shape == (3, 2, 3)
+    joint = np.arange(N_JOINT)
+    parts = decode(joint)
+    assert np.array_equal(encode(parts[Task.MASK], parts[Task.GENDER], parts[Task.AGE]), joint)
+    assert np.array_equal(joint, 6 * parts[Task.MASK] + 3 * parts[Task.GENDER] + parts[Task.AGE])
+    rng = np.random.default_rng(3)
+    probs = {t: rng.dirichlet(np.ones(N_CLASSES[t]), 50) for t in TASKS}
+    reference = np.einsum("ni,nj,nk->nijk", *(probs[t] for t in TASKS)).reshape(50, N_JOINT)
+    assert np.array_equal(joint_from_tasks(probs), reference)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3), (2, 3, 4, 2)])
+def test_any_label_space_round_trips_and_its_marginals_sum_the_others(shape):
+    from ensembler.data.labels import LabelSpace
+
+    tasks = tuple(f"t{i}" for i in range(len(shape)))
+    space = LabelSpace(tasks, {t: tuple(f"c{j}" for j in range(k)) for t, k in zip(tasks, shape)})
+    joint = np.arange(space.n_joint)
+    parts = space.decode(joint)
+    assert np.array_equal(space.encode(*(parts[t] for t in tasks)), joint)  # C order: the last task moves fastest
+    assert np.array_equal(np.stack([parts[t] for t in tasks], axis=1), np.array(np.unravel_index(joint, shape)).T)
+    rng = np.random.default_rng(0)
+    probs = {t: rng.dirichlet(np.ones(k), 20) for t, k in zip(tasks, shape)}
+    product = space.joint_from_tasks(probs)
+    assert product.shape == (20, space.n_joint) and np.allclose(product.sum(axis=1), 1)
+    back = space.marginals(product)
+    assert all(np.allclose(back[t], probs[t]) for t in tasks)
+    table = rng.dirichlet(np.ones(space.n_joint), 20)
+    sums = table.reshape(20, *shape)
+    for i, t in enumerate(tasks):
+        others = tuple(a + 1 for a in range(len(shape)) if a != i)
+        assert np.allclose(space.marginals(table)[t], sums.sum(axis=others))
+    with pytest.raises(EnsError, match=rf"joint classes must lie in 0..{space.n_joint - 1}"):
+        space.decode(np.array([space.n_joint]))
+    with pytest.raises(EnsError, match=rf"{tasks[0]} classes must lie in 0..{shape[0] - 1}"):
+        space.encode(*(np.array([k]) for k in shape))

@@ -185,6 +185,7 @@ def zoo_list(ctx: typer.Context) -> None:
     out.print(f"project file: {_rel(project.zoo)}{'' if project.zoo.is_file() else ' (not created yet)'}")
     out.print(f"data: {_rel(project.data) if project.data else '— (pass --data)'}")
     out.print(f"folds: {_rel(project.folds)}{'' if project.folds.is_file() else ' (none yet: ens split)'}, validation fold {project.val_fold}")
+    out.print(project.competition.line(), markup=False)
     names = sorted(set(store.sources()) | set(project.model_names))
     rows = []
     for name in names:

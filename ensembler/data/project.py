@@ -28,13 +28,14 @@ from typing import Any
 import yaml
 
 from ..errors import EnsError, unknown
+from .competition import MASK, Competition, parse_competition
 from .fixes import LabelFixes, read_fixes
 from .io import write_bytes
 from .labels import Task
 from .zoo import ZooEntry, parse_models
 
 DEFAULT_ZOO = Path("model_zoo.yaml")
-TOP_KEYS = ("project", "models")
+TOP_KEYS = ("project", "competition", "models")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Project:
     submissions: Path
     models: tuple[ZooEntry, ...] = ()
     label_fixes: Path | None = None
+    competition: Competition = MASK  # the declared competition (`competition:`), the mask one by default
 
     @cached_property
     def fixes(self) -> LabelFixes | None:
@@ -115,7 +117,11 @@ class Project:
         return found
 
     def require_data(self) -> Path:
-        """The data folder, or an error that says how to name it."""
+        """The data folder, or an error that says how to name it (or that this version reads the
+        mask competition's layout only: a declared competition is checked, not yet run)."""
+        if not self.competition.is_preset:
+            tasks = ", ".join(f"{t.name} {t.n_classes}" for t in self.competition.tasks)
+            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version checks the declaration, and only the mask competition runs (remove competition: to run it)")
         if self.data is None:
             raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
         if not self.data.is_dir():
@@ -133,7 +139,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise EnsError(f"{path}: expected a mapping with 'project' and 'models'")
+        raise EnsError(f"{path}: expected a mapping with 'project', 'competition' and 'models'")
     for key in raw:
         if key not in TOP_KEYS:
             raise EnsError(f"{path}: unknown top-level key {key!r} (known: {', '.join(TOP_KEYS)})")
@@ -160,6 +166,7 @@ def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
         submissions=resolve(settings.submissions, "submissions"),
         models=parse_models(raw.get("models"), zoo),
         label_fixes=resolve(settings.label_fixes, "") if settings.label_fixes else None,
+        competition=parse_competition(raw.get("competition"), zoo),
     )
 
 

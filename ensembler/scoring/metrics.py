@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
+from ..data.stable import decide
 from ..data.store import PredictionSet
+
+if TYPE_CHECKING:
+    from ..data.competition import Metric
 
 CALIBRATION_BINS = 10
 
@@ -67,6 +72,35 @@ def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) ->
         accuracy=None if joint is None else (float(np.mean(y_true == joint)) if len(y_true) else 0.0),
         n=len(y_true),
     )
+
+
+def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.ndarray | None = None, decided: np.ndarray | None = None) -> float:
+    """A declared competition's `metric` (`competition.Metric`) of a prediction over `k` classes:
+    y_true ``(n,)``; probs ``(n, k)`` (needed by AUC and log-loss); decided ``(n,)`` (default: the
+    argmax of `probs`). Macro F1 as `macro_f1`; accuracy; AUC as scikit-learn's
+    `roc_auc_score` (binary: of class 1; more classes: one-vs-rest, macro); log-loss as its
+    `log_loss` over the `k` classes."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from ..data.competition import Metric
+
+    metric = Metric(metric)
+    y_true = np.asarray(y_true)
+    if metric.on_probabilities:
+        if probs is None:
+            raise ValueError(f"{metric} is scored on probabilities")
+        if metric is Metric.LOG_LOSS:
+            return float(log_loss(y_true, probs, labels=list(range(k))))
+        if k == 2:
+            return float(roc_auc_score(y_true, probs[:, 1]))
+        return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(k))))
+    if decided is None:
+        if probs is None:
+            raise ValueError(f"{metric} needs decisions or probabilities")
+        decided = decide(probs)
+    if metric is Metric.ACCURACY:
+        return float(np.mean(np.asarray(decided) == y_true)) if len(y_true) else 0.0
+    return macro_f1(y_true, np.asarray(decided), k)
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
