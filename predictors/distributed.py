@@ -26,6 +26,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ import torch
 import torch.distributed as dist
 
 from ensembler.errors import EnsError
+
+AGREE_TIMEOUT_S = 3600  # a rank waits this long for the others' word (a slow shard is not a failure)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: Any = None  # the group the ranks agree and gather on (None: the default one)
 
     @property
     def distributed(self) -> bool:
@@ -62,7 +66,7 @@ class World:
                 raise EnsError(error)
             return
         errors: list[Any] = [None] * self.size
-        dist.all_gather_object(errors, error)
+        dist.all_gather_object(errors, error, group=self.group)
         failed = [(r, e) for r, e in enumerate(errors) if e is not None]
         if failed:
             if len({e for _, e in failed}) == 1 and len(failed) == self.size:
@@ -74,7 +78,7 @@ class World:
         if not self.distributed:
             return [(rows, outputs)]
         received: list[Any] | None = [None] * self.size if self.leader else None
-        dist.gather_object((rows, outputs), received, dst=0)
+        dist.gather_object((rows, outputs), received, dst=0, group=self.group)
         return received
 
 
@@ -108,22 +112,31 @@ def world(device_type: str) -> Iterator[World]:
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend)
     try:
-        yield World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        # on NCCL the ranks still agree on errors and gather rows through gloo, on the host, with
+        # a timeout of their own: NCCL's object collectives go through the GPU under a 10-minute
+        # watchdog that can abort a rank before the one error line is printed
+        group = dist.new_group(backend="gloo", timeout=timedelta(seconds=AGREE_TIMEOUT_S)) if backend == "nccl" else None
+        yield World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), group)
         # leave together: a rank that tears its group down while a peer is still writing can take
         # gloo's connection down under it, and that rank aborts after its work is done
         # ("terminate called without an active exception", exit -6)
-        dist.barrier()
+        dist.barrier(group=group)
     finally:
         dist.destroy_process_group()
 
 
 def rank_device(dev: torch.device, where: World) -> torch.device:
-    """On CUDA each rank takes the GPU of its local rank (torchrun's ``LOCAL_RANK``)."""
+    """On CUDA each rank takes the GPU of its local rank (torchrun's ``LOCAL_RANK``); more ranks
+    on a host than GPUs it shows is refused (two ranks on one GPU make NCCL fail with its own
+    message, or worse, share its memory)."""
     if dev.type != "cuda" or not where.distributed:
         return dev
-    index = where.local_rank % max(torch.cuda.device_count(), 1)
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+    count = torch.cuda.device_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", where.size))
+    if local > count or where.local_rank >= count:
+        raise EnsError(f"{local} ranks on this host and {count} GPU(s) visible to them: one rank a GPU (torchrun --nproc-per-node {count}, or ens predict --devices naming {count} GPUs)")
+    torch.cuda.set_device(where.local_rank)
+    return torch.device("cuda", where.local_rank)
 
 
 def launch_command(devices: list[str], argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -142,6 +155,12 @@ def launch_command(devices: list[str], argv: list[str]) -> tuple[list[str], dict
         indices = [d.split(":", 1)[1] if ":" in d else str(i) for i, d in enumerate(devices)]
         if not all(i.isdigit() for i in indices) or len(set(indices)) != len(indices):
             raise EnsError(f"--devices {','.join(devices)}: name each GPU once, as cuda:N")
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        if "CUDA_VISIBLE_DEVICES" in os.environ:  # a scheduler's choice: cuda:N is the N-th GPU it shows, as torch numbers them
+            beyond = [i for i in indices if int(i) >= len(visible)]
+            if beyond:
+                raise EnsError(f"--devices cuda:{beyond[0]}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} shows {len(visible)} GPU(s), cuda:0 to cuda:{len(visible) - 1}")
+            indices = [visible[int(i)] for i in indices]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(indices)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={len(devices)}", "-m", "ensembler", *argv]
     return command, env

@@ -11,6 +11,7 @@ image is reported at once, and nothing is written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,10 +61,16 @@ def apply_geometry(image, geometry: Geometry) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _constants(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std ``(1, 3, 1, 1)`` on `device`, made once: a new tensor per batch is a copy
+    from the host, and on CUDA a wait for it."""
+    return torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
 def normalize(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(B, 3, H, W)`` -> float32 normalised by the entry's mean and std."""
-    mean = torch.tensor(pre.mean, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=batch.device).view(1, 3, 1, 1)
+    mean, std = _constants(batch.device, tuple(pre.mean), tuple(pre.std))
     return (batch.float() / 255.0 - mean) / std
 
 

@@ -168,7 +168,9 @@ def _folds_needed(entry: ZooEntry, split: Split, images: Images, val_fold: int) 
     return needed
 
 
-def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, images_fp: str, folds_fp: str | None, precision: str) -> dict[str, Any]:
+def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, images_fp: str, folds_fp: str | None, precision: str, device: str) -> dict[str, Any]:
+    """What a prediction set depends on: a set made under another key is made again. The device
+    kind is in it: a GPU's kernels (and float16) give other last digits than the CPU's."""
     return {
         "architecture": entry.architecture,
         "kwargs": dict(entry.kwargs),
@@ -180,6 +182,7 @@ def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, imag
         "images": images_fp,
         "folds": folds_fp,
         "precision": precision,
+        "device": device,
     }
 
 
@@ -254,7 +257,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
         policy = options.tta or entry.tta
         folds = _folds_needed(entry, split, images, project.val_fold)
         hashes = verify_sha256(entry)
-        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision))
+        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision, dev.type))
         if not options.force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
             outcomes.append(Outcome(entry.name, split, "cached", len(images.ids), precision))
             continue
@@ -272,13 +275,21 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
         for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
             paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
             for fold in job.folds:
-                model = load_model(job.entry, paths[fold]).to(dev)
+                try:
+                    model = load_model(job.entry, paths[fold]).to(dev)
+                except torch.cuda.OutOfMemoryError:
+                    raise EnsError(f"out of memory on {dev} moving {job.name!r} there; free the device or predict it alone (ens predict --model {job.name})") from None
                 if options.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
                 job.models[fold] = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and dtype is None else model
             job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
         _run(jobs, shard, split, dev, options, dtype, progress)
+        for job in jobs:  # one check a model, at the end: float16 overflows are written nowhere
+            if not bool(torch.isfinite(job.out).all()):
+                bad = int((~torch.isfinite(job.out)).any(dim=1).sum())
+                fix = "run it with --no-amp (float32)" if dtype is not None else "its checkpoint gives them in float32 too"
+                raise EnsError(f"{job.name!r}: {bad} image(s) got outputs that are not finite (NaN or inf) in {precision}; nothing was written; {fix}")
     except Exception as exc:  # noqa: BLE001 - on many ranks every failure must reach the others, or they wait forever
         if not where.distributed:
             raise
@@ -316,7 +327,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
 
 def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, options: RunOptions, dtype: torch.dtype | None, progress: Progress | None) -> None:
     geometries = list(dict.fromkeys(Geometry.of(j.entry.preprocess) for j in jobs))
-    workers = min(8, os.cpu_count() or 1) if options.workers is None else options.workers
+    workers = default_workers(dev) if options.workers is None else options.workers
     loader = torch.utils.data.DataLoader(
         ImageSet(images.paths, geometries),
         batch_size=options.batch_size,
@@ -329,7 +340,8 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, optio
     folds = torch.from_numpy(images.folds) if images.folds is not None else None
     autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     done, unreadable = 0, []
-    with torch.inference_mode(), autocast, _cudnn_autotune(dev):
+    autotune = split is Split.EVAL or not any(len(j.models) > 1 for j in jobs)
+    with torch.inference_mode(), autocast, _cuda_settings(dev, autotune, dtype is None):
         for indices, per_geometry, errors in loader:
             unreadable += errors
             done += len(indices)
@@ -350,9 +362,17 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, optio
                         on_device[key[0]] = raw.to(dev, non_blocking=True)
                     x = normalize(on_device[key[0]], pre)
                     normalized[key] = x.contiguous(memory_format=torch.channels_last) if options.channels_last else x
-                job.out[indices] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
+                rows = _rows(indices)
+                job.out[rows] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
     if unreadable:
         raise unreadable_error(unreadable)
+
+
+def _rows(indices: torch.Tensor) -> slice | torch.Tensor:
+    """A batch's rows of the output: the loader reads in order, so a slice (indexing a CUDA
+    tensor with a host index tensor copies the index over and waits for it)."""
+    first, count = int(indices[0]), len(indices)
+    return slice(first, first + count) if int(indices[-1]) - first == count - 1 else indices
 
 
 def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tensor | None, split: Split, transforms, dev: torch.device, batch: int) -> torch.Tensor:
@@ -367,22 +387,39 @@ def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tens
     if split is Split.EVAL:
         return torch.stack([run(m, x) for m in job.models.values()]).mean(0)
     out = torch.empty(len(x), job.entry.layout.width, device=x.device)
-    row_folds = folds[indices]
+    row_folds = folds[indices]  # on the host: where each fold's rows are is known without the device
     for fold in row_folds.unique().tolist():
-        mask = (row_folds == fold).to(x.device)
-        out[mask] = run(job.models[fold], x[mask])
+        where = torch.nonzero(row_folds == fold).squeeze(1).to(x.device, non_blocking=True)
+        out.index_copy_(0, where, run(job.models[fold], x.index_select(0, where)))
     return out
 
 
 @contextlib.contextmanager
-def _cudnn_autotune(dev: torch.device):
-    """On CUDA, let cuDNN time its kernels once per input shape (a run sees few shapes)."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = before or dev.type == "cuda"
+def _cuda_settings(dev: torch.device, autotune: bool, float32: bool):
+    """On CUDA: let cuDNN time its kernels once per input shape when a run sees few shapes
+    (`autotune`; a fold group out of fold sees sub-batches of every size, each a new shape to
+    time); and in a float32 run, no TF32 (cuDNN's convolutions use it by default, and a set
+    labelled float32 would be TF32's). Restored on exit."""
+    backends = torch.backends
+    before = (backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+    if dev.type == "cuda":
+        backends.cudnn.benchmark = before[0] or autotune
+        if float32:
+            backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before
+
+
+def default_workers(dev: torch.device) -> int:
+    """Decode workers when none are asked for: on CPU up to 8 (the model needs the cores too);
+    on CUDA the host's cores shared among this host's ranks (torchrun's ``LOCAL_WORLD_SIZE``),
+    up to 16, so a GPU is not kept waiting by a fixed 8."""
+    cpus = os.cpu_count() or 1
+    if dev.type != "cuda":
+        return min(8, cpus)
+    return max(1, min(16, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
 def _one_thread(_: int) -> None:

@@ -111,7 +111,7 @@ def test_baseline_run_is_reproduced_row_for_row(tmp_path, faces, monkeypatch):
     assert "resize: 30x40 (width x height)" in added.output
     assert (team / "model_zoo.yaml").is_file()
     assert runner.invoke(app, [*base, "zoo", "check", "exp3"]).exit_code == 0
-    predicted = runner.invoke(app, [*base, "predict", "--model", "exp3", "--tta", "none", "--workers", "0"])
+    predicted = runner.invoke(app, [*base, "predict", "--model", "exp3", "--tta", "none", "--workers", "0", "--device", "cpu"])
     assert predicted.exit_code == 0, predicted.output
     composed = runner.invoke(app, [*base, "compose", "--recipe", "*:exp3", "--name", "exp3-alone"])
     assert composed.exit_code == 0, composed.output

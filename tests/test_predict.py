@@ -17,10 +17,18 @@ from ensembler.data.zoo import TTAPolicy, ZooEntry  # noqa: E402
 from ensembler.errors import EnsError  # noqa: E402
 from predictors.layouts import activate, flatten, to_tasks  # noqa: E402
 from predictors.models import load_model, read_state_dict  # noqa: E402
-from predictors.runner import predict  # noqa: E402
+from predictors.runner import predict as run_predict  # noqa: E402
 from predictors.tta import build_transforms, tta_predict  # noqa: E402
 
 sys_path_code = str(ASSETS)
+
+
+def predict(*args, **kwargs):
+    """`predictors.runner.predict` on the CPU unless a test says otherwise: these tests assert
+    CPU facts (float32, the frozen copy, CPU out-of-memory text), and "auto" picks CUDA and
+    float16 on a GPU host. The GPU tests at the end pass device="cuda"."""
+    kwargs.setdefault("device", "cpu")
+    return run_predict(*args, **kwargs)
 
 
 def entry(tmp_path, **raw):
@@ -442,7 +450,7 @@ def test_ctrl_c_mid_run_leaves_the_store_as_it_was(zoo, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(predictors.runner, "tta_predict", interrupted_at_the_second_batch)
-    result = CliRunner().invoke(app, ["--zoo", str(zoo.zoo), "predict", "--model", "heads", "--model", "tiny", "--force", "--workers", "0", "--batch-size", "4"])
+    result = CliRunner().invoke(app, ["--zoo", str(zoo.zoo), "predict", "--model", "heads", "--model", "tiny", "--force", "--workers", "0", "--batch-size", "4", "--device", "cpu"])
     assert len(calls) == 2 and result.exit_code == 1
     assert result.stderr.strip() == "Error: interrupted; nothing half-written was left behind"
     store = Store(zoo.predictions)
@@ -469,10 +477,10 @@ def test_cli_zoo_check_and_predict(zoo):
     result = runner.invoke(app, [*base, "zoo", "check"])
     assert result.exit_code == 0, result.output
     assert result.output.count(" ok") == 3
-    result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0"])
+    result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "tiny val: " in result.output and "written (float32)" in result.output
-    again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0"])
+    again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert again.exit_code == 0 and "not recomputed" in again.output
     report = runner.invoke(app, [*base, "report"])
     assert report.exit_code == 0 and "group" in report.output and "tiny" in report.output
@@ -668,3 +676,100 @@ def test_cli_devices_launches_torchrun_and_refuses_mixed_devices(zoo):
     for bad in (["cuda:0", "cpu"], ["cuda:1", "cuda:1"], ["tpu:0"]):
         with pytest.raises(EnsError, match="--devices"):
             launch_command(bad, ["predict"])
+
+
+# --- the GPU a team has: what can be proven on the CPU, and the CUDA tests that skip without one ---
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+def test_auto_picks_cuda_on_a_gpu_host_and_the_cpu_elsewhere(monkeypatch):
+    from predictors.runner import autocast_dtype, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda" and autocast_dtype(resolve_device("auto"), None) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu" and autocast_dtype(resolve_device("auto"), None) is None
+    with pytest.raises(EnsError, match="--device cuda: no CUDA device is available"):
+        resolve_device("cuda")
+
+
+def test_more_ranks_than_gpus_is_refused_in_one_line(monkeypatch):
+    from predictors.distributed import World, rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(EnsError, match=r"2 ranks on this host and 1 GPU\(s\) visible to them: one rank a GPU \(torchrun --nproc-per-node 1"):
+        rank_device(torch.device("cuda"), World(1, 2, 1))
+    assert rank_device(torch.device("cpu"), World(1, 2, 1)).type == "cpu"  # CPU ranks share the host
+
+
+def test_devices_are_counted_within_a_schedulers_cuda_visible_devices(monkeypatch):
+    from predictors.distributed import launch_command
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert launch_command(["cuda:1", "cuda:3"], ["predict"])[1]["CUDA_VISIBLE_DEVICES"] == "5,7"
+    with pytest.raises(EnsError, match=r"--devices cuda:4: CUDA_VISIBLE_DEVICES='4,5,6,7' shows 4 GPU\(s\), cuda:0 to cuda:3"):
+        launch_command(["cuda:0", "cuda:4"], ["predict"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert launch_command(["cuda:1", "cuda:3"], ["predict"])[1]["CUDA_VISIBLE_DEVICES"] == "1,3"
+
+
+def test_outputs_that_are_not_finite_are_never_written(zoo, tmp_path):
+    import sys
+
+    sys.path.insert(0, sys_path_code)
+    from tinynets import Const
+
+    broken = Const()
+    with torch.no_grad():
+        broken.logits[3] = float("nan")
+    torch.save(broken.state_dict(), zoo.root / "nan.pth")
+    raw = yaml.safe_load(zoo.zoo.read_text())
+    raw["models"].append({"name": "nan", "architecture": "tinynets:Const", "code": sys_path_code, "checkpoint": "nan.pth", "layout": "classes18", "fold": 0})
+    zoo.zoo.write_text(yaml.safe_dump(raw, sort_keys=False))
+    project = load_project(zoo.zoo)
+    with pytest.raises(EnsError, match=r"'nan': 70 image\(s\) got outputs that are not finite \(NaN or inf\) in float32; nothing was written"):
+        predict(project, ["nan"], workers=0)
+    assert not Store(project.predictions).has("nan")
+
+
+def test_the_cache_key_and_provenance_name_the_device(zoo):
+    predict(zoo, ["tiny"], workers=0)
+    origin = Store(zoo.predictions).read_meta("tiny", Split.EVAL)["origin"]
+    assert origin["cache_key"]["device"] == "cpu" and origin["device"] == "cpu" and origin["precision"] == "float32"
+
+
+def test_workers_follow_the_device_and_the_ranks_on_the_host(monkeypatch):
+    from predictors.runner import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_workers(torch.device("cpu")) == 8
+    assert default_workers(torch.device("cuda")) == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers(torch.device("cuda")) == 4
+
+
+def test_a_batchs_rows_are_a_slice_when_the_loader_reads_in_order():
+    from predictors.runner import _rows
+
+    assert _rows(torch.arange(32, 48)) == slice(32, 48)
+    odd = torch.tensor([3, 5, 6])
+    assert _rows(odd) is odd
+
+
+@cuda
+def test_cuda_predicts_what_the_cpu_does_within_float16(zoo):
+    [cpu] = predict(zoo, ["heads"], workers=0, device="cpu")
+    on_cpu = Store(zoo.predictions).read("heads", Split.EVAL)
+    [gpu] = predict(zoo, ["heads"], workers=0, device="cuda")
+    on_gpu = Store(zoo.predictions).read("heads", Split.EVAL)
+    assert (cpu.precision, gpu.precision, gpu.status) == ("float32", "float16", "written")  # another device: another key
+    for task in on_cpu.probs:
+        np.testing.assert_allclose(on_gpu.probs[task], on_cpu.probs[task], atol=2e-2)
+
+
+@cuda
+def test_cuda_float32_is_not_tf32_and_says_float32(zoo):
+    [gpu] = predict(zoo, ["heads"], workers=0, device="cuda", amp=False)
+    assert gpu.precision == "float32" and torch.backends.cudnn.allow_tf32  # restored after the run
