@@ -231,7 +231,7 @@ def test_ens_audit_writes_the_findings_prints_the_top_and_accepts(project, toy, 
     flipped["label"] = encode(t[Task.MASK], t[Task.GENDER], t[Task.AGE])
     for seed in (0, 1):
         import_source(project, write_csv(tmp_path / f"S{seed}.csv", teammate_csv(flipped, {Task.MASK: 4.0, Task.GENDER: 6.0, Task.AGE: 2.0}, seed=seed)), f"S{seed}")
-    result = runner.invoke(app, ["--zoo", str(project.zoo), "audit", "--top", "5", "--accept", "0.9"])
+    result = runner.invoke(app, ["--zoo", str(project.zoo), "audit", "--top", "5", "--accept", "0.9", "--html", str(tmp_path / "audit.html")])
     assert result.exit_code == 0, result.output
     assert "audited all 280 labelled images" in result.output and "audited 40 people" in result.output
     table = pd.read_csv(project.root / "audit" / "train.csv", keep_default_na=False)
@@ -240,6 +240,8 @@ def test_ens_audit_writes_the_findings_prints_the_top_and_accepts(project, toy, 
     assert (top["profile"], top["task"], top["sources"]) == (wrong, "gender", 2) and top["p_wrong"] > 0.9
 
     assert wrong in result.output and "1 fix added" in result.output
+    page = (tmp_path / "audit.html").read_text()  # the toy's images are empty files: shown as "no image", never a crash
+    assert f'id="{wrong}"' in page and page.count("no image") == 7 and "female" in page
     record = json.loads((project.root / "audit" / "train.json").read_text())
     assert record["people"] == {"gender": 40, "age": 40, "mask": 40} and record["sources"]["gender"] == {"S0": 1.0, "S1": 1.0}
     fixes = (project.root / "label_fixes.csv").read_text().splitlines()

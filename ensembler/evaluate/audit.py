@@ -487,19 +487,23 @@ THUMB_HEIGHT = 128  # pixels: the page of 100 flagged people stays a few MB
 
 
 def _thumbnail(path: Path) -> str | None:
-    """The image at `path` as a small base64 JPEG, or None when it is not there."""
+    """The image at `path` as a small base64 JPEG, or None when it is not there or cannot be
+    decoded (the page says so under it; a review page does not stop at one bad file)."""
     import base64
     import io
 
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         return None
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMB_HEIGHT * 2, THUMB_HEIGHT))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=75)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMB_HEIGHT * 2, THUMB_HEIGHT))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=75)
+    except (OSError, UnidentifiedImageError):
+        return None
     return base64.b64encode(buffer.getvalue()).decode()
 
 
