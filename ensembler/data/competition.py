@@ -26,8 +26,7 @@ competition, the built-in preset `MASK`, exactly as `labels` compiles it in::
 Every key is checked when the file is read: an unknown key, a task with fewer than two
 classes, an unknown metric, a pattern without ``{}``, a metric the submission cannot carry
 (AUC or log-loss with ``answer:``) are one error naming the key and the file. Paths are relative
-to the data folder. `Competition.space` is its `labels.LabelSpace`. This slice declares and
-checks; the readers that follow the declaration come with the rest of issue 24.
+to the data folder. `Competition.space` is its `labels.LabelSpace`; `declared` reads its files.
 """
 
 from __future__ import annotations
@@ -165,6 +164,7 @@ MASK = Competition(
 )
 PRESETS = {"mask": MASK}
 SECTIONS = {"tasks", "metric", "train", "eval", "submission", "joint", "name"}
+RESERVED = ("ImageID", "path", "group", "label")  # the labelled table's own columns (`declared.read_labelled`)
 
 
 def _mapping(raw: Any, key: str, source: Path, keys: set[str]) -> dict[str, Any]:
@@ -209,6 +209,8 @@ def _tasks(raw: Any, source: Path) -> tuple[TaskSpec, ...]:
         twice = sorted({c for c in names if names.count(c) > 1})
         if twice or not all(names):
             raise EnsError(f"{source}: competition.tasks.{name}: class names must be distinct and non-empty ({', '.join(twice) or 'an empty one'})")
+        if len(raw) > 1 and name in RESERVED:
+            raise EnsError(f"{source}: competition.tasks: a task of several may not be called {name!r} (the labelled table's {', '.join(RESERVED)} columns); rename it")
         tasks.append(TaskSpec(name, names))
     return tuple(tasks)
 
