@@ -11,6 +11,9 @@ On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
 
 On CPU it also times ens with --no-freeze and the forward-only bound of the eager models, to
 show what freezing (`predictors.models.FrozenOnCPU`) brings; its tracing is inside ens's time.
+With onnxruntime installed, ens runs on it (``--backend auto``; the exports are made in the
+warm-up and cached, as a team's second run finds them), and the bench also times ``--backend
+torch`` end to end and each model's forward pass frozen against onnxruntime.
 ens freezes in float32 only (under bfloat16 the tracing cost more than it saved end to end).
 
 Each figure is taken in float32 and again in the device's mixed precision (`ens predict --amp`:
@@ -44,6 +47,8 @@ from ensembler.data.project import load_project  # noqa: E402
 from ensembler.data.toy import make_toy_competition  # noqa: E402
 from predictors.images import Geometry, ImageSet, collate, normalize  # noqa: E402
 from predictors.models import FrozenOnCPU, build_model  # noqa: E402
+from predictors.onnx import OnnxOnCPU  # noqa: E402
+from predictors.onnx import available as onnx_available  # noqa: E402
 from predictors.runner import (  # noqa: E402
     autocast_dtype,
     bf16_is_native,
@@ -123,8 +128,8 @@ def main() -> None:
             compare_ranks(project, names, device, args)
             return
 
-        def ens(amp: bool, freeze: bool = True, workers: int = args.workers) -> None:
-            predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=workers, force=True, amp=amp, freeze=freeze)
+        def ens(amp: bool, freeze: bool = True, workers: int = args.workers, backend: str = "auto") -> None:
+            predict(project, names, tta="hflip", device=str(device), batch_size=args.batch_size, workers=workers, force=True, amp=amp, freeze=freeze, backend=backend)
 
         paths = [str(comp.data / "eval" / "images" / i) for i in comp.eval["ImageID"]]
         geometry = Geometry((width, height), None, "bilinear")
@@ -142,6 +147,8 @@ def main() -> None:
             t_ens = timed(lambda: ens(amp))
             frozen_run = on_cpu and dtype is None  # ens freezes in float32 only; the bound runs the models as ens does
             t_eager = timed(lambda: ens(amp, freeze=False)) if frozen_run else None
+            with_ort = frozen_run and onnx_available()
+            t_torch = timed(lambda: ens(amp, backend="torch")) if with_ort else None
             t_naive = timed(lambda: naive(paths, models, (height, width), device, args.batch_size, args.workers, dtype))
             t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, dtype))
             t_forward = t_forward_eager
@@ -149,16 +156,29 @@ def main() -> None:
                 frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
                 forward_only(batches[:1], frozen, pre, device, dtype)  # trace once per model, as ens does, not timed
                 t_forward = timed(lambda: forward_only(batches, frozen, pre, device, dtype))
+            t_forward_ort = None
+            if with_ort:
+                exported = {k: OnnxOnCPU(m, lambda shape, k=k: root / "onnx" / f"{k}-{'x'.join(map(str, shape))}.onnx", frozen[k], k) for k, m in models.items()}
+                forward_only(batches[:1], exported, pre, device, dtype)  # export once per model, as ens does (its cache), not timed
+                t_forward_ort = timed(lambda: forward_only(batches, exported, pre, device, dtype))
+                per_model = {k: (timed(lambda k=k: forward_only(batches, {k: frozen[k]}, pre, device, dtype)), timed(lambda k=k: forward_only(batches, {k: exported[k]}, pre, device, dtype))) for k in models}
 
-            bound_overlap, bound_serial = max(t_decode, t_forward), t_decode + t_forward
+            fastest = min(t_forward, t_forward_ort) if t_forward_ort is not None else t_forward  # the forward ens runs
+            bound_overlap, bound_serial = max(t_decode, fastest), t_decode + fastest
             print(f"--- {label} (ens and the naive loop alike)")
-            print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s){' (frozen models, tracing included)' if frozen_run else ''}")
+            print(f"ens predict : {n / t_ens:8.1f} images/s ({t_ens:.2f} s){' (onnxruntime, exports cached)' if with_ort else ' (frozen models, tracing included)' if frozen_run else ''}")
+            if t_torch is not None:
+                print(f"  --backend torch: {n / t_torch:7.1f} images/s ({t_torch:.2f} s) (frozen models, tracing included) -> onnxruntime is {t_torch / t_ens:.2f}x it end to end")
             if t_eager is not None:
                 print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
             print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
             print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if frozen_run else ''}")
             if frozen_run:
                 print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
+            if t_forward_ort is not None:
+                print(f"  onnxruntime: {n / t_forward_ort:7.1f} images/s ({t_forward_ort:.2f} s) -> {t_forward / t_forward_ort:.2f}x the frozen copies")
+                for k, (t_f, t_o) in per_model.items():
+                    print(f"    {k:<24} frozen {1000 * t_f / len(batches):7.1f} ms a batch, onnxruntime {1000 * t_o / len(batches):7.1f} ms ({t_f / t_o:.2f}x)")
             print(f"bound       : {n / bound_overlap:8.1f} images/s with perfect overlap, {n / bound_serial:.1f} with none "
                   f"-> ens takes {t_ens / bound_overlap:.2f}x / {t_ens / bound_serial:.2f}x the bound's time")
             if dtype is None:

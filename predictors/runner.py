@@ -26,6 +26,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,7 @@ class Job:
     folds: list[int | None]  # which checkpoints the split needs (None: the single one)
     models: dict[int | None, torch.nn.Module] = field(default_factory=dict)
     out: torch.Tensor | None = None
+    hashes: dict[Any, str] = field(default_factory=dict)  # checkpoint sha256 per fold
 
     @property
     def name(self) -> str:
@@ -113,6 +115,8 @@ class Outcome:
     status: str  # "written" or "cached"
     rows: int
     precision: str  # "float32", or the autocast dtype: "float16" (CUDA), "bfloat16" (CPU)
+    backend: str = "torch"  # where the CPU forward passes ran: "torch" or "onnxruntime"
+    notes: tuple[str, ...] = ()  # a model that ONNX Runtime could not run, and why
 
 
 def resolve_device(device: str) -> torch.device:
@@ -168,7 +172,7 @@ def _folds_needed(entry: ZooEntry, split: Split, images: Images, val_fold: int) 
     return needed
 
 
-def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, images_fp: str, folds_fp: str | None, precision: str, device: str) -> dict[str, Any]:
+def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, images_fp: str, folds_fp: str | None, precision: str, device: str, backend: str = "torch") -> dict[str, Any]:
     """What a prediction set depends on: a set made under another key is made again. The device
     kind is in it: a GPU's kernels (and float16) give other last digits than the CPU's."""
     return {
@@ -183,6 +187,7 @@ def _cache_key(entry: ZooEntry, tta: TTAPolicy, split: Split, hashes: dict, imag
         "folds": folds_fp,
         "precision": precision,
         "device": device,
+        **({"backend": backend} if backend != "torch" else {}),  # the torch path keeps the keys it had
     }
 
 
@@ -198,7 +203,8 @@ class RunOptions:
 
     tta: a policy overriding every entry's (None: each entry's own); amp: automatic mixed
     precision (`autocast_dtype`; None: on for CUDA, off for CPU); freeze: on CPU in float32,
-    run each model as a traced, frozen copy (`models.FrozenOnCPU`)."""
+    run each model as a traced, frozen copy (`models.FrozenOnCPU`); backend: on CPU in float32,
+    ``onnxruntime`` (`onnx.OnnxOnCPU`), ``torch``, or ``auto`` (ONNX Runtime when installed)."""
 
     tta: TTAPolicy | None = None
     batch_size: int = 32
@@ -207,10 +213,46 @@ class RunOptions:
     amp: bool | None = None
     channels_last: bool = True
     freeze: bool = True
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise EnsError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.backend not in BACKENDS:
+            raise EnsError(f"--backend {self.backend!r}: choose {', '.join(BACKENDS)}")
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def resolve_backend(backend: str, dev: torch.device, dtype: torch.dtype | None, freeze: bool) -> str:
+    """Where the CPU forward passes run: ``onnxruntime`` when asked (on the CPU in float32, with
+    it installed) or, with ``auto``, when installed and the torch path would be the frozen copy;
+    else ``torch`` (eager or frozen, as before)."""
+    from . import onnx
+
+    cpu_float32 = dev.type == "cpu" and dtype is None
+    if backend == "onnxruntime":
+        if not cpu_float32:
+            raise EnsError("--backend onnxruntime runs on the CPU in float32: drop --amp and --device cuda, or use --backend torch")
+        if not onnx.available():
+            raise EnsError('--backend onnxruntime: onnxruntime is not installed (pip install -e ".[onnx]")')
+        return "onnxruntime"
+    return "onnxruntime" if backend == "auto" and cpu_float32 and freeze and onnx.available() else "torch"
+
+
+def onnx_path(project: Project, entry: ZooEntry, checkpoint_hash: str, shape: tuple[int, ...]) -> Path:
+    """The cached ONNX model of `entry` (one checkpoint) for input `shape` ``(C, H, W)``: named by
+    what the export depends on (architecture, its arguments, the checkpoint, the output
+    layout, the input shape, torch's version, the opset); in ``predictions-onnx`` beside the
+    prediction store (``predictions``)."""
+    import json
+
+    from .onnx import OPSET
+
+    parts = {"architecture": entry.architecture, "kwargs": dict(entry.kwargs), "checkpoint": checkpoint_hash, "layout": entry.layout.label, "shape": list(shape), "torch": torch.__version__, "opset": OPSET}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode()).hexdigest()[:24]
+    return project.predictions.with_name(project.predictions.name + "-onnx") / f"{entry.name}-{digest}.onnx"
 
 
 def predict(
@@ -226,16 +268,18 @@ def predict(
     progress: Progress | None = None,
     channels_last: bool = True,
     freeze: bool = True,
+    backend: str = "auto",
 ) -> list[Outcome]:
     """Predict `names` on `split` and write their prediction sets (see the module doc).
 
     tta: a preset name overriding every entry's policy (CLI flag > zoo entry > none).
     amp: automatic mixed precision (`autocast_dtype`); None: on for CUDA, off for CPU.
     freeze: on CPU in float32, run each model as a traced, frozen copy (`models.FrozenOnCPU`).
+    backend: on CPU in float32, ``auto`` (ONNX Runtime when installed), ``onnxruntime`` or ``torch``.
     """
     if not names:
         raise EnsError("name at least one model (--model NAME)")
-    options = RunOptions(TTAPolicy.parse(tta) if tta is not None else None, batch_size, workers, force, amp, channels_last, freeze)
+    options = RunOptions(TTAPolicy.parse(tta) if tta is not None else None, batch_size, workers, force, amp, channels_last, freeze, backend)
     split = Split(split)
     entries = [project.model(n) for n in dict.fromkeys(names)]
     images = split_images(project, split)
@@ -248,6 +292,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
     """`predict` on this rank: its shard of the images (all of them on one device); rank 0 writes."""
     dtype = autocast_dtype(dev, options.amp)
     precision = precision_name(dtype)
+    backend = resolve_backend(options.backend, dev, dtype, options.freeze)
     images_fp = images.fingerprint()
     folds_fp = None if split is Split.EVAL else hashlib.sha256(project.folds.read_bytes()).hexdigest() + f":{project.val_fold}"
     store = Store(project.predictions)
@@ -257,11 +302,11 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
         policy = options.tta or entry.tta
         folds = _folds_needed(entry, split, images, project.val_fold)
         hashes = verify_sha256(entry)
-        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision, dev.type))
+        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision, dev.type, backend))
         if not options.force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
             outcomes.append(Outcome(entry.name, split, "cached", len(images.ids), precision))
             continue
-        jobs.append(Job(entry, policy, key, folds))
+        jobs.append(Job(entry, policy, key, folds, hashes=hashes))
     if not jobs:
         return outcomes
 
@@ -282,7 +327,13 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                 if options.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
-                job.models[fold] = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and dtype is None else model
+                torch_path = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and dtype is None else model
+                if backend == "onnxruntime":
+                    from .onnx import OnnxOnCPU
+
+                    path_for = lambda shape, entry=job.entry, sha=job.hashes[fold]: onnx_path(project, entry, sha, shape)  # noqa: E731
+                    torch_path = OnnxOnCPU(model, path_for, torch_path, job.name)
+                job.models[fold] = torch_path
             job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
         _run(jobs, shard, split, dev, options, dtype, progress)
         for job in jobs:  # one check a model, at the end: float16 overflows are written nowhere
@@ -303,7 +354,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
             full = distributed.assemble(parts, len(images.ids))
             for job, out in zip(jobs, full):
                 joint, tasks = to_tasks(torch.from_numpy(out), job.entry.layout)
-                origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision}
+                origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision, "backend": backend}
                 if where.distributed:
                     origin["world_size"] = where.size
                 pset = PredictionSet(
@@ -321,7 +372,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                 raise
             error = str(exc) if isinstance(exc, EnsError) else f"{type(exc).__name__}: {exc}"
     where.agree(error)
-    outcomes += [Outcome(job.name, split, "written", len(images.ids), precision) for job in jobs]
+    outcomes += [Outcome(job.name, split, "written", len(images.ids), precision, backend, tuple(n for m in job.models.values() for n in getattr(m, "notes", ()))) for job in jobs]
     return outcomes
 
 

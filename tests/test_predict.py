@@ -479,7 +479,7 @@ def test_cli_zoo_check_and_predict(zoo):
     assert result.output.count(" ok") == 3
     result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "tiny val: " in result.output and "written (float32)" in result.output
+    assert "tiny val: " in result.output and "written (float32" in result.output
     again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert again.exit_code == 0 and "not recomputed" in again.output
     report = runner.invoke(app, [*base, "report"])
@@ -773,3 +773,52 @@ def test_cuda_predicts_what_the_cpu_does_within_float16(zoo):
 def test_cuda_float32_is_not_tf32_and_says_float32(zoo):
     [gpu] = predict(zoo, ["heads"], workers=0, device="cuda", amp=False)
     assert gpu.precision == "float32" and torch.backends.cudnn.allow_tf32  # restored after the run
+
+
+# --- ONNX Runtime on the CPU ----------------------------------------------------------------------
+
+onnx_installed = pytest.mark.skipif(not __import__("predictors.onnx", fromlist=["available"]).available(), reason="onnxruntime is not installed (pip install -e .[onnx])")
+
+
+@onnx_installed
+def test_onnxruntime_gives_the_eager_models_probabilities_and_says_where_it_ran(zoo):
+    [torch_run] = predict(zoo, ["heads"], workers=0, backend="torch", force=True)
+    on_torch = Store(zoo.predictions).read("heads", Split.EVAL)
+    assert "backend" not in Store(zoo.predictions).read_meta("heads", Split.EVAL)["origin"]["cache_key"]  # the torch path keeps its keys
+    [ort_run] = predict(zoo, ["heads"], workers=0, backend="onnxruntime", batch_size=16)
+    on_ort = Store(zoo.predictions).read("heads", Split.EVAL)
+    assert (torch_run.backend, ort_run.backend, ort_run.status, ort_run.notes) == ("torch", "onnxruntime", "written", ())
+    origin = Store(zoo.predictions).read_meta("heads", Split.EVAL)["origin"]
+    assert origin["backend"] == "onnxruntime" and origin["cache_key"]["backend"] == "onnxruntime"
+    for task in on_torch.probs:
+        np.testing.assert_allclose(on_ort.probs[task], on_torch.probs[task], atol=1e-5)
+    assert list(zoo.predictions.with_name("predictions-onnx").glob("heads-*.onnx"))
+
+
+@onnx_installed
+def test_an_exported_model_is_reused_and_an_export_that_fails_runs_on_torch(zoo, monkeypatch):
+    predict(zoo, ["tiny"], workers=0, backend="onnxruntime")
+    exports = []
+    real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exports.append(1) or real(*a, **k))
+    [again] = predict(zoo, ["tiny"], workers=0, backend="onnxruntime", force=True)
+    assert exports == [] and again.notes == ()  # the cached file, no second export
+    for path in zoo.predictions.with_name("predictions-onnx").glob("*.onnx"):
+        path.unlink()
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::team_op' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    [fallback] = predict(zoo, ["tiny"], workers=0, backend="onnxruntime", force=True)
+    on_fallback = Store(zoo.predictions).read("tiny", Split.EVAL).joint
+    assert fallback.notes and fallback.notes[0].startswith("tiny: not exported to ONNX (RuntimeError: Exporting the operator 'aten::team_op'") and fallback.notes[0].endswith("ran on torch")
+    predict(zoo, ["tiny"], workers=0, backend="torch", force=True)
+    assert np.array_equal(on_fallback, Store(zoo.predictions).read("tiny", Split.EVAL).joint)  # the torch path, exactly
+
+
+def test_onnxruntime_is_refused_where_it_cannot_run(zoo):
+    with pytest.raises(EnsError, match="--backend onnxruntime runs on the CPU in float32"):
+        predict(zoo, ["tiny"], workers=0, backend="onnxruntime", amp=True)
+    with pytest.raises(EnsError, match="--backend 'tensorrt': choose auto, torch, onnxruntime"):
+        predict(zoo, ["tiny"], workers=0, backend="tensorrt")

@@ -269,6 +269,7 @@ def predict(
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Automatic mixed precision. Default: on for CUDA (float16), off for CPU (float32). --amp on CPU runs bfloat16: about 1.5x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others; probabilities then differ from float32 by up to about 0.03 (on the demo 0-0.6 % of the decisions changed).", show_default=False)] = None,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
     no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU in float32, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="On CPU in float32: onnxruntime (each model exported once per checkpoint and input shape, cached in predictions-onnx/, checked against the eager model; a model it cannot run goes to torch, and the run says so), torch (the frozen copy, or eager with --no-freeze), or auto: onnxruntime when installed (pip install -e \".[onnx]\").")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
     devices: Annotated[Optional[str], typer.Option("--devices", help="Run on several devices at once, one process each (torch.distributed, launched through torchrun): cuda:0,cuda:1 (NCCL), or cpu,cpu (gloo). The images are sharded across the processes; the first writes each set once. The same as: torchrun --nproc-per-node N -m ensembler predict ….", show_default=False, metavar="DEV,DEV…")] = None,
 ) -> None:
@@ -293,7 +294,7 @@ def predict(
         argv += [a for m in model for a in ("--model", m)] + ["--split", split.value, "--batch-size", str(batch_size)]
         argv += ["--device", "cuda" if names and names[0].startswith("cuda") else "cpu"]
         argv += [*(["--tta", tta] if tta else []), *(["--workers", str(workers)] if workers is not None else []), *([] if amp is None else ["--amp" if amp else "--no-amp"])]
-        argv += [flag for flag, on in (("--no-channels-last", no_channels_last), ("--no-freeze", no_freeze), ("--force", force)) if on]
+        argv += [flag for flag, on in (("--no-channels-last", no_channels_last), ("--no-freeze", no_freeze), ("--force", force)) if on] + ["--backend", backend]
         command, env = launch_command(names, argv)
         if subprocess.run(command, env=env).returncode:
             sys.exit(1)  # rank 0 printed the error line
@@ -309,11 +310,13 @@ def predict(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
 
-        outcomes = runner.predict(_project(ctx), model, split, tta, device, batch_size, workers, force, amp, progress, not no_channels_last, not no_freeze)
+        outcomes = runner.predict(_project(ctx), model, split, tta, device, batch_size, workers, force, amp, progress, not no_channels_last, not no_freeze, backend)
     elapsed = time.perf_counter() - start
     for o in outcomes:
         note = "unchanged, not recomputed (--force to redo)" if o.status == "cached" else "written"
-        out.print(f"{o.name} {o.split}: {o.rows} images, {note} ({o.precision})")
+        out.print(f"{o.name} {o.split}: {o.rows} images, {note} ({o.precision}{', onnxruntime' if o.backend == 'onnxruntime' else ''})")
+        for line in dict.fromkeys(o.notes):
+            out.print(f"note: {line}", markup=False)
     if any(o.precision == "bfloat16" for o in outcomes) and not runner.bf16_is_native():
         out.print("note: this CPU has no bfloat16 instructions, so --amp ran emulated and slower than float32; drop --amp")
     if any(o.status == "written" for o in outcomes):
