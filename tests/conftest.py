@@ -96,3 +96,29 @@ def render(chromium: str, page, tmp_path, *args: str) -> subprocess.CompletedPro
 def console_errors(stderr: str) -> list[str]:
     """Console messages and failed loads that Chromium logs for the page."""
     return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line or "Failed to load" in line]
+
+
+# --- declared competitions (issue 24): three real layouts, shared by test_competition and test_declared
+
+CASSAVA = {
+    "tasks": {"label": ["cbb", "cbsd", "cgm", "cmd", "healthy"]},
+    "metric": "accuracy",
+    "train": {"csv": "train.csv", "id": "image_id", "images": "train_images", "labels": {"label": "label"}},
+    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test_images"},
+    "submission": {"answer": "label"},
+}
+MELANOMA = {
+    "tasks": {"target": ["benign", "malignant"]},
+    "metric": "auc",
+    "train": {"csv": "train.csv", "id": "image_name", "images": "jpeg/train/{}.jpg", "labels": {"target": "target"}, "group": "patient_id"},
+    "eval": {"csv": "sample_submission.csv", "id": "image_name", "images": "jpeg/test/{}.jpg"},
+    "submission": {"proba": {"target": "malignant"}},
+}
+WORDS = [str(i) for i in range(2, 12)] + [f"w{i}" for i in range(300)]  # "2" before "10": the declared order, not sorted()
+SKETCH = {
+    "tasks": {"word": WORDS},
+    "metric": "macro_f1",
+    "train": {"folders": "train"},
+    "eval": {"csv": "sample_submission.csv", "id": "key_id", "images": "test"},
+    "submission": {"answer": "word", "as": "name"},
+}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import CASSAVA, MELANOMA, SKETCH, WORDS
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from typer.testing import CliRunner
 
@@ -18,28 +19,6 @@ from ensembler.data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS
 from ensembler.data.project import load_project
 from ensembler.errors import EnsError
 from ensembler.scoring.metrics import metric_value
-
-CASSAVA = {
-    "tasks": {"label": ["cbb", "cbsd", "cgm", "cmd", "healthy"]},
-    "metric": "accuracy",
-    "train": {"csv": "train.csv", "id": "image_id", "images": "train_images", "labels": {"label": "label"}},
-    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test_images"},
-    "submission": {"answer": "label"},
-}
-MELANOMA = {
-    "tasks": {"target": ["benign", "malignant"]},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "image_name", "images": "jpeg/train/{}.jpg", "labels": {"target": "target"}, "group": "patient_id"},
-    "eval": {"csv": "sample_submission.csv", "id": "image_name", "images": "jpeg/test/{}.jpg"},
-    "submission": {"proba": {"target": "malignant"}},
-}
-SKETCH = {
-    "tasks": {"word": [f"w{i}" for i in range(340)]},
-    "metric": "macro_f1",
-    "train": {"folders": "train"},
-    "eval": {"csv": "sample_submission.csv", "id": "key_id", "images": "test"},
-    "submission": {"answer": "word", "as": "name"},
-}
 
 
 def test_without_a_declaration_the_competition_is_the_mask_one(tmp_path):
@@ -51,7 +30,7 @@ def test_without_a_declaration_the_competition_is_the_mask_one(tmp_path):
     assert MASK.n_joint == N_JOINT and MASK.joint and MASK.metric is Metric.MACRO_F1 and MASK.is_preset
 
 
-@pytest.mark.parametrize("declared, n, metric", [(CASSAVA, 5, "accuracy"), (MELANOMA, 2, "auc"), (SKETCH, 340, "macro_f1")])
+@pytest.mark.parametrize("declared, n, metric", [(CASSAVA, 5, "accuracy"), (MELANOMA, 2, "auc"), (SKETCH, len(WORDS), "macro_f1")])
 def test_declarations_of_other_layouts_parse(tmp_path, declared, n, metric):
     zoo = tmp_path / "model_zoo.yaml"
     zoo.write_text(yaml.safe_dump({"competition": declared}))

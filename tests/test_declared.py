@@ -10,33 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CASSAVA, MELANOMA, SKETCH, WORDS
 
 from ensembler.data.competition import parse_competition
 from ensembler.data.declared import read_labelled, read_sample, submission_bytes
 from ensembler.errors import EnsError
-
-CASSAVA = {
-    "tasks": {"label": ["cbb", "cbsd", "cgm", "cmd", "healthy"]},
-    "metric": "accuracy",
-    "train": {"csv": "train.csv", "id": "image_id", "images": "train_images", "labels": {"label": "label"}},
-    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test_images"},
-    "submission": {"answer": "label"},
-}
-MELANOMA = {
-    "tasks": {"target": ["benign", "malignant"]},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "image_name", "images": "jpeg/train/{}.jpg", "labels": {"target": "target"}, "group": "patient_id"},
-    "eval": {"csv": "sample_submission.csv", "id": "image_name", "images": "jpeg/test/{}.jpg"},
-    "submission": {"proba": {"target": "malignant"}},
-}
-WORDS = [str(i) for i in range(2, 12)] + [f"w{i}" for i in range(300)]  # "2" before "10": the declared order, not sorted()
-SKETCH = {
-    "tasks": {"word": WORDS},
-    "metric": "macro_f1",
-    "train": {"folders": "train"},
-    "eval": {"csv": "sample_submission.csv", "id": "key_id", "images": "test"},
-    "submission": {"answer": "word", "as": "name"},
-}
 
 
 def touch(path: Path) -> None:

@@ -124,3 +124,10 @@ def test_any_label_space_round_trips_and_its_marginals_sum_the_others(shape):
         space.decode(np.array([space.n_joint]))
     with pytest.raises(EnsError, match=rf"{tasks[0]} classes must lie in 0..{shape[0] - 1}"):
         space.encode(*(np.array([k]) for k in shape))
+
+
+def test_the_product_of_mixed_dtypes_is_einsums_bit_for_bit():
+    rng = np.random.default_rng(4)
+    probs = {Task.MASK: rng.dirichlet(np.ones(3), 40).astype(np.float32), Task.GENDER: rng.dirichlet(np.ones(2), 40), Task.AGE: rng.dirichlet(np.ones(3), 40).astype(np.float32)}
+    reference = np.einsum("ni,nj,nk->nijk", *(probs[t] for t in TASKS)).reshape(40, N_JOINT)
+    assert joint_from_tasks(probs).dtype == reference.dtype and np.array_equal(joint_from_tasks(probs), reference)

@@ -140,6 +140,16 @@ def read_train(data: Path, fixes: LabelFixes | None = None) -> pd.DataFrame:
     return table[columns]
 
 
+def checked_fixes(project) -> LabelFixes | None:
+    """The project's label fixes (`project.Project.fixes`), checked against its train images when
+    the data folder has them: a fix naming a person or image that is not there is an error, also
+    where only some of the people are read (the labelled scope of a composition)."""
+    fixes = project.fixes
+    if fixes is not None and project.data is not None and (project.data / TRAIN_CSV).is_file():
+        fixes.check(read_train(project.data)["ImageID"])
+    return fixes
+
+
 def read_eval(data: Path) -> pd.DataFrame:
     """``eval/info.csv`` as ImageID and path, in file order (`read_eval_ids`, with its checks)."""
     import pandas as pd
@@ -257,10 +267,7 @@ def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, 
         raise EnsError(f"--val-fold must lie in 0..{n_folds - 1}, got {val_fold}")
     if project.folds.exists() and not force:
         raise EnsError(f"{project.folds}: fold file exists; the team's models are trained against it (use --force to replace it)")
-    data = project.require_data()
-    if project.fixes is not None:
-        project.fixes.check(read_train(data)["ImageID"])
-    folds = make_folds(read_people(data, project.fixes), n_folds, seed)
+    folds = make_folds(read_people(project.require_data(), checked_fixes(project)), n_folds, seed)
     write_folds(project.folds, folds, overwrite=force)
     update_project(project.zoo, folds=project.folds, val_fold=val_fold)
     return folds

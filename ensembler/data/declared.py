@@ -25,13 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import EnsError, preview
-from .competition import Competition, EvalSpec
+from .competition import IMAGE_SUFFIXES, Competition, EvalSpec
 from .io import read_table
 
 if TYPE_CHECKING:
     import pandas as pd
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_path(data: Path, images: str, image_id: str) -> str:

@@ -137,14 +137,14 @@ class LabelSpace:
     def joint_from_tasks(self, probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Per-task distributions (``{task: (n, k)}``, every task) -> their product
         ``(n, n_joint)``: the tasks taken independent given the image, as a multi-head model
-        has them. Multiplied in task order (as ``einsum`` does for three)."""
+        has them. Multiplied in task order in their common dtype, as ``einsum`` does (a test holds
+        the two equal bit for bit)."""
         missing = [t for t in self.tasks if t not in probs]
         if missing:
             raise EnsError(f"a joint distribution needs all {len(self.tasks)} tasks; missing: {', '.join(missing)}")
-        arrays = [np.asarray(probs[t]) for t in self.tasks]
+        dtype = np.result_type(*(np.asarray(probs[t]) for t in self.tasks))
+        arrays = [np.asarray(probs[t], dtype=dtype) for t in self.tasks]
         n = len(arrays[0])
-        if len(arrays) == 3:
-            return np.einsum("ni,nj,nk->nijk", *arrays).reshape(n, self.n_joint)
         out = arrays[0]
         for part in arrays[1:]:
             out = (out[:, :, None] * part[:, None, :]).reshape(n, -1)

@@ -117,11 +117,6 @@ def pooled(logs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return mean - logsumexp(mean, axis=1, keepdims=True)
 
 
-def _noise_matrix(k: int, rate: float) -> np.ndarray:
-    """P(given | true) ``(k, k)``: right with 1 - `rate`, else one of the others alike."""
-    return np.full((k, k), rate / max(k - 1, 1)) + np.eye(k) * (1 - rate - rate / max(k - 1, 1))
-
-
 def log_density(at: np.ndarray, sample: np.ndarray, weights: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
     """log of a weighted Gaussian kernel density of `sample` ``(m,)`` at `at` ``(t,)``, the
     bandwidth by Silverman's robust rule (the few wrong labels far out do not widen it), mixed
@@ -214,7 +209,8 @@ def audit_person_task(task: Task, logs: Mapping[str, np.ndarray], weights: Mappi
     if task is Task.AGE and years is not None:
         label_prior = age_prior(years[first], label, noise)  # P(true | the folder's years)
     else:
-        label_prior = _noise_matrix(k, noise.person)[:, label].T * prior[None, :]  # P(given | true) P(true)
+        as_given = np.arange(k)[None, :] == label[:, None]
+        label_prior = np.where(as_given, 1 - noise.person, noise.person / (k - 1)) * prior[None, :]  # P(given | true) P(true)
         label_prior /= label_prior.sum(axis=1, keepdims=True)
     rows = np.arange(n_people)
     mean = evidence / np.bincount(persons, minlength=n_people)[:, None]  # the mean photo's say

@@ -178,12 +178,10 @@ def _per_task(recipe: Recipe, x: Sources, labels: np.ndarray, fit_for: Callable[
     for task in TASKS:
         terms = recipe.tasks[task]
         if task in thin:
-            part = TaskPart(tuple(t.source for t in terms), TaskModel(N_CLASSES[task]))
-            tasks[task] = replace(part, model=mean_fit([t.weight for t in terms], N_CLASSES[task])(part.parts(x, task), truth[task]))
             fallback[task] = f"{thin_text(task, thin[task])}: fewer than {MIN_PEOPLE} labelled people, too thin to learn; the soft vote of its sources instead"
-            continue
-        part = TaskPart(tuple(t.source for t in terms), TaskModel(N_CLASSES[task]), cross)
-        tasks[task] = replace(part, model=fit_for(task)(part.parts(x, task), truth[task]))
+        fit = mean_fit([t.weight for t in terms], N_CLASSES[task]) if task in thin else fit_for(task)
+        part = TaskPart(tuple(t.source for t in terms), TaskModel(N_CLASSES[task]), cross and task not in thin)
+        tasks[task] = replace(part, model=fit(part.parts(x, task), truth[task]))
     return FittedTasks(tasks, mode, fallback)
 
 

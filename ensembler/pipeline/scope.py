@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..data.dataset import TRAIN_CSV, read_folds, read_train
+from ..data.dataset import checked_fixes, read_folds
 from ..data.fixes import apply_fixes
 from ..data.people import person_codes, person_folds, profile_of
 from ..data.project import Project
@@ -131,10 +131,8 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
     ids, scope, notes = scoring_images(project, sets)
     aligned, labels = aligned_sets(sets, ids)
-    fixes = project.fixes
+    fixes = checked_fixes(project)
     if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
-        if project.data is not None and (project.data / TRAIN_CSV).is_file():
-            fixes.check(read_train(project.data)["ImageID"])
         labels = apply_fixes(ids, labels, fixes)
         aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
         notes.append(fixes.line())
