@@ -386,6 +386,10 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, optio
         collate_fn=collate,
         pin_memory=dev.type == "cuda",
         worker_init_fn=_one_thread,
+        # a worker forked from a process in which ONNX Runtime has run can hang on a lock one of
+        # its threads held at the fork (seen once in CI: the workers waited forever); forkserver
+        # workers come from a clean process, started once
+        multiprocessing_context="forkserver" if workers and _onnx_loaded() else None,
     )
     transforms = {id(j): build_transforms(j.tta) for j in jobs}
     folds = torch.from_numpy(images.folds) if images.folds is not None else None
@@ -471,6 +475,13 @@ def default_workers(dev: torch.device) -> int:
     if dev.type != "cuda":
         return min(8, cpus)
     return max(1, min(16, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+
+
+def _onnx_loaded() -> bool:
+    """Whether ONNX Runtime is loaded in this process (its threads then outlive a run)."""
+    import sys
+
+    return "onnxruntime" in sys.modules
 
 
 def _one_thread(_: int) -> None:
