@@ -10,7 +10,7 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `pick_final`: the two final submissions to choose, and why;
 - `group`: a split's images as people (needs torch), for the `ByPerson` step;
 - `audit`: train labels likely wrong, person by person (label fixes: `project.label_fixes`);
-- the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Stack`, `Select`,
+- the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Rank`, `Stack`, `Select`,
   `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the composition),
   and `Pipeline`;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
@@ -50,6 +50,7 @@ _LAZY = {
     "Pipeline": "pipeline.engine",
     "Soft": "pipeline.voting",
     "Geo": "pipeline.voting",
+    "Rank": "pipeline.voting",
     "Hard": "pipeline.voting",
     "Stack": "pipeline.learned",
     "Select": "pipeline.learned",
@@ -63,7 +64,7 @@ _LAZY = {
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
     "audit", "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
-    "Pipeline", "Soft", "Geo", "Hard", "Stack", "Select", "Pool", "Auto", "Priors", "TuneF1", "ByPerson",
+    "Pipeline", "Soft", "Geo", "Hard", "Rank", "Stack", "Select", "Pool", "Auto", "Priors", "TuneF1", "ByPerson",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
     from .pipeline.priors import Priors
     from .pipeline.recipe import Recipe, parse_recipe
     from .pipeline.tuning import TuneF1
-    from .pipeline.voting import Geo, Hard, Method, Soft, Tie
+    from .pipeline.voting import Geo, Hard, Method, Rank, Soft, Tie
 
 
 def __getattr__(name: str) -> Any:

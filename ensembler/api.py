@@ -81,7 +81,7 @@ def import_source(
     ``origin["columns"]`` says which columns were read.
     """
     return _import_source(
-        project, Path(path), name, None if kind is None else ImportKind(kind), None if task is None else Task(task), force, columns, oof
+        project, Path(path), name, None if kind is None else ImportKind(kind), None if task is None else str(task), force, columns, oof
     )
 
 
@@ -101,8 +101,8 @@ def predict(project: Project, models: str | Sequence[str], split: str = "eval", 
     return run(project, [models] if isinstance(models, str) else list(models), split, **options)
 
 
-def _recipe(recipe: Recipe | str | Sequence[str] | None) -> Recipe | None:
-    return recipe if recipe is None or isinstance(recipe, Recipe) else parse_recipe(recipe)
+def _recipe(project: Project, recipe: Recipe | str | Sequence[str] | None) -> Recipe | None:
+    return recipe if recipe is None or isinstance(recipe, Recipe) else parse_recipe(recipe, project.competition.space)
 
 
 def compose(
@@ -137,7 +137,7 @@ def compose(
     (n_eval, k)}``, joint ``(n_eval, 18)`` or None), ``val`` (the out-of-fold composition of the
     labelled images).
     """
-    composition = _compose(project, _recipe(recipe), steps, name)
+    composition = _compose(project, _recipe(project, recipe), steps, name)
     if write:
         written: Submission = write_composition(project, composition)
         composition = replace(composition, files=(written.csv, written.manifest))
@@ -183,7 +183,7 @@ def report(
 
     from .evaluate.report import build_report
 
-    result = build_report(project, sources, [_recipe(r) for r in recipes], [Method(m) for m in methods], per_task, tie, replicates)
+    result = build_report(project, sources, [_recipe(project, r) for r in recipes], [Method(m) for m in methods], per_task, tie, replicates)
     pair = lambda v, i: None if v is None else v[i]  # noqa: E731
     scores = pd.DataFrame(
         [
@@ -238,7 +238,7 @@ def audit(project: Project, recipe: Recipe | str | Sequence[str] | None = None, 
     people's photos."""
     from .evaluate import audit as _audit
 
-    result = _audit.audit(project, _recipe(recipe))
+    result = _audit.audit(project, _recipe(project, recipe))
     if write:
         _audit.write_audit(project, result)
     if html is not None:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ensembler.data.dataset import split_project
 from ensembler.data.project import add_model, load_project, update_project
-from ensembler.data.store import Split, Store
+from ensembler.data.store import Split
 from ensembler.data.toy import make_toy_competition
 from ensembler.errors import EnsError
 from ensembler.evaluate.htmlreport import write_html_report
@@ -158,7 +158,7 @@ def run_demo(
     log("wrote report.html (the validation report with its plots; open it in a browser)")
 
     truth = comp.eval.set_index("ImageID")["label"]
-    store = Store(project.predictions)
+    store = project.store
     scores: dict[str, Scores] = {}
     for name in names:  # each model alone, on the tasks it predicts
         pset = store.read(name, Split.EVAL)

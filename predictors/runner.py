@@ -35,7 +35,7 @@ import torch
 
 from ensembler.data.dataset import images_fingerprint, read_eval, read_folds, read_train
 from ensembler.data.project import Project
-from ensembler.data.store import PredictionSet, Split, Store
+from ensembler.data.store import PredictionSet, Split
 from ensembler.data.zoo import TTAPolicy, ZooEntry
 from ensembler.errors import EnsError
 
@@ -295,7 +295,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
     backend = resolve_backend(options.backend, dev, dtype, options.freeze)
     images_fp = images.fingerprint()
     folds_fp = None if split is Split.EVAL else hashlib.sha256(project.folds.read_bytes()).hexdigest() + f":{project.val_fold}"
-    store = Store(project.predictions)
+    store = project.store
 
     jobs, outcomes = [], []
     for entry in entries:

@@ -119,3 +119,219 @@ def test_a_submission_must_answer_every_sample_row(tmp_path):
         submission_bytes(comp, sample, np.array(["t1.jpg", "t2.jpg"], dtype=object), decided=np.array([1, 2]))
     out = pd.read_csv(io.BytesIO(submission_bytes(comp, sample, np.array(["t3.jpg", "t1.jpg", "t2.jpg"], dtype=object), decided=np.array([4, 1, 2]))))
     assert out["label"].tolist() == [1, 2, 4] and list(out.columns) == ["image_id", "label"]
+
+
+# --- prediction sets in a declared label space ----------------------------------------------
+
+
+def test_prediction_sets_keep_a_declared_space_and_refuse_another(tmp_path):
+    from ensembler.data.labels import MASK_SPACE
+    from ensembler.data.store import PredictionSet, Split, Store
+
+    cassava_space, sketch_space = competition(CASSAVA).space, competition(SKETCH).space
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
+    store = Store(tmp_path / "predictions", cassava_space)
+    meta = store.write(PredictionSet("eff", Split.EVAL, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], {"label": p}, labels=[0, 4, 2, 1], space=cassava_space))
+    assert meta["tasks"] == ["label"] and meta["classes"] == {"label": 5}
+    assert (tmp_path / "predictions" / "eff" / "eval.csv").read_text().splitlines()[0] == "ImageID,label,label_0,label_1,label_2,label_3,label_4"
+    for fresh in (True, False):  # from the CSV, then from its binary sidecar
+        if fresh:
+            (tmp_path / "predictions" / "eff" / "eval.npz").unlink()
+        back = store.read("eff", Split.EVAL)
+        assert back.tasks == ("label",) and back.space is cassava_space and back.labels.tolist() == [0, 4, 2, 1]
+        np.testing.assert_array_equal(back.probs["label"], p)
+    for space, line in [(MASK_SPACE, r"predicts label 5; this project's competition has mask 3, gender 2, age 3 \(a set made for another competition\?\)"),
+                        (sketch_space, r"predicts label 5; this project's competition has word 310")]:
+        with pytest.raises(EnsError, match=line):
+            Store(tmp_path / "predictions", space).read("eff", Split.EVAL)
+    with pytest.raises(EnsError, match=r"unknown task 'mask'"):
+        PredictionSet("x", Split.EVAL, ["a"], {"mask": np.ones((1, 3))}, space=cassava_space)
+
+
+def test_a_set_of_hundreds_of_classes_round_trips(tmp_path):
+    from ensembler.data.store import PredictionSet, Split, Store
+
+    space = competition(SKETCH).space
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(len(WORDS)), size=6).astype(np.float32)
+    store = Store(tmp_path, space)
+    store.write(PredictionSet("soup", Split.EVAL, [f"x/{i}.png" for i in range(6)], {"word": p}, space=space))
+    np.testing.assert_array_equal(store.read("soup", Split.EVAL).probs["word"], p)
+
+
+# --- ens import in a declared competition ----------------------------------------------------
+
+
+def declared_project(root: Path, declared: dict):
+    import yaml
+
+    from ensembler.data.project import load_project
+
+    (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": "."}, "competition": declared}, sort_keys=False))
+    return load_project(root / "model_zoo.yaml")
+
+
+def test_import_reads_class_names_indices_and_hard_labels(tmp_path):
+    from ensembler.api import import_source
+    from ensembler.data.store import Split
+
+    project = declared_project(cassava(tmp_path), CASSAVA)
+    ids = ["t3.jpg", "1001.jpg", "t1.jpg", "1000.jpg", "t2.jpg"]  # eval and train rows, in any order
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5), size=5)
+    names = pd.DataFrame(p, columns=["cbb", "cbsd", "cgm", "cmd", "healthy"]).assign(image_id=ids)
+    names.to_csv(tmp_path / "names.csv", index=False)
+    written = import_source(project, tmp_path / "names.csv", "eff")
+    assert [(m["split"], m["rows"], m["tasks"]) for m in written] == [("eval", 3, ["label"]), ("val", 2, ["label"])]
+    assert written[0]["origin"]["columns"] == "cbb..healthy (label)" and set(written[0]["data"]) == {"sample_submission.csv", "train.csv"}
+    store = project.store
+    evaluated = store.read("eff", Split.EVAL)
+    assert evaluated.image_ids.tolist() == ["t1.jpg", "t2.jpg", "t3.jpg"]  # the sample submission's order
+    np.testing.assert_allclose(evaluated.probs["label"], p[[2, 4, 0]], rtol=1e-6)
+    labelled = store.read("eff", Split.VAL)
+    assert labelled.image_ids.tolist() == ["1000.jpg", "1001.jpg"] and labelled.labels.tolist() == [0, 3]  # labels from train.csv
+
+    pd.DataFrame(p[:, ::-1], columns=[f"prob_{i}" for i in range(5)]).assign(ImageID=ids).to_csv(tmp_path / "numbered.csv", index=False)
+    numbered = import_source(project, tmp_path / "numbered.csv", "numbered")
+    assert numbered[0]["origin"]["columns"] == "prob_0..prob_4 (label)"
+    np.testing.assert_allclose(store.read("numbered", Split.EVAL).probs["label"], p[[2, 4, 0], ::-1], rtol=1e-6)
+
+    pd.DataFrame({"image_id": ["t1.jpg", "t2.jpg", "t3.jpg"], "label": ["healthy", "2", "cbb"]}).to_csv(tmp_path / "hard.csv", index=False)
+    hard = import_source(project, tmp_path / "hard.csv", "hard")
+    assert hard[0]["kind"] == "hard" and hard[0]["origin"]["columns"] == "label (label labels)"
+    assert store.read("hard", Split.EVAL).probs["label"].argmax(1).tolist() == [4, 2, 0]
+
+
+def test_import_reads_a_file_in_the_submissions_own_probability_layout(tmp_path):
+    from ensembler.api import import_source
+    from ensembler.data.store import Split
+
+    names = ["ISIC_1", "ISIC_2"]
+    pd.DataFrame({"image_name": names, "patient_id": ["p1", "p2"], "target": [0, 1]}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"image_name": ["ISIC_9", "ISIC_7"], "target": [0, 0]}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    for n in names + ["ISIC_9", "ISIC_7"]:
+        touch(tmp_path / "jpeg" / ("train" if n in names else "test") / f"{n}.jpg")
+    project = declared_project(tmp_path, MELANOMA)
+    pd.DataFrame({"image_name": ["ISIC_7", "ISIC_9", "ISIC_2"], "target": [0.25, 0.9, 0.5]}).to_csv(tmp_path / "sub.csv", index=False)
+    written = import_source(project, tmp_path / "sub.csv", "cnn")
+    assert written[0]["origin"]["columns"] == "target (p of malignant)" and [m["split"] for m in written] == ["eval", "val"]
+    np.testing.assert_allclose(project.store.read("cnn", Split.EVAL).probs["target"], [[0.1, 0.9], [0.75, 0.25]], rtol=1e-6)
+    pd.DataFrame({"image_name": ["ISIC_7", "ISIC_9"], "target": [0.25, 1.5]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(EnsError, match=r"bad.csv: row 3: target '1.5' is not a probability in \[0, 1\]"):
+        import_source(project, tmp_path / "bad.csv", "bad")
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        ({"image_id": ["t1.jpg", "t2.jpg", "t3.jpg"], "label": ["cbb", "cassava", "cbb"]}, r"row 3: label 'cassava' is not a class in 0..4 nor a class name \('cbb', 'cbsd', 'cgm', 'cmd', …\)"),
+        ({"image_id": ["t1.jpg", "t2.jpg", "t3.jpg", "nope.jpg"], "label": [0, 0, 0, 0]}, r"1 ImageID\(s\) are neither in sample_submission.csv nor in train.csv: 'nope.jpg'"),
+        ({"image_id": ["t1.jpg", "t2.jpg"], "label": [0, 0]}, r"ImageID sets differ from sample_submission.csv: 1 eval image\(s\) missing \('t3.jpg'\)"),
+        ({"ImageID": ["t1.jpg"], **{f"mask_{i}": [1 / 3] for i in range(3)}}, r"no 5 numbered probability columns; expected ImageID and 5 columns for label: its class names \('cbb', 'cbsd', 'cgm', 'cmd', …\), 0..4"),
+        ({"name": ["t1.jpg"], "label": [0]}, r"missing column\(s\) image_id or ImageID; found name, label"),
+    ],
+)
+def test_import_in_a_declared_competition_refuses_in_one_line(tmp_path, frame, match):
+    from ensembler.api import import_source
+
+    project = declared_project(cassava(tmp_path), CASSAVA)
+    pd.DataFrame(frame).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(EnsError, match=match):
+        import_source(project, tmp_path / "bad.csv", "bad")
+    assert not project.store.has("bad")
+
+
+def test_cli_import_in_a_declared_competition(tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    declared_project(cassava(tmp_path), CASSAVA)
+    pd.DataFrame({"image_id": ["t1.jpg", "t2.jpg", "t3.jpg"], "label": ["cmd", "cmd", "cbb"]}).to_csv(tmp_path / "hard.csv", index=False)
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "import", str(tmp_path / "hard.csv"), "--name", "vit"])
+    assert result.exit_code == 0, result.output
+    assert "read label (label labels)" in result.output and "source 'vit': 3 eval rows, tasks label (hard)" in result.output
+
+
+# --- ens compose in a declared competition ---------------------------------------------------
+
+
+def cassava_team(root: Path):
+    """A cassava-like project with two imported sources (eval and train rows): `a` right on 3 of
+    the 4 labelled images, `b` on 1; on eval, the soft vote of a+b decides t1 cmd, t2 cbb, t3 healthy."""
+    from ensembler.api import import_source
+
+    project = declared_project(cassava(root), CASSAVA)
+    classes = ["cbb", "cbsd", "cgm", "cmd", "healthy"]
+    ids = ["t1.jpg", "t2.jpg", "t3.jpg", "1000.jpg", "1001.jpg", "1002.jpg", "1003.jpg"]  # train labels 0, 3, 4, 3
+    a = np.array([[.1, .1, .1, .6, .1], [.5, .2, .1, .1, .1], [.1, .1, .1, .2, .5], [.7, .1, .1, .05, .05], [.1, .1, .1, .6, .1], [.1, .1, .1, .1, .6], [.6, .1, .1, .1, .1]])
+    b = np.array([[.1, .1, .1, .5, .2], [.3, .4, .1, .1, .1], [.1, .1, .2, .1, .5], [.2, .6, .1, .05, .05], [.1, .1, .1, .6, .1], [.5, .1, .1, .1, .2], [.6, .1, .1, .1, .1]])
+    for name, p in (("a", a), ("b", b)):
+        pd.DataFrame(p, columns=classes).assign(image_id=ids).to_csv(root / f"{name}.csv", index=False)
+        import_source(project, root / f"{name}.csv", name)
+    return project
+
+
+def test_compose_a_declared_competition_by_vote_into_its_sample_submission(tmp_path):
+    from ensembler.api import compose
+
+    project = cassava_team(tmp_path)
+    sub = compose(project, "label:a+b", name="vote", write=True)
+    assert sub.submission.columns.tolist() == ["image_id", "label"]
+    assert sub.files[0].read_text().splitlines() == ["image_id,label", "t1.jpg,3", "t2.jpg,0", "t3.jpg,4"]  # the sample's rows and columns, answer filled
+    val = sub.validation
+    assert val["metric"] == "accuracy" and val["images"] == 4 and val["groups"] == 4
+    assert val["sources"] == {"a": {"accuracy": 0.75}, "b": {"accuracy": 0.25}} and val["recipe"] == {"accuracy": 0.75}
+    import json
+
+    manifest = json.loads(sub.files[1].read_text())
+    assert manifest["recipe"] == "*:a+b" and set(manifest["data"]) == {"sample_submission.csv", "train.csv"}
+    kept = project.store.read("vote", "eval")
+    assert kept.tasks == ("label",) and kept.probs["label"].argmax(1).tolist() == [3, 0, 4]
+
+
+def test_a_declared_competition_refuses_what_this_version_does_not_compose(tmp_path):
+    from ensembler.api import compose
+
+    project = cassava_team(tmp_path)
+    with pytest.raises(EnsError, match=r"^stack: this version composes a declared competition's sources by vote \(--method soft, geo, hard or rank\)"):
+        compose(project, "label:a+b", "stack", name="x")
+    with pytest.raises(EnsError, match=r"unknown task 'mask'"):
+        compose(project, "mask:a", name="x")
+    with pytest.raises(EnsError, match=r"--method rank averages the order .* scored by accuracy: use --method soft"):
+        compose(project, "label:a+b", "rank", name="x")
+    assert not (tmp_path / "submissions" / "x.csv").exists()
+
+
+def test_a_probability_submission_is_filled_with_the_composed_probability(tmp_path):
+    from ensembler.api import compose, import_source
+
+    names = ["ISIC_1", "ISIC_2", "ISIC_3"]
+    pd.DataFrame({"image_name": names, "patient_id": ["p1", "p1", "p2"], "target": [0, 1, 0]}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"image_name": ["ISIC_9", "ISIC_7"], "target": [0, 0], "note": ["x", "y"]}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    for n in names + ["ISIC_9", "ISIC_7"]:
+        touch(tmp_path / "jpeg" / ("train" if n in names else "test") / f"{n}.jpg")
+    project = declared_project(tmp_path, MELANOMA)
+    for source, p in (("cnn", [0.2, 0.9, 0.3, 0.6, 0.1]), ("vit", [0.4, 0.7, 0.2, 0.9, 0.2])):
+        pd.DataFrame({"image_name": ["ISIC_9", "ISIC_7", *names], "target": p}).to_csv(tmp_path / f"{source}.csv", index=False)
+        import_source(project, tmp_path / f"{source}.csv", source)
+    sub = compose(project, "target:cnn+vit", name="mean", write=True)
+    assert sub.files[0].read_text().splitlines() == ["image_name,target,note", "ISIC_9,0.3,x", "ISIC_7,0.8,y"]
+    assert sub.validation["metric"] == "auc" and sub.validation["recipe"] == {"auc": 1.0} and sub.validation["groups"] == 2
+    with pytest.raises(EnsError, match=r"a hard vote gives classes, and .* submission holds probabilities \(auc\): use --method soft, geo or rank"):
+        compose(project, "target:cnn+vit", "hard", name="hard")
+    ranked = compose(project, "target:cnn+vit", "rank", name="ranked")  # each source's order over the eval images, averaged
+    assert ranked.submission["target"].tolist() == ["0.5", "1"] and ranked.validation["recipe"] == {"auc": 1.0}
+
+
+def test_cli_compose_in_a_declared_competition(tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    cassava_team(tmp_path)
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "compose", "--recipe", "label:a+b*2", "--name", "cli"])
+    assert result.exit_code == 0, result.output
+    assert "submissions/cli.csv (3 rows)" in result.output.replace("\\", "/")
+    assert "validation (all 4 labelled images the sources share, 4 groups): accuracy 0.2500;" in result.output  # b weighted 2 leads the vote astray and "the sources alone: a 0.7500, b 0.2500" in result.output

@@ -266,3 +266,18 @@ def test_many_digit_weights_still_vote():
     weights = [0.123456789123, 1 / 3, np.pi, 2.5]
     labels, _ = vote(probs, weights, Method.HARD)
     assert np.array_equal(labels, sklearn_vote(probs, weights, "hard"))  # real-valued weights never tie
+
+
+def test_rank_averaging_is_the_weighted_mean_of_each_classs_ranks_over_the_images():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    a, b = rng.dirichlet(np.ones(3), size=40), rng.dirichlet(np.ones(3), size=40) ** 3  # b overconfident: scaled otherwise, ranked alike
+    b[5] = b[6]  # a tie shares its mean rank
+    labels, combined = vote([a, b], [1, 3], Method.RANK)
+    expected = (rankdata(a, axis=0) + 3 * rankdata(b, axis=0)) / 4 / 40
+    np.testing.assert_allclose(combined, expected, rtol=0, atol=1e-15)
+    assert labels.tolist() == expected.argmax(1).tolist()
+    _, alone = vote([b], None, Method.RANK)
+    _, sharpened = vote([b**5], None, Method.RANK)
+    np.testing.assert_array_equal(alone, sharpened)  # a monotone rescaling of the scores leaves their ranks

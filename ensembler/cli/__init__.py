@@ -21,7 +21,6 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..data.labels import Task
 from ..data.project import DEFAULT_ZOO, Project, load_project
 from ..data.sources import ImportKind
 from ..data.store import Split
@@ -178,10 +177,10 @@ def split(
 @zoo_app.command("list")
 def zoo_list(ctx: typer.Context) -> None:
     """List the registered models and every source a recipe can name (models, imports, ensembles)."""
-    from ..data.store import Store, kind_of
+    from ..data.store import kind_of
 
     project = _project(ctx)
-    store = Store(project.predictions)
+    store = project.store
     out.print(f"project file: {_rel(project.zoo)}{'' if project.zoo.is_file() else ' (not created yet)'}")
     out.print(f"data: {_rel(project.data) if project.data else '— (pass --data)'}")
     out.print(f"folds: {_rel(project.folds)}{'' if project.folds.is_file() else ' (none yet: ens split)'}, validation fold {project.val_fold}")
@@ -359,7 +358,7 @@ def import_(
     file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False, metavar="FILE")],
     name: Annotated[str, typer.Option("--name", help="Source name to use in recipes.", show_default=False, metavar="NAME")],
     kind: Annotated[Optional[ImportKind], typer.Option("--kind", help="hard (ImageID,ans), proba (probabilities: ImageID,0..17; a prefix and 0..17 such as ans0 or prob_0; or per-task mask_0..2, gender_0..1, age_0..2; an ans column beside them is ignored), logits (the same columns, softmax applied) or task (ImageID,ans with one task's label). Default: hard when ans is the only column, else proba.", show_default=False)] = None,
-    task: Annotated[Optional[Task], typer.Option("--task", help="The file holds one task only (mask, gender or age): needed by --kind task; with proba/logits the columns are that task's k classes (0..k-1, age_0..2, …).", show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="The file holds one task only (mask, gender or age; a declared competition's own tasks): needed by --kind task; with proba/logits the columns are that task's k classes (0..k-1, age_0..2, …, or a declared task's class names).", show_default=False, metavar="TASK")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", help="The probability columns when they are not detected: a template with {} for the class number ('c{}', 'score_{}_p') or the columns in class order, comma-separated.", show_default=False, metavar="TEMPLATE|A,B,…")] = None,
     oof: Annotated[bool, typer.Option("--oof", help="The train rows are out of fold for the team's fold file (a k-fold team's predictions: each image by the model that did not train on its person): scores and learned methods may then use every one of them, not only the validation fold's. The rows must cover whole people.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing source of that name.")] = False,
@@ -367,7 +366,9 @@ def import_(
     """Import a teammate's CSV as a source. Rows are joined on ImageID: eval rows (as in
     info.csv) must cover every eval image; train rows (ImageID = path under train/images/) are
     kept as validation predictions (out-of-fold ones with --oof), labelled from the data folder.
-    Prints the columns it read."""
+    In a declared competition the id is its sample submission's id column (or ImageID), the
+    columns may be a task's class names, hard labels may be class names, and a file in the
+    submission's own probability layout is read as it is. Prints the columns it read."""
     from ..data.sources import import_source
 
     written = import_source(_project(ctx), file, name, kind, task, force, columns, oof)
@@ -383,7 +384,8 @@ RECIPE_HELP = (
     "task not named. Several parts may follow one --recipe."
 )
 METHOD_HELP = (
-    "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; hard: weighted "
+    "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; rank: weighted mean of each "
+    "class's ranks over the images (a declared competition scored by AUC); hard: weighted "
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
     "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
@@ -445,13 +447,14 @@ def compose(
         raise EnsError(f"--auto is --method auto; drop --method {method}")
     method = Method.AUTO if auto else (method or Method.SOFT)
     texts = [*(recipe or []), *(parts or [])]
-    parsed = parse_recipe(texts) if texts else None
+    project = _project(ctx)
+    parsed = parse_recipe(texts, project.competition.space) if texts else None
     steps = [combining(method, per_task=per_task, tie=tie, balanced=balanced, all_tasks=all_task_features)]  # the flags as a pipeline, in order
     spec = parse_priors(prior or [])
     steps += [Priors(spec, calibrate, force_prior)] if spec.active else []
     steps += [TuneF1()] if tune_f1 else []
     steps += [ByPerson(force=force_by_person)] if by_person or force_by_person else []
-    sub = compose_submission(_project(ctx), parsed, Pipeline(tuple(steps)), name)
+    sub = compose_submission(project, parsed, Pipeline(tuple(steps)), name)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):
         out.print(line, markup=False)

@@ -103,7 +103,11 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         )
         if tuned["f1_18_after"] < tuned["f1_18_before"]:
             lines.append("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
-    if "recipe" in val:
+    if "metric" in val:  # a declared competition's
+        metric = val["metric"]
+        sources = ", ".join(f"{n} {v[metric]:.4f}" for n, v in val["sources"].items())
+        lines.append(f"validation ({val['scope']}, {val['groups']} groups): {metric} {val['recipe'][metric]:.4f}; the sources alone: {sources}")
+    elif "recipe" in val:
         s = val["recipe"]
         spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
         lines.append(

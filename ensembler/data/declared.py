@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import EnsError, preview
 from .competition import IMAGE_SUFFIXES, Competition, EvalSpec
-from .io import read_table
+from .io import read_table, sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +107,13 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
     table["label"] = _answer(competition, tasks)
     _check_present(list(table["path"]), str(path))
     return table
+
+
+def fingerprint(competition: Competition, data: Path) -> dict[str, str]:
+    """sha256 of the declared label CSV and sample submission (those present): what a
+    prediction was made on (`dataset.data_fingerprint` for the mask competition)."""
+    files = [competition.eval.csv, *((competition.train.csv,) if competition.train.csv else ())]
+    return {f: sha256_file(Path(data) / f) for f in files if (Path(data) / f).is_file()}
 
 
 def read_sample(competition: Competition, data: Path) -> pd.DataFrame:

@@ -47,12 +47,7 @@ GENDERS: dict[str, int] = {"male": 0, "female": 1}
 
 def parse_task(name: str) -> Task:
     """``"age"`` -> `Task.AGE`; an unknown name is an `EnsError` that suggests the close ones."""
-    from ..errors import unknown
-
-    try:
-        return Task(name.strip().lower())
-    except ValueError:
-        raise unknown("task", name, [t.value for t in TASKS]) from None
+    return MASK_SPACE.task(name)
 
 
 def age_band(years: np.ndarray | int) -> np.ndarray:
@@ -154,16 +149,18 @@ class LabelSpace:
         """A prediction, joint classes ``(n,)`` or ``{task: (n,)}`` for the tasks it covers, as
         per-task classes and joint classes (None unless every task is covered)."""
         if isinstance(prediction, Mapping):
-            parts = {self._task(t): np.asarray(v) for t, v in prediction.items()}
+            parts = {self.task(t): np.asarray(v) for t, v in prediction.items()}
             return parts, self.encode(*(parts[t] for t in self.tasks)) if all(t in parts for t in self.tasks) else None
         joint = np.asarray(prediction)
         return self.decode(joint), joint
 
-    def _task(self, name: str) -> str:
-        """The task called `name` as this space holds it (for the mask space, a `Task`)."""
+    def task(self, name: str) -> str:
+        """The task called `name` as this space holds it (for the mask space, a `Task`); an
+        unknown name is an `EnsError` that suggests the close ones."""
         from ..errors import unknown
 
-        found = next((t for t in self.tasks if t == name), None)
+        key = name.strip()
+        found = next((t for t in self.tasks if t == key), None) or next((t for t in self.tasks if t.lower() == key.lower()), None)
         if found is None:
             raise unknown("task", name, self.tasks)
         return found

@@ -32,12 +32,13 @@ def person_codes(image_ids: np.ndarray) -> np.ndarray:
     return np.unique(person_of(np.asarray(image_ids, dtype=object)), return_inverse=True)[1]
 
 
-def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit, score) index pairs over `image_ids` ``(n,)``: every person's images on one side
-    (scikit-learn's GroupKFold)."""
+    (scikit-learn's GroupKFold); `groups` ``(n,)``: a declared competition's groups instead of
+    the persons of the mask competition's paths."""
     from sklearn.model_selection import GroupKFold
 
-    groups = person_of(image_ids)
+    groups = person_of(image_ids) if groups is None else np.asarray(groups, dtype=object)
     n_folds = min(n_folds, len(set(groups)))
     if n_folds < 2:
         raise EnsError("cross-validation needs labelled images of at least two people")

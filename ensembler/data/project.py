@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -33,6 +33,9 @@ from .fixes import LabelFixes, read_fixes
 from .io import write_bytes
 from .labels import Task
 from .zoo import ZooEntry, parse_models
+
+if TYPE_CHECKING:
+    from .store import Store
 
 DEFAULT_ZOO = Path("model_zoo.yaml")
 TOP_KEYS = ("project", "competition", "models")
@@ -103,25 +106,31 @@ class Project:
                 return entry
         raise unknown(f"model in {self.zoo.name}", name, self.model_names)
 
+    @property
+    def store(self) -> Store:
+        """The prediction store (`store.Store`), in the competition's label space."""
+        from .store import Store
+
+        return Store(self.predictions, self.competition.space)
+
     def coverage(self) -> dict[str, tuple[Task, ...]]:
         """``{source: tasks it predicts}`` for every source a recipe can name: the zoo's models
         (by their layout) and the prediction store's sources (by their sets' metadata; no
         prediction CSV is read)."""
-        from .store import Store
-
-        store = Store(self.predictions)
+        store = self.store
         found = {m.name: m.layout.tasks for m in self.models}
         for name in store.sources():
             meta = store.read_meta(name, store.splits(name)[0])
-            found[name] = tuple(Task(t) for t in meta.get("tasks", ()))
+            found[name] = tuple(store.space.task(t) for t in meta.get("tasks", ()))
         return found
 
-    def require_data(self) -> Path:
-        """The data folder, or an error that says how to name it (or that this version reads the
-        mask competition's layout only: a declared competition is checked, not yet run)."""
-        if not self.competition.is_preset:
+    def require_data(self, declared: bool = False) -> Path:
+        """The data folder, or an error that says how to name it. `declared`: the caller reads a
+        declared competition's files too (`data.declared`); the others refuse one in one line
+        rather than read its layout as the mask competition's."""
+        if not self.competition.is_preset and not declared:
             tasks = ", ".join(f"{t.name} {t.n_classes}" for t in self.competition.tasks)
-            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version checks the declaration, and only the mask competition runs (remove competition: to run it)")
+            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version imports its files and composes them by vote (ens import, ens compose); the other commands run the mask competition only (remove competition: to run it)")
         if self.data is None:
             raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
         if not self.data.is_dir():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +32,14 @@ import numpy as np
 from ..errors import EnsError, preview
 from .dataset import data_fingerprint, read_eval_ids, read_table, read_train
 from .io import sha256_file
-from .labels import N_CLASSES, N_JOINT, TASKS, Task, encode, one_hot
+from .labels import MASK_SPACE, LabelSpace, Task, one_hot
 from .project import Project
-from .store import PredictionSet, Split, Store, check_name, id_mismatch
+from .store import PredictionSet, Split, check_name, id_mismatch
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
     import pandas as pd
+
+    from .competition import Competition
 
 SUM_TOLERANCE = 1e-3  # float32 probabilities written with few digits still sum to 1 within this
 NUMBERED = re.compile(r"^(.*?)(\d+)$")
@@ -58,6 +60,40 @@ class Layout:
 
     columns: Mapping[str, tuple[str, ...]]
     text: str
+
+
+@dataclass(frozen=True)
+class FileShape:
+    """What a competition's shared files look like: its label `space`, the names of the id
+    column (the first found is the ImageID), of a hard label column (`answers`), and its
+    submission's probability columns (`proba`: column -> (task, class index), binary tasks)."""
+
+    space: LabelSpace = MASK_SPACE
+    ids: tuple[str, ...] = ("ImageID",)
+    answers: tuple[str, ...] = ("ans",)
+    proba: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, competition: Competition) -> FileShape:
+        """The files of `competition`: the mask one's (`MASK_SHAPE`), or a declared one's: ids in
+        its sample submission's id column (or ImageID), hard labels in its answer column (or ans)."""
+        if competition.is_preset:
+            return MASK_SHAPE
+        sub = competition.submission
+        proba = {}
+        for column, name in (sub.proba or {}).items():
+            task = next(t for t in competition.tasks if name in t.classes)
+            proba[column] = (task.name, task.classes.index(name))
+        ids = (competition.eval.id, *((competition.train.id,) if competition.train.id else ()), "ImageID")
+        return cls(competition.space, tuple(dict.fromkeys(ids)), tuple(dict.fromkeys((*((sub.answer,) if sub.answer else ()), "ans"))), proba)
+
+    @property
+    def single(self) -> str | None:
+        """The one task of a single-task competition (its files hold that task), else None."""
+        return self.space.tasks[0] if len(self.space.tasks) == 1 else None
+
+
+MASK_SHAPE = FileShape()
 
 
 @dataclass(frozen=True)
@@ -95,33 +131,38 @@ def _span(names: Sequence[str]) -> str:
     return f"{names[0]}..{names[-1]}"
 
 
-def _expected(task: Task | None) -> str:
+def _expected(task: str | None, shape: FileShape) -> str:
+    space = shape.space
     if task is not None:
-        k = N_CLASSES[task]
-        return f"ImageID and {k} columns for {task}: 0..{k - 1}, {task}_0..{task}_{k - 1}, or one prefix and 0..{k - 1}"
-    return (
-        "ImageID and 18 columns 0..17, or one prefix and 0..17 (ans0, prob_0, p0 …), "
-        "or per-task columns mask_0..2, gender_0..1, age_0..2"
-    )
+        k = space.n_classes[task]
+        names = "" if space is MASK_SPACE else f"its class names ({preview(space.classes[task], 4)}), "
+        return f"ImageID and {k} columns for {task}: {names}0..{k - 1}, {task}_0..{task}_{k - 1}, or one prefix and 0..{k - 1}"
+    n = space.n_joint
+    per_task = ", ".join(f"{t}_0..{k - 1}" for t, k in space.n_classes.items())
+    return f"ImageID and {n} columns 0..{n - 1}, or one prefix and 0..{n - 1} (ans0, prob_0, p0 …), or per-task columns {per_task}"
 
 
-def _refuse(path: Path, columns: Sequence[str], task: Task | None, why: str) -> EnsError:
+def _refuse(path: Path, columns: Sequence[str], task: str | None, why: str, shape: FileShape = MASK_SHAPE) -> EnsError:
     found = ",".join(list(columns)[:8]) + (",…" if len(columns) > 8 else "")
+    last = shape.space.n_classes[task] - 1 if task else shape.space.n_joint - 1
     return EnsError(
-        f"{path}: {why}; expected {_expected(task)}; found {found}. "
-        f"Name the columns with --columns 'c{{}}' (a template for 0..{N_CLASSES[task] - 1 if task else N_JOINT - 1}) or --columns a,b,… (a list)"
+        f"{path}: {why}; expected {_expected(task, shape)}; found {found}. "
+        f"Name the columns with --columns 'c{{}}' (a template for 0..{last}) or --columns a,b,… (a list)"
     )
 
 
-def find_layout(path: Path, columns: Sequence[str], task: Task | None = None, spec: str | Sequence[str] | None = None) -> Layout:
+def find_layout(path: Path, columns: Sequence[str], task: str | None = None, spec: str | Sequence[str] | None = None, shape: FileShape = MASK_SHAPE) -> Layout:
     """The probability columns of a file with `columns` (ImageID excluded), detected or given.
 
     spec: a template with ``{}`` for the class number (``"c{}"``), or the class columns in order
-    (a list, or one comma-separated string); ``k`` = 18, or the classes of `task`.
+    (a list, or one comma-separated string); ``k`` = the joint classes (18), or the classes of
+    `task`. In a declared competition a task's columns may also be its class names.
     """
+    space = shape.space
     found_in_file, columns = list(columns), [c for c in columns if c != "ImageID"]
-    k = N_CLASSES[task] if task is not None else N_JOINT
+    k = space.n_classes[task] if task is not None else space.n_joint
     key = str(task) if task is not None else JOINT
+    refuse = lambda why: _refuse(path, found_in_file, task, why, shape)  # noqa: E731
     if spec is not None:
         names = spec.split(",") if isinstance(spec, str) and "{}" not in spec else spec
         names = [names.format(i) for i in range(k)] if isinstance(names, str) else [str(n).strip() for n in names]
@@ -129,8 +170,10 @@ def find_layout(path: Path, columns: Sequence[str], task: Task | None = None, sp
             raise EnsError(f"--columns names {len(names)} column(s); {key} has {k} classes")
         missing = [n for n in names if n not in columns]
         if missing:
-            raise _refuse(path, found_in_file, task, f"--columns names {preview(missing)}, not in the file")
+            raise refuse(f"--columns names {preview(missing)}, not in the file")
         found = {key: tuple(names)}
+    elif task is not None and space is not MASK_SPACE and set(space.classes[task]) <= set(columns):
+        found = {key: tuple(space.classes[task])}  # the class names, in the declared order
     else:
         groups = _numbered(columns)
         if task is not None:
@@ -138,43 +181,48 @@ def find_layout(path: Path, columns: Sequence[str], task: Task | None = None, sp
             others = [p for p, g in groups.items() if p not in preferred and _complete(g, k)]
             candidates = preferred[:1] or others
             if len(candidates) != 1:
-                why = "several column sets could be the probabilities" if candidates else f"no {k} numbered probability columns"
-                raise _refuse(path, found_in_file, task, why)
+                raise refuse("several column sets could be the probabilities" if candidates else f"no {k} numbered probability columns")
             found = {key: _complete(groups[candidates[0]], k)}
         else:
-            joint = [p for p, g in groups.items() if _complete(g, N_JOINT)]
-            per_task = {str(t): _complete(groups[p], N_CLASSES[t]) for t in TASKS for p in (f"{t}_", str(t)) if p in groups and _complete(groups[p], N_CLASSES[t])}
+            n = space.n_joint
+            joint = [p for p, g in groups.items() if _complete(g, n)]
+            per_task = {str(t): _complete(groups[p], c) for t, c in space.n_classes.items() for p in (f"{t}_", str(t)) if p in groups and _complete(groups[p], c)}
             if len(joint) > 1:
-                raise _refuse(path, found_in_file, task, f"several 18-column sets ({', '.join(repr(p) for p in joint)})")
+                raise refuse(f"several {n}-column sets ({', '.join(repr(p) for p in joint)})")
             if joint:
-                found = {JOINT: _complete(groups[joint[0]], N_JOINT)}
+                found = {JOINT: _complete(groups[joint[0]], n)}
             elif per_task:
                 found = per_task
             else:
-                raise _refuse(path, found_in_file, task, "no probability columns")
+                raise refuse("no probability columns")
     used = {c for names in found.values() for c in names}
-    extra = [c for c in columns if c not in used and c != "ans"]
+    extra = [c for c in columns if c not in used and c not in shape.answers]
     if extra:
-        raise _refuse(path, found_in_file, task, f"unexpected column(s) {preview(extra)}")
-    what = ", ".join(f"{_span(names)} ({'18 classes' if key == JOINT else key})" for key, names in found.items())
+        raise refuse(f"unexpected column(s) {preview(extra)}")
+    what = ", ".join(f"{_span(names)} ({f'{space.n_joint} classes' if key == JOINT else key})" for key, names in found.items())
     return Layout(found, what)
 
 
-def guess_kind(columns: Sequence[str], task: Task | None) -> ImportKind:
-    """Only ``ans`` beside ImageID -> hard (task with `task`); numbered columns -> proba."""
-    if "ans" in columns and not any(NUMBERED.match(c) for c in columns if c != "ImageID"):
-        return ImportKind.TASK if task is not None else ImportKind.HARD
+def guess_kind(columns: Sequence[str], task: str | None, shape: FileShape = MASK_SHAPE) -> ImportKind:
+    """Only an answer column (``ans``) beside ImageID -> hard (task with `task`, unless the
+    competition has one task); anything else -> proba."""
+    answer = next((c for c in shape.answers if c in columns and c not in shape.proba), None)
+    names = set() if shape.space is MASK_SPACE else {n for t in shape.space.tasks for n in shape.space.classes[t]}
+    if answer is not None and not any(NUMBERED.match(c) or c in names for c in columns if c not in ("ImageID", answer)):
+        return ImportKind.TASK if task is not None and shape.single is None else ImportKind.HARD
     return ImportKind.PROBA
 
 
-def _labels(table: pd.DataFrame, path: Path, n_classes: int) -> np.ndarray:
+def _labels(table: pd.DataFrame, path: Path, n_classes: int, column: str = "ans", names: Sequence[str] = ()) -> np.ndarray:
+    """The hard labels of `column`: indices 0..n_classes-1 (or the class `names`)."""
     import pandas as pd
 
-    values = pd.to_numeric(table["ans"], errors="coerce").to_numpy(np.float64)
+    text = table[column].str.strip()
+    values = pd.to_numeric(text.map({n: str(i) for i, n in enumerate(names)}).fillna(text) if names else text, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= n_classes)
     if bad.any():
         i = _row(path, bad) - 2
-        raise EnsError(f"{path}: row {i + 2}: ans {table['ans'][i]!r} is not a class in 0..{n_classes - 1}")
+        raise EnsError(f"{path}: row {i + 2}: {column} {table[column][i]!r} is not a class in 0..{n_classes - 1}{f' nor a class name ({preview(names, 4)})' if names else ''}")
     return values.astype(np.int64)
 
 
@@ -201,59 +249,95 @@ def _probabilities(table: pd.DataFrame, columns: Sequence[str], path: Path, kind
     return values / values.sum(axis=1, keepdims=True)
 
 
-def _ans_note(table: pd.DataFrame, joint: np.ndarray | None, probs: Mapping[Task, np.ndarray]) -> str:
-    """What an ``ans`` column beside probabilities says: how often it differs from their argmax."""
+def _ans_note(table: pd.DataFrame, joint: np.ndarray | None, probs: Mapping[str, np.ndarray], space: LabelSpace = MASK_SPACE, column: str = "ans") -> str:
+    """What an answer column beside probabilities says: how often it differs from their argmax."""
     import pandas as pd
 
     if joint is not None:
-        decided, n = joint.argmax(axis=1), N_JOINT
+        decided, n = joint.argmax(axis=1), space.n_joint
     elif len(probs) == 1:
         (task, p), = probs.items()
-        decided, n = p.argmax(axis=1), N_CLASSES[task]
-    elif set(probs) == set(TASKS):
-        decided, n = encode(*(probs[t].argmax(axis=1) for t in TASKS)), N_JOINT
+        decided, n = p.argmax(axis=1), space.n_classes[task]
+    elif set(probs) == set(space.tasks):
+        decided, n = space.encode(*(probs[t].argmax(axis=1) for t in space.tasks)), space.n_joint
     else:
-        return "column ans ignored"
-    ans = pd.to_numeric(table["ans"], errors="coerce").to_numpy(np.float64)
+        return f"column {column} ignored"
+    ans = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
     if not (np.isfinite(ans) & (ans >= 0) & (ans < n)).all():
-        return "column ans ignored (not classes, not compared)"
-    return f"column ans ignored (differs from the probabilities' argmax on {np.mean(ans != decided):.1%} of rows)"
+        return f"column {column} ignored (not classes, not compared)"
+    return f"column {column} ignored (differs from the probabilities' argmax on {np.mean(ans != decided):.1%} of rows)"
 
 
-def read_shared_csv(path: Path, kind: ImportKind | None = None, task: Task | None = None, columns: str | Sequence[str] | None = None) -> SharedTable:
+def read_shared_csv(path: Path, kind: ImportKind | None = None, task: str | None = None, columns: str | Sequence[str] | None = None, shape: FileShape = MASK_SHAPE) -> SharedTable:
     """Parse a teammate's CSV: ImageIDs ``(n,)`` and probabilities (joint ``(n, 18)``, or per task ``(n, k)``).
 
     columns: the probability columns when they cannot be detected (see `find_layout`).
+    shape: the competition's files (`FileShape`; the mask competition's by default): in a
+    single-task competition every file holds its one task; a file in the submission's own
+    probability layout (``image_name,target`` holding p(malignant)) is read as it is.
     """
     path = Path(path)
     if not path.is_file():
         raise EnsError(f"{path}: file not found")
-    table = read_table(path, ("ImageID",))
+    table = read_table(path)
+    id_column = next((c for c in shape.ids if c in table.columns), None)
+    if id_column is None:
+        raise EnsError(f"{path}: missing column(s) {' or '.join(shape.ids)}; found {', '.join(table.columns)}")
+    table = table.rename(columns={id_column: "ImageID"}) if id_column != "ImageID" else table
     if not len(table):
         raise EnsError(f"{path}: no rows")
-    kind = ImportKind(kind) if kind is not None else (ImportKind.PROBA if columns is not None else guess_kind(list(table.columns), task))
+    task = shape.space.task(task) if task is not None else shape.single
+    kind = ImportKind(kind) if kind is not None else (ImportKind.PROBA if columns is not None else guess_kind(list(table.columns), task, shape))
     if kind is ImportKind.TASK and task is None:
-        raise EnsError(f"{path}: --kind task needs --task mask|gender|age")
+        raise EnsError(f"{path}: --kind task needs --task {'|'.join(shape.space.tasks)}")
     dupes = table["ImageID"].duplicated().to_numpy()
     if dupes.any():
         raise EnsError(f"{path}: row {_row(path, dupes)}: ImageID {table['ImageID'][dupes].iloc[0]!r} appears twice")
     ids = table["ImageID"].to_numpy(object)
+    space = shape.space
     if kind in (ImportKind.HARD, ImportKind.TASK):
+        answer = next((c for c in shape.answers if c in table.columns), None)
         if columns is not None:
-            raise EnsError(f"--columns names probability columns; a {kind.value} file has ImageID,ans (use --kind proba or logits)")
-        if "ans" not in table.columns:
-            raise EnsError(f"{path}: a {kind.value} file has columns ImageID,ans; found {','.join(table.columns[:8])} (probabilities? use --kind proba)")
-        n_classes = N_CLASSES[task] if task is not None else N_JOINT
-        probs = one_hot(_labels(table, path, n_classes), n_classes).astype(np.float32)
+            raise EnsError(f"--columns names probability columns; a {kind.value} file has ImageID,{shape.answers[0]} (use --kind proba or logits)")
+        if answer is None:
+            raise EnsError(f"{path}: a {kind.value} file has columns ImageID,{shape.answers[0]}; found {','.join(table.columns[:8])} (probabilities? use --kind proba)")
+        n_classes = space.n_classes[task] if task is not None else space.n_joint
+        names = space.classes[task] if task is not None and space is not MASK_SPACE else ()
+        probs = one_hot(_labels(table, path, n_classes, answer, names), n_classes).astype(np.float32)
         if task is not None:
-            return SharedTable(ids, None, {task: probs}, kind, f"ans ({task} labels)")
-        return SharedTable(ids, probs, {}, kind, "ans (18-class labels)")
-    layout = find_layout(path, list(table.columns), task, columns)
+            return SharedTable(ids, None, {task: probs}, kind, f"{answer} ({task} labels)")
+        return SharedTable(ids, probs, {}, kind, f"{answer} ({n_classes}-class labels)")
+    others = [c for c in table.columns if c != "ImageID"]
+    if columns is None and shape.proba and others and set(others) <= set(shape.proba):
+        return _submission_probabilities(table, path, ids, others, kind, shape)
+    layout = find_layout(path, list(table.columns), task, columns, shape)
     read = {key: _probabilities(table, names, path, kind).astype(np.float32) for key, names in layout.columns.items()}
     joint = read.pop(JOINT, None)
-    per_task = {Task(key): p for key, p in read.items()}
-    text = layout.text + (f"; {_ans_note(table, joint, per_task)}" if "ans" in table.columns else "")
+    per_task = {space.task(key): p for key, p in read.items()}
+    answer = next((c for c in shape.answers if c in table.columns), None)
+    text = layout.text + (f"; {_ans_note(table, joint, per_task, space, answer)}" if answer else "")
     return SharedTable(ids, joint, per_task, kind, text)
+
+
+def _submission_probabilities(table: pd.DataFrame, path: Path, ids: np.ndarray, columns: Sequence[str], kind: ImportKind, shape: FileShape) -> SharedTable:
+    """A file in the submission's own layout: each column one class's probability of a binary
+    task (``target`` = p(malignant)); the other class gets the rest."""
+    import pandas as pd
+
+    if kind is ImportKind.LOGITS:
+        raise EnsError(f"{path}: columns {', '.join(columns)} are the submission's probabilities; import them with --kind proba")
+    probs = {}
+    for column in columns:
+        task, c = shape.proba[column]
+        if shape.space.n_classes[task] != 2:
+            raise EnsError(f"{path}: column {column} holds one class's probability, and {task} has {shape.space.n_classes[task]} classes (name all its columns)")
+        p = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+        if bad.any():
+            raise EnsError(f"{path}: row {_row(path, bad)}: {column} {table[column].iloc[int(np.flatnonzero(bad)[0])]!r} is not a probability in [0, 1]")
+        both = np.stack([1 - p, p] if c == 1 else [p, 1 - p], axis=1)
+        probs[task] = both.astype(np.float32)
+    return SharedTable(ids, None, probs, ImportKind.PROBA, ", ".join(f"{column} (p of {shape.space.classes[shape.proba[column][0]][shape.proba[column][1]]})" for column in columns))
 
 
 def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.DataFrame) -> dict[str, Any]:
@@ -304,16 +388,28 @@ def import_source(
     import pandas as pd
 
     check_name(name)
-    store = Store(project.predictions)
+    store = project.store
     if name in project.model_names:
         raise EnsError(f"{name!r} is a model in {project.zoo.name}; import under another name")
     if store.has(name) and not force:
         raise EnsError(f"source {name!r} exists ({store.root / name}); pick another name or use --force to replace it")
-    data = project.require_data()
-    shared = read_shared_csv(path, kind, task, columns)
+    data = project.require_data(declared=True)
+    competition = project.competition
+    shared = read_shared_csv(path, kind, task, columns, FileShape.of(competition))
     ids = shared.image_ids
 
-    eval_ids = read_eval_ids(data)
+    if competition.is_preset:
+        eval_ids, fingerprint, eval_file = read_eval_ids(data), data_fingerprint(data), "info.csv"
+        read_labelled_rows = lambda: read_train(data, project.fixes)  # noqa: E731
+        train_place, train_hint = "under train/images", " (train rows use the path under train/images, e.g. 000001_female_Asian_45/mask1.jpg)"
+    else:
+        from . import declared
+
+        if oof:
+            raise EnsError("--oof: out of fold means for the team's fold file, and this version splits the mask competition only (import the rows as a validation set, without --oof)")
+        eval_ids, fingerprint, eval_file = declared.read_sample(competition, data)[competition.eval.id].to_numpy(object), declared.fingerprint(competition, data), competition.eval.csv
+        read_labelled_rows = lambda: declared.read_labelled(competition, data)  # noqa: E731
+        train_place, train_hint = f"in {competition.train.csv or competition.train.folders + '/'}", ""
     in_eval = pd.Index(ids).isin(eval_ids)
     sets: list[PredictionSet] = []
     meta: dict[str, Any] = {
@@ -325,7 +421,7 @@ def import_source(
             "format": shared.kind.value,
             "columns": shared.layout,
         },
-        "data": data_fingerprint(data),
+        "data": fingerprint,
     }
 
     def build(split: Split, order: np.ndarray, labels: np.ndarray | None) -> PredictionSet:
@@ -334,25 +430,22 @@ def import_source(
         pos = pd.Index(ids).get_indexer(order)
         rows = {t: p[pos] for t, p in shared.probs.items()}
         joint = None if shared.joint is None else shared.joint[pos]
-        return PredictionSet(name, split, order, rows, joint, labels, meta)
+        return PredictionSet(name, split, order, rows, joint, labels, meta, store.space)
 
     if in_eval.any():
         missing, _ = id_mismatch(eval_ids, ids[in_eval])
         if len(missing):
             raise EnsError(
-                f"{path}: ImageID sets differ from info.csv: {len(missing)} eval image(s) missing "
+                f"{path}: ImageID sets differ from {eval_file}: {len(missing)} eval image(s) missing "
                 f"({preview(missing)}); every eval image needs a row"
             )
         sets.append(build(Split.EVAL, eval_ids, None))
     if not in_eval.all():
-        train = read_train(data, project.fixes)
+        train = read_labelled_rows()
         in_train = pd.Index(ids).isin(train["ImageID"])
         extra = ids[~in_eval & ~in_train]
         if len(extra):
-            raise EnsError(
-                f"{path}: {len(extra)} ImageID(s) are neither in info.csv nor under train/images: "
-                f"{preview(extra)} (train rows use the path under train/images, e.g. 000001_female_Asian_45/mask1.jpg)"
-            )
+            raise EnsError(f"{path}: {len(extra)} ImageID(s) are neither in {eval_file} nor {train_place}: {preview(extra)}{train_hint}")
         labelled = train[train["ImageID"].isin(ids)]
         if oof:
             meta = {**meta, "origin": {**meta["origin"], "oof": _check_oof(project, path, train, labelled)}}

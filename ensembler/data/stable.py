@@ -13,7 +13,7 @@ the rounding their inputs carried, and gives a tie to the lower class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -32,14 +32,22 @@ def tie_tolerance(*arrays: np.ndarray) -> float:
     return 2.0 * float(eps) + NOISE
 
 
-def weighted_sum(weights: Sequence[float] | np.ndarray, arrays: Sequence[np.ndarray]) -> np.ndarray:
+def weighted_sum(weights: Sequence[float] | np.ndarray, arrays: Iterable[np.ndarray]) -> np.ndarray:
     """``sum_s weights[s] * arrays[s]`` in float64, added in the order given, element by element
-    (no BLAS), so the result is bit for bit the same on every machine. arrays: equal shapes."""
-    if len(arrays) != len(weights) or not len(arrays):
-        raise ValueError(f"weighted_sum: {len(weights)} weight(s) for {len(arrays)} array(s)")
-    total = np.multiply(float(weights[0]), arrays[0], dtype=np.float64)
-    for w, a in zip(weights[1:], arrays[1:]):
-        total += np.multiply(float(w), a, dtype=np.float64)
+    (no BLAS), so the result is bit for bit the same on every machine. arrays: equal shapes, of
+    any float type, a sequence or a generator (each is widened as it is added, so a generator
+    never holds more than one in float64: 10 sources of 20,000 images x 1,000 classes)."""
+    total = None
+    try:
+        for w, a in zip(weights, arrays, strict=True):
+            part = np.multiply(float(w), a, dtype=np.float64)
+            total = part if total is None else np.add(total, part, out=total)
+    except ValueError as exc:
+        if "zip()" not in str(exc):
+            raise
+        raise ValueError(f"weighted_sum: {len(weights)} weight(s) for another number of arrays") from None
+    if total is None:
+        raise ValueError("weighted_sum: no arrays")
     return total
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .. import __version__
 from ..errors import EnsError, preview, unknown
 from .io import atomic_write, csv_rows, sha256_bytes, write_json
-from .labels import N_CLASSES, N_JOINT, TASKS, Task, marginals
+from .labels import MASK_SPACE, LabelSpace, Task
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
     import pandas as pd
@@ -80,9 +80,10 @@ class PredictionSet:
     image_ids: ``(n,)`` ImageIDs (eval) or paths under ``train/images`` (labelled splits).
     probs: ``{task: (n, n_classes(task))}`` float32 for the tasks the source covers; filled from
         `joint` when only the joint is given.
-    joint: ``(n, 18)`` float32 or None.
+    joint: ``(n, n_joint)`` float32 or None (the mask competition's 18 classes).
     labels: ``(n,)`` int64 joint classes for labelled splits, else None.
     meta: provenance (kind, origin file and hash, data fingerprint, tool version, time, ...).
+    space: the competition's label space (`labels.LabelSpace`), whose tasks and classes these are.
     """
 
     source: str
@@ -92,26 +93,28 @@ class PredictionSet:
     joint: np.ndarray | None = None
     labels: np.ndarray | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    space: LabelSpace = MASK_SPACE
 
     def __post_init__(self) -> None:
         n = len(self.image_ids)
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
         set_("image_ids", np.asarray(self.image_ids, dtype=object))
         set_("split", Split(self.split))
-        probs = {Task(t): np.asarray(p, dtype=np.float32) for t, p in self.probs.items()}
+        space = self.space
+        probs = {space.task(t): np.asarray(p, dtype=np.float32) for t, p in self.probs.items()}
         if self.joint is not None:
             set_("joint", np.asarray(self.joint, dtype=np.float32))
-            if self.joint.shape != (n, N_JOINT):
-                raise ValueError(f"joint must be ({n}, {N_JOINT}), got {self.joint.shape}")
-            if any(t not in probs for t in TASKS):
-                for task, p in marginals(self.joint).items():
+            if self.joint.shape != (n, space.n_joint):
+                raise ValueError(f"joint must be ({n}, {space.n_joint}), got {self.joint.shape}")
+            if any(t not in probs for t in space.tasks):
+                for task, p in space.marginals(self.joint).items():
                     probs.setdefault(task, p.astype(np.float32))
         for task, p in probs.items():
-            if p.shape != (n, N_CLASSES[task]):
-                raise ValueError(f"{task} probabilities must be ({n}, {N_CLASSES[task]}), got {p.shape}")
+            if p.shape != (n, space.n_classes[task]):
+                raise ValueError(f"{task} probabilities must be ({n}, {space.n_classes[task]}), got {p.shape}")
         if not probs:
             raise ValueError("a prediction set needs at least one task")
-        set_("probs", {t: probs[t] for t in TASKS if t in probs})
+        set_("probs", {t: probs[t] for t in space.tasks if t in probs})
         if self.labels is not None:
             set_("labels", np.asarray(self.labels, dtype=np.int64))
             if self.labels.shape != (n,):
@@ -121,7 +124,7 @@ class PredictionSet:
         return len(self.image_ids)
 
     @property
-    def tasks(self) -> tuple[Task, ...]:
+    def tasks(self) -> tuple[Task | str, ...]:
         return tuple(self.probs)
 
     @property
@@ -154,7 +157,7 @@ class PredictionSet:
         names = [c for task, p in self.probs.items() for c in _columns(task, p.shape[1])]
         blocks = list(self.probs.values())
         if self.joint is not None:
-            names += _columns("joint", N_JOINT)
+            names += _columns("joint", self.space.n_joint)
             blocks.append(self.joint)
         return names, np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
 
@@ -185,23 +188,25 @@ class PredictionSet:
         return header.encode() + csv_rows(lead, values)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, source: str, split: Split, meta: Mapping[str, Any]) -> PredictionSet:
+    def from_frame(cls, frame: pd.DataFrame, source: str, split: Split, meta: Mapping[str, Any], space: LabelSpace = MASK_SPACE) -> PredictionSet:
         """Inverse of `to_frame`."""
         probs = {
-            task: frame[_columns(task, N_CLASSES[task])].to_numpy(np.float32)
-            for task in TASKS
+            task: frame[_columns(task, space.n_classes[task])].to_numpy(np.float32)
+            for task in space.tasks
             if f"{task}_0" in frame.columns
         }
-        joint = frame[_columns("joint", N_JOINT)].to_numpy(np.float32) if "joint_0" in frame.columns else None
+        joint = frame[_columns("joint", space.n_joint)].to_numpy(np.float32) if "joint_0" in frame.columns else None
         labels = frame["label"].to_numpy(np.int64) if "label" in frame.columns else None
-        return cls(source, split, frame["ImageID"].to_numpy(object), probs, joint, labels, meta)
+        return cls(source, split, frame["ImageID"].to_numpy(object), probs, joint, labels, meta, space)
 
 
 class Store:
-    """The prediction folder: ``<root>/<source>/<split>.csv`` + ``.json``."""
+    """The prediction folder: ``<root>/<source>/<split>.csv`` + ``.json``, its sets in the
+    competition's label space `space` (a set made for other tasks or class counts is refused)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, space: LabelSpace = MASK_SPACE):
         self.root = Path(root)
+        self.space = space
 
     def _paths(self, source: str, split: Split) -> tuple[Path, Path]:
         folder = self.root / source
@@ -225,11 +230,24 @@ class Store:
     def read_meta(self, source: str, split: Split) -> dict[str, Any]:
         meta_path = self._paths(source, split)[1]
         try:
-            return json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
             raise EnsError(f"source {source!r} has no {split} predictions ({meta_path} not found)") from None
         except json.JSONDecodeError as exc:
             raise EnsError(f"{meta_path}: not valid JSON ({exc})") from None
+        self._check_space(meta, meta_path)
+        return meta
+
+    def _check_space(self, meta: Mapping[str, Any], path: Path) -> None:
+        """A set's tasks and class counts (its JSON's ``tasks`` and ``classes``) are the space's."""
+        space = self.space
+        tasks = [str(t) for t in meta.get("tasks", ())]
+        counts = meta.get("classes", {t: space.n_classes.get(t) for t in tasks})  # sets written before 'classes' was kept: the mask space's
+        wrong = [t for t in tasks if t not in space.n_classes or counts.get(t) != space.n_classes[t]]
+        if wrong:
+            have = ", ".join(f"{t} {counts.get(t)}" for t in tasks)
+            want = ", ".join(f"{t} {k}" for t, k in space.n_classes.items())
+            raise EnsError(f"{path}: predicts {have}; this project's competition has {want} (a set made for another competition?)")
 
     def read(self, source: str, split: Split) -> PredictionSet:
         """Load one set (from its binary sidecar while that is current); a CSV whose hash differs
@@ -245,7 +263,7 @@ class Store:
         import pandas as pd
 
         frame = pd.read_csv(io.BytesIO(data), dtype={"ImageID": str}, keep_default_na=False)
-        pset = PredictionSet.from_frame(frame, source, split, meta)
+        pset = PredictionSet.from_frame(frame, source, split, meta, self.space)
         self._write_sidecar(pset, csv_path, meta["csv_sha256"])
         return pset
 
@@ -258,10 +276,10 @@ class Store:
                 stamp = (str(z["csv_sha256"]), int(z["csv_size"]), int(z["csv_mtime_ns"]))
                 if stamp != (meta.get("csv_sha256"), stat.st_size, stat.st_mtime_ns):
                     return None
-                probs = {t: z[f"probs_{t}"] for t in TASKS if f"probs_{t}" in z.files}
+                probs = {t: z[f"probs_{t}"] for t in self.space.tasks if f"probs_{t}" in z.files}
                 joint = z["joint"] if "joint" in z.files else None
                 labels = z["labels"] if "labels" in z.files else None
-                return PredictionSet(source, split, z["image_ids"].astype(object), probs, joint, labels, meta)
+                return PredictionSet(source, split, z["image_ids"].astype(object), probs, joint, labels, meta, self.space)
         except (OSError, ValueError, KeyError):  # missing, unreadable or foreign: the CSV decides
             return None
 
@@ -306,7 +324,8 @@ class Store:
             "source": pset.source,
             "split": pset.split.value,
             "kind": pset.kind,
-            "tasks": [t.value for t in pset.tasks],
+            "tasks": [str(t) for t in pset.tasks],
+            **({} if pset.space is MASK_SPACE else {"classes": {str(t): int(p.shape[1]) for t, p in pset.probs.items()}}),
             "joint": pset.joint is not None,
             "labelled": pset.labels is not None,
             "rows": len(pset),

@@ -29,7 +29,7 @@ from scipy.special import softmax
 
 from .labels import N_CLASSES, TASKS, Task, decode, encode, joint_from_tasks, marginals
 from .project import Project, load_project, update_project
-from .store import PredictionSet, Split, Store
+from .store import PredictionSet, Split
 
 KINDS = ("specialists", "classifiers18", "overconfident", "near-copies", "mixed")
 SHIFTS = ("none", "age", "mask")
@@ -148,7 +148,7 @@ def write_team(team: Team, root: str | Path) -> Project:
     zoo = root / "model_zoo.yaml"
     update_project(zoo, data=root / "data")
     project = load_project(zoo)
-    store = Store(project.predictions)
+    store = project.store
     meta = {"kind": "proba", "origin": {"type": "import", "file": f"simulated {team.kind}"}}
     for m in team.members:
         store.write(PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint, None, meta))

@@ -42,7 +42,7 @@ from ..data.io import atomic_write, write_json
 from ..data.labels import CLASS_NAMES, N_CLASSES, TASKS, Task, age_band, decode
 from ..data.people import person_folds, profile_of
 from ..data.project import Project
-from ..data.store import LABELLED_SPLITS, Store
+from ..data.store import LABELLED_SPLITS
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.recipe import Recipe, complete_recipe
@@ -411,7 +411,7 @@ def audit_sources(project: Project, recipe: Recipe | None = None) -> dict[Task, 
     if recipe is not None:
         recipe = complete_recipe(recipe, project.coverage())
         return {t: {term.source: term.weight for term in terms} for t, terms in recipe.tasks.items()}
-    store = Store(project.predictions)
+    store = project.store
     out: dict[Task, dict[str, float]] = {t: {} for t in TASKS}
     for name in store.sources():
         split = next((s for s in LABELLED_SPLITS if store.has(name, s)), None)
@@ -434,7 +434,7 @@ def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()
     (an accepted fix is not found again)."""
     weights = audit_sources(project, recipe)
     names = list(dict.fromkeys(s for w in weights.values() for s in w))
-    store = Store(project.predictions)
+    store = project.store
     labelled = labelled_scope(project, load_labelled(store, names, store.sources()))
     ids = labelled.ids
     truth = decode(labelled.labels)

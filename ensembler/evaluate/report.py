@@ -139,7 +139,7 @@ def build_report(
         raise EnsError("--tie breaks the ties of a hard vote; add --method hard")
     tie = Tie(tie or Tie.MASS)
     notes = [f"hard votes break ties by {tie.value} (--tie)"] if tie is not Tie.MASS else []
-    store = Store(project.predictions)
+    store = project.store
     known = store.sources()
     if recipes:
         coverage = project.coverage()

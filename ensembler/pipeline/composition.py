@@ -23,19 +23,22 @@ import numpy as np
 from .. import __version__
 from ..data.dataset import EVAL_CSV, data_fingerprint, read_eval_ids
 from ..data.io import sha256_bytes, write_bytes, write_json
-from ..data.labels import CLASS_NAMES, N_JOINT, TASKS, Task, decode, split_prediction
+from ..data.labels import split_prediction
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from ..errors import EnsError, preview, unknown
-from ..scoring.metrics import own_prediction, score
+from ..scoring.metrics import competition_score, own_prediction, score
 from .engine import Composed, Context, Pipeline, Run, run
 from .persons import ByPerson, groups_paths
 from .recipe import Recipe, Term, complete_recipe
 from .scope import Labelled, guard_leakage, labelled_scope
 from .steps import pipeline_of
+from .voting import VOTE_NAMES
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
     import pandas as pd
+
+    from ..data.competition import Competition
 
     from .steps import Step
 
@@ -60,16 +63,25 @@ class Composition:
     source_meta: dict[str, Any]
     files: tuple[Path, Path] | None = None  # the CSV and JSON, once written
     val_split: Split = Split.VAL
+    answer: bytes | None = None  # a declared competition's submission (its sample, filled)
 
     @property
     def submission(self) -> pd.DataFrame:
+        """``ImageID,ans`` (a declared competition's: its sample submission, filled)."""
         import pandas as pd
 
+        if self.answer is not None:
+            import io
+
+            return pd.read_csv(io.BytesIO(self.answer), dtype=str, keep_default_na=False)
         return pd.DataFrame({"ImageID": self.eval.image_ids, "ans": self.eval.labels.astype(np.int64)})
 
     def csv_bytes(self) -> bytes:
         """The submission file's content (``ImageID,ans``, rows in ``info.csv`` order); as
-        ``DataFrame.to_csv`` writes it, quoting an ImageID that needs it."""
+        ``DataFrame.to_csv`` writes it, quoting an ImageID that needs it. A declared
+        competition's: its sample submission with the answer filled, matched by id."""
+        if self.answer is not None:
+            return self.answer
         ids = [str(i) for i in self.eval.image_ids]
         if any(c in i for i in ids for c in ',"\n\r'):
             return self.submission.to_csv(index=False).encode()
@@ -99,8 +111,8 @@ class Submission:
     steps: list[dict[str, Any]] = field(default_factory=list)  # the manifest's steps, with their fitted parameters
 
 
-def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray) -> dict[str, PredictionSet]:
-    """Each recipe source's eval set, rows in `eval_ids` order; any mismatch of ImageIDs is an error."""
+def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray, where: str = EVAL_CSV) -> dict[str, PredictionSet]:
+    """Each recipe source's eval set, rows in `eval_ids` order (those of `where`); any mismatch of ImageIDs is an error."""
     sets = {}
     for source in recipe.sources:
         if not store.has(source):
@@ -114,7 +126,7 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
         missing, extra = id_mismatch(eval_ids, pset.image_ids)
         if len(missing) or len(extra):
             raise EnsError(
-                f"source {source!r} and {EVAL_CSV} disagree: {len(missing)} ImageID(s) missing ({preview(missing)}), "
+                f"source {source!r} and {where} disagree: {len(missing)} ImageID(s) missing ({preview(missing)}), "
                 f"{len(extra)} extra ({preview(extra)}); re-create the source for this data folder"
             )
         sets[source] = pset.take(eval_ids)
@@ -124,28 +136,30 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
 def one_class_warnings(composed: Composed, val_labels: np.ndarray | None) -> list[str]:
     """A line for each task whose eval decisions are all one class (when the labelled images,
     or simply the task, have more): a submission like that is almost surely broken."""
-    decided = decode(composed.labels)
-    truth = decode(val_labels) if val_labels is not None and len(val_labels) else None
+    space = composed.space
+    decided = space.decode(composed.labels)
+    truth = space.decode(val_labels) if val_labels is not None and len(val_labels) else None
     out = []
-    for task in TASKS:
+    for task in space.tasks:
         classes = np.unique(decided[task])
         if len(classes) == 1 and len(decided[task]) > 1 and (truth is None or len(np.unique(truth[task])) > 1):
-            name = CLASS_NAMES[task][int(classes[0])]
+            name = space.classes[task][int(classes[0])]
             out.append(f"every eval image is called {task} {name!r}: check the sources and any prior correction before submitting")
     return out
 
 
-def validate_submission(image_ids: np.ndarray, labels: np.ndarray, eval_ids: np.ndarray) -> None:
-    """A submission answers every info.csv ImageID once, in order, with a class in 0..17."""
+def validate_submission(image_ids: np.ndarray, labels: np.ndarray, eval_ids: np.ndarray, n_classes: int = 18, where: str = EVAL_CSV) -> None:
+    """A submission answers every eval image (`eval_ids`, from `where`) once, in order, with a
+    class in 0..n_classes-1."""
     if len(image_ids) != len(eval_ids) or not np.array_equal(np.asarray(image_ids, dtype=object), eval_ids):
-        raise EnsError(f"submission rows do not follow {EVAL_CSV} ({len(image_ids)} rows for {len(eval_ids)} images)")
+        raise EnsError(f"submission rows do not follow {where} ({len(image_ids)} rows for {len(eval_ids)} images)")
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= N_JOINT:
-        raise EnsError(f"submission answers must be classes 0..{N_JOINT - 1}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_classes:
+        raise EnsError(f"submission answers must be classes 0..{n_classes - 1}")
 
 
 def _ensemble_set(name: str, split: Split, composed: Composed, labels: np.ndarray | None, meta: dict) -> PredictionSet:
-    return PredictionSet(name, split, composed.image_ids, composed.probs, composed.joint, labels, meta)
+    return PredictionSet(name, split, composed.image_ids, composed.probs, composed.joint, labels, meta, composed.space)
 
 
 def gather_labelled(project: Project, store: Store, recipe: Recipe, fitted: str | None = None) -> tuple[Labelled | None, str | None]:
@@ -177,7 +191,7 @@ def _validation(labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, 
     its person-bootstrap evidence (and fold spread when a step was cross-fitted), each step's
     own details (auto's candidates, selection weights, F1 offsets) and each source's score."""
     scored, labels = done.scored, labelled.labels
-    scope = labelled.scope + (f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} person-grouped folds)" if done.cv and pipeline.combine.name not in ("soft", "geo", "hard") else "")
+    scope = labelled.scope + (f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} person-grouped folds)" if done.cv and pipeline.combine.name not in VOTE_NAMES else "")
     out: dict[str, Any] = {"scope": scope, "images": int(len(labels)), "recipe": score(labels, scored.labels).as_dict()}
     if done.cv is not None:
         out["cv"] = done.cv.as_dict()
@@ -219,10 +233,44 @@ def _evidence(labelled: Labelled, decided: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _check_declared(competition: Competition, pipeline: Pipeline) -> None:
+    """What this version composes for a declared competition: a vote (soft, geometric; hard
+    where the submission is a class; rank averaging where the metric is AUC), nothing after it."""
+    steps = [s.name for s in pipeline.steps]
+    if steps[0] not in VOTE_NAMES or len(steps) > 1:
+        raise EnsError(f"{' -> '.join(steps)}: this version composes a declared competition's sources by vote (--method soft, geo, hard or rank); learned methods, prior correction, F1 offsets and decoding by person run on the mask competition")
+    if steps[0] == "hard" and competition.submission.answer is None:
+        raise EnsError(f"a hard vote gives classes, and {competition.name}'s submission holds probabilities ({competition.metric}): use --method soft, geo or rank")
+
+
+def _declared_answer(competition: Competition, sample: pd.DataFrame, composed: Composed) -> bytes:
+    """The sample submission with the composition's answer: its classes, or its probabilities."""
+    from ..data.declared import submission_bytes
+
+    if competition.submission.answer is not None:
+        return submission_bytes(competition, sample, composed.image_ids, decided=composed.labels)
+    return submission_bytes(competition, sample, composed.image_ids, probs=dict(composed.probs))
+
+
+def _declared_validation(competition: Competition, labelled: Labelled, done: Run) -> dict[str, Any]:
+    """A declared competition's validation record: the scope and its metric for the
+    composition and for each source alone, on the same labelled images."""
+    scored, labels = done.scored, labelled.labels
+    decided = scored.labels if competition.submission.answer is not None else None
+    return {
+        "scope": labelled.scope,
+        "images": int(len(labels)),
+        "groups": labelled.people,
+        "metric": str(competition.metric),
+        "recipe": {str(competition.metric): competition_score(competition, labels, scored.probs, scored.joint, decided)},
+        "sources": {n: {str(competition.metric): competition_score(competition, labels, s.probs, s.joint)} for n, s in labelled.sets.items()},
+    }
+
+
 def library_recipe(project: Project) -> Recipe:
     """A learned method (stack, select, auto) without a recipe: per task, every model or import that predicts it on eval and on labelled images."""
-    store = Store(project.predictions)
-    tasks: dict = {t: [] for t in TASKS}
+    store = project.store
+    tasks: dict = {t: [] for t in store.space.tasks}
     for name in store.sources():  # from the sets' metadata: no prediction CSV is read here
         if not store.has(name, Split.EVAL) or not any(store.has(name, split) for split in LABELLED_SPLITS):
             continue
@@ -230,11 +278,11 @@ def library_recipe(project: Project) -> Recipe:
         if kind_of(meta) == "ensemble":
             continue
         for task in meta["tasks"]:
-            tasks[Task(task)].append(Term(name))
+            tasks[store.space.task(task)].append(Term(name))
     missing = [str(t) for t, terms in tasks.items() if not terms]
     if missing:
         raise EnsError(f"no source predicts {', '.join(missing)} on both eval and labelled images (run ens predict --split eval and --split val, or import both)")
-    return Recipe({t: tuple(terms) for t, terms in tasks.items()})
+    return Recipe({t: tuple(terms) for t, terms in tasks.items()}, space=store.space)
 
 
 def _check_free(project: Project, store: Store, name: str) -> tuple[Path, Path]:
@@ -261,26 +309,41 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     exist (`ByPerson`'s check decides).
     """
     pipeline = pipeline_of(steps)
-    fitted = pipeline.combine.name not in ("soft", "geo", "hard")
+    fitted = pipeline.combine.name not in VOTE_NAMES
     if recipe is None:
         if not fitted:
             raise EnsError(f"--method {pipeline.combine.name} needs a recipe (--recipe TASK:SOURCE …); stack, select and auto take every source by default")
         recipe = library_recipe(project)
     if pipeline.combine.name == "auto" and not pipeline.has("by_person") and all(groups_paths(project.root, s)[0].is_file() for s in ("eval", "train")):
         pipeline = Pipeline((*pipeline.steps, ByPerson(optional=True)))  # auto tries decoding by person where the team grouped its images
+    competition = project.competition
+    if pipeline.combine.name == "rank" and competition.metric != "auc":
+        raise EnsError(f"--method rank averages the order each source puts the images in, which is all AUC sees; {competition.name} is scored by {competition.metric}: use --method soft")
+    if recipe.space != competition.space:
+        raise EnsError(f"the recipe {recipe} names the tasks of another competition than {project.zoo.name}'s ({', '.join(competition.task_names)}); parse it with the project's label space")
     recipe = complete_recipe(recipe, project.coverage())
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
-    store = Store(project.predictions)
+    store = project.store
 
-    data = project.require_data()
-    eval_ids = read_eval_ids(data)
-    sets = load_eval_sets(project, store, recipe, eval_ids)
+    data = project.require_data(declared=True)
+    if competition.is_preset:
+        sample, eval_ids, eval_file, fingerprint = None, read_eval_ids(data), EVAL_CSV, data_fingerprint(data)
+    else:
+        from ..data import declared
+
+        _check_declared(competition, pipeline)
+        sample = declared.read_sample(competition, data)
+        eval_ids, eval_file, fingerprint = sample[competition.eval.id].to_numpy(object), competition.eval.csv, declared.fingerprint(competition, data)
+    sets = load_eval_sets(project, store, recipe, eval_ids, eval_file)
     labelled, skipped = gather_labelled(project, store, recipe, pipeline.combine.name if fitted else None)
     done = run(pipeline, labelled, sets, Context(recipe, project, skipped))
     composed = done.eval
-    validation = {"skipped": skipped} if labelled is None else _validation(labelled, done, pipeline)
+    if labelled is None:
+        validation = {"skipped": skipped}
+    else:
+        validation = _validation(labelled, done, pipeline) if competition.is_preset else _declared_validation(competition, labelled, done)
 
-    validate_submission(composed.image_ids, composed.labels, eval_ids)
+    validate_submission(composed.image_ids, composed.labels, eval_ids, competition.space.n_joint, eval_file)
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}
     inputs = {
         s: {
@@ -307,7 +370,7 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         "warnings": one_class_warnings(composed, None if labelled is None else labelled.labels),
         "label_fixes": None if project.fixes is None else project.fixes.describe(),
         "inputs": inputs,
-        "data": data_fingerprint(data),
+        "data": fingerprint,
         "submission_sha256": None,  # set below, from the file's bytes
         "class_counts": counts,
         "validation": validation,
@@ -316,7 +379,8 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     meta = {"kind": "hard" if pipeline.combine.name == "hard" else "proba", "origin": origin, "data": manifest["data"]}
     kept_labels = None if labelled is None else labelled.labels
     val_split = Split.OOF if labelled is not None and labelled.oof else Split.VAL  # a composition of out-of-fold sources is out of fold
-    composition = Composition(name, manifest, recipe, composed, done.scored, kept_labels, meta, val_split=val_split)
+    answer = None if sample is None else _declared_answer(competition, sample, composed)
+    composition = Composition(name, manifest, recipe, composed, done.scored, kept_labels, meta, val_split=val_split, answer=answer)
     manifest["submission_sha256"] = sha256_bytes(composition.csv_bytes())
     return composition
 
@@ -325,7 +389,7 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     """Write ``<submissions>/<name>.csv`` and ``.json`` and keep the composition as the source
     `name` (eval, and val when it has labelled images). Never overwrites: an existing file or
     source of that name is an error, and nothing is written."""
-    store = Store(project.predictions)
+    store = project.store
     name, manifest = composition.name, composition.manifest
     csv_path, json_path = _check_free(project, store, name)
     write_bytes(csv_path, composition.csv_bytes(), overwrite=False)
@@ -343,5 +407,5 @@ def compose_submission(project: Project, recipe: Recipe | None, steps: Pipeline 
     """`compose` and `write_composition` in one (what `ens compose` runs): the name is checked
     free before anything is composed."""
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
-    _check_free(project, Store(project.predictions), name)
+    _check_free(project, project.store, name)
     return write_composition(project, compose(project, recipe, steps, name))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..data.labels import N_JOINT, TASKS, Task, encode
+from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
 from ..data.stable import NOISE, decide
 from ..data.store import PredictionSet
 from ..errors import EnsError
@@ -42,25 +42,27 @@ if TYPE_CHECKING:
 class Composed:
     """A composition of ``n`` images: joint classes `labels` ``(n,)``, per-task probabilities
     `probs` ``{task: (n, k)}``, the 18-way `joint` ``(n, 18)`` or None, and `mode`, how it was
-    made (``joint`` or ``per-task`` for a vote on those, else the combining step's name)."""
+    made (``joint`` or ``per-task`` for a vote on those, else the combining step's name), in
+    the competition's label `space`."""
 
     image_ids: np.ndarray
     labels: np.ndarray
-    probs: Mapping[Task, np.ndarray]
+    probs: Mapping[Task | str, np.ndarray]
     joint: np.ndarray | None
     mode: str
+    space: LabelSpace = MASK_SPACE
 
     @classmethod
-    def decided(cls, image_ids: np.ndarray, probs: Mapping[Task, np.ndarray], joint: np.ndarray | None, mode: str) -> Composed:
+    def decided(cls, image_ids: np.ndarray, probs: Mapping[Task | str, np.ndarray], joint: np.ndarray | None, mode: str, space: LabelSpace = MASK_SPACE) -> Composed:
         """A composition whose labels are its probabilities' decision (`stable.decide`): the
         joint argmax when there is a joint, else the per-task argmaxes encoded."""
-        labels = decide(joint, NOISE) if joint is not None else encode(*(decide(probs[t], NOISE) for t in TASKS))
-        return cls(image_ids, labels, probs, joint, mode)
+        labels = decide(joint, NOISE) if joint is not None else space.encode(*(decide(probs[t], NOISE) for t in space.tasks))
+        return cls(image_ids, labels, probs, joint, mode, space)
 
     def take(self, rows: np.ndarray) -> Composed:
         """The rows `rows` (positions ``(m,)``) of the composition."""
         joint = None if self.joint is None else self.joint[rows]
-        return Composed(self.image_ids[rows], self.labels[rows], {t: p[rows] for t, p in self.probs.items()}, joint, self.mode)
+        return Composed(self.image_ids[rows], self.labels[rows], {t: p[rows] for t, p in self.probs.items()}, joint, self.mode, self.space)
 
 
 Sources = Mapping[str, PredictionSet]  # a recipe's sources, aligned on the same images
@@ -152,14 +154,14 @@ def assemble(parts: Sequence[tuple[np.ndarray, Composed]], n: int) -> Composed:
     ids = np.empty(n, dtype=object)
     labels = np.zeros(n, dtype=np.int64)
     probs = {t: np.zeros((n, p.shape[1])) for t, p in first.probs.items()}
-    joint = None if any(c.joint is None for _, c in parts) else np.zeros((n, N_JOINT))
+    joint = None if any(c.joint is None for _, c in parts) else np.zeros((n, first.space.n_joint))
     for rows, c in parts:
         ids[rows], labels[rows] = c.image_ids, c.labels
         for t in probs:
             probs[t][rows] = c.probs[t]
         if joint is not None:
             joint[rows] = c.joint
-    return Composed(ids, labels, probs, joint, first.mode)
+    return Composed(ids, labels, probs, joint, first.mode, first.space)
 
 
 def cross_fit(step: Step, x: Input, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], ctx: Context) -> Fit:

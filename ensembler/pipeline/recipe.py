@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..data.labels import TASKS, Task, parse_task
+from ..data.labels import MASK_SPACE, LabelSpace, Task
 from ..data.store import check_name
 from ..errors import EnsError, preview, unknown
 
@@ -40,12 +40,14 @@ class Term:
 
 @dataclass(frozen=True)
 class Recipe:
-    """``{task: terms}`` in `TASKS` order: all three once complete (`complete_recipe`);
-    as parsed, the tasks the text named. `filled`: ``{task: line}`` for each task the text did
-    not name, saying where it came from."""
+    """``{task: terms}`` in the label space's task order: every task once complete
+    (`complete_recipe`); as parsed, the tasks the text named. `filled`: ``{task: line}`` for
+    each task the text did not name, saying where it came from. `space`: the competition's
+    label space (`labels.LabelSpace`; the mask competition's by default)."""
 
-    tasks: Mapping[Task, tuple[Term, ...]]
-    filled: Mapping[Task, str] = field(default_factory=dict, compare=False)
+    tasks: Mapping[Task | str, tuple[Term, ...]]
+    filled: Mapping[Task | str, str] = field(default_factory=dict, compare=False)
+    space: LabelSpace = field(default=MASK_SPACE, compare=False)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -55,22 +57,22 @@ class Recipe:
     @property
     def unnamed(self) -> tuple[Task, ...]:
         """The tasks still without sources (none once complete)."""
-        return tuple(t for t in TASKS if t not in self.tasks)
+        return tuple(t for t in self.space.tasks if t not in self.tasks)
 
     @property
     def uniform(self) -> bool:
         """True when every task takes the same sources with the same weights."""
         if self.unnamed:
             return False
-        first = self.tasks[TASKS[0]]
-        return all(sorted(self.tasks[t], key=str) == sorted(first, key=str) for t in TASKS)
+        first = self.tasks[self.space.tasks[0]]
+        return all(sorted(self.tasks[t], key=str) == sorted(first, key=str) for t in self.space.tasks)
 
     def __str__(self) -> str:
         if self.uniform:
-            return "*:" + "+".join(map(str, self.tasks[TASKS[0]]))
+            return "*:" + "+".join(map(str, self.tasks[self.space.tasks[0]]))
         groups: dict[str, list[str]] = {}  # tasks sharing their terms are written together
         for task, terms in self.tasks.items():
-            groups.setdefault("+".join(map(str, terms)), []).append(task.value)
+            groups.setdefault("+".join(map(str, terms)), []).append(str(task))
         return " ".join(f"{','.join(tasks)}:{terms}" for terms, tasks in groups.items())
 
 
@@ -100,8 +102,9 @@ def _terms(text: str, part: str) -> tuple[Term, ...]:
     return tuple(terms)
 
 
-def parse_recipe(parts: Sequence[str] | str) -> Recipe:
-    """Parse recipe parts (``["age:peter", "mask,gender:polar"]``, or one string with spaces)."""
+def parse_recipe(parts: Sequence[str] | str, space: LabelSpace = MASK_SPACE) -> Recipe:
+    """Parse recipe parts (``["age:peter", "mask,gender:polar"]``, or one string with spaces),
+    the tasks those of `space` (the project's: `Project.competition.space`)."""
     if isinstance(parts, str):
         parts = [parts]
     tokens = [tok for part in parts for tok in part.split()]
@@ -120,13 +123,13 @@ def parse_recipe(parts: Sequence[str] | str) -> Recipe:
             default = terms
             continue
         for name in head.split(","):
-            task = parse_task(name)
+            task = space.task(name)
             if task in named:
                 raise EnsError(f"recipe part {tok!r}: task {task} is given twice")
             named[task] = terms
     if default is not None:
-        named = {t: named.get(t, default) for t in TASKS}
-    return Recipe({t: named[t] for t in TASKS if t in named})
+        named = {t: named.get(t, default) for t in space.tasks}
+    return Recipe({t: named[t] for t in space.tasks if t in named}, space=space)
 
 
 def complete_recipe(recipe: Recipe, coverage: Mapping[str, Sequence[Task]]) -> Recipe:
@@ -155,4 +158,4 @@ def complete_recipe(recipe: Recipe, coverage: Mapping[str, Sequence[Task]]) -> R
             filled[task] = f"{task}: not named; from {having[0]}, the recipe's only source with {task}"
         else:
             filled[task] = f"{task}: not named; from {'+'.join(having)}, the recipe's sources with {task}"
-    return Recipe({t: tasks[t] for t in TASKS}, filled)
+    return Recipe({t: tasks[t] for t in recipe.space.tasks}, filled, recipe.space)

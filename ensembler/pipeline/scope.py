@@ -44,7 +44,10 @@ def out_of_fold(sets: Mapping[str, PredictionSet]) -> bool:
 def validation_ids(project: Project, ids: np.ndarray, oof: bool = False) -> tuple[np.ndarray, str]:
     """The labelled images to score on, and the scope text: with a fold file, all of `ids` when
     every source predicts them out of fold (`oof`), else those in the validation fold; without
-    one, all of `ids` (with a warning in the text)."""
+    one, all of `ids` (with a warning in the text). A declared competition: all of `ids` (this
+    version splits the mask competition only)."""
+    if not project.competition.is_preset:
+        return ids, f"all {len(ids)} labelled images the sources share"
     if not project.folds.is_file():
         return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
     people = lambda chosen: len(set(profile_of(chosen)))  # noqa: E731
@@ -100,7 +103,9 @@ class Labelled:
     sets: ``{source: PredictionSet}`` aligned on the same ImageIDs ``(n,)`` (sorted); labels:
     their joint classes ``(n,)``; scope: the line that says which images these are; oof: every
     source predicts every one of them out of fold (so does any composition of them); notes:
-    what held the scope back. `folds` are the person-grouped folds every fit and score uses.
+    what held the scope back; groups: a declared competition's group of each image ``(n,)``
+    (None: the mask competition's persons, from the paths). `folds` are the group-wise folds
+    every fit and score uses.
     """
 
     sets: Mapping[str, PredictionSet]
@@ -108,6 +113,7 @@ class Labelled:
     scope: str = ""
     oof: bool = False
     notes: tuple[str, ...] = field(default=(), compare=False)
+    groups: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def ids(self) -> np.ndarray:
@@ -116,10 +122,12 @@ class Labelled:
     @cached_property
     def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(fit, score) row positions, every person on one side (`people.person_folds`)."""
-        return person_folds(self.ids)
+        return person_folds(self.ids, groups=self.groups)
 
     @property
     def people(self) -> int:
+        if self.groups is not None:
+            return len(set(self.groups))
         return int(person_codes(self.ids).max()) + 1 if len(self.ids) else 0
 
     def only(self, names: Sequence[str]) -> Labelled:
@@ -131,6 +139,11 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
     ids, scope, notes = scoring_images(project, sets)
     aligned, labels = aligned_sets(sets, ids)
+    if not project.competition.is_preset:  # its groups (patients, …) are declared, not read from paths
+        from ..data.declared import read_labelled
+
+        table = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")
+        return Labelled(aligned, labels, scope, False, tuple(notes), table["group"].reindex(ids).to_numpy(object))
     fixes = checked_fixes(project)
     if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
         labels = apply_fixes(ids, labels, fixes)

@@ -16,9 +16,9 @@ from .learned import Pool, Select, Stack
 from .persons import ByPerson
 from .priors import Priors
 from .tuning import TuneF1
-from .voting import Geo, Hard, Method, Soft, Tie
+from .voting import Geo, Hard, Method, Rank, Soft, Tie
 
-STEPS: tuple[type[Step], ...] = (Soft, Geo, Hard, Stack, Select, Pool, Auto, Priors, TuneF1, ByPerson)
+STEPS: tuple[type[Step], ...] = (Soft, Geo, Hard, Rank, Stack, Select, Pool, Auto, Priors, TuneF1, ByPerson)
 BY_NAME = {step.name: step for step in STEPS}
 
 
@@ -31,7 +31,7 @@ def combining(method: Method | str, *, per_task: bool = False, tie: Tie | str | 
         raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
     if method is Method.HARD:
         return Hard(per_task, Tie(tie or Tie.MASS))
-    if method in (Method.SOFT, Method.GEO):
+    if method in (Method.SOFT, Method.GEO, Method.RANK):
         return BY_NAME[method.value](per_task)
     if method is Method.STACK:
         return Stack(balanced, all_tasks)

@@ -3,6 +3,10 @@
 - soft: the weighted mean of the probabilities; the label is its argmax.
 - geo: the weighted mean of the log-probabilities (probabilities clipped at `EPS`, so a
   one-hot source cannot veto a class outright); the label is its argmax.
+- rank: the weighted mean of each class's ranks over the images (scaled to (0, 1]), the
+  averaging of winning teams in AUC competitions: sources whose scores are scaled differently
+  (a calibrated model and an overconfident one) count by the order they put the images in, which
+  is all AUC sees. Its columns are scores, not probabilities; it serves an AUC metric only.
 
   Soft and geometric totals are summed source by source in recipe order, never by a BLAS
   kernel (`stable.weighted_sum`), and two classes whose totals differ by less than the rounding
@@ -35,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..data.labels import TASKS, encode, marginals, one_hot
+from ..data.labels import one_hot
 from ..data.stable import decide, tie_tolerance, weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
@@ -62,6 +66,7 @@ class Method(StrEnum):
     SOFT = "soft"
     HARD = "hard"
     GEO = "geo"
+    RANK = "rank"
     STACK = "stack"  # learned: see `ensembler.pipeline.learned`
     SELECT = "select"
     AUTO = "auto"
@@ -71,7 +76,8 @@ class Method(StrEnum):
         return self in (Method.STACK, Method.SELECT, Method.AUTO)
 
 
-VOTES = tuple(m for m in Method if not m.learned)
+VOTES = (Method.SOFT, Method.HARD, Method.GEO)  # the votes that decide classes (rank averaging orders images, for AUC)
+VOTE_NAMES = (*(m.value for m in VOTES), Method.RANK.value)  # the combining steps that fit nothing
 
 
 def integer_weights(weights: Sequence[float] | None, n_sources: int) -> np.ndarray | None:
@@ -143,21 +149,29 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: M
     `stable.decide`'s on totals summed in source order: a tie within the inputs' rounding
     (`stable.tie_tolerance`) goes to the lower class.
     """
-    tolerance = tie_tolerance(*(np.asarray(p) for p in probs))
-    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (s, n, k)
+    probs = [np.asarray(p) for p in probs]
+    tolerance = tie_tolerance(*probs)
     if method is Method.HARD:
+        stack = np.stack([p.astype(np.float64) for p in probs])  # (s, n, k)
         labels = hard_vote(stack, weights, Tie(tie))
         return labels, one_hot(labels, stack.shape[2])
-    w = np.ones(len(stack)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
+    # source by source: one (n, k) float64 at a time beside the total, never all sources widened at once
     if method is Method.SOFT:
-        combined = weighted_sum(w, stack)
+        combined = weighted_sum(w, probs)
         return decide(combined, tolerance), combined
     if method is Method.GEO:
-        logp = weighted_sum(w, np.log(np.clip(stack, EPS, None)))
+        logp = weighted_sum(w, (np.log(np.clip(p.astype(np.float64), EPS, None)) for p in probs))
         combined = np.exp(logp - logp.max(axis=1, keepdims=True))
         combined /= combined.sum(axis=1, keepdims=True)
         return decide(logp, tolerance), combined
+    if method is Method.RANK:
+        from scipy.stats import rankdata
+
+        n = len(probs[0])  # each source's classes ranked over the images; ties share their mean rank
+        combined = weighted_sum(w, (rankdata(p, axis=0) / n for p in probs))
+        return decide(combined, tolerance), combined
     raise EnsError(f"--method {method} is not a vote")
 
 
@@ -191,17 +205,18 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
     check_coverage(recipe, sets)
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)
+    space = recipe.space
     if mode == "joint":
         order = {source: i for i, source in enumerate(recipe.sources)}
-        terms = sorted(recipe.tasks[TASKS[0]], key=lambda term: order[term.source])
+        terms = sorted(recipe.tasks[space.tasks[0]], key=lambda term: order[term.source])
         labels, joint = vote([sets[t.source].joint for t in terms], [t.weight for t in terms], method, tie)
-        return Composed(first.image_ids, labels, marginals(joint), joint, mode)
+        return Composed(first.image_ids, labels, space.marginals(joint), joint, mode, space)
     task_labels, probs = {}, {}
     for task, terms in recipe.tasks.items():
         task_labels[task], probs[task] = vote(
             [sets[t.source].probs[task] for t in terms], [t.weight for t in terms], method, tie
         )
-    return Composed(first.image_ids, encode(*(task_labels[t] for t in TASKS)), probs, None, mode)
+    return Composed(first.image_ids, space.encode(*(task_labels[t] for t in space.tasks)), probs, None, mode, space)
 
 
 # --- the voting steps -------------------------------------------------------------------------
@@ -255,6 +270,14 @@ class Geo(_Vote):
 
     name: ClassVar[str] = "geo"
     method: ClassVar[Method] = Method.GEO
+
+
+@dataclass(frozen=True)
+class Rank(_Vote):
+    """The weighted mean of each class's ranks over the images: rank averaging, for AUC."""
+
+    name: ClassVar[str] = "rank"
+    method: ClassVar[Method] = Method.RANK
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..data.stable import decide
 from ..data.store import PredictionSet
 
 if TYPE_CHECKING:
-    from ..data.competition import Metric
+    from ..data.competition import Competition, Metric
 
 CALIBRATION_BINS = 10
 
@@ -101,6 +101,20 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
     if metric is Metric.ACCURACY:
         return float(np.mean(np.asarray(decided) == y_true)) if len(y_true) else 0.0
     return macro_f1(y_true, np.asarray(decided), k)
+
+
+def competition_score(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None) -> float:
+    """A declared competition's metric (`metric_value`) of a prediction of labelled images:
+    `labels` ``(n,)`` answer classes; `probs` ``{task: (n, k)}``, the `joint` when there is one,
+    `decided` ``(n,)`` answer classes (default: the probabilities' argmax). Over the answer's
+    classes (the one task's, or the product of the tasks with ``joint: product``); several tasks
+    without a product (multi-label): the mean of the metric over the tasks."""
+    space, metric = competition.space, competition.metric
+    if len(space.tasks) == 1 or competition.joint:
+        p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
+        return metric_value(metric, labels, space.n_joint, p, decided)
+    truth = space.decode(labels)
+    return float(np.mean([metric_value(metric, truth[t], space.n_classes[t], probs[t]) for t in space.tasks]))
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
