@@ -206,15 +206,17 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path
     model.load_state_dict(state, strict=True)
 
 
-def load_model(entry: ZooEntry, checkpoint: Path) -> nn.Module:
-    """Build `entry`'s architecture with `checkpoint`'s weights, in eval mode, on the CPU."""
+def load_model(entry: ZooEntry, checkpoint: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Build `entry`'s architecture with `checkpoint`'s weights, in eval mode, on the CPU (a
+    TorchScript file on `device`: loading it there moves the constants it keeps too, which
+    ``.to(device)`` would not)."""
     if entry.architecture == "torchscript":
         if not Path(checkpoint).is_file():
             raise EnsError(f"{checkpoint}: checkpoint not found")
         try:
             with warnings.catch_warnings():  # deprecated in torch 2.14 in favour of torch.export, still what teams have
                 warnings.simplefilter("ignore", FutureWarning)
-                model = torch.jit.load(str(checkpoint), map_location="cpu")
+                model = torch.jit.load(str(checkpoint), map_location=device)
         except RuntimeError as exc:
             raise EnsError(f"{checkpoint}: not a TorchScript file ({str(exc).strip().splitlines()[0][:160]})") from None
         return model.eval()

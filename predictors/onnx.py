@@ -32,16 +32,15 @@ from ensembler.data.io import atomic_write
 from .models import FrozenOnCPU, _tensors
 
 OPSET = 17
+SESSIONS_MADE = 0  # ONNX Runtime sessions made in this process (`runner._onnx_ran`)
 
 
 def available() -> bool:
-    """Whether ONNX Runtime and the exporter's ``onnx`` are installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime and the exporter's ``onnx`` are installed (found, not imported:
+    importing ``onnx`` takes about 1 s, and a run whose exports are cached never needs it)."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
 def _rebuild(template: Any, flat: list[torch.Tensor]) -> Any:
@@ -91,12 +90,16 @@ class OnnxOnCPU(nn.Module):
     def _session(self, x: torch.Tensor) -> Any:
         import onnxruntime as ort
 
+        global SESSIONS_MADE
+
         shape = tuple(x.shape[1:])
         try:
             data = self._export(x, self.path_for(shape))
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()  # as many as torch's forward would use
             options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            SESSIONS_MADE += 1  # counted before: a session that fails half-made may have started threads
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to export or load means: the torch path
             self.notes.append(f"{self.name}: not exported to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); ran on torch")

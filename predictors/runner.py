@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 from ensembler.data.dataset import images_fingerprint, read_eval, read_folds, read_train
 from ensembler.data.project import Project
 from ensembler.data.store import PredictionSet, Split
-from ensembler.data.zoo import TTAPolicy, ZooEntry
+from ensembler.data.zoo import Layout, TTAPolicy, ZooEntry
 from ensembler.errors import EnsError
 
 from . import distributed
@@ -100,6 +101,8 @@ class Job:
     models: dict[int | None, torch.nn.Module] = field(default_factory=dict)
     out: torch.Tensor | None = None
     hashes: dict[Any, str] = field(default_factory=dict)  # checkpoint sha256 per fold
+    dtype: torch.dtype | None = None  # its autocast dtype (None: float32; see `job_dtype`)
+    notes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -117,6 +120,7 @@ class Outcome:
     precision: str  # "float32", or the autocast dtype: "float16" (CUDA), "bfloat16" (CPU)
     backend: str = "torch"  # where the CPU forward passes ran: "torch" or "onnxruntime"
     notes: tuple[str, ...] = ()  # a model that ONNX Runtime could not run, and why
+    waited: float | None = None  # the share of the run spent waiting for decoded images (written sets)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -146,6 +150,13 @@ def bf16_is_native() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def job_dtype(layout: Layout, dtype: torch.dtype | None) -> torch.dtype | None:
+    """A model's autocast dtype in a run under `dtype`: an age-in-years head is regressed, and
+    float16 steps (1/32 of a year near 60, 1/4 in bfloat16) could move an age across a band edge,
+    so a layout with one runs in float32."""
+    return None if any(h.years for h in layout.heads) else dtype
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -207,7 +218,7 @@ class RunOptions:
     ``onnxruntime`` (`onnx.OnnxOnCPU`), ``torch``, or ``auto`` (ONNX Runtime when installed)."""
 
     tta: TTAPolicy | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # None: `default_batch` for the device
     workers: int | None = None
     force: bool = False
     amp: bool | None = None
@@ -216,7 +227,7 @@ class RunOptions:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise EnsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.backend not in BACKENDS:
             raise EnsError(f"--backend {self.backend!r}: choose {', '.join(BACKENDS)}")
@@ -261,7 +272,7 @@ def predict(
     split: Split = Split.EVAL,
     tta: str | None = None,
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     force: bool = False,
     amp: bool | None = None,
@@ -302,11 +313,13 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
         policy = options.tta or entry.tta
         folds = _folds_needed(entry, split, images, project.val_fold)
         hashes = verify_sha256(entry)
-        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision, dev.type, backend))
+        own = job_dtype(entry.layout, dtype)
+        notes = (f"{entry.name}: ran in float32, not {precision} (its age in years is regressed)",) if own != dtype else ()
+        key = _jsonable(_cache_key(entry, policy, split, {f: hashes[f] for f in folds}, images_fp, folds_fp, precision_name(own), dev.type, backend))
         if not options.force and store.has(entry.name, split) and store.read_meta(entry.name, split).get("origin", {}).get("cache_key") == key:
-            outcomes.append(Outcome(entry.name, split, "cached", len(images.ids), precision))
+            outcomes.append(Outcome(entry.name, split, "cached", len(images.ids), precision_name(own)))
             continue
-        jobs.append(Job(entry, policy, key, folds, hashes=hashes))
+        jobs.append(Job(entry, policy, key, folds, hashes=hashes, dtype=own, notes=notes))
     if not jobs:
         return outcomes
 
@@ -315,19 +328,19 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
     if progress is not None and where.distributed:  # rank 0 speaks for all: its shard's count, scaled to the split
         whole, total = progress, len(images.ids)
         progress = (lambda done, _: whole(min(done * where.size, total), total)) if where.leader else None
-    error = None
+    error, waited = None, None
     try:
         for job in jobs:  # load every model before reading any image: a bad checkpoint fails fast
             paths = job.entry.folds if job.entry.is_fold_group else {None: job.entry.checkpoint}
             for fold in job.folds:
                 try:
-                    model = load_model(job.entry, paths[fold]).to(dev)
+                    model = load_model(job.entry, paths[fold], dev).to(dev)
                 except torch.cuda.OutOfMemoryError:
                     raise EnsError(f"out of memory on {dev} moving {job.name!r} there; free the device or predict it alone (ens predict --model {job.name})") from None
                 if options.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 # frozen copies pay off in float32 only: under bfloat16 their tracing cost more than they saved (bench/predict.py)
-                torch_path = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and dtype is None else model
+                torch_path = FrozenOnCPU(model) if options.freeze and dev.type == "cpu" and job.dtype is None else model
                 if backend == "onnxruntime":
                     from .onnx import OnnxOnCPU
 
@@ -335,12 +348,12 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                     torch_path = OnnxOnCPU(model, path_for, torch_path, job.name)
                 job.models[fold] = torch_path
             job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
-        _run(jobs, shard, split, dev, options, dtype, progress)
+        waited = _run(jobs, shard, split, dev, options, progress)
         for job in jobs:  # one check a model, at the end: float16 overflows are written nowhere
             if not bool(torch.isfinite(job.out).all()):
                 bad = int((~torch.isfinite(job.out)).any(dim=1).sum())
-                fix = "run it with --no-amp (float32)" if dtype is not None else "its checkpoint gives them in float32 too"
-                raise EnsError(f"{job.name!r}: {bad} image(s) got outputs that are not finite (NaN or inf) in {precision}; nothing was written; {fix}")
+                fix = "run it with --no-amp (float32)" if job.dtype is not None else "its checkpoint gives them in float32 too"
+                raise EnsError(f"{job.name!r}: {bad} image(s) got outputs that are not finite (NaN or inf) in {precision_name(job.dtype)}; nothing was written; {fix}")
     except Exception as exc:  # noqa: BLE001 - on many ranks every failure must reach the others, or they wait forever
         if not where.distributed:
             raise
@@ -354,7 +367,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
             full = distributed.assemble(parts, len(images.ids))
             for job, out in zip(jobs, full):
                 joint, tasks = to_tasks(torch.from_numpy(out), job.entry.layout)
-                origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision, "backend": backend}
+                origin = {"type": "model", "cache_key": job.key, "owner": job.entry.owner, "tta": job.tta.label, "device": dev.type, "precision": precision_name(job.dtype), "backend": backend}
                 if where.distributed:
                     origin["world_size"] = where.size
                 pset = PredictionSet(
@@ -372,32 +385,33 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                 raise
             error = str(exc) if isinstance(exc, EnsError) else f"{type(exc).__name__}: {exc}"
     where.agree(error)
-    outcomes += [Outcome(job.name, split, "written", len(images.ids), precision, backend, tuple(n for m in job.models.values() for n in getattr(m, "notes", ()))) for job in jobs]
+    outcomes += [Outcome(job.name, split, "written", len(images.ids), precision_name(job.dtype), backend, job.notes + tuple(n for m in job.models.values() for n in getattr(m, "notes", ())), waited) for job in jobs]
     return outcomes
 
 
-def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, options: RunOptions, dtype: torch.dtype | None, progress: Progress | None) -> None:
+def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, options: RunOptions, progress: Progress | None) -> float:
+    """Decode the images once and run every job on each batch; the share of the time spent waiting for decoded images (`_Waiting`)."""
     geometries = list(dict.fromkeys(Geometry.of(j.entry.preprocess) for j in jobs))
     workers = default_workers(dev) if options.workers is None else options.workers
     loader = torch.utils.data.DataLoader(
         ImageSet(images.paths, geometries),
-        batch_size=options.batch_size,
+        batch_size=options.batch_size or default_batch(dev),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=dev.type == "cuda",
         worker_init_fn=_one_thread,
         # a worker forked from a process in which ONNX Runtime has run can hang on a lock one of
         # its threads held at the fork (seen once in CI: the workers waited forever); forkserver
-        # workers come from a clean process, started once
-        multiprocessing_context="forkserver" if workers and _onnx_loaded() else None,
+        # workers come from a clean process
+        multiprocessing_context="forkserver" if workers and _onnx_ran() else None,
     )
     transforms = {id(j): build_transforms(j.tta) for j in jobs}
     folds = torch.from_numpy(images.folds) if images.folds is not None else None
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     done, unreadable = 0, []
     autotune = split is Split.EVAL or not any(len(j.models) > 1 for j in jobs)
-    with torch.inference_mode(), autocast, _cuda_settings(dev, autotune, dtype is None):
-        for indices, per_geometry, errors in loader:
+    waiting = _Waiting(loader)
+    with torch.inference_mode(), _cuda_settings(dev, autotune, any(j.dtype is None for j in jobs)):
+        for indices, per_geometry, errors in waiting:
             unreadable += errors
             done += len(indices)
             if progress is not None:
@@ -418,9 +432,35 @@ def _run(jobs: list[Job], images: Images, split: Split, dev: torch.device, optio
                     x = normalize(on_device[key[0]], pre)
                     normalized[key] = x.contiguous(memory_format=torch.channels_last) if options.channels_last else x
                 rows = _rows(indices)
-                job.out[rows] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
+                with torch.autocast(dev.type, dtype=job.dtype) if job.dtype is not None else contextlib.nullcontext():
+                    job.out[rows] = _forward(job, normalized[key], indices, folds, split, transforms[id(job)], dev, len(indices))
     if unreadable:
         raise unreadable_error(unreadable)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)  # the device's queued work is part of the run
+    return waiting.share()
+
+
+class _Waiting:
+    """The loader's batches, and how much of the run went on waiting for them: near 1 a run is
+    decode-bound (the models wait for images), near 0 compute-bound."""
+
+    def __init__(self, loader: Any):
+        self.loader, self.waited, self.start = loader, 0.0, time.perf_counter()
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - asked
+            yield batch
+
+    def share(self) -> float:
+        return self.waited / max(time.perf_counter() - self.start, 1e-9)
 
 
 def _rows(indices: torch.Tensor) -> slice | torch.Tensor:
@@ -436,6 +476,10 @@ def _forward(job: Job, x: torch.Tensor, indices: torch.Tensor, folds: torch.Tens
             return tta_predict(model, subset, transforms, job.tta, job.entry.layout, job.name).float()
         except torch.cuda.OutOfMemoryError:
             raise EnsError(f"out of memory on {dev} running {job.name!r} at --batch-size {batch}; try --batch-size {max(1, batch // 2)}") from None
+        except RuntimeError as exc:
+            if dev.type != "cpu" and "same device" in str(exc):
+                raise EnsError(f"{job.name!r} mixes devices on {dev} ({str(exc).splitlines()[0][:160]}): a TorchScript file traced on the CPU can carry CPU tensors made inside forward; trace it again on {dev.type}, or predict with --device cpu") from None
+            raise
 
     if None in job.models:
         return run(job.models[None], x)
@@ -467,6 +511,16 @@ def _cuda_settings(dev: torch.device, autotune: bool, float32: bool):
         backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before
 
 
+def default_batch(dev: torch.device) -> int:
+    """Images per batch when none is asked for: 32 on the CPU (larger batches bring nothing
+    there); on CUDA 32 per 8 GiB of the device's memory, in powers of two up to 256 (a 16 GiB GPU
+    64, an 80 GiB one 256), so a large GPU is not fed in small batches. Each TTA view adds a copy."""
+    if dev.type != "cuda":
+        return 32
+    gib = torch.cuda.get_device_properties(dev).total_memory / 2**30
+    return int(min(256, 32 * 2 ** max(0, int(np.log2(max(gib, 8) / 8)))))
+
+
 def default_workers(dev: torch.device) -> int:
     """Decode workers when none are asked for: on CPU up to 8 (the model needs the cores too);
     on CUDA the host's cores shared among this host's ranks (torchrun's ``LOCAL_WORLD_SIZE``),
@@ -477,11 +531,15 @@ def default_workers(dev: torch.device) -> int:
     return max(1, min(16, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
-def _onnx_loaded() -> bool:
-    """Whether ONNX Runtime is loaded in this process (its threads then outlive a run)."""
+def _onnx_ran() -> bool:
+    """Whether an ONNX Runtime session was made in this process (its threads then outlive the
+    run). A run makes its sessions at its first batch, after its workers started, so a fresh
+    process (the CLI) forks its workers as before; only a process in which ONNX Runtime already
+    ran (a notebook's second run, a test session) starts them from a forkserver (about 2 s)."""
     import sys
 
-    return "onnxruntime" in sys.modules
+    onnx = sys.modules.get(f"{__package__}.onnx")
+    return bool(onnx is not None and onnx.SESSIONS_MADE)
 
 
 def _one_thread(_: int) -> None:

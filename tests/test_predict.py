@@ -1,5 +1,7 @@
 """The torch side: checkpoints, layouts, batched TTA against ttach, the runner and its cache."""
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -421,6 +423,44 @@ def test_amp_on_cpu_runs_bfloat16_close_to_float32_and_is_cached_apart(zoo):
     assert predict(zoo, ["heads"], workers=0)[0].status == "written"  # float32 asked: recomputed
 
 
+def test_an_age_regressed_in_years_runs_in_float32_under_amp(zoo):
+    """float16 steps near 60 are 1/32 of a year (bfloat16's 1/4): enough to move an age across a
+    band edge, so a years head runs in float32 while the run's other models use autocast."""
+    torch.manual_seed(1)
+    torch.save(tiny(heads=(3, 2, 1)).state_dict(), zoo.root / "years.pth")
+    edit = yaml.safe_load(zoo.zoo.read_text())
+    edit["models"].append({"name": "years", "architecture": "tinynets:TinyNet", "code": sys_path_code, "kwargs": {"heads": [3, 2, 1]},
+                           "checkpoint": "years.pth", "layout": {"heads": {"mask": 3, "gender": 2, "age": "years"}}, "preprocess": {"resize": [16, 20]}})
+    zoo.zoo.write_text(yaml.safe_dump(edit, sort_keys=False))
+    project = load_project(zoo.zoo)
+    store = Store(project.predictions)
+    [fp32] = predict(project, ["years"], workers=0, backend="torch")  # the path an --amp run's float32 model takes
+    before = store.read("years", Split.EVAL)
+    years, heads = predict(project, ["years", "heads"], workers=0, amp=True, force=True)
+    assert (years.precision, heads.precision) == ("float32", "bfloat16")
+    assert years.notes == ("years: ran in float32, not bfloat16 (its age in years is regressed)",)
+    after = store.read("years", Split.EVAL)
+    assert store.read_meta("years", Split.EVAL)["origin"]["precision"] == "float32"
+    for task in before.probs:
+        np.testing.assert_array_equal(after.probs[task], before.probs[task])
+
+
+def test_a_model_that_mixes_devices_is_one_error_line(tmp_path):
+    import predictors.runner as runner
+
+    class TracedOnCpu(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!")
+
+    e = entry(tmp_path)
+    job = runner.Job(e, e.tta, {}, [None], models={None: TracedOnCpu()})
+    args = (job, torch.zeros(2, 3, 8, 8), torch.arange(2), None, Split.EVAL, build_transforms(e.tta))
+    with pytest.raises(EnsError, match=r"^'m' mixes devices on cuda:0 \(Expected all tensors.*trace it again on cuda, or predict with --device cpu$"):
+        runner._forward(*args, torch.device("cuda:0"), 2)
+    with pytest.raises(RuntimeError, match="same device"):  # on the CPU it is not that: the error as it is
+        runner._forward(*args, torch.device("cpu"), 2)
+
+
 def test_out_of_memory_names_the_batch_size_to_try(zoo, monkeypatch):
     import predictors.runner
 
@@ -480,6 +520,7 @@ def test_cli_zoo_check_and_predict(zoo):
     result = runner.invoke(app, [*base, "predict", "--model", "tiny", "--model", "group", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "tiny val: " in result.output and "written (float32" in result.output
+    assert re.search(r"\d s; waited for decoded images \d+% of it", result.output), result.output
     again = runner.invoke(app, [*base, "predict", "--model", "tiny", "--split", "val", "--workers", "0", "--device", "cpu"])
     assert again.exit_code == 0 and "not recomputed" in again.output
     report = runner.invoke(app, [*base, "report"])
@@ -750,6 +791,34 @@ def test_workers_follow_the_device_and_the_ranks_on_the_host(monkeypatch):
     assert default_workers(torch.device("cuda")) == 4
 
 
+def test_the_batch_follows_the_devices_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from predictors.runner import default_batch
+
+    assert default_batch(torch.device("cpu")) == 32
+    for gib, batch in [(4, 32), (8, 32), (16, 64), (24, 64), (40, 128), (80, 256), (141, 256)]:
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda dev, gib=gib: SimpleNamespace(total_memory=gib * 2**30))
+        assert default_batch(torch.device("cuda:0")) == batch, gib
+
+
+def test_the_share_of_a_run_spent_waiting_for_images(monkeypatch):
+    import predictors.runner as runner
+
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+
+    def loader():  # each batch takes 3 (decoding) before it comes
+        for batch in range(4):
+            clock[0] += 3
+            yield batch
+
+    waiting = runner._Waiting(loader())
+    for _ in waiting:
+        clock[0] += 1  # and 1 in the models
+    assert waiting.share() == 12 / 16
+
+
 def test_a_batchs_rows_are_a_slice_when_the_loader_reads_in_order():
     from predictors.runner import _rows
 
@@ -822,3 +891,16 @@ def test_onnxruntime_is_refused_where_it_cannot_run(zoo):
         predict(zoo, ["tiny"], workers=0, backend="onnxruntime", amp=True)
     with pytest.raises(EnsError, match="--backend 'tensorrt': choose auto, torch, onnxruntime"):
         predict(zoo, ["tiny"], workers=0, backend="tensorrt")
+
+
+def test_workers_start_from_a_forkserver_only_once_onnxruntime_ran_in_the_process(monkeypatch):
+    """A worker forked after ONNX Runtime ran can inherit a lock one of its threads held (a CI
+    run hung so); a fresh process (the CLI) makes its sessions after its workers started, and
+    forks them as before (a forkserver's workers re-import the CLI: about 2 s each)."""
+    import predictors.onnx
+    from predictors.runner import _onnx_ran
+
+    monkeypatch.setattr(predictors.onnx, "SESSIONS_MADE", 0)
+    assert not _onnx_ran()
+    monkeypatch.setattr(predictors.onnx, "SESSIONS_MADE", 2)
+    assert _onnx_ran()

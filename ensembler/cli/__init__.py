@@ -263,7 +263,7 @@ def predict(
     split: Annotated[Split, typer.Option("--split", help="eval: the info.csv images (a fold group averages its folds); val: the validation fold's train images; oof: every train image, by the fold model that did not see it (fold groups).")] = Split.EVAL,
     tta: Annotated[Optional[str], typer.Option("--tta", help="TTA preset for every model: none, hflip, vflip, flip, d4 (default: each entry's tta, else none). Views are merged over probabilities (softmax first) unless the entry says over: logits.", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy).")] = 32,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy; default: 32 on the CPU, on CUDA 32 per 8 GiB of the GPU's memory, up to 256).", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Automatic mixed precision. Default: on for CUDA (float16), off for CPU (float32). --amp on CPU runs bfloat16: about 1.5x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others; probabilities then differ from float32 by up to about 0.03 (on the demo 0-0.6 % of the decisions changed).", show_default=False)] = None,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
@@ -290,7 +290,7 @@ def predict(
         names = [d.strip() for d in devices.split(",") if d.strip()]
         options = ctx.find_root().obj
         argv = ["--zoo", str(options.zoo.absolute()), *(["--data", str(options.data.absolute())] if options.data else []), "predict"]
-        argv += [a for m in model for a in ("--model", m)] + ["--split", split.value, "--batch-size", str(batch_size)]
+        argv += [a for m in model for a in ("--model", m)] + ["--split", split.value, *(["--batch-size", str(batch_size)] if batch_size is not None else [])]
         argv += ["--device", "cuda" if names and names[0].startswith("cuda") else "cpu"]
         argv += [*(["--tta", tta] if tta else []), *(["--workers", str(workers)] if workers is not None else []), *([] if amp is None else ["--amp" if amp else "--no-amp"])]
         argv += [flag for flag, on in (("--no-channels-last", no_channels_last), ("--no-freeze", no_freeze), ("--force", force)) if on] + ["--backend", backend]
@@ -318,8 +318,12 @@ def predict(
             out.print(f"note: {line}", markup=False)
     if any(o.precision == "bfloat16" for o in outcomes) and not runner.bf16_is_native():
         out.print("note: this CPU has no bfloat16 instructions, so --amp ran emulated and slower than float32; drop --amp")
-    if any(o.status == "written" for o in outcomes):
-        out.print(f"{elapsed:.1f} s")
+    written = [o for o in outcomes if o.status == "written"]
+    if written:
+        waited = written[0].waited
+        bound = "" if waited is None else f"; waited for decoded images {waited:.0%} of it" + (
+            " (decode-bound: the models could go faster with more --workers, or on a machine with more cores)" if waited > 0.5 else "")
+        out.print(f"{elapsed:.1f} s{bound}")
 
 
 # --- group -----------------------------------------------------------------------------------
