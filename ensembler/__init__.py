@@ -3,6 +3,7 @@
 The public API (a notebook's ``import ensembler as ens``; the command line runs the same code):
 
 - `load_project`: the project file (``model_zoo.yaml``) and the data folder;
+- `split`: the team's fold file (grouped by person, or by a declared competition's group);
 - `import_source`: a teammate's CSV as a source;
 - `predict`: run zoo models with TTA (needs torch; imported only when called);
 - `compose`: a recipe composed into a submission DataFrame and its manifest, written on request;
@@ -33,6 +34,7 @@ from .errors import EnsError
 
 _LAZY = {
     "load_project": "api",
+    "split": "api",
     "import_source": "api",
     "predict": "api",
     "compose": "api",
@@ -63,13 +65,13 @@ _LAZY = {
 
 __all__ = [
     "Composition", "EnsError", "Method", "Project", "Recipe", "Tables", "Tie", "__version__",
-    "audit", "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report",
+    "audit", "compose", "group", "import_source", "load_project", "parse_recipe", "pick_final", "predict", "report", "split",
     "Pipeline", "Soft", "Geo", "Hard", "Rank", "Stack", "Select", "Pool", "Auto", "Priors", "TuneF1", "ByPerson",
 ]  # fmt: skip
 assert set(__all__) == {"EnsError", "__version__", *_LAZY}
 
 if TYPE_CHECKING:
-    from .api import Tables, audit, compose, group, import_source, load_project, pick_final, predict, report
+    from .api import Tables, audit, compose, group, import_source, load_project, pick_final, predict, report, split
     from .data.project import Project
     from .pipeline.auto import Auto
     from .pipeline.composition import Composition

@@ -55,6 +55,19 @@ def load_project(zoo: str | Path = "model_zoo.yaml", data: str | Path | None = N
     return _load_project(Path(zoo), None if data is None else Path(data))
 
 
+def split(project: Project, folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:
+    """Write the team's fold file (``ens split``) and name it, and the validation fold, in the
+    project file: the mask competition's people (all seven photos) in one fold each, stratified
+    by gender x age; a declared competition's groups (its ``group`` column, else each image),
+    stratified by the answer class. Never replaces an existing fold file unless `force`.
+
+    Returns ``profile, fold`` (a declared competition: ``group, fold``), as written.
+    """
+    from .data.dataset import split_project
+
+    return split_project(project, folds, seed, val_fold, force)
+
+
 def import_source(
     project: Project,
     path: str | Path,
@@ -177,7 +190,8 @@ def report(
     Each row's 18-class F1 carries a 90 % person-bootstrap interval (``f1_18_low``,
     ``f1_18_high``; `replicates` resamples of people, 0 for none), and its gain over the best
     single source a paired one (``gain_low``, ``gain_high``, ``gain_positive``: the share of
-    resamples in which it is above 0).
+    resamples in which it is above 0). A declared competition's rows carry its metric instead
+    (``auc``, ``auc_low``, ``auc_high``, …; votes only), resampled by its groups.
     """
     import pandas as pd
 
@@ -185,10 +199,13 @@ def report(
 
     result = build_report(project, sources, [_recipe(project, r) for r in recipes], [Method(m) for m in methods], per_task, tie, replicates)
     pair = lambda v, i: None if v is None else v[i]  # noqa: E731
+    metric = result.metric  # a declared competition: its metric, intervals resampled by its groups
     scores = pd.DataFrame(
         [
             {
-                "name": r.name, "kind": r.kind, "method": r.method, **r.scores.as_dict(), "f1_18_low": pair(r.interval, 0), "f1_18_high": pair(r.interval, 1),
+                "name": r.name, "kind": r.kind, "method": r.method,
+                **({metric: r.value, f"{metric}_low": pair(r.interval, 0), f"{metric}_high": pair(r.interval, 1)} if metric else
+                   {**r.scores.as_dict(), "f1_18_low": pair(r.interval, 0), "f1_18_high": pair(r.interval, 1)}),
                 "gain": r.gain, "gain_low": pair(r.gain_interval, 0), "gain_high": pair(r.gain_interval, 1), "gain_positive": r.positive, "spread": r.spread,
             }
             for r in result.rows

@@ -334,4 +334,121 @@ def test_cli_compose_in_a_declared_competition(tmp_path):
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "compose", "--recipe", "label:a+b*2", "--name", "cli"])
     assert result.exit_code == 0, result.output
     assert "submissions/cli.csv (3 rows)" in result.output.replace("\\", "/")
-    assert "validation (all 4 labelled images the sources share, 4 groups): accuracy 0.2500;" in result.output  # b weighted 2 leads the vote astray and "the sources alone: a 0.7500, b 0.2500" in result.output
+    assert "recipe *:a+b*2 · soft vote on the probabilities" in result.output
+    assert "validation (all 4 labelled images the sources share (no fold file: run `ens split` for an honest hold-out), 4 groups): accuracy 0.2500;" in result.output  # b weighted 2 leads the vote astray and "the sources alone: a 0.7500, b 0.2500" in result.output
+
+
+# --- ens split and out-of-fold imports in a declared competition -----------------------------
+
+
+def melanoma(root: Path, patients: int = 6, per_patient: int = 2) -> tuple[Path, list[str]]:
+    """A melanoma-like data folder: `patients` patients with `per_patient` images each, every
+    other patient's images malignant; two eval images."""
+    names = [f"ISIC_{p}{i}" for p in range(patients) for i in range(per_patient)]
+    pd.DataFrame({"image_name": names, "patient_id": [f"p{n[5]}" for n in names], "target": [int(n[5]) % 2 for n in names]}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_name": ["ISIC_x", "ISIC_y"], "target": [0, 0]}).to_csv(root / "sample_submission.csv", index=False)
+    for n in names + ["ISIC_x", "ISIC_y"]:
+        touch(root / "jpeg" / ("test" if n in ("ISIC_x", "ISIC_y") else "train") / f"{n}.jpg")
+    return root, names
+
+
+def test_split_groups_by_the_declared_group_and_oof_imports_are_scored_on_every_image(tmp_path):
+    import ensembler as ens
+
+    root, names = melanoma(tmp_path)
+    project = declared_project(root, MELANOMA)
+    folds = ens.split(project, folds=3, seed=1)
+    assert list(folds.columns) == ["group", "fold"] and sorted(folds["group"]) == [f"p{i}" for i in range(6)]
+    assert sorted(folds["fold"].value_counts().tolist()) == [2, 2, 2]  # 6 patients in 3 folds, none split
+    project = ens.load_project(root / "model_zoo.yaml")
+    assert project.folds.read_text().splitlines()[0] == "group,fold" and project.val_fold == 0
+    rng = np.random.default_rng(0)
+    ids = ["ISIC_x", "ISIC_y", *names]
+    for source in ("cnn", "vit"):
+        pd.DataFrame({"image_name": ids, "target": rng.uniform(size=len(ids))}).to_csv(root / f"{source}.csv", index=False)
+        written = ens.import_source(project, root / f"{source}.csv", source, oof=True)
+        assert [m["split"] for m in written] == ["eval", "oof"] and written[1]["origin"]["oof"]["groups"] == 6
+    composed = ens.compose(project, "target:cnn+vit")
+    assert composed.validation["scope"] == "out of fold: all 12 images of 6 groups that every source predicts out of fold"
+    pd.DataFrame({"image_name": ids[:-1], "target": 0.5}).to_csv(root / "partial.csv", index=False)
+    with pytest.raises(EnsError, match=r"--oof rows must cover whole groups \(every image of a group .*1 group\(s\) are partial, e.g. p5 \(1 of 2 images\)"):
+        ens.import_source(project, root / "partial.csv", "partial", oof=True)
+    ens.import_source(project, root / "cnn.csv", "plain")  # the same rows, not declared out of fold
+    held_out = sorted(folds.loc[folds["fold"] == 0, "group"])
+    scope = ens.compose(project, "target:cnn+plain").validation["scope"]
+    assert scope == f"validation fold 0 of {project.folds.name}: 4 images of 2 groups", (scope, held_out)
+
+
+def test_cli_split_in_a_declared_competition(tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    root, _ = melanoma(tmp_path)
+    declared_project(root, MELANOMA)
+    result = CliRunner().invoke(app, ["--zoo", str(root / "model_zoo.yaml"), "split", "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "6 groups in 2 folds (3, 3 groups)" in result.output
+
+
+# --- ens report in a declared competition ----------------------------------------------------
+
+
+def test_report_scores_sources_and_votes_with_the_declared_metric_and_group_intervals(tmp_path):
+    import ensembler as ens
+    from sklearn.metrics import roc_auc_score
+
+    root, names = melanoma(tmp_path, patients=10, per_patient=3)
+    project = declared_project(root, MELANOMA)
+    truth = np.array([int(n[5]) % 2 for n in names])
+    rng = np.random.default_rng(4)
+    ids = ["ISIC_x", "ISIC_y", *names]
+    scores = {}
+    for source, noise in (("cnn", 0.6), ("vit", 0.9)):
+        p = np.clip(truth * 0.5 + rng.normal(0.25, noise / 2, size=len(names)), 0, 1)
+        scores[source] = p
+        pd.DataFrame({"image_name": ids, "target": [0.5, 0.5, *p]}).to_csv(root / f"{source}.csv", index=False)
+        ens.import_source(project, root / f"{source}.csv", source)
+    tables = ens.report(project, recipes=["target:cnn+vit"], methods=["soft", "rank"], replicates=200)
+    frame = tables.scores.set_index("name")
+    assert list(frame.columns[:6]) == ["kind", "method", "auc", "auc_low", "auc_high", "gain"]
+    for source, p in scores.items():  # every row on the same 30 images, as scikit-learn scores it
+        assert frame.loc[source, "auc"] == pytest.approx(roc_auc_score(truth, p))
+    assert frame.loc[source, "auc_low"] <= frame.loc[source, "auc"] <= frame.loc[source, "auc_high"]
+    best = max(roc_auc_score(truth, p) for p in scores.values())
+    recipe = tables.scores[tables.scores["kind"] == "recipe"].set_index("method")
+    assert set(recipe.index) == {"soft", "rank"} and recipe.loc["soft", "gain"] == pytest.approx(recipe.loc["soft", "auc"] - best)
+    assert 0 <= recipe.loc["soft", "gain_positive"] <= 1 and tables.report.people == 10  # resampled by patient, not by image
+    with pytest.raises(EnsError, match=r"--method stack: this version scores a declared competition's recipes by vote"):
+        ens.report(project, recipes=["target:cnn+vit"], methods=["stack"])
+    with pytest.raises(EnsError, match=r"--pick: this version picks the final submissions of the mask competition only"):
+        ens.pick_final(tables.report)
+
+
+def test_the_group_bootstrap_equals_a_plain_loop_over_the_same_draws():
+    from ensembler.scoring.evidence import group_bootstrap, person_draws
+
+    rng = np.random.default_rng(5)
+    groups = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    values = rng.normal(size=(2, 7))
+    score_rows = lambda w: np.array([np.average(v, weights=w) for v in values])  # noqa: E731
+    found = group_bootstrap(score_rows, groups, reference=0, replicates=50, seed=3)
+    draws = person_draws(4, 50, 3)
+    codes = np.array([0, 0, 1, 2, 2, 2, 3])
+    loop = np.array([[np.sum(v * d[codes]) / np.sum(d[codes]) for v in values] for d in draws])
+    np.testing.assert_allclose(found.low, np.percentile(loop, 5, axis=0))
+    np.testing.assert_allclose(found.gain_high, np.percentile(loop - loop[:, [0]], 95, axis=0)[[0, 1]], atol=1e-12)
+    assert found.people == 4 and found.f1.tolist() == score_rows(None).tolist()
+
+
+def test_cli_report_in_a_declared_competition(tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    cassava_team(tmp_path)
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "report", "--recipe", "label:a+b"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "group-bootstrap interval (1000 resamples of 4 groups)" in result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip().startswith(("a ", "b ", "*:a+b"))}
+    assert rows["a"][2] == "0.7500" and rows["b"][2] == "0.2500" and rows["*:a+b"][1:5] == ["soft", "vote", "0.7500", rows["*:a+b"][4]]

@@ -158,7 +158,8 @@ def split(
     val_fold: Annotated[int, typer.Option("--val-fold", help="The fold held out for validation.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing fold file.")] = False,
 ) -> None:
-    """Write the team's fold file: people (all 7 images) grouped, stratified by gender x age.
+    """Write the team's fold file: people (all 7 images) grouped, stratified by gender x age (a
+    declared competition: its groups, stratified by the answer class).
 
     Also names the fold file and the validation fold in model_zoo.yaml (created when absent).
     """
@@ -167,7 +168,8 @@ def split(
     project = _project(ctx)
     table = split_project(project, folds, seed, val_fold, force)
     sizes = table["fold"].value_counts().sort_index()
-    out.print(f"wrote {_rel(project.folds)}: {len(table)} people in {folds} folds ({', '.join(map(str, sizes))} people)")
+    unit = "people" if project.competition.is_preset else "groups"
+    out.print(f"wrote {_rel(project.folds)}: {len(table)} {unit} in {folds} folds ({', '.join(map(str, sizes))} {unit})")
     out.print(f"validation fold: {val_fold} (set in {_rel(project.zoo)})")
 
 
@@ -496,7 +498,8 @@ def report(
             raise EnsError(f"unexpected argument(s) {' '.join(parts)}: with several recipes, quote each one (--recipe 'age:B *:A')")
         recipes = [" ".join([recipes[0], *parts])]
     methods = method or [Method.SOFT]
-    result = build_report(_project(ctx), model, [parse_recipe(r) for r in recipes], methods, per_task, tie)
+    project = _project(ctx)
+    result = build_report(project, model, [parse_recipe(r, project.competition.space) for r in recipes], methods, per_task, tie)
     out.print(report_table(result, width=out.width))
     if result.priors:
         out.print(priors_table(result))
@@ -536,7 +539,7 @@ def audit(
 
     texts = [*(recipe or []), *(parts or [])]
     project = _project(ctx)
-    result = run_audit(project, parse_recipe(texts) if texts else None)
+    result = run_audit(project, parse_recipe(texts, project.competition.space) if texts else None)
     path = write_audit(project, result)
     out.print(f"audited {result.scope}", markup=False)
     for note in result.notes + result.audit.problems:

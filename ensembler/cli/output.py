@@ -39,7 +39,8 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     """The lines `ens compose` prints after writing `sub`: how it composed, auto's choices and
     the runners-up, selection weights, priors, F1 offsets, and the validation score."""
     ties = f", ties by {sub.tie}" if sub.tie else ""
-    how = {"joint": f"{method} vote on the 18-way joint{ties}", "per-task": f"{method} vote on the per-task probabilities{ties}"}
+    single = sub.recipe is not None and len(sub.recipe.space.tasks) == 1
+    how = {"joint": f"{method} vote on the 18-way joint{ties}", "per-task": f"{method} vote on the {'' if single else 'per-task '}probabilities{ties}"}
     learned = {
         "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
         "select": "ensemble selection per task, on the labelled predictions",
@@ -133,6 +134,8 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
     """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend.
     Scores carry 4 decimals, 3 in a terminal narrower than `NARROW` columns (fits 80)."""
     digits = 4 if width >= NARROW else 3
+    if result.metric is not None:
+        return _metric_table(result, digits)
     labels = dict(labels or {})
     legend = []
     for row in result.rows:
@@ -174,6 +177,25 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
         sure = "" if row.positive is None else f"{row.positive:.0%}"
         cells = [*scores, f1, *([interval] if evidence else []), *([_f(row.scores.accuracy, digits)] if accuracy else []), gain, *([sure] if evidence else [])]
         table.add_row(labels.get(row.name, row.name), row.described, *cells)
+    return table
+
+
+def _metric_table(result: Report, digits: int) -> Table:
+    """A declared competition's report: its metric per row, the group-bootstrap interval, the
+    gain over the best single source (signed so that above 0 is better) and P(gain>0)."""
+    caption = f"{result.metric}: the competition's metric; gain: over the best single source, above 0 better"
+    if result.replicates:
+        caption += f"; 90% CI: group-bootstrap interval ({result.replicates} resamples of {result.people} groups); P(gain>0): paired on the same groups; ~ marks a gain inside the noise"
+    table = Table(title=f"validation: {result.scope}", caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("source / recipe", overflow="fold", min_width=14)
+    table.add_column("kind", no_wrap=True)
+    for col in (result.metric, *(["90% CI"] if result.replicates else []), "gain", *(["P(gain>0)"] if result.replicates else [])):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in result.rows:
+        gain = "" if row.gain is None else f"{'~' if row.in_noise else ''}{row.gain:+.{digits}f}"
+        interval = [] if not result.replicates else [f"{row.interval[0]:.{digits}f}-{row.interval[1]:.{digits}f}"]
+        sure = [] if not result.replicates else ["" if row.positive is None else f"{row.positive:.0%}"]
+        table.add_row(row.name, row.described, _f(row.value, digits), *interval, gain, *sure)
     return table
 
 

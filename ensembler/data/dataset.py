@@ -11,7 +11,6 @@ Tables (pandas, one row per image):
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,51 +214,43 @@ def make_folds(people: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.Dat
     person id (``001498`` and ``001498-1``) always share a fold.
     """
     import pandas as pd
-    from sklearn.model_selection import StratifiedGroupKFold
 
-    if n_folds < 2:
-        raise EnsError(f"--folds must be at least 2, got {n_folds}")
-    if len(people) < n_folds:
-        raise EnsError(f"cannot make {n_folds} folds from {len(people)} people")
+    from .people import grouped_folds
+
     strata = people["gender"].to_numpy() * 3 + people["age"].to_numpy()
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    fold = np.full(len(people), -1, dtype=np.int64)
-    with warnings.catch_warnings():
-        # A stratum rarer than n_folds (few old men in a small set) cannot reach every fold;
-        # the split is still person-grouped and as balanced as the data allows.
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        try:
-            for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(people)), strata, people["person"])):
-                fold[held_out] = k
-        except ValueError as exc:  # every gender x age group smaller than n_folds
-            raise EnsError(f"cannot make {n_folds} folds from {len(people)} people: {exc}") from None
+    fold = grouped_folds(strata, people["person"].to_numpy(), n_folds, seed, "people")
     return pd.DataFrame({"profile": people["profile"].to_numpy(), "fold": fold})
 
 
 def write_folds(path: Path, folds: pd.DataFrame, *, overwrite: bool = False) -> None:
-    """Write the fold file (``profile,fold``) atomically (`FileExistsError` if it exists, unless `overwrite`)."""
+    """Write the fold file (``profile,fold``; a declared competition's ``group,fold``)
+    atomically (`FileExistsError` if it exists, unless `overwrite`)."""
+    key = "profile" if "profile" in folds.columns else "group"
     with atomic_write(Path(path), overwrite=overwrite) as handle:
-        folds[["profile", "fold"]].to_csv(handle, index=False)
+        folds[[key, "fold"]].to_csv(handle, index=False)
 
 
 def read_folds(path: Path) -> pd.Series:
-    """The fold file as a Series profile -> fold (int)."""
+    """The fold file as a Series profile (a declared competition's group) -> fold (int)."""
     import pandas as pd
 
-    table = read_table(_require(Path(path), "fold file"), ("profile", "fold"))
+    path = _require(Path(path), "fold file")
+    key = "group" if "group" in read_table(path).columns else "profile"
+    table = read_table(path, (key, "fold"))
     bad = ~table["fold"].str.fullmatch(r"\d+")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise EnsError(f"{path}: row {row + 2}: fold {table['fold'][row]!r} is not a whole number")
-    if table["profile"].duplicated().any():
-        raise EnsError(f"{path}: profile listed twice: {preview(table['profile'][table['profile'].duplicated()])}")
-    return pd.Series(table["fold"].astype(int).to_numpy(), index=table["profile"].to_numpy(), name="fold")
+    if table[key].duplicated().any():
+        raise EnsError(f"{path}: {key} listed twice: {preview(table[key][table[key].duplicated()])}")
+    return pd.Series(table["fold"].astype(int).to_numpy(), index=table[key].to_numpy(), name="fold")
 
 
 def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:
     """`ens split`: write the project's fold file and name it (and the validation fold) in the zoo file.
 
-    project: an `ensembler.data.project.Project`. Returns ``profile, fold`` as written.
+    project: an `ensembler.data.project.Project`. Returns ``profile, fold`` as written (a
+    declared competition: ``group, fold``, grouped by its declared group, stratified by label).
     """
     from .project import update_project
 
@@ -267,7 +258,12 @@ def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, 
         raise EnsError(f"--val-fold must lie in 0..{n_folds - 1}, got {val_fold}")
     if project.folds.exists() and not force:
         raise EnsError(f"{project.folds}: fold file exists; the team's models are trained against it (use --force to replace it)")
-    folds = make_folds(read_people(project.require_data(), checked_fixes(project)), n_folds, seed)
+    if project.competition.is_preset:
+        folds = make_folds(read_people(project.require_data(), checked_fixes(project)), n_folds, seed)
+    else:
+        from .declared import make_group_folds, read_labelled
+
+        folds = make_group_folds(read_labelled(project.competition, project.require_data(declared=True)), n_folds, seed)
     write_folds(project.folds, folds, overwrite=force)
     update_project(project.zoo, folds=project.folds, val_fold=val_fold)
     return folds

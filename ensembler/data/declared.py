@@ -109,6 +109,18 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
     return table
 
 
+def make_group_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.DataFrame:
+    """``group, fold`` (one row per group) for the labelled images `table` (`read_labelled`):
+    a group's images in one fold, the answer classes balanced across folds as far as the groups
+    allow (`people.grouped_folds`)."""
+    import pandas as pd
+
+    from .people import grouped_folds
+
+    fold = grouped_folds(table["label"].to_numpy(), table["group"].to_numpy(object), n_folds, seed, "groups")
+    return pd.DataFrame({"group": table["group"].to_numpy(object), "fold": fold}).drop_duplicates("group").reset_index(drop=True)
+
+
 def fingerprint(competition: Competition, data: Path) -> dict[str, str]:
     """sha256 of the declared label CSV and sample submission (those present): what a
     prediction was made on (`dataset.data_fingerprint` for the mask competition)."""

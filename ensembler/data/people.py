@@ -8,6 +8,8 @@ face, never split between fitting and scoring, and resampled together.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import EnsError
@@ -74,3 +76,27 @@ def thin_pairs(labels: np.ndarray, image_ids: np.ndarray) -> list[str]:
 def thin_text(task: Task, classes: dict[int, int]) -> str:
     """``age 60+ (1 person), 30-59 (4 people)``: a task's thin classes (`thin_classes`) in words."""
     return f"{task} " + ", ".join(f"{CLASS_NAMES[task][c]} ({n} {'person' if n == 1 else 'people'})" for c, n in classes.items())
+
+
+def grouped_folds(strata: np.ndarray, groups: np.ndarray, n_folds: int, seed: int, unit: str) -> np.ndarray:
+    """Each row's fold ``(n,)`` in 0..n_folds-1: rows of a group in one fold, the `strata`
+    balanced across folds as far as the groups allow (scikit-learn's StratifiedGroupKFold,
+    shuffled by `seed`). unit: what a group is, for the errors (``people``, ``groups``)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if n_folds < 2:
+        raise EnsError(f"--folds must be at least 2, got {n_folds}")
+    if len(set(groups)) < n_folds:
+        raise EnsError(f"cannot make {n_folds} folds from {len(set(groups))} {unit}")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.full(len(strata), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        # A stratum rarer than n_folds (few old men in a small set) cannot reach every fold;
+        # the split is still grouped and as balanced as the data allows.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        try:
+            for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(strata)), strata, groups)):
+                fold[held_out] = k
+        except ValueError as exc:  # every stratum smaller than n_folds
+            raise EnsError(f"cannot make {n_folds} folds from {len(set(groups))} {unit}: {exc}") from None
+    return fold

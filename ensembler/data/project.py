@@ -130,7 +130,7 @@ class Project:
         rather than read its layout as the mask competition's."""
         if not self.competition.is_preset and not declared:
             tasks = ", ".join(f"{t.name} {t.n_classes}" for t in self.competition.tasks)
-            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version imports its files and composes them by vote (ens import, ens compose); the other commands run the mask competition only (remove competition: to run it)")
+            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version splits, imports, composes by vote and reports it (ens split, import, compose, report); the other commands run the mask competition only (remove competition: to run it)")
         if self.data is None:
             raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
         if not self.data.is_dir():

@@ -340,29 +340,31 @@ def _submission_probabilities(table: pd.DataFrame, path: Path, ids: np.ndarray, 
     return SharedTable(ids, None, probs, ImportKind.PROBA, ", ".join(f"{column} (p of {shape.space.classes[shape.proba[column][0]][shape.proba[column][1]]})" for column in columns))
 
 
-def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.DataFrame) -> dict[str, Any]:
+def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.DataFrame, key: str = "profile") -> dict[str, Any]:
     """What `import_source` can check of ``--oof`` train rows: the fold file exists and holds
-    every person of the rows, and the rows cover whole people (a person's images are all
-    out of fold or none is). Returns the fold file's record for the provenance."""
+    every person (`key`: ``profile``; a declared competition's ``group``) of the rows, and the
+    rows cover whole people (a person's images are all out of fold or none is). Returns the
+    fold file's record for the provenance."""
     from .dataset import read_folds
 
+    one, many = ("person", "people") if key == "profile" else ("group", "groups")
     if not project.folds.is_file():
         raise EnsError(f"--oof: out of fold means for the team's fold file, and {project.folds} does not exist (run ens split, and train each fold's model on the others)")
     folds = read_folds(project.folds)
-    people = labelled["profile"].unique()
+    people = labelled[key].unique()
     unknown_people = people[~np.isin(people, folds.index)]
     if len(unknown_people):
-        raise EnsError(f"--oof: {len(unknown_people)} person(s) of {path} are not in {project.folds.name}: {preview(unknown_people)}")
-    have = labelled.groupby("profile").size()
-    need = train[train["profile"].isin(people)].groupby("profile").size()
+        raise EnsError(f"--oof: {len(unknown_people)} {one}(s) of {path} are not in {project.folds.name}: {preview(unknown_people)}")
+    have = labelled.groupby(key).size()
+    need = train[train[key].isin(people)].groupby(key).size()
     partial = need.index[need.reindex(have.index).to_numpy() != have.to_numpy()]
     if len(partial):
         first = partial[0]
         raise EnsError(
-            f"{path}: --oof rows must cover whole people (every image of a person is predicted out of fold, or none): "
-            f"{len(partial)} person(s) are partial, e.g. {first} ({have[first]} of {need[first]} images)"
+            f"{path}: --oof rows must cover whole {many} (every image of a {one} is predicted out of fold, or none): "
+            f"{len(partial)} {one}(s) are partial, e.g. {first} ({have[first]} of {need[first]} images)"
         )
-    return {"folds": project.folds.name, "folds_sha256": sha256_file(project.folds), "people": int(len(people))}
+    return {"folds": project.folds.name, "folds_sha256": sha256_file(project.folds), many: int(len(people))}
 
 
 def import_source(
@@ -405,8 +407,6 @@ def import_source(
     else:
         from . import declared
 
-        if oof:
-            raise EnsError("--oof: out of fold means for the team's fold file, and this version splits the mask competition only (import the rows as a validation set, without --oof)")
         eval_ids, fingerprint, eval_file = declared.read_sample(competition, data)[competition.eval.id].to_numpy(object), declared.fingerprint(competition, data), competition.eval.csv
         read_labelled_rows = lambda: declared.read_labelled(competition, data)  # noqa: E731
         train_place, train_hint = f"in {competition.train.csv or competition.train.folders + '/'}", ""
@@ -448,7 +448,7 @@ def import_source(
             raise EnsError(f"{path}: {len(extra)} ImageID(s) are neither in {eval_file} nor {train_place}: {preview(extra)}{train_hint}")
         labelled = train[train["ImageID"].isin(ids)]
         if oof:
-            meta = {**meta, "origin": {**meta["origin"], "oof": _check_oof(project, path, train, labelled)}}
+            meta = {**meta, "origin": {**meta["origin"], "oof": _check_oof(project, path, train, labelled, "profile" if competition.is_preset else "group")}}
         sets.append(build(Split.OOF if oof else Split.VAL, labelled["ImageID"].to_numpy(object), labelled["label"].to_numpy()))
     elif oof:
         raise EnsError(f"{path}: --oof declares train rows out of fold, and the file has none (only eval rows)")

@@ -432,6 +432,8 @@ def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()
     sources (`audit_sources`): out of fold on every train image when every source has them,
     else the validation fold (`scope.labelled_scope`), with the label fixes in force applied
     (an accepted fix is not found again)."""
+    if not project.competition.is_preset:
+        project.require_data()  # refuses in one line: the audit knows the mask competition's persons only, so far
     weights = audit_sources(project, recipe)
     names = list(dict.fromkeys(s for w in weights.values() for s in w))
     store = project.store

@@ -250,5 +250,7 @@ def write_html_report(report: Report, path: Path, title: str = "ens validation r
     path = Path(path)
     if path.is_dir():
         raise EnsError(f"--html {path}: is a folder; give a file name such as report.html")
+    if report.metric is not None:
+        raise EnsError(f"--html: this version draws the mask competition's page only (this one is scored by {report.metric}); the table above is its report")
     write_bytes(path, render_html(report, title).encode("utf-8"), overwrite=True)
     return path

@@ -28,7 +28,7 @@ from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.engine import Context, Pipeline, run
 from ..pipeline.priors import em_priors, implied_priors
 from ..pipeline.recipe import Recipe, complete_recipe
-from ..pipeline.scope import labelled_scope, load_labelled
+from ..pipeline.scope import Labelled, labelled_scope, load_labelled
 from ..pipeline.steps import combining
 from ..pipeline.voting import Method, Tie
 from ..scoring.evidence import REPLICATES, bootstrap, pick_two
@@ -49,6 +49,7 @@ class ReportRow:
     interval: tuple[float, float] | None = None  # person-bootstrap 90 % interval of the 18-class F1
     gain_interval: tuple[float, float] | None = None  # paired interval of the gain over the best single source
     positive: float | None = None  # share of person resamples in which that gain is above 0
+    value: float | None = None  # a declared competition's metric (`Report.metric`); then `scores` is empty
 
     @property
     def in_noise(self) -> bool:
@@ -94,6 +95,7 @@ class Report:
     labels: np.ndarray | None = field(default=None, repr=False)  # their joint labels (n,)
     people: int = 0  # the people the scored images belong to (what the intervals resample)
     replicates: int = 0  # person-bootstrap replicates behind the intervals (0: none)
+    metric: str | None = None  # a declared competition's metric: its rows carry `value`, intervals by group
 
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
@@ -140,22 +142,10 @@ def build_report(
     tie = Tie(tie or Tie.MASS)
     notes = [f"hard votes break ties by {tie.value} (--tie)"] if tie is not Tie.MASS else []
     store = project.store
-    known = store.sources()
-    if recipes:
-        coverage = project.coverage()
-        recipes = [complete_recipe(r, coverage) for r in recipes]
-        notes += [line for r in recipes for line in r.filled.values()]
-    if sources:
-        names = list(dict.fromkeys(sources))
-    else:
-        names = [n for n in known if any(store.has(n, split) for split in LABELLED_SPLITS)]
-        skipped = [n for n in known if n not in names]
-        if skipped:
-            notes.append(f"no labelled predictions, not scored: {preview(skipped, 5)}")
-    for recipe in recipes:
-        names += [s for s in recipe.sources if s not in names]
-    sets = load_labelled(store, names, known + list(project.model_names))
+    recipes, sets = _scored_sources(project, sources, recipes, notes)
     labelled = labelled_scope(project, sets)
+    if not project.competition.is_preset:
+        return _declared_report(project, labelled, recipes, methods, tie, replicates, notes)
     ids, scope, more, aligned, labels = labelled.ids, labelled.scope, list(labelled.notes), labelled.sets, labelled.labels
 
     rows = []
@@ -179,6 +169,71 @@ def build_report(
     truth = decode(labels)
     truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels, people, replicates)
+
+
+def _scored_sources(project: Project, sources: Sequence[str] | None, recipes: Sequence[Recipe], notes: list[str]) -> tuple[list[Recipe], dict[str, PredictionSet]]:
+    """The recipes, completed, and the labelled sets of the sources to score (`sources`, else
+    every source with labelled predictions, and every recipe's); `notes` gets what was filled
+    or skipped."""
+    store = project.store
+    known = store.sources()
+    if recipes:
+        coverage = project.coverage()
+        recipes = [complete_recipe(r, coverage) for r in recipes]
+        notes += [line for r in recipes for line in r.filled.values()]
+    if sources:
+        names = list(dict.fromkeys(sources))
+    else:
+        names = [n for n in known if any(store.has(n, split) for split in LABELLED_SPLITS)]
+        skipped = [n for n in known if n not in names]
+        if skipped:
+            notes.append(f"no labelled predictions, not scored: {preview(skipped, 5)}")
+    for recipe in recipes:
+        names += [s for s in recipe.sources if s not in names]
+    return list(recipes), load_labelled(store, names, known + list(project.model_names))
+
+
+def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Recipe], methods: Sequence[Method], tie: Tie, replicates: int, notes: list[str]) -> Report:
+    """`build_report` for a declared competition: every source and recipe x vote scored with
+    its metric on the same labelled images, with intervals and paired gains over the best single
+    source resampled by the declared group (`evidence.group_bootstrap`). Learned methods: not yet."""
+    from ..scoring.evidence import group_bootstrap
+    from ..scoring.metrics import competition_score
+
+    competition = project.competition
+    learned = [str(m) for m in methods if Method(m).learned]
+    if learned:
+        raise EnsError(f"--method {learned[0]}: this version scores a declared competition's recipes by vote (soft, geo, hard, rank)")
+    labels, metric = labelled.labels, str(competition.metric)
+    rows, predictions = [], []  # per row: (probs, joint, decided) as competition_score takes them
+    for name, pset in labelled.sets.items():
+        rows.append(ReportRow(name, kind_of(pset.meta), Scores({}, None, None, len(labels))))
+        predictions.append((pset.probs, pset.joint, None))
+    for recipe in recipes:
+        for method in methods:
+            done = run(Pipeline((combining(method, tie=tie if method is Method.HARD else None),)), labelled, None, Context(recipe, project))
+            rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method)))
+            predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if method is Method.HARD else None))
+
+    def score_rows(weights: np.ndarray | None) -> np.ndarray:
+        return np.array([competition_score(competition, labels, p, j, d, weights) for p, j, d in predictions])
+
+    sign = 1.0 if competition.metric.higher_is_better else -1.0
+    values = score_rows(None)
+    singles = [i for i, r in enumerate(rows) if r.kind not in ("recipe", "ensemble")]
+    best = max(singles, key=lambda i: sign * values[i]) if singles else None
+    found = group_bootstrap(score_rows, labelled.groups, best, replicates, higher_is_better=sign > 0) if replicates > 0 else None
+    out = []
+    for i, row in enumerate(rows):
+        gain = None if best is None or i in singles else float(sign * (values[i] - values[best]))
+        extra: dict[str, Any] = {"value": float(values[i]), "gain": gain}
+        if found is not None:
+            extra["interval"] = (float(found.low[i]), float(found.high[i]))
+            if gain is not None:
+                extra.update(gain_interval=(float(found.gain_low[i]), float(found.gain_high[i])), positive=float(found.positive[i]))
+        out.append(replace(row, **extra))
+    out.sort(key=lambda r: -sign * r.value)
+    return Report(out, len(labels), labelled.scope, notes + list(labelled.notes), sets=labelled.sets, labels=labels, people=labelled.people, replicates=replicates if found else 0, metric=metric)
 
 
 def best_single(rows: Sequence[ReportRow]) -> int | None:
@@ -233,6 +288,8 @@ def pick_final(report: Report, replicates: int = REPLICATES) -> list[FinalPick]:
     18-class F1 on the scored images, and among the rows not worse than it by more than the
     noise the one whose errors correlate least with it (a near-copy of the first hedges
     nothing). Rows without an 18-class prediction take no part."""
+    if report.metric is not None:
+        raise EnsError(f"--pick: this version picks the final submissions of the mask competition only (this one is scored by {report.metric}); compare the rows' intervals")
     if report.labels is None:
         raise EnsError("the report carries no scored predictions (build it with build_report)")
     rows = [r for r in report.rows if r.prediction is not None and split_prediction(r.prediction)[1] is not None]

@@ -9,7 +9,7 @@ composition keeps them: a vote of out-of-fold sources is out of fold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -41,27 +41,26 @@ def out_of_fold(sets: Mapping[str, PredictionSet]) -> bool:
     return bool(sets) and all(s.split is Split.OOF for s in sets.values())
 
 
-def validation_ids(project: Project, ids: np.ndarray, oof: bool = False) -> tuple[np.ndarray, str]:
+def validation_ids(project: Project, ids: np.ndarray, oof: bool = False, group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, str]:
     """The labelled images to score on, and the scope text: with a fold file, all of `ids` when
     every source predicts them out of fold (`oof`), else those in the validation fold; without
-    one, all of `ids` (with a warning in the text). A declared competition: all of `ids` (this
-    version splits the mask competition only)."""
-    if not project.competition.is_preset:
-        return ids, f"all {len(ids)} labelled images the sources share"
+    one, all of `ids` (with a warning in the text). group_of: ImageIDs -> the keys of the fold
+    file (a declared competition's groups; default the mask competition's persons)."""
+    key, unit = (profile_of, "people") if group_of is None else (group_of, "groups")
     if not project.folds.is_file():
         return ids, f"all {len(ids)} labelled images the sources share (no fold file: run `ens split` for an honest hold-out)"
-    people = lambda chosen: len(set(profile_of(chosen)))  # noqa: E731
+    groups = lambda chosen: len(set(key(chosen)))  # noqa: E731
     if oof:
-        return ids, f"out of fold: all {len(ids)} images of {people(ids)} people that every source predicts out of fold"
+        return ids, f"out of fold: all {len(ids)} images of {groups(ids)} {unit} that every source predicts out of fold"
     folds = read_folds(project.folds)
-    ids = ids[folds.reindex(profile_of(ids)).to_numpy() == project.val_fold]
-    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {people(ids)} people"
+    ids = ids[folds.reindex(key(ids)).to_numpy() == project.val_fold]
+    return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {groups(ids)} {unit}"
 
 
-def scoring_images(project: Project, sets: Mapping[str, PredictionSet]) -> tuple[np.ndarray, str, list[str]]:
+def scoring_images(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, str, list[str]]:
     """The images to score `sets` on: shared by all, out of fold for all (`validation_ids`). ``(ids, scope, notes)``."""
     counts = {name: len(s) for name, s in sets.items()}
-    ids, scope = validation_ids(project, shared_ids(sets), out_of_fold(sets))
+    ids, scope = validation_ids(project, shared_ids(sets), out_of_fold(sets), group_of)
     if not len(ids):
         raise EnsError(f"the sources share no labelled image to score on ({scope}); images per source: {counts}")
     short = [n for n, c in counts.items() if c < max(counts.values())]
@@ -137,13 +136,16 @@ class Labelled:
 
 def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Labelled:
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
-    ids, scope, notes = scoring_images(project, sets)
-    aligned, labels = aligned_sets(sets, ids)
     if not project.competition.is_preset:  # its groups (patients, …) are declared, not read from paths
         from ..data.declared import read_labelled
 
-        table = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")
-        return Labelled(aligned, labels, scope, False, tuple(notes), table["group"].reindex(ids).to_numpy(object))
+        group = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")["group"]
+        group_of = lambda chosen: group.reindex(chosen).to_numpy(object)  # noqa: E731
+        ids, scope, notes = scoring_images(project, sets, group_of)
+        aligned, labels = aligned_sets(sets, ids)
+        return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), group_of(ids))
+    ids, scope, notes = scoring_images(project, sets)
+    aligned, labels = aligned_sets(sets, ids)
     fixes = checked_fixes(project)
     if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
         labels = apply_fixes(ids, labels, fixes)
@@ -154,7 +156,7 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
     """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
-    if not project.folds.is_file():
+    if not project.folds.is_file() or not project.competition.is_preset:  # a declared competition's models are not run yet
         return
     folds = read_folds(project.folds)
     for name, pset in sets.items():

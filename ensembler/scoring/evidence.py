@@ -20,7 +20,7 @@ which it is positive. A gain whose interval holds 0 is inside the noise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +114,33 @@ def bootstrap(
         positive = (gains > 0).mean(axis=0)
     f1 = np.array([macro_f1(labels, p, 18) for p in predictions])
     return Evidence(f1, low, high, gain_low, gain_high, positive, draws.shape[1], replicates)
+
+
+def group_bootstrap(
+    score_rows: Callable[[np.ndarray | None], np.ndarray],
+    groups: np.ndarray,
+    reference: int | None = None,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+    higher_is_better: bool = True,
+) -> Evidence:
+    """The same intervals for any metric (a declared competition's: AUC, log-loss, accuracy,
+    macro F1): `score_rows(weights)` gives every row's score ``(rows,)`` with image `weights`
+    ``(n,)`` (None: unweighted), and each replicate weighs an image by how often its group
+    (``groups`` ``(n,)``: the declared group, a patient) was drawn. One call per replicate: slower
+    than `bootstrap`'s counts, which macro F1 alone allows. A gain is signed so that above 0 is
+    better (for log-loss, lower)."""
+    codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    draws = person_draws(int(codes.max()) + 1, replicates, seed)
+    values = np.array([score_rows(d[codes].astype(np.float64)) for d in draws])
+    low, high = _interval(values)
+    nan = np.full(values.shape[1], np.nan)
+    gain_low, gain_high, positive = nan, nan.copy(), nan.copy()
+    if reference is not None:
+        gains = (values - values[:, [reference]]) * (1.0 if higher_is_better else -1.0)
+        gain_low, gain_high = _interval(gains)
+        positive = (gains > 0).mean(axis=0)
+    return Evidence(np.asarray(score_rows(None), dtype=np.float64), low, high, gain_low, gain_high, positive, draws.shape[1], replicates)
 
 
 @dataclass(frozen=True)

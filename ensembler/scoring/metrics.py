@@ -74,12 +74,12 @@ def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) ->
     )
 
 
-def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.ndarray | None = None, decided: np.ndarray | None = None) -> float:
+def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.ndarray | None = None, decided: np.ndarray | None = None, weights: np.ndarray | None = None) -> float:
     """A declared competition's `metric` (`competition.Metric`) of a prediction over `k` classes:
     y_true ``(n,)``; probs ``(n, k)`` (needed by AUC and log-loss); decided ``(n,)`` (default: the
-    argmax of `probs`). Macro F1 as `macro_f1`; accuracy; AUC as scikit-learn's
-    `roc_auc_score` (binary: of class 1; more classes: one-vs-rest, macro); log-loss as its
-    `log_loss` over the `k` classes."""
+    argmax of `probs`); weights ``(n,)`` image weights (a resampled set; None: all 1). Macro F1
+    as `macro_f1`; accuracy; AUC as scikit-learn's `roc_auc_score` (binary: of class 1; more
+    classes: one-vs-rest, macro); log-loss as its `log_loss` over the `k` classes."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     from ..data.competition import Metric
@@ -90,20 +90,20 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
         if probs is None:
             raise ValueError(f"{metric} is scored on probabilities")
         if metric is Metric.LOG_LOSS:
-            return float(log_loss(y_true, probs, labels=list(range(k))))
+            return float(log_loss(y_true, probs, labels=list(range(k)), sample_weight=weights))
         if k == 2:
-            return float(roc_auc_score(y_true, probs[:, 1]))
-        return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(k))))
+            return float(roc_auc_score(y_true, probs[:, 1], sample_weight=weights))
+        return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(k)), sample_weight=weights))
     if decided is None:
         if probs is None:
             raise ValueError(f"{metric} needs decisions or probabilities")
         decided = decide(probs)
     if metric is Metric.ACCURACY:
-        return float(np.mean(np.asarray(decided) == y_true)) if len(y_true) else 0.0
-    return macro_f1(y_true, np.asarray(decided), k)
+        return float(np.average(np.asarray(decided) == y_true, weights=weights)) if len(y_true) else 0.0
+    return macro_f1(y_true, np.asarray(decided), k, weights)
 
 
-def competition_score(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None) -> float:
+def competition_score(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None, weights: np.ndarray | None = None) -> float:
     """A declared competition's metric (`metric_value`) of a prediction of labelled images:
     `labels` ``(n,)`` answer classes; `probs` ``{task: (n, k)}``, the `joint` when there is one,
     `decided` ``(n,)`` answer classes (default: the probabilities' argmax). Over the answer's
@@ -112,9 +112,9 @@ def competition_score(competition: Competition, labels: np.ndarray, probs: Mappi
     space, metric = competition.space, competition.metric
     if len(space.tasks) == 1 or competition.joint:
         p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
-        return metric_value(metric, labels, space.n_joint, p, decided)
+        return metric_value(metric, labels, space.n_joint, p, decided, weights)
     truth = space.decode(labels)
-    return float(np.mean([metric_value(metric, truth[t], space.n_classes[t], probs[t]) for t in space.tasks]))
+    return float(np.mean([metric_value(metric, truth[t], space.n_classes[t], probs[t], weights=weights) for t in space.tasks]))
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
