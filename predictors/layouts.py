@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ensembler.data.labels import JOINT_SHAPE, N_CLASSES, Task
+from ensembler.data.labels import N_CLASSES, Task
 from ensembler.data.zoo import AGE_BOUNDS, Head, Layout
 from ensembler.errors import EnsError
 
 
 def _segments(layout: Layout) -> list[tuple[Head | None, slice]]:
     if layout.joint:
-        return [(None, slice(0, 18))]
+        return [(None, slice(0, layout.width))]
     out, start = [], 0
     for head in layout.heads:
         out.append((head, slice(start, start + head.width)))
@@ -73,11 +73,16 @@ def _age_class_of_edges(edges: Sequence[float]) -> torch.Tensor:
     return torch.tensor([sum(e >= b for b in AGE_BOUNDS) for e in edges])
 
 
-def to_tasks(act: torch.Tensor, layout: Layout) -> tuple[torch.Tensor | None, dict[Task, torch.Tensor]]:
-    """Activated ``(B, W)`` -> ``(joint (B, 18) or None, {task: (B, k)})``, float32."""
+def to_tasks(act: torch.Tensor, layout: Layout) -> tuple[torch.Tensor | None, dict[Task | str, torch.Tensor]]:
+    """Activated ``(B, W)`` -> ``(joint (B, n_joint) or None, {task: (B, k)})``, float32 (a
+    declared competition with one task: that task's probabilities, and no joint)."""
     if layout.joint:
-        cube = act.reshape(-1, *JOINT_SHAPE)
-        return act, {Task.MASK: cube.sum((2, 3)), Task.GENDER: cube.sum((1, 3)), Task.AGE: cube.sum((1, 2))}
+        space = layout.space
+        if len(space.tasks) == 1:
+            return None, {space.tasks[0]: act}
+        cube = act.reshape(-1, *space.shape)
+        dims = range(1, len(space.tasks) + 1)
+        return act, {t: cube.sum(tuple(d for d in dims if d != i + 1)) for i, t in enumerate(space.tasks)}
     tasks = {}
     for head, cols in _segments(layout):
         x = act[:, cols]

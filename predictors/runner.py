@@ -70,6 +70,8 @@ class Images:
 
 def split_images(project: Project, split: Split) -> Images:
     """The images `split` covers (see the module doc)."""
+    if not project.competition.is_preset:
+        return _declared_images(project, split)
     data = project.require_data()
     if split is Split.EVAL:
         table = read_eval(data)
@@ -84,6 +86,28 @@ def split_images(project: Project, split: Split) -> Images:
     if np.isnan(folds.astype(float)).any():
         absent = table["profile"][pd.isna(folds)].iloc[0]
         raise EnsError(f"{project.folds}: person {absent!r} has no fold (was the fold file made on other data?)")
+    folds = folds.astype(np.int64)
+    keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
+    table = table[keep]
+    return Images(table["ImageID"].to_numpy(object), list(table["path"]), table["label"].to_numpy(), folds[keep])
+
+
+def _declared_images(project: Project, split: Split) -> Images:
+    """A declared competition's images of `split`: the sample submission's (eval), or the
+    labelled ones (all of them out of fold, the validation fold's groups for val)."""
+    from ensembler.data.declared import read_labelled, read_sample
+
+    competition, data = project.competition, project.require_data(declared=True)
+    if split is Split.EVAL:
+        sample = read_sample(competition, data)
+        return Images(sample[competition.eval.id].to_numpy(object), list(sample["path"]), None, None)
+    if not project.folds.is_file():
+        raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
+    table = read_labelled(competition, data)
+    folds = read_folds(project.folds).reindex(table["group"]).to_numpy()
+    if pd.isna(folds).any():
+        absent = table["group"][pd.isna(folds)].iloc[0]
+        raise EnsError(f"{project.folds}: group {absent!r} has no fold (was the fold file made on other data?)")
     folds = folds.astype(np.int64)
     keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
     table = table[keep]
@@ -378,6 +402,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                     None if joint is None else joint.numpy(),
                     images.labels,
                     {"kind": "proba", "origin": origin, "data": {"images": images_fp}},
+                    project.competition.space,
                 )
                 store.write(pset, overwrite=True)
         except Exception as exc:  # noqa: BLE001

@@ -452,3 +452,68 @@ def test_cli_report_in_a_declared_competition(tmp_path):
     assert "accuracy" in result.output and "group-bootstrap interval (1000 resamples of 4 groups)" in result.output
     rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip().startswith(("a ", "b ", "*:a+b"))}
     assert rows["a"][2] == "0.7500" and rows["b"][2] == "0.2500" and rows["*:a+b"][1:5] == ["soft", "vote", "0.7500", rows["*:a+b"][4]]
+
+
+# --- ens predict in a declared competition ---------------------------------------------------
+
+
+def test_predict_a_declared_competition_then_compose_its_sets(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ttach")
+    import yaml
+    from conftest import ASSETS
+    from PIL import Image
+
+    import ensembler as ens
+
+    rng = np.random.default_rng(6)
+    classes = CASSAVA["tasks"]["label"]
+    train = [f"{1000 + i}.jpg" for i in range(8)]
+    pd.DataFrame({"image_id": train, "label": [classes[i % 5] for i in range(8)]}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"image_id": ["t1.jpg", "t2.jpg", "t3.jpg"], "label": 0}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    for folder, ids in (("train_images", train), ("test_images", ["t1.jpg", "t2.jpg", "t3.jpg"])):
+        (tmp_path / folder).mkdir()
+        for i in ids:
+            Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / folder / i, format="JPEG")
+    import sys
+
+    sys.path.insert(0, str(ASSETS))
+    from tinynets import TinyNet
+
+    torch.manual_seed(0)
+    torch.save(TinyNet(num_classes=5).state_dict(), tmp_path / "tiny.pth")
+    torch.save(TinyNet(heads=(5,)).state_dict(), tmp_path / "heads.pth")
+    models = [
+        {"name": "tiny", "architecture": "tinynets:TinyNet", "code": str(ASSETS), "kwargs": {"num_classes": 5}, "checkpoint": "tiny.pth",
+         "layout": {"classes": 5}, "preprocess": {"resize": [16, 20]}, "tta": "hflip"},
+        {"name": "heads", "architecture": "tinynets:TinyNet", "code": str(ASSETS), "kwargs": {"heads": [5]}, "checkpoint": "heads.pth",
+         "layout": {"heads": {"label": 5}}, "preprocess": {"resize": [16, 20]}},
+    ]
+    (tmp_path / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": "."}, "competition": CASSAVA, "models": models}, sort_keys=False))
+    project = ens.load_project(tmp_path / "model_zoo.yaml")
+    assert project.model("tiny").layout.label == "classes 5" and project.model("heads").layout.tasks == ("label",)
+    ens.split(project, folds=2)
+    project = ens.load_project(tmp_path / "model_zoo.yaml")
+    outcomes = ens.predict(project, ["tiny", "heads"], "eval", device="cpu", workers=0) + ens.predict(project, ["tiny", "heads"], "val", device="cpu", workers=0)
+    assert [(o.name, o.split, o.status) for o in outcomes] == [("tiny", "eval", "written"), ("heads", "eval", "written"), ("tiny", "val", "written"), ("heads", "val", "written")]
+    evaluated = project.store.read("tiny", "eval")
+    assert evaluated.tasks == ("label",) and evaluated.joint is None and evaluated.image_ids.tolist() == ["t1.jpg", "t2.jpg", "t3.jpg"]
+    np.testing.assert_allclose(evaluated.probs["label"].sum(1), 1, atol=1e-5)
+    held = project.store.read("tiny", "val")
+    assert held.labels.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2][train.index(i)] for i in held.image_ids]  # labels from train.csv
+    composed = ens.compose(project, "label:tiny+heads")
+    expected = (evaluated.probs["label"] + project.store.read("heads", "eval").probs["label"]).argmax(1)
+    assert composed.submission["label"].tolist() == [str(c) for c in expected]
+    assert composed.validation["metric"] == "accuracy" and composed.validation["images"] == len(held.image_ids)
+
+
+def test_a_declared_competitions_layouts_are_checked_against_its_classes(tmp_path):
+    import yaml
+
+    from ensembler.data.project import load_project
+
+    for layout, match in [("classes18", r"layout: expected \{classes: 5\} or heads: \{label: 5\}"), ({"classes": 18}, r"layout.classes: expected 5"), ({"heads": {"mask": 3}}, r"layout.heads")]:
+        models = [{"name": "m", "architecture": "resnet18", "checkpoint": "m.pth", "layout": layout}]
+        (tmp_path / "model_zoo.yaml").write_text(yaml.safe_dump({"competition": CASSAVA, "models": models}))
+        with pytest.raises(EnsError, match=match):
+            load_project(tmp_path / "model_zoo.yaml")

@@ -130,7 +130,7 @@ class Project:
         rather than read its layout as the mask competition's."""
         if not self.competition.is_preset and not declared:
             tasks = ", ".join(f"{t.name} {t.n_classes}" for t in self.competition.tasks)
-            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version splits, imports, composes by vote and reports it (ens split, import, compose, report); the other commands run the mask competition only (remove competition: to run it)")
+            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version splits, predicts, imports, composes by vote and reports it (ens split, predict, import, compose, report); the other commands run the mask competition only (remove competition: to run it)")
         if self.data is None:
             raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
         if not self.data.is_dir():
@@ -166,6 +166,7 @@ def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
         return (root / (value if value is not None else default)).absolute()
 
     data_dir = Path(data).absolute() if data is not None else (resolve(settings.data, "") if settings.data else None)
+    competition = parse_competition(raw.get("competition"), zoo)
     return Project(
         zoo=zoo,
         data=data_dir,
@@ -173,9 +174,9 @@ def load_project(zoo: Path | None = None, data: Path | None = None) -> Project:
         val_fold=settings.val_fold if settings.val_fold is not None else 0,
         predictions=resolve(settings.predictions, "predictions"),
         submissions=resolve(settings.submissions, "submissions"),
-        models=parse_models(raw.get("models"), zoo),
+        models=parse_models(raw.get("models"), zoo, competition.space),
         label_fixes=resolve(settings.label_fixes, "") if settings.label_fixes else None,
-        competition=parse_competition(raw.get("competition"), zoo),
+        competition=competition,
     )
 
 
@@ -201,7 +202,7 @@ def add_model(zoo: Path, entry: dict[str, Any]) -> None:
     zoo = Path(zoo).absolute()
     raw = _read_yaml(zoo)
     models = list(raw.get("models") or [])
-    parse_models([*models, entry], zoo)  # the new entry, and no duplicate name
+    parse_models([*models, entry], zoo, parse_competition(raw.get("competition"), zoo).space)  # the new entry, and no duplicate name
     write_bytes(zoo, yaml.safe_dump({**raw, "models": [*models, entry]}, sort_keys=False).encode())
 
 

@@ -14,7 +14,9 @@ models:
     sha256: null                   # checked when given
     trusted: false                 # true allows checkpoints that need full unpickling
     layout: classes18              # or heads: {mask: 3, gender: 2, age: 3}; age may be
-                                   # 3, a list of bin lower edges in years, or "years"
+                                   # 3, a list of bin lower edges in years, or "years";
+                                   # a declared competition's: {classes: K} (its answer's
+                                   # K classes) or heads: {task: k, ...} for its tasks
     preprocess: {resize: [384, 512], crop: null, mean: [...], std: [...], interpolation: bilinear}
     tta: hflip                     # a preset (none, hflip, vflip, flip, d4) or
                                    # {transforms: [hflip, {scale: [0.9, 1.1]}], merge: mean}
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnsError
-from .labels import N_CLASSES, TASKS, Task
+from .labels import MASK_SPACE, N_CLASSES, LabelSpace, Task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -167,7 +169,7 @@ def _freeze(value: Any) -> Any:
 class Head:
     """One task's output: ``classes`` logits, age bins (lower edges in years), or age in years."""
 
-    task: Task
+    task: Task | str
     classes: int | None = None
     bins: tuple[float, ...] | None = None
     years: bool = False
@@ -181,33 +183,37 @@ class Head:
 
 @dataclass(frozen=True)
 class Layout:
-    """How a model's output maps to tasks: the 18 joint classes, or one head per task."""
+    """How a model's output maps to tasks: the joint classes (the mask competition's 18; a
+    declared competition's answer classes), or one head per task, in the label `space`."""
 
     joint: bool = False
     heads: tuple[Head, ...] = ()
+    space: LabelSpace = field(default=MASK_SPACE, compare=False)
 
     @property
     def width(self) -> int:
-        return 18 if self.joint else sum(h.width for h in self.heads)
+        return self.space.n_joint if self.joint else sum(h.width for h in self.heads)
 
     @property
-    def tasks(self) -> tuple[Task, ...]:
-        return TASKS if self.joint else tuple(h.task for h in self.heads)
+    def tasks(self) -> tuple[Task | str, ...]:
+        return self.space.tasks if self.joint else tuple(h.task for h in self.heads)
 
     @property
     def label(self) -> str:
         if self.joint:
-            return "classes18"
+            return "classes18" if self.space is MASK_SPACE else f"classes {self.space.n_joint}"
         parts = [f"{h.task}:{'years' if h.years else (f'{len(h.bins)} bins' if h.bins else h.classes)}" for h in self.heads]
         return "heads " + ",".join(parts)
 
     @classmethod
-    def parse(cls, raw: Any, where: _Where) -> Layout:
+    def parse(cls, raw: Any, where: _Where, space: LabelSpace = MASK_SPACE) -> Layout:
+        if space is not MASK_SPACE:
+            return cls._parse_declared(raw, where, space)
         if raw == "classes18":
             return cls(joint=True)
         if not isinstance(raw, Mapping) or set(raw) != {"heads"}:
             raise where.error("layout", f"expected classes18 or heads: {{mask: 3, gender: 2, age: 3}}, got {raw!r}")
-        heads_raw = where.mapping(raw["heads"], "layout.heads", tuple(t.value for t in TASKS))
+        heads_raw = where.mapping(raw["heads"], "layout.heads", tuple(t.value for t in MASK_SPACE.tasks))
         if not heads_raw:
             raise where.error("layout.heads", "name at least one task")
         heads = []
@@ -228,6 +234,28 @@ class Layout:
                 extra = ", a list of bin edges or 'years'" if task is Task.AGE else ""
                 raise where.error(key, f"expected {N_CLASSES[task]}{extra}, got {spec!r}")
         return cls(heads=tuple(heads))
+
+    @classmethod
+    def _parse_declared(cls, raw: Any, where: _Where, space: LabelSpace) -> Layout:
+        """A declared competition's layouts: ``{classes: K}`` (the answer's K classes: the one
+        task's, or the product of the tasks') or ``heads: {task: k, ...}``."""
+        shapes = ", ".join(f"{t}: {k}" for t, k in space.n_classes.items())
+        expected = f"{{classes: {space.n_joint}}} or heads: {{{shapes}}}"
+        if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in ("classes", "heads"):
+            raise where.error("layout", f"expected {expected} (this project declares its competition), got {raw!r}")
+        if "classes" in raw:
+            if raw["classes"] != space.n_joint or isinstance(raw["classes"], bool):
+                raise where.error("layout.classes", f"expected {space.n_joint} (the declared answer's classes), got {raw['classes']!r}")
+            return cls(joint=True, space=space)
+        heads_raw = where.mapping(raw["heads"], "layout.heads", tuple(space.tasks))
+        if not heads_raw:
+            raise where.error("layout.heads", "name at least one task")
+        heads = []
+        for name, spec in heads_raw.items():
+            if spec != space.n_classes[name] or isinstance(spec, bool):
+                raise where.error(f"layout.heads.{name}", f"expected {space.n_classes[name]}, got {spec!r}")
+            heads.append(Head(name, classes=spec))
+        return cls(heads=tuple(heads), space=space)
 
 
 ENTRY_KEYS = (
@@ -260,7 +288,7 @@ class ZooEntry:
         return bool(self.folds)
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any], source: Path, index: int) -> ZooEntry:
+    def parse(cls, raw: Mapping[str, Any], source: Path, index: int, space: LabelSpace = MASK_SPACE) -> ZooEntry:
         name = raw.get("name") if isinstance(raw, Mapping) else None
         where = _Where(source, index, name if isinstance(name, str) else None)
         if not isinstance(raw, Mapping):
@@ -310,7 +338,7 @@ class ZooEntry:
         return cls(
             name=raw["name"],
             architecture=text("architecture"),
-            layout=Layout.parse(raw["layout"], where),
+            layout=Layout.parse(raw["layout"], where, space),
             checkpoint=root / text("checkpoint") if "checkpoint" in raw else None,
             folds=folds,
             owner=text("owner", "") or "",
@@ -325,15 +353,16 @@ class ZooEntry:
         )
 
 
-def parse_models(raw: Any, source: Path) -> tuple[ZooEntry, ...]:
-    """The ``models:`` list; duplicate names are an error naming both positions."""
+def parse_models(raw: Any, source: Path, space: LabelSpace = MASK_SPACE) -> tuple[ZooEntry, ...]:
+    """The ``models:`` list (layouts in the competition's label `space`); duplicate names are an
+    error naming both positions."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise EnsError(f"{source}: 'models' must be a list of entries")
     entries: list[ZooEntry] = []
     for i, item in enumerate(raw):
-        entry = ZooEntry.parse(item, source, i)
+        entry = ZooEntry.parse(item, source, i, space)
         for j, other in enumerate(entries):
             if other.name == entry.name:
                 raise EnsError(f"{source}: models[{i}] ({entry.name}): name: duplicate of models[{j}]")
