@@ -69,11 +69,19 @@ class Images:
 
 
 def split_images(project: Project, split: Split) -> Images:
-    """The images `split` covers (see the module doc)."""
-    if not project.competition.is_preset:
-        return _declared_images(project, split)
-    data = project.require_data()
+    """The images `split` covers (see the module doc); a declared competition's: the sample
+    submission's (eval), or its labelled ones with folds by its groups."""
+    preset = project.competition.is_preset
+    if preset:
+        data = project.require_data()
+    else:
+        from ensembler.data.declared import read_labelled, read_sample
+
+        competition, data = project.competition, project.require_data(declared=True)
     if split is Split.EVAL:
+        if not preset:
+            sample = read_sample(competition, data)
+            return Images(sample[competition.eval.id].to_numpy(object), list(sample["path"]), None, None)
         table = read_eval(data)
         missing = [p for p in table["path"] if not os.path.isfile(p)]
         if missing:
@@ -81,33 +89,11 @@ def split_images(project: Project, split: Split) -> Images:
         return Images(table["ImageID"].to_numpy(object), list(table["path"]), None, None)
     if not project.folds.is_file():
         raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
-    table = read_train(data, project.fixes)
-    folds = read_folds(project.folds).reindex(table["profile"]).to_numpy()
-    if np.isnan(folds.astype(float)).any():
-        absent = table["profile"][pd.isna(folds)].iloc[0]
-        raise EnsError(f"{project.folds}: person {absent!r} has no fold (was the fold file made on other data?)")
-    folds = folds.astype(np.int64)
-    keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
-    table = table[keep]
-    return Images(table["ImageID"].to_numpy(object), list(table["path"]), table["label"].to_numpy(), folds[keep])
-
-
-def _declared_images(project: Project, split: Split) -> Images:
-    """A declared competition's images of `split`: the sample submission's (eval), or the
-    labelled ones (all of them out of fold, the validation fold's groups for val)."""
-    from ensembler.data.declared import read_labelled, read_sample
-
-    competition, data = project.competition, project.require_data(declared=True)
-    if split is Split.EVAL:
-        sample = read_sample(competition, data)
-        return Images(sample[competition.eval.id].to_numpy(object), list(sample["path"]), None, None)
-    if not project.folds.is_file():
-        raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
-    table = read_labelled(competition, data)
-    folds = read_folds(project.folds).reindex(table["group"]).to_numpy()
+    table, key, unit = (read_train(data, project.fixes), "profile", "person") if preset else (read_labelled(competition, data), "group", "group")
+    folds = read_folds(project.folds).reindex(table[key]).to_numpy()
     if pd.isna(folds).any():
-        absent = table["group"][pd.isna(folds)].iloc[0]
-        raise EnsError(f"{project.folds}: group {absent!r} has no fold (was the fold file made on other data?)")
+        absent = table[key][pd.isna(folds)].iloc[0]
+        raise EnsError(f"{project.folds}: {unit} {absent!r} has no fold (was the fold file made on other data?)")
     folds = folds.astype(np.int64)
     keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
     table = table[keep]
