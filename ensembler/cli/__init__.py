@@ -323,8 +323,8 @@ def predict(
     written = [o for o in outcomes if o.status == "written"]
     if written:
         waited = written[0].waited
-        bound = "" if waited is None else f"; waited for decoded images {waited:.0%} of it" + (
-            " (decode-bound: the models could go faster with more --workers, or on a machine with more cores)" if waited > 0.5 else "")
+        bound = "" if waited is None else f"; waited for decoded images {waited:.0%} of it" + (  # a short run's share is mostly the workers' start
+            " (decode-bound: the models could go faster with more --workers, or on a machine with more cores)" if waited > 0.5 and elapsed > 30 else "")
         out.print(f"{elapsed:.1f} s{bound}")
 
 

@@ -107,7 +107,8 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
     if "metric" in val:  # a declared competition's
         metric = val["metric"]
         sources = ", ".join(f"{n} {v[metric]:.4f}" for n, v in val["sources"].items())
-        lines.append(f"validation ({val['scope']}, {val['groups']} groups): {metric} {val['recipe'][metric]:.4f}; the sources alone: {sources}")
+        groups = "" if " groups" in val["scope"] else f", {val['groups']} groups"
+        lines.append(f"validation ({val['scope']}{groups}): {metric} {val['recipe'][metric]:.4f}; the sources alone: {sources}")
     elif "recipe" in val:
         s = val["recipe"]
         spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
