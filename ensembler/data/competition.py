@@ -142,6 +142,16 @@ class Competition:
             return MASK_SPACE
         return LabelSpace(self.task_names, {t.name: t.classes for t in self.tasks})
 
+    @cached_property
+    def proba_columns(self) -> dict[str, tuple[str, int]]:
+        """The submission's probability columns: ``{column: (task, class index)}`` (empty for a
+        class answer)."""
+        out = {}
+        for column, name in ((self.submission.proba or {}) if self.submission else {}).items():
+            task = next(t for t in self.tasks if name in t.classes)
+            out[column] = (task.name, task.classes.index(name))
+        return out
+
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; an unknown one suggests the close ones."""
         for t in self.tasks:

@@ -174,7 +174,6 @@ def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: 
         if probs is None:
             raise EnsError("this competition's submission holds probabilities: give them")
         by_task = probs if isinstance(probs, Mapping) else {competition.tasks[0].name: probs}
-        for column, name in sub.proba.items():
-            task = next(t for t in competition.tasks if name in t.classes)
-            out[column] = [f"{v:.6g}" for v in np.asarray(by_task[task.name])[rows, task.classes.index(name)]]
+        for column, (task, c) in competition.proba_columns.items():
+            out[column] = [f"{v:.6g}" for v in np.asarray(by_task[task])[rows, c]]
     return out.to_csv(index=False).encode()

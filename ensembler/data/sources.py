@@ -80,12 +80,8 @@ class FileShape:
         if competition.is_preset:
             return MASK_SHAPE
         sub = competition.submission
-        proba = {}
-        for column, name in (sub.proba or {}).items():
-            task = next(t for t in competition.tasks if name in t.classes)
-            proba[column] = (task.name, task.classes.index(name))
         ids = (competition.eval.id, *((competition.train.id,) if competition.train.id else ()), "ImageID")
-        return cls(competition.space, tuple(dict.fromkeys(ids)), tuple(dict.fromkeys((*((sub.answer,) if sub.answer else ()), "ans"))), proba)
+        return cls(competition.space, tuple(dict.fromkeys(ids)), tuple(dict.fromkeys((*((sub.answer,) if sub.answer else ()), "ans"))), competition.proba_columns)
 
     @property
     def single(self) -> str | None:

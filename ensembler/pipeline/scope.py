@@ -136,27 +136,27 @@ class Labelled:
 
 def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Labelled:
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
-    if not project.competition.is_preset:  # its groups (patients, …) are declared, not read from paths
+    group_of, fixes = None, None  # the mask competition: persons from the paths
+    if project.competition.is_preset:
+        fixes = checked_fixes(project)
+    else:  # a declared competition's groups (patients, …) are declared
         from ..data.declared import read_labelled
 
         group = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")["group"]
         group_of = lambda chosen: group.reindex(chosen).to_numpy(object)  # noqa: E731
-        ids, scope, notes = scoring_images(project, sets, group_of)
-        aligned, labels = aligned_sets(sets, ids)
-        return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), group_of(ids))
-    ids, scope, notes = scoring_images(project, sets)
+    ids, scope, notes = scoring_images(project, sets, group_of)
     aligned, labels = aligned_sets(sets, ids)
-    fixes = checked_fixes(project)
     if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
         labels = apply_fixes(ids, labels, fixes)
         aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
         notes.append(fixes.line())
-    return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes))
+    groups = None if group_of is None else group_of(ids)
+    return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups)
 
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
     """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
-    if not project.folds.is_file() or not project.competition.is_preset:  # a declared competition's models are not run yet
+    if not project.folds.is_file() or not project.competition.is_preset:  # its callers, the learned methods, do not run a declared competition yet
         return
     folds = read_folds(project.folds)
     for name, pset in sets.items():
