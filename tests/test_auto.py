@@ -6,7 +6,7 @@ import pytest
 
 from ensembler.data.labels import Task, encode
 from ensembler.data.people import person_codes, thin_classes, thin_pairs, thin_text
-from ensembler.pipeline.auto import evidence_choice, paired_gain, pick, run_away
+from ensembler.pipeline.auto import F1Judge, evidence_choice, paired_gain, pick, run_away
 from ensembler.scoring.evidence import bootstrap
 
 
@@ -58,13 +58,16 @@ def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():
     far = np.where(rng.random(len(y)) < 0.95, y, reference)  # much better
     from ensembler.scoring.metrics import macro_f1
 
-    f1 = lambda ds: np.array([macro_f1(y, d, 3) for d in ds])  # noqa: E731
-    chosen, why = pick(f1([reference, close]), [reference, close], y, 3, persons, 0, np.ones(2, bool), cautious=True)
+    every = np.arange(len(y))
+    judged = lambda ds: (F1Judge(ds, y, 3, persons), np.array([macro_f1(y, d, 3) for d in ds]))  # noqa: E731
+    judge, f1 = judged([reference, close])
+    chosen, why = pick(f1, judge, every, 0, np.ones(2, bool), cautious=True)
     assert chosen == 0 and why["rule"].startswith("within the noise") and why["margin"] > 0 and why["interval"][0] <= 0
-    assert pick(f1([reference, close]), [reference, close], y, 3, persons, 0, np.ones(2, bool), cautious=False)[0] == 1  # plain: the best score
-    chosen, why = pick(f1([reference, far]), [reference, far], y, 3, persons, 0, np.ones(2, bool), cautious=True)
+    assert pick(f1, judge, every, 0, np.ones(2, bool), cautious=False)[0] == 1  # plain: the best score
+    judge, f1 = judged([reference, far])
+    chosen, why = pick(f1, judge, every, 0, np.ones(2, bool), cautious=True)
     assert chosen == 1 and why["rule"].startswith("beyond the noise") and why["interval"][0] > 0
-    chosen, _ = pick(f1([reference, far]), [reference, far], y, 3, persons, 0, np.array([True, False]), cautious=True)
+    chosen, _ = pick(f1, judge, every, 0, np.array([True, False]), cautious=True)
     assert chosen == 0  # a run-away is never chosen, however it scores
 
 
@@ -76,7 +79,7 @@ def test_the_choice_is_made_inside_the_loop_on_evidence():
     y = rng.integers(0, 3, len(ids))
     reference = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))
     noise = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))  # as good, by chance a little better or worse
-    candidates, per_row, chosen, why = evidence_choice(["vote", "noise"], [reference, noise], y, 3, person_folds(ids), person_codes(ids))
+    candidates, per_row, chosen, why = evidence_choice(["vote", "noise"], F1Judge([reference, noise], y, 3, person_codes(ids)), person_folds(ids))
     assert chosen == 0 and set(per_row.tolist()) == {0} and [c.label for c in candidates] == ["vote", "noise"]
 
 
@@ -111,3 +114,28 @@ def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_hold
     assert record["age"]["eval"][2] > 2 * record["age"]["train"][2]  # EM sees the older eval set
     assert weights[age == 2].mean() > 2 and weights[age == 0].mean() < 1  # 60+ counts for more, under 30 for less
     assert np.isclose((weights * (age == 2)).sum() / weights.sum(), record["age"]["eval"][2], atol=0.02)  # the weighted mix is the estimate
+
+
+def test_a_declared_metrics_paired_gain_is_a_plain_loop_over_the_same_group_draws():
+    from ensembler.data.competition import Metric
+    from ensembler.pipeline.auto import REPLICATES, MetricJudge
+    from ensembler.scoring.evidence import LEVEL, person_draws
+    from ensembler.scoring.metrics import metric_value
+
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.array(["p3", "p1", "p2", "p0", "p4", "p5", "p6", "p7"], dtype=object), 4)
+    y = rng.integers(0, 2, len(groups))
+    a, b = (np.clip(y * 0.3 + rng.uniform(0, 0.7, len(y)), 0, 1) for _ in range(2))
+    parts = [[(y, 2, np.stack([1 - p, p], axis=1), (p > 0.5).astype(int))] for p in (a, b)]
+    rows = np.arange(4, len(y))  # the images of all but the first group: the draws are over the 7 groups they hold
+    low, high, positive = MetricJudge(Metric.AUC, parts, groups).gain(0, 1, rows, None)
+    codes = np.unique(groups[rows].astype(str), return_inverse=True)[1]
+    gains = []
+    for draw in person_draws(7, REPLICATES):
+        w = draw[codes].astype(float)
+        gains.append(metric_value("auc", y[rows], 2, parts[1][0][2][rows], weights=w) - metric_value("auc", y[rows], 2, parts[0][0][2][rows], weights=w))
+    tail = (1 - LEVEL) / 2 * 100
+    assert (low, high) == pytest.approx((np.percentile(gains, tail), np.percentile(gains, 100 - tail)), abs=1e-12)
+    assert positive == pytest.approx(np.mean(np.array(gains) > 0), abs=1.5 / REPLICATES)  # a tie of the two (gain 0) may come out 1e-17 on either side
+    judge = MetricJudge(Metric.LOG_LOSS, parts, groups)  # lower is better: scores are signed so that higher is
+    assert judge.scores(rows, None) == pytest.approx([-metric_value("log_loss", y[rows], 2, p[0][2][rows]) for p in parts])

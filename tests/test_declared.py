@@ -295,8 +295,8 @@ def test_a_declared_competition_refuses_what_this_version_does_not_compose(tmp_p
     from ensembler.api import compose
 
     project = cassava_team(tmp_path)
-    with pytest.raises(EnsError, match=r"^stack: this version composes a declared competition's sources by vote \(--method soft, geo, hard or rank\)"):
-        compose(project, "label:a+b", "stack", name="x")
+    with pytest.raises(EnsError, match=r"^soft -> tune_f1: a declared competition's sources are composed by --method soft, hard, geo, rank, stack, select, auto; the pool, prior correction"):
+        compose(project, "label:a+b", ["soft", "tune_f1"], name="x")
     with pytest.raises(EnsError, match=r"unknown task 'mask'"):
         compose(project, "mask:a", name="x")
     with pytest.raises(EnsError, match=r"--method rank averages the order .* scored by accuracy: use --method soft"):
@@ -420,8 +420,9 @@ def test_report_scores_sources_and_votes_with_the_declared_metric_and_group_inte
     recipe = tables.scores[tables.scores["kind"] == "recipe"].set_index("method")
     assert set(recipe.index) == {"soft", "rank"} and recipe.loc["soft", "gain"] == pytest.approx(recipe.loc["soft", "auc"] - best)
     assert 0 <= recipe.loc["soft", "gain_positive"] <= 1 and tables.report.people == 10  # resampled by patient, not by image
-    with pytest.raises(EnsError, match=r"--method stack: this version scores a declared competition's recipes by vote"):
-        ens.report(project, recipes=["target:cnn+vit"], methods=["stack"])
+    learned = ens.report(project, recipes=["target:cnn+vit"], methods=["soft", "stack", "auto"], replicates=0).scores.set_index("method")
+    assert learned.loc["soft", "auc"] == pytest.approx(recipe.loc["soft", "auc"]) and np.isnan(learned.loc["soft", "spread"])
+    assert 0 <= learned.loc["stack", "auc"] <= 1 and learned.loc["stack", "spread"] >= 0  # out of fold by patient, its spread over the folds
     with pytest.raises(EnsError, match=r"--pick: this version picks the final submissions of the mask competition only"):
         ens.pick_final(tables.report)
 
@@ -518,3 +519,108 @@ def test_a_declared_competitions_layouts_are_checked_against_its_classes(tmp_pat
         (tmp_path / "model_zoo.yaml").write_text(yaml.safe_dump({"competition": CASSAVA, "models": models}))
         with pytest.raises(EnsError, match=match):
             load_project(tmp_path / "model_zoo.yaml")
+
+
+# --- learned steps and auto in a declared competition -------------------------------------------
+
+
+def simulated_project(root: Path, declared: dict, kind: str, n_groups: int = 40, n_eval: int = 30, seed: int = 0):
+    """A data folder in `declared`'s layout (train CSV with groups, sample submission, image
+    files) for a simulated team of `kind` (`teams.simulate_declared_team`), each member imported
+    from one CSV of eval and train rows. Returns the project and the team."""
+    from ensembler.api import import_source
+    from ensembler.data.teams import simulate_declared_team
+
+    team = simulate_declared_team(kind, competition(declared), n_groups=n_groups, per_group=3, n_eval=n_eval, seed=seed)
+    train, eval_, (task, column) = declared["train"], declared["eval"], next(iter(declared["train"]["labels"].items()))
+    pd.DataFrame({train["id"]: team.labelled_ids, column: team.labels, train["group"]: [f"g{g}" for g in team.groups]}).to_csv(root / train["csv"], index=False)
+    answer = declared["submission"].get("answer") or next(iter(declared["submission"]["proba"]))
+    pd.DataFrame({eval_["id"]: team.eval_ids, answer: 0}).to_csv(root / eval_["csv"], index=False)
+    for folder, ids in ((train["images"], team.labelled_ids), (eval_["images"], team.eval_ids)):
+        for i in ids:
+            touch(root / folder / i)
+    project = declared_project(root, declared)
+    classes = declared["tasks"][task]
+    for name, (labelled, evaluated) in team.members.items():
+        frame = pd.DataFrame(np.concatenate([evaluated, labelled]), columns=classes)
+        frame.insert(0, train["id"], [*team.eval_ids, *team.labelled_ids])
+        frame.to_csv(root / f"{name}.csv", index=False)
+        import_source(project, root / f"{name}.csv", name)
+    return project, team
+
+
+LEAF = {**CASSAVA, "train": {**CASSAVA["train"], "group": "plant"}}
+LESION = {**MELANOMA, "train": {**MELANOMA["train"], "images": "train"}, "eval": {**MELANOMA["eval"], "images": "test"}}
+
+
+def test_stack_select_and_auto_compose_a_declared_competition_scored_by_its_metric(tmp_path):
+    import ensembler as ens
+
+    project, team = simulated_project(tmp_path, LEAF, "biased", n_groups=40, n_eval=200)
+    soft = ens.compose(project, "*:" + "+".join(team.members), "soft")
+    stack = ens.compose(project, None, "stack", name="stacked", write=True)  # no recipe: every source with labelled rows
+    val = stack.validation
+    assert val["scope"].endswith("; stack scored out of fold (5 folds by group)") and val["groups"] == 40
+    assert set(val["cv"]) == {"folds", "accuracy_fold_mean", "accuracy_fold_std"} and val["cv"]["folds"] == 5
+    assert val["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"] + 0.1  # members that over-call classes: a stack undoes it
+    assert stack.files[0].read_text().splitlines()[0] == "image_id,label" and len(stack.submission) == 200
+    select = ens.compose(project, "*:" + "+".join(team.members), "select")
+    assert set(select.validation["weights"]["label"]) == set(team.members) and sum(select.validation["weights"]["label"].values()) == pytest.approx(1.0)
+    auto = ens.compose(project, None, "auto")
+    record = auto.validation["auto"]
+    assert [c["label"] for c in record["candidates"]] == ["soft vote b0+b1+b2+b3", "geo vote b0+b1+b2+b3", "label stack of b0+b1+b2+b3"]
+    assert all(set(c) == {"label", "accuracy", "spread"} for c in record["candidates"]) and "label" in record["tasks"]
+    assert record["why"]["rule"].startswith("beyond the noise") and "stack" in record["chosen"]  # 0.13 better out of fold: beyond the noise of 40 groups
+    assert record["why"]["interval"][0] > 0 and auto.validation["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"]
+    for method, match in (("pool", r"^pool: a declared competition.s sources are composed by --method .* the pool, prior correction"), (["soft", ens.Priors("em")], r"^soft -> priors: a declared competition's sources are composed by --method soft, hard, geo, rank, stack, select, auto")):
+        with pytest.raises(EnsError, match=match):
+            ens.compose(project, "*:b0+b1", method)
+
+
+def test_auto_keeps_the_soft_vote_on_thin_groups_and_follows_an_auc(tmp_path):
+    import ensembler as ens
+
+    project, team = simulated_project(tmp_path, LESION, "classifiers", n_groups=12, n_eval=20, seed=3)
+    auto = ens.compose(project, None, "auto", name="auto", write=True)
+    record = auto.validation["auto"]
+    assert record["chosen"] == "soft vote c0+c1+c2+c3" and all("auc" in c for c in record["candidates"])
+    assert auto.validation["metric"] == "auc" and "run_away" not in record  # AUC scores probabilities: no run-away check on decisions
+    assert auto.files[0].read_text().splitlines()[0] == "image_name,target"
+    soft = ens.compose(project, "*:c0+c1+c2+c3")
+    assert np.allclose(auto.eval.probs["target"], soft.eval.probs["target"])
+
+
+def test_cli_compose_auto_in_a_declared_competition(tmp_path):
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    simulated_project(tmp_path, LEAF, "biased", n_groups=40, n_eval=200)
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "compose", "--method", "auto", "--name", "auto"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "the soft vote, or the candidate with the best cross-validated accuracy where it wins beyond the noise" in out
+    assert "chosen: " in out and "(CV accuracy 0." in out and "of the group resamples)" in out
+    assert "validation (all 120 labelled images the sources share" in out and "accuracy 0.8333 (±0.126 across folds); the sources alone: b0 0.4083" in out
+
+
+def test_report_html_of_a_declared_competition(tmp_path):
+    import re
+
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    simulated_project(tmp_path, LEAF, "biased", n_groups=30, n_eval=20)
+    page = tmp_path / "report.html"
+    args = ["--zoo", str(tmp_path / "model_zoo.yaml"), "report", "--recipe", "*:b0+b1+b2+b3", "--method", "soft", "--method", "stack", "--html", str(page)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    for section in ("scores", "confusion", "agreement", "calibration", "provenance"):
+        assert f'id="{section}"' in html
+    assert "accuracy, the competition&#39;s metric" in html and "resampling 30 groups" in html
+    assert html.count("data:image/png;base64,") >= 4  # confusion, per-class F1, agreement + error correlation, reliability
+    confusion = re.search(r'data-name="confusion-label".*?</table>', html, re.S).group(0)
+    assert all(c in confusion for c in ("cbb", "cbsd", "cgm", "cmd", "healthy"))
+    assert "ECE label" in html and "T (label)" in html

@@ -50,3 +50,43 @@ def test_macro_f1_equals_scikit_learn(seed):
     w = rng.integers(0, 4, 200) * rng.random(200)  # resample counts times importance weights
     weighted = f1_score(y, p, labels=np.arange(k), average="macro", zero_division=0, sample_weight=w)
     assert macro_f1(y, p, k, w) == pytest.approx(weighted, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1"])
+@pytest.mark.parametrize("k", [2, 5])
+def test_metric_replicates_equal_the_metric_with_each_row_of_weights(metric, k):
+    from ensembler.scoring.metrics import metric_replicates, metric_value
+
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 200)
+    probs = np.round(rng.dirichlet(np.ones(k), 200), 1) + 1e-3  # rounded: many tied scores, which AUC counts half
+    probs /= probs.sum(axis=1, keepdims=True)
+    weights = rng.integers(0, 4, (6, 200)).astype(float)  # bootstrap draw counts, zeros included
+    expected = [metric_value(metric, y, k, probs, weights=w) for w in weights]
+    assert metric_replicates(metric, y, k, weights, probs) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_replicate_without_a_positive_has_no_auc():
+    from ensembler.scoring.metrics import auc_replicates
+
+    y = np.array([0, 0, 1, 1])
+    out = auc_replicates(y == 1, np.array([0.1, 0.4, 0.35, 0.8]), np.array([[1, 1, 1, 1], [1, 1, 0, 0.0]]))
+    assert out[0] == pytest.approx(0.75) and np.isnan(out[1])
+
+
+@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1"])
+def test_the_task_objective_is_the_metric_of_the_summed_probabilities_higher_better(metric):
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+    from ensembler.scoring.metrics import task_objective
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 100)
+    summed = rng.dirichlet(np.ones(3), 100) + rng.dirichlet(np.ones(3), 100)  # two sources' total, rows summing to 2
+    reference = {
+        "auc": roc_auc_score(y, summed / 2, multi_class="ovr"),
+        "log_loss": -log_loss(y, summed / 2),
+        "accuracy": accuracy_score(y, summed.argmax(1)),
+        "macro_f1": f1_score(y, summed.argmax(1), average="macro"),
+    }[metric]
+    assert task_objective(metric, 3)(y, summed) == pytest.approx(reference, abs=1e-12)

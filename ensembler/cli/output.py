@@ -47,18 +47,23 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         "auto": "the soft vote, or the candidate with the best cross-validated 18-class macro F1 where it wins beyond the noise (votes, per-task choices, stacks)",
         "pool": "a log-linear pool of the sources' 18-way joints, fitted on the labelled predictions",
     }
-    lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     val = sub.validation or {}
+    metric = val.get("metric")  # a declared competition's; None: the mask competition's 18-class macro F1
+    if metric:
+        learned["auto"] = f"the soft vote, or the candidate with the best cross-validated {metric} where it wins beyond the noise (votes, per-task choices, stacks)"
+    lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
     auto = val.get("auto") or {}
-    for task, record in [("chosen (18-class)", auto), *((f"  per-task candidate, {t}", r) for t, r in auto.get("tasks", {}).items())] if auto else ():
-        ranked = sorted(record["candidates"], key=lambda c: -c["f1"])
-        others = ", ".join(f"{c['label']} {c['f1']:.4f}" for c in ranked if c["label"] != record["chosen"])
+    key, name, unit = (metric, metric, "group") if metric else ("f1", "macro F1", "person")
+    order = -1.0 if metric != "log_loss" else 1.0
+    for task, record in [("chosen" if metric else "chosen (18-class)", auto), *((f"  per-task candidate, {t}", r) for t, r in auto.get("tasks", {}).items())] if auto else ():
+        ranked = sorted(record["candidates"], key=lambda c: order * c[key])
+        others = ", ".join(f"{c['label']} {c[key]:.4f}" for c in ranked if c["label"] != record["chosen"])
         chosen = next(c for c in ranked if c["label"] == record["chosen"])
-        lines.append(f"{task}: {chosen['label']} (CV macro F1 {chosen['f1']:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
+        lines.append(f"{task}: {chosen['label']} (CV {name} {chosen[key]:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
         why = record.get("why") or {}
         if "interval" in why:
             best = f"{why['best']} " if why.get("best") else ""
-            lines.append(f"{'    ' if task.startswith(' ') else '  '}why: {why['rule']} ({best}margin {why['margin']:+.4f}, 90% CI {why['interval'][0]:+.4f} to {why['interval'][1]:+.4f}, positive in {why['positive']:.0%} of the person resamples)")
+            lines.append(f"{'    ' if task.startswith(' ') else '  '}why: {why['rule']} ({best}margin {why['margin']:+.4f}, 90% CI {why['interval'][0]:+.4f} to {why['interval'][1]:+.4f}, positive in {why['positive']:.0%} of the {unit} resamples)")
     mix = {t: e for t, e in (auto.get("eval_mix") or {}).items() if "dropped" not in e}
     if mix:
         shifts = "; ".join(f"{t} train {e['train']} -> eval {e['eval']}" for t, e in mix.items())
@@ -67,6 +72,8 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         lines.append(f"not chosen, its eval decisions run away: {label}: {reason}")
     if auto.get("pool"):
         lines.append(auto["pool"])
+    for why in (auto.get("stack") or {}).values():
+        lines.append(f"stack {why}")
     thin = dict(auto.get("thin") or {})
     for step in sub.steps:
         thin.update(step.get("too_thin") or {})
@@ -104,11 +111,11 @@ def compose_summary(sub: Submission, method: Method) -> list[str]:
         )
         if tuned["f1_18_after"] < tuned["f1_18_before"]:
             lines.append("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
-    if "metric" in val:  # a declared competition's
-        metric = val["metric"]
+    if metric:  # a declared competition's
         sources = ", ".join(f"{n} {v[metric]:.4f}" for n, v in val["sources"].items())
         groups = "" if " groups" in val["scope"] else f", {val['groups']} groups"
-        lines.append(f"validation ({val['scope']}{groups}): {metric} {val['recipe'][metric]:.4f}; the sources alone: {sources}")
+        spread = f" (±{val['cv'][f'{metric}_fold_std']:.3f} across folds)" if "cv" in val else ""
+        lines.append(f"validation ({val['scope']}{groups}): {metric} {val['recipe'][metric]:.4f}{spread}; the sources alone: {sources}")
     elif "recipe" in val:
         s = val["recipe"]
         spread = f" (±{val['cv']['f1_18_fold_std']:.3f} across folds)" if "cv" in val else ""
@@ -184,7 +191,7 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
 def _metric_table(result: Report, digits: int) -> Table:
     """A declared competition's report: its metric per row, the group-bootstrap interval, the
     gain over the best single source (signed so that above 0 is better) and P(gain>0)."""
-    caption = f"{result.metric}: the competition's metric; gain: over the best single source, above 0 better"
+    caption = f"{result.metric}: the competition's metric (CV rows: stack, select, auto out of fold by group, ± their spread across folds); gain: over the best single source, above 0 better"
     if result.replicates:
         caption += f"; 90% CI: group-bootstrap interval ({result.replicates} resamples of {result.people} groups); P(gain>0): paired on the same groups; ~ marks a gain inside the noise"
     table = Table(title=f"validation: {result.scope}", caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -196,7 +203,8 @@ def _metric_table(result: Report, digits: int) -> Table:
         gain = "" if row.gain is None else f"{'~' if row.in_noise else ''}{row.gain:+.{digits}f}"
         interval = [] if not result.replicates else [f"{row.interval[0]:.{digits}f}-{row.interval[1]:.{digits}f}"]
         sure = [] if not result.replicates else ["" if row.positive is None else f"{row.positive:.0%}"]
-        table.add_row(row.name, row.described, _f(row.value, digits), *interval, gain, *sure)
+        spread = "" if row.spread is None else f" ±{row.spread:.{min(digits, 3)}f}"
+        table.add_row(row.name, row.described, _f(row.value, digits) + spread, *interval, gain, *sure)
     return table
 
 
@@ -221,8 +229,15 @@ def priors_table(result: Report) -> Table:
     return table
 
 
-def eval_table(scores: Mapping[str, Scores]) -> Table:
-    """The demo's hidden-answer scores, best first."""
+def eval_table(scores: Mapping[str, Scores | float], metric: str | None = None) -> Table:
+    """The demo's hidden-answer scores, best first (a declared competition's: its `metric`)."""
+    if metric is not None:
+        table = Table(title=f"hidden eval answers (never read by ens): {metric}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("model / submission")
+        table.add_column(metric, justify="right")
+        for name, value in sorted(scores.items(), key=lambda kv: -kv[1] if metric != "log_loss" else kv[1]):
+            table.add_row(name, _f(value))
+        return table
     table = Table(title="hidden eval answers (never read by ens): macro F1", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("model / submission")
     for col in (*(str(t) for t in TASKS), "F1 (18)"):

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ..errors import EnsError
-from .labels import CLASS_NAMES, N_CLASSES, TASKS, Task, decode
+from .labels import CLASS_NAMES, MASK_SPACE, N_CLASSES, Task, LabelSpace, decode
 
 CV_FOLDS = 5
 MIN_PEOPLE = 5  # a class held by fewer labelled people is too thin for a learned step to decide
@@ -47,14 +47,17 @@ def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS, groups: np.ndar
     return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
-def thin_classes(labels: np.ndarray, image_ids: np.ndarray) -> dict[Task, dict[int, int]]:
+def thin_classes(labels: np.ndarray, image_ids: np.ndarray, space: LabelSpace = MASK_SPACE, groups: np.ndarray | None = None) -> dict[Task | str, dict[int, int]]:
     """Per task, the classes held by fewer than `MIN_PEOPLE` of the labelled people (absent
-    ones too), with their number of people: ``{task: {class: people}}`` (tasks with none left out)."""
-    persons, truth = person_codes(image_ids), decode(labels)
+    ones too), with their number of people: ``{task: {class: people}}`` (tasks with none left out).
+    `space`: the competition's label space; `groups` ``(n,)``: a declared competition's group of
+    each image (default: the persons of the mask competition's paths)."""
+    persons, truth = (person_codes(image_ids) if groups is None else np.asarray(groups)), space.decode(labels)
     out = {}
-    for task in TASKS:
-        people = np.array([len(np.unique(persons[truth[task] == c])) for c in range(N_CLASSES[task])])
-        thin = {c: int(people[c]) for c in range(N_CLASSES[task]) if people[c] < MIN_PEOPLE}
+    for task in space.tasks:
+        k = space.n_classes[task]
+        people = np.array([len(np.unique(persons[truth[task] == c])) for c in range(k)])
+        thin = {c: int(people[c]) for c in range(k) if people[c] < MIN_PEOPLE}
         if thin:
             out[task] = thin
     return out
@@ -73,9 +76,11 @@ def thin_pairs(labels: np.ndarray, image_ids: np.ndarray) -> list[str]:
     return out
 
 
-def thin_text(task: Task, classes: dict[int, int]) -> str:
-    """``age 60+ (1 person), 30-59 (4 people)``: a task's thin classes (`thin_classes`) in words."""
-    return f"{task} " + ", ".join(f"{CLASS_NAMES[task][c]} ({n} {'person' if n == 1 else 'people'})" for c, n in classes.items())
+def thin_text(task: Task | str, classes: dict[int, int], space: LabelSpace = MASK_SPACE, unit: tuple[str, str] = ("person", "people")) -> str:
+    """``age 60+ (1 person), 30-59 (4 people)``: a task's thin classes (`thin_classes`) in words;
+    `unit`: what a group is, singular and plural (a declared competition's: group, groups)."""
+    words = [f"{space.classes[task][c]} ({n} {unit[0] if n == 1 else unit[1]})" for c, n in classes.items()]
+    return f"{task} " + ", ".join(words[:5]) + (f" and {len(words) - 5} more classes" if len(words) > 5 else "")
 
 
 def grouped_folds(strata: np.ndarray, groups: np.ndarray, n_folds: int, seed: int, unit: str) -> np.ndarray:

@@ -17,6 +17,9 @@ classes, noise of their own (errors that live on the joint). Kinds:
 
 The kinds come with an eval mix: ``shift="age"`` (eval older: 60 and over three times as
 common), ``"mask"`` (a quarter of the masked photos dropped from eval), or ``"none"``.
+
+`simulate_declared_team` does the same for a declared single-task competition (any classes,
+images in groups such as patients), for `bench/declared.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
+from .competition import Competition
 from .labels import N_CLASSES, TASKS, Task, decode, encode, joint_from_tasks, marginals
 from .project import Project, load_project, update_project
 from .store import PredictionSet, Split
@@ -154,3 +158,76 @@ def write_team(team: Team, root: str | Path) -> Project:
         store.write(PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint, None, meta))
         store.write(PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels, meta))
     return project
+
+
+# --- a declared competition's teams (issue 24): one task, any classes, images in groups ----------
+
+DECLARED_KINDS = ("classifiers", "overconfident", "near-copies", "one-strong", "biased")
+
+
+@dataclass(frozen=True)
+class DeclaredTeam:
+    """A simulated team of a declared single-task `competition`: labelled ImageIDs, answer
+    classes and groups ``(n,)``, eval ImageIDs and hidden answers ``(m,)``, and each member's
+    probabilities ``{name: (labelled (n, k), eval (m, k))}``, all out of fold."""
+
+    kind: str
+    competition: Competition
+    labelled_ids: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    eval_ids: np.ndarray
+    answers: np.ndarray
+    members: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def sets(self) -> tuple[dict[str, PredictionSet], dict[str, PredictionSet]]:
+        """Every member's labelled (out-of-fold) and eval prediction sets, in the competition's space."""
+        space, task = self.competition.space, self.competition.space.tasks[0]
+        labelled = {n: PredictionSet(n, Split.OOF, self.labelled_ids, {task: p}, None, self.labels, {}, space) for n, (p, _) in self.members.items()}
+        evaluated = {n: PredictionSet(n, Split.EVAL, self.eval_ids, {task: q}, None, None, {}, space) for n, (_, q) in self.members.items()}
+        return labelled, evaluated
+
+
+def simulate_declared_team(kind: str, competition: Competition, n_groups: int = 180, per_group: int = 3, n_eval: int = 2000, seed: int = 0) -> DeclaredTeam:
+    """A team of `kind` (`DECLARED_KINDS`) for the single-task `competition` (K classes, a
+    skewed class mix as real ones have: class c drawn with weight 1/(c+1)^0.8), `n_groups`
+    labelled groups (patients) of `per_group` images. A member's logits are a skill margin on the
+    true class, noise per image and per group (a patient's images look alike), and by kind:
+    ``classifiers`` of different skills; ``overconfident`` ones (logits x2.5 to x4);
+    ``near-copies`` sharing most of their noise (k-fold copies) beside one other; ``one-strong``
+    beside three weak (a vote dilutes it, a selection need not); ``biased`` members each
+    over-calling some classes (a per-class bias a stack can undo)."""
+    if kind not in DECLARED_KINDS:
+        raise ValueError(f"kind in {DECLARED_KINDS}")
+    rng = np.random.default_rng(seed)
+    k = competition.space.n_joint
+    mix = 1.0 / np.arange(1, k + 1) ** 0.8
+    mix /= mix.sum()
+    n = n_groups * per_group
+    groups = np.repeat(np.arange(n_groups), per_group)
+    labels = rng.choice(k, size=n, p=mix)
+    eval_groups = np.arange(n_eval) // per_group
+    answers = rng.choice(k, size=n_eval, p=mix)
+    plans = {
+        "classifiers": [(f"c{i}", 1.0, s, 0.0) for i, s in enumerate((1.6, 1.3, 1.1, 1.0))],
+        "overconfident": [(f"o{i}", scale, s, 0.0) for i, (scale, s) in enumerate(((1.0, 1.3), (2.5, 1.2), (4.0, 1.1), (3.0, 1.0)))],
+        "near-copies": [(f"k{i}", 1.5, 1.2, 0.0) for i in range(4)] + [("other", 1.0, 1.0, 0.0)],
+        "one-strong": [("strong", 1.0, 2.0, 0.0)] + [(f"weak{i}", 1.0, 0.8, 0.0) for i in range(3)],
+        "biased": [(f"b{i}", 1.0, 1.3, 1.0) for i in range(4)],
+    }[kind]
+    shared = {split: (rng.normal(0, 1, (len(y), k)), rng.normal(0, 0.8, (g.max() + 1, k))[g]) for split, y, g in (("labelled", labels, groups), ("eval", answers, eval_groups))}
+    members = {}
+    for name, scale, strength, bias in plans:
+        offsets = rng.normal(0, bias, k)  # the same over-calls on labelled and eval images
+        probs = []
+        for split, y, g in (("labelled", labels, groups), ("eval", answers, eval_groups)):
+            margin = np.zeros((len(y), k))
+            margin[np.arange(len(y)), y] = strength
+            noise, faces = rng.normal(0, 1, (len(y), k)), rng.normal(0, 0.6, (g.max() + 1, k))[g]
+            if name.startswith("k"):
+                noise, faces = 0.3 * noise + 0.95 * shared[split][0], 0.3 * faces + 0.95 * shared[split][1]
+            probs.append(softmax(scale * (margin + noise + faces + offsets), axis=1))
+        members[name] = (probs[0], probs[1])
+    ids = np.array([f"img{i:06d}.jpg" for i in range(n)], dtype=object)
+    eval_ids = np.array([f"test{i:06d}.jpg" for i in range(n_eval)], dtype=object)
+    return DeclaredTeam(kind, competition, ids, labels, groups.astype(str).astype(object), eval_ids, answers, members)

@@ -9,7 +9,9 @@ them, and the page is rendered from a Jinja2 template with autoescaping: it open
 needs no script, and a team can mail it around.
 
 The chosen composition is the best recipe row of the report (or the best row when it scores
-no recipe).
+no recipe). A declared competition's page (`_declared_sections`) holds its metric per row with
+group intervals, per task the chosen composition's confusion matrix and per-class F1, the
+agreement and error correlation, calibration and provenance.
 """
 
 from __future__ import annotations
@@ -120,9 +122,9 @@ def _per_class(report: Report, chosen: ReportRow, single: ReportRow | None) -> t
     return [figure], [table], []
 
 
-def _pairs(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable], list[str]]:
+def _pairs(report: Report, truth: dict[Task, np.ndarray], tasks: tuple = TASKS) -> tuple[list[Figure], list[HtmlTable], list[str]]:
     agree, corr, tables = {}, {}, []
-    for task in TASKS:
+    for task in tasks:
         preds = {n: s.probs[task].argmax(axis=1) for n, s in report.sets.items() if task in s.tasks}
         if len(preds) < 2:
             continue
@@ -159,13 +161,14 @@ def _age(report: Report, truth: dict[Task, np.ndarray], chosen: ReportRow) -> tu
     return [figure], [table], []
 
 
-def _calibration(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Figure], list[HtmlTable]]:
+def _calibration(report: Report, truth: dict[Task, np.ndarray], tasks: tuple = TASKS) -> tuple[list[Figure], list[HtmlTable]]:
     """Reliability curves per source, and each source's ECE and log-loss per task before and
-    after temperature scaling fitted out of fold (person-grouped folds, `calibration.choose`)."""
+    after temperature scaling fitted out of fold (person-grouped folds, a declared competition's
+    by group; `calibration.choose`)."""
     from ..data.people import person_folds
     from ..pipeline.calibration import Calibrator, choose
 
-    folds = person_folds(next(iter(report.sets.values())).image_ids)
+    folds = person_folds(next(iter(report.sets.values())).image_ids, groups=report.groups)
     panels, rows = {}, []
     for name, pset in report.sets.items():
         curves, ece, loss, temperature = {}, {}, {}, {}
@@ -177,9 +180,9 @@ def _calibration(report: Report, truth: dict[Task, np.ndarray]) -> tuple[list[Fi
             ece[task], loss[task] = f"{ece_before:.3f} → {ece_after:.3f}", f"{nll_before:.3f} → {nll_after:.3f}"
             temperature[task] = f"{choice.calibration.temperature:.2f}"
         panels[name] = curves
-        rows.append([name, *(ece.get(t, "") for t in TASKS), *(loss.get(t, "") for t in TASKS), " / ".join(temperature.get(t, "-") for t in TASKS)])
+        rows.append([name, *(ece.get(t, "") for t in tasks), *(loss.get(t, "") for t in tasks), " / ".join(temperature.get(t, "-") for t in tasks)])
     figure = Figure("reliability per source: accuracy against the top-class probability, 10 bins; the dotted diagonal is perfect calibration", plots.reliability_grid(panels, "reliability"))
-    header = ["source", *(f"ECE {t}" for t in TASKS), *(f"log-loss {t}" for t in TASKS), "T (m / g / a)"]
+    header = ["source", *(f"ECE {t}" for t in tasks), *(f"log-loss {t}" for t in tasks), "T (m / g / a)" if tasks == TASKS else "T (" + " / ".join(tasks) + ")"]
     return [figure], [HtmlTable("calibration", header, rows)]
 
 
@@ -213,10 +216,56 @@ class Section:
     notes: list[str]
 
 
+MAX_DRAWN_CLASSES = 40  # a confusion matrix or a bar per class is drawn up to this many classes; past it, tables only
+
+
+def _declared_sections(report: Report) -> list[Section]:
+    """A declared competition's page: its metric per row with group intervals, the chosen
+    composition's confusion matrix and per-class F1 per task (drawn up to `MAX_DRAWN_CLASSES`
+    classes), the sources' agreement and error correlation, calibration, provenance."""
+    space = next(iter(report.sets.values())).space
+    truth = space.decode(report.labels)
+    chosen = chosen_row(report)
+    singles = [r for r in report.rows if r.kind not in ("recipe", "ensemble")]
+    sign = -1.0 if report.metric == "log_loss" else 1.0
+    single = max(singles, key=lambda r: sign * r.value) if singles else None
+    pair = lambda v, fmt: "" if v is None else f"{v[0]:{fmt}} to {v[1]:{fmt}}"  # noqa: E731
+    rows = [[r.name, r.described, _f(r.value) + ("" if r.spread is None else f" ±{r.spread:.3f}"), pair(r.interval, ".4f"), "" if r.gain is None else f"{r.gain:+.4f}" + (" (noise)" if r.in_noise else ""), pair(r.gain_interval, "+.4f"), "" if r.positive is None else f"{r.positive:.0%}"] for r in report.rows]
+    scores = HtmlTable("scores", ["source / recipe", "kind", report.metric, "90% interval", "gain", "gain 90% interval", "P(gain > 0)"], rows, 2)
+    figures, tables, notes = [], [], []
+    for task in space.tasks:
+        k, names = space.n_classes[task], space.classes[task]
+        per_class = {}
+        for row in (single, chosen):
+            if row is not None and row.prediction is not None and task in row.prediction:
+                matrix = diagnostics.confusion(truth[task], row.prediction[task], k)
+                per_class[row.label] = diagnostics.per_class_f1(matrix)
+                if row is chosen:
+                    tables.append(_matrix_table(f"confusion-{task}", matrix, names) if k <= MAX_DRAWN_CLASSES else HtmlTable(f"confusion-{task}", ["true class", "images", "predicted right"], [[names[c], int(matrix[c].sum()), int(matrix[c, c])] for c in range(k)]))
+                    if k <= MAX_DRAWN_CLASSES:
+                        figures.append(Figure(f"{task} confusion of {chosen.label} (rows: true class, columns: predicted)", plots.confusion_panels({str(task): matrix}, {str(task): names}, chosen.label)))
+        if per_class:
+            tables.append(HtmlTable(f"per-class-f1-{task}", ["class", *per_class], [[names[c], *(_f(v[c]) for v in per_class.values())] for c in range(k)]))
+            if k <= MAX_DRAWN_CLASSES:
+                figures.append(Figure(f"F1 of each {task} class: the best single source beside the chosen composition", plots.per_class_bars(per_class, names, f"per-class F1 ({task})")))
+            else:
+                notes.append(f"{task} has {k} classes: its confusion and per-class F1 are tables only (drawn up to {MAX_DRAWN_CLASSES})")
+    unit = f"{report.people} groups" if report.people else "the images"
+    return [
+        Section("scores", "Scores", f"{report.metric}, the competition's metric, of every source and recipe on the same labelled images, and the gain over the best single source (above 0 better). CV rows (stack, select, auto) are scored out of fold, folds by group, ± their spread across folds. Intervals are 90 % bootstrap intervals resampling {unit} (a group's images together); the gain's is paired, and P(gain > 0) is the share of resamples in which it is positive. A gain marked (noise) has an interval that holds 0.", [], [scores], report.notes),
+        Section("confusion", "Confusion and per-class F1", f"The chosen composition: {chosen.label}; the best single source: {single.label if single else 'none'}.", figures, tables, notes),
+        Section("agreement", "Agreement and error correlation", "Which sources disagree, and whether their errors coincide: models worth combining err on different images.", *_pairs(report, truth, space.tasks)),
+        Section("calibration", "Calibration", "Soft voting averages probabilities, which assumes they are comparable: an over-confident source outvotes the rest. ECE and log-loss per task, before → after temperature scaling (Guo et al. 2017) fitted on the other groups' images (T > 1: the source was over-confident).", *_calibration(report, truth, space.tasks), []),
+        Section("provenance", "Provenance", "Where every source's predictions came from.", [], [_provenance(report)], []),
+    ]
+
+
 def build_sections(report: Report) -> list[Section]:
-    """Everything on the page, in order."""
+    """Everything on the page, in order (a declared competition's: `_declared_sections`)."""
     if report.labels is None or not report.sets:
         raise EnsError("the report carries no scored predictions to draw (build it with ensembler.evaluate.report.build_report)")
+    if report.metric is not None:
+        return _declared_sections(report)
     truth = decode(report.labels)
     chosen, single = chosen_row(report), best_single(report)
     confusion_figures, confusion_tables = _confusion(report, truth, chosen)
@@ -250,7 +299,5 @@ def write_html_report(report: Report, path: Path, title: str = "ens validation r
     path = Path(path)
     if path.is_dir():
         raise EnsError(f"--html {path}: is a folder; give a file name such as report.html")
-    if report.metric is not None:
-        raise EnsError(f"--html: this version draws the mask competition's page only (this one is scored by {report.metric}); the table above is its report")
     write_bytes(path, render_html(report, title).encode("utf-8"), overwrite=True)
     return path

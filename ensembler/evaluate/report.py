@@ -22,6 +22,7 @@ import numpy as np
 from ..data.labels import N_CLASSES, TASKS, Task, decode, split_prediction
 from ..data.people import person_codes
 from ..data.project import Project
+from ..data.stable import decide
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview
 from ..pipeline.calibration import Calibrator, fit
@@ -96,6 +97,7 @@ class Report:
     people: int = 0  # the people the scored images belong to (what the intervals resample)
     replicates: int = 0  # person-bootstrap replicates behind the intervals (0: none)
     metric: str | None = None  # a declared competition's metric: its rows carry `value`, intervals by group
+    groups: np.ndarray | None = field(default=None, repr=False)  # a declared competition's group of each scored image (n,)
 
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
@@ -196,23 +198,23 @@ def _scored_sources(project: Project, sources: Sequence[str] | None, recipes: Se
 def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Recipe], methods: Sequence[Method], tie: Tie, replicates: int, notes: list[str]) -> Report:
     """`build_report` for a declared competition: every source and recipe x vote scored with
     its metric on the same labelled images, with intervals and paired gains over the best single
-    source resampled by the declared group (`evidence.group_bootstrap`). Learned methods: not yet."""
+    source resampled by the declared group (`evidence.group_bootstrap`); learned methods (stack,
+    select, auto) out of fold, with folds by group, on the same images."""
     from ..scoring.evidence import group_bootstrap
     from ..scoring.metrics import competition_score
 
     competition = project.competition
-    learned = [str(m) for m in methods if Method(m).learned]
-    if learned:
-        raise EnsError(f"--method {learned[0]}: this version scores a declared competition's recipes by vote (soft, geo, hard, rank)")
     labels, metric = labelled.labels, str(competition.metric)
     rows, predictions = [], []  # per row: (probs, joint, decided) as competition_score takes them
+    decided = lambda probs: {t: decide(p) for t, p in probs.items()}  # noqa: E731  (each row's classes, for the page's confusion matrices)
     for name, pset in labelled.sets.items():
-        rows.append(ReportRow(name, kind_of(pset.meta), Scores({}, None, None, len(labels))))
+        rows.append(ReportRow(name, kind_of(pset.meta), Scores({}, None, None, len(labels)), prediction=decided(pset.probs)))
         predictions.append((pset.probs, pset.joint, None))
     for recipe in recipes:
         for method in methods:
             done = run(Pipeline((combining(method, tie=tie if method is Method.HARD else None),)), labelled, None, Context(recipe, project))
-            rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method)))
+            spread = None if done.cv is None else done.cv.fold_std
+            rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method), spread=spread, prediction=done.scored.space.decode(done.scored.labels)))
             predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if method is Method.HARD else None))
 
     def score_rows(weights: np.ndarray | None) -> np.ndarray:
@@ -233,7 +235,7 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
                 extra.update(gain_interval=(float(found.gain_low[i]), float(found.gain_high[i])), positive=float(found.positive[i]))
         out.append(replace(row, **extra))
     out.sort(key=lambda r: -sign * r.value)
-    return Report(out, len(labels), labelled.scope, notes + list(labelled.notes), sets=labelled.sets, labels=labels, people=labelled.people, replicates=replicates if found else 0, metric=metric)
+    return Report(out, len(labels), labelled.scope, notes + list(labelled.notes), sets=labelled.sets, labels=labels, people=labelled.people, replicates=replicates if found else 0, metric=metric, groups=labelled.groups)
 
 
 def best_single(rows: Sequence[ReportRow]) -> int | None:

@@ -34,26 +34,39 @@ stack, having seen one person of 60+, called 8 of 2,100 eval images 60+ where 44
 
 `Auto(cautious=False)` is the plain choice by the best out-of-fold score (issue 11's auto),
 kept for comparison (`bench/evidence.py`).
+
+A declared competition (`engine.Context.competition`) is judged by its own metric: a `Judge`
+scores the candidates (`F1Judge`, the mask competition's macro F1 on decisions, by counts;
+`MetricJudge`, the declared metric of the answer, AUC and log-loss on probabilities) and
+resamples its groups (patients; each image its own without a group column) for the paired
+gain. Selection optimises that metric too. What stays the mask competition's: the eval mix
+(EM on its tasks) and the pool on its 18-way joint; run-aways are checked where the metric
+scores decisions; a stack past `learned.MAX_STACK_WEIGHTS` (hundreds of classes) is not
+offered. `bench/declared.py` holds auto to its soft vote on simulated single-task teams.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..data.labels import CLASS_NAMES, N_CLASSES, N_JOINT, TASKS, Task, decode, joint_from_tasks
-from ..data.people import MIN_PEOPLE, person_codes, person_folds, thin_classes, thin_pairs, thin_text
+from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
+from ..data.people import MIN_PEOPLE, person_folds, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
-from ..scoring.metrics import macro_f1
+from ..scoring.metrics import macro_f1, metric_replicates, metric_value, task_objective
 from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
-from .learned import FittedTasks, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit
+from .learned import FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe
 from .voting import FittedVote, Method, check_coverage
+
+if TYPE_CHECKING:
+    from ..data.competition import Competition, Metric
 
 Folds = Sequence[tuple[np.ndarray, np.ndarray]]
 REPLICATES = 1000
@@ -61,15 +74,17 @@ REPLICATES = 1000
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way `auto` may predict a task (or the whole 18 classes), with the macro F1 of its
-    out-of-fold predictions and its spread (std) across the folds."""
+    """One way `auto` may predict a task (or the whole answer), with the competition's score of
+    its out-of-fold predictions (`f1`: the mask competition's macro F1, else the declared
+    metric, named `key` in the record) and its spread (std) across the folds."""
 
     label: str
     f1: float
     spread: float
+    key: str = "f1"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "f1": round(self.f1, 4), "spread": round(self.spread, 4)}
+        return {"label": self.label, self.key: round(self.f1, 4), "spread": round(self.spread, 4)}
 
 
 # --- the rule ------------------------------------------------------------------------------------
@@ -82,22 +97,92 @@ def paired_gain(y: np.ndarray, reference: np.ndarray, other: np.ndarray, persons
     share of resamples in which the gain is positive."""
     codes = np.unique(persons, return_inverse=True)[1]
     values = f1_replicates(y, np.stack([reference, other]), codes, person_draws(int(codes.max()) + 1, replicates), k, weights)
-    gains = values[:, 1] - values[:, 0]
+    return _gain_interval(values[:, 1] - values[:, 0])
+
+
+def _gain_interval(gains: np.ndarray) -> tuple[float, float, float]:
     tail = (1 - LEVEL) / 2 * 100
-    return float(np.percentile(gains, tail)), float(np.percentile(gains, 100 - tail)), float((gains > 0).mean())
+    return float(np.nanpercentile(gains, tail)), float(np.nanpercentile(gains, 100 - tail)), float((gains > 0).mean())
 
 
-def pick(f1: np.ndarray, decisions: Sequence[np.ndarray], y: np.ndarray, k: int, persons: np.ndarray, reference: int, allowed: np.ndarray, cautious: bool, weights: np.ndarray | None = None) -> tuple[int, dict[str, Any]]:
-    """The candidate chosen on these images: the best allowed one by `f1` ``(c,)`` (ties: the
-    first, the simplest); `cautious`: only when its paired gain over the `reference` is beyond
-    the noise (`paired_gain`), else the reference. Returns it and why."""
+class Judge(ABC):
+    """How auto compares its candidates on some of the labelled images (row positions `rows`,
+    image `weights` or None): their scores, higher better (`scores` ``(c,)``), and the paired
+    bootstrap of one's gain over another, groups resampled with their images (`gain`). `key`
+    names the score in the record; `sign` turns a score back into the metric (-1 for log-loss)."""
+
+    key: str = "f1"
+    sign: float = 1.0
+
+    @abstractmethod
+    def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]: ...
+
+
+class F1Judge(Judge):
+    """Macro F1 over `k` classes of each candidate's `decisions` ``(n,)`` against `y` ``(n,)``,
+    people (`persons` ``(n,)``) resampled by the counts of `evidence.f1_replicates`: the mask
+    competition's judge."""
+
+    def __init__(self, decisions: Sequence[np.ndarray], y: np.ndarray, k: int, persons: np.ndarray) -> None:
+        self.decisions, self.y, self.k, self.persons = decisions, y, k, persons
+
+    def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        return np.array([macro_f1(self.y[rows], d[rows], self.k, weights) for d in self.decisions])
+
+    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
+        return paired_gain(self.y[rows], self.decisions[reference][rows], self.decisions[other][rows], self.persons[rows], self.k, weights)
+
+
+Part = tuple[np.ndarray, int, np.ndarray, np.ndarray]  # one scored answer: labels (n,), classes k, probabilities (n, k), decisions (n,)
+
+
+class MetricJudge(Judge):
+    """A declared competition's metric (`metrics.metric_value`) of each candidate, the mean over
+    its `parts` (one for a single answer; a task each for several binary tasks, as
+    `metrics.competition_score`), `groups` ``(n,)`` resampled (`metrics.metric_replicates`)."""
+
+    def __init__(self, metric: Metric, parts: Sequence[Sequence[Part]], groups: np.ndarray) -> None:
+        self.metric, self.parts, self.groups = metric, parts, groups
+        self.key, self.sign = str(metric), 1.0 if metric.higher_is_better else -1.0
+
+    def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        return np.array([self.sign * np.mean([metric_value(self.metric, y[rows], k, p[rows], d[rows], weights) for y, k, p, d in parts]) for parts in self.parts])
+
+    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
+        codes = np.unique(self.groups[rows], return_inverse=True)[1]
+        draws = person_draws(int(codes.max()) + 1, REPLICATES)[:, codes].astype(np.float64)
+        if weights is not None:
+            draws *= weights
+        value = lambda c: np.mean([metric_replicates(self.metric, y[rows], k, draws, p[rows], d[rows]) for y, k, p, d in self.parts[c]], axis=0)  # noqa: E731
+        return _gain_interval(self.sign * (value(other) - value(reference)))
+
+
+def answer_parts(competition: Competition, labels: np.ndarray, composed: Composed) -> list[Part]:
+    """What a declared competition scores of a composition (`metrics.competition_score`): its
+    answer (the one task's, or the product of the tasks'), or each task of a multi-label answer."""
+    space = competition.space
+    if len(space.tasks) == 1 or competition.joint:
+        probs = composed.probs[space.tasks[0]] if len(space.tasks) == 1 else (composed.joint if composed.joint is not None else space.joint_from_tasks(composed.probs))
+        return [(labels, space.n_joint, probs, composed.labels)]
+    truth = space.decode(labels)
+    return [(truth[t], space.n_classes[t], composed.probs[t], decide(composed.probs[t])) for t in space.tasks]
+
+
+def pick(f1: np.ndarray, judge: Judge, rows: np.ndarray, reference: int, allowed: np.ndarray, cautious: bool, weights: np.ndarray | None = None) -> tuple[int, dict[str, Any]]:
+    """The candidate chosen on the images `rows`: the best allowed one by `f1` ``(c,)`` (the
+    judge's scores, higher better; ties: the first, the simplest); `cautious`: only when its
+    paired gain over the `reference` is beyond the noise (`Judge.gain`), else the reference.
+    Returns it and why."""
     scores = np.where(allowed, f1, -np.inf)
     best = int(np.argmax(scores))
     if not cautious:
         return best, {"rule": "best out-of-fold score"}
     if best == reference:
         return reference, {"rule": "the reference scores best"}
-    low, high, positive = paired_gain(y, decisions[reference], decisions[best], persons, k, weights)
+    low, high, positive = judge.gain(reference, best, rows, weights)
     why = {"margin": round(float(f1[best] - f1[reference]), 4), "interval": [round(low, 4), round(high, 4)], "positive": round(positive, 3)}
     if low > 0:
         return best, {"rule": "beyond the noise: the 90% interval of its paired gain over the reference is above 0", **why}
@@ -106,57 +191,58 @@ def pick(f1: np.ndarray, decisions: Sequence[np.ndarray], y: np.ndarray, k: int,
 
 def evidence_choice(
     names: Sequence[str],
-    decisions: Sequence[np.ndarray],
-    y: np.ndarray,
-    k: int,
+    judge: Judge,
     folds: Folds,
-    persons: np.ndarray,
     reference: int = 0,
     allowed: np.ndarray | None = None,
     cautious: bool = True,
     weights: np.ndarray | None = None,
 ) -> tuple[list[Candidate], np.ndarray, int, dict[str, Any]]:
-    """Choose among candidates `names` by the macro F1 (over `k` classes) of their out-of-fold
-    `decisions` (each ``(n,)``) on `y` ``(n,)`` (`pick`), with the choice inside the CV loop;
-    `weights` ``(n,)``: the images weighted to the eval mix (`eval_mix`).
+    """Choose among candidates `names` by the `judge`'s scores of their out-of-fold predictions
+    (`pick`), with the choice inside the CV loop; `weights` ``(n,)``: the images weighted to
+    the eval mix (`eval_mix`).
 
-    Returns each candidate with its F1 and fold spread; for every image, the candidate chosen on
-    the *other* folds' images (its row of the scored composition: choosing on the images scored
-    would flatter the choice); the candidate chosen on all images (the one applied to eval); and
-    why it was chosen."""
+    Returns each candidate with its score and fold spread; for every image, the candidate chosen
+    on the *other* folds' images (its row of the scored composition: choosing on the images
+    scored would flatter the choice); the candidate chosen on all images (the one applied to
+    eval); and why it was chosen."""
     allowed = np.ones(len(names), bool) if allowed is None else np.asarray(allowed, bool)
     w = (lambda rows: None) if weights is None else (lambda rows: weights[rows])  # noqa: E731
-    f1_of = lambda rows: np.array([macro_f1(y[rows], d[rows], k, w(rows)) for d in decisions])  # noqa: E731
-    every = np.arange(len(y))
-    candidates = [Candidate(n, float(f), float(np.std([macro_f1(y[held], d[held], k, w(held)) for _, held in folds]))) for n, f, d in zip(names, f1_of(every), decisions)]
-    per_row = np.zeros(len(y), dtype=np.int64)
+    n = sum(len(held) for _, held in folds)
+    every = np.arange(n)
+    scores = judge.scores(every, w(every))
+    per_fold = [judge.scores(held, w(held)) for _, held in folds]
+    candidates = [Candidate(name, float(judge.sign * f), float(np.std([judge.sign * s[i] for s in per_fold])), judge.key) for i, (name, f) in enumerate(zip(names, scores))]
+    per_row = np.zeros(n, dtype=np.int64)
     for fit_rows, held in folds:
-        per_row[held], _ = pick(f1_of(fit_rows), [d[fit_rows] for d in decisions], y[fit_rows], k, persons[fit_rows], reference, allowed, cautious, w(fit_rows))
-    chosen, why = pick(np.array([c.f1 for c in candidates]), decisions, y, k, persons, reference, allowed, cautious, w(every))
+        per_row[held], _ = pick(judge.scores(fit_rows, w(fit_rows)), judge, fit_rows, reference, allowed, cautious, w(fit_rows))
+    chosen, why = pick(scores, judge, every, reference, allowed, cautious, w(every))
     if "best" in why:
-        why["best"] = names[int(np.argmax(np.where(allowed, [c.f1 for c in candidates], -np.inf)))]
+        why["best"] = names[int(np.argmax(np.where(allowed, scores, -np.inf)))]
     return candidates, per_row, chosen, why
 
 
 # --- thin classes and run-aways -------------------------------------------------------------------
 
 
-def expected_shares(target: Sources, recipe: Recipe, labels: np.ndarray) -> dict[Task, np.ndarray]:
+def expected_shares(target: Sources, recipe: Recipe, labels: np.ndarray) -> dict[Task | str, np.ndarray]:
     """Per task, the share of the eval images a class can be expected to get at the least
     ``(k,)``: the smaller of the labelled images' true share and the share the members
     themselves decide for it on eval (each source's argmax share, averaged over the recipe's
     sources for the task). Members that over-call a rare class (23 % of 60+ decided on simulated
     teams where 7 % are) do not make a candidate that calls it less a run-away; a class the
     members call as often as the labels hold it does."""
-    truth = decode(labels)
+    space = recipe.space
+    truth = space.decode(labels)
     out = {}
-    for t in TASKS:
-        members = np.mean([np.bincount(decide(target[term.source].probs[t]), minlength=N_CLASSES[t]) / len(target[term.source]) for term in recipe.tasks[t]], axis=0)
-        out[t] = np.minimum(members, np.bincount(truth[t], minlength=N_CLASSES[t]) / max(len(labels), 1))
+    for t in space.tasks:
+        k = space.n_classes[t]
+        members = np.mean([np.bincount(decide(target[term.source].probs[t]), minlength=k) / len(target[term.source]) for term in recipe.tasks[t]], axis=0)
+        out[t] = np.minimum(members, np.bincount(truth[t], minlength=k) / max(len(labels), 1))
     return out
 
 
-def run_away(decided: Mapping[Task, np.ndarray], expected: Mapping[Task, np.ndarray]) -> str | None:
+def run_away(decided: Mapping[Task | str, np.ndarray], expected: Mapping[Task | str, np.ndarray], space: LabelSpace = MASK_SPACE) -> str | None:
     """Why eval decisions ``{task: (n,)}`` run away (a class expected for at least 1 % of the
     images, `expected_shares`, decided for less than `COLLAPSE` of that), or None."""
     for task, classes in decided.items():
@@ -164,7 +250,7 @@ def run_away(decided: Mapping[Task, np.ndarray], expected: Mapping[Task, np.ndar
         lost = [c for c in range(len(share)) if expected[task][c] >= 0.01 and share[c] < COLLAPSE * expected[task][c]]
         if lost:
             c = lost[0]
-            return f"{task} {CLASS_NAMES[task][c]!r} decided for {share[c]:.1%} of the eval images where {expected[task][c]:.1%} are expected (the labelled share, or the members' own calls if fewer)"
+            return f"{task} {space.classes[task][c]!r} decided for {share[c]:.1%} of the eval images where {expected[task][c]:.1%} are expected (the labelled share, or the members' own calls if fewer)"
     return None
 
 
@@ -182,7 +268,7 @@ def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, targe
     record = {t: {key: v for key, v in entry.items() if key in ("train", "eval", "dropped")} for t, entry in correction.record.get("tasks", {}).items()}
     if not correction.ratios:
         return None, record
-    truth, weights = decode(labels), np.ones(len(labels))
+    truth, weights = MASK_SPACE.decode(labels), np.ones(len(labels))
     for task, ratio in correction.ratios.items():
         weights *= ratio[truth[task]]
     return weights, record
@@ -202,17 +288,19 @@ class _Option:
     oof: np.ndarray
 
 
-def _task_options(recipe: Recipe, x: Sources, task: Task, y: np.ndarray, folds: Folds, learn: bool) -> list[_Option]:
+def _task_options(recipe: Recipe, x: Sources, task: Task | str, y: np.ndarray, folds: Folds, learn: bool, objective: Objective | None = None, stack: bool = True) -> list[_Option]:
     """Every candidate for one task: each source alone, and with several sources their soft
-    vote and, when the task may be learned (`learn`), their ensemble selection and their stack;
-    cross-fitted."""
-    terms, k = recipe.tasks[task], N_CLASSES[task]
+    vote and, when the task may be learned (`learn`), their ensemble selection (on the
+    competition's `objective`, `metrics.task_objective`) and (`stack`) their stack; cross-fitted."""
+    terms, k = recipe.tasks[task], recipe.space.n_classes[task]
     plans: list[tuple[str, str, list[int], Any]] = [(t.source, "source", [i], mean_fit([t.weight], k)) for i, t in enumerate(terms)]
     if len(terms) > 1:
         names, every = "+".join(map(str, terms)), list(range(len(terms)))
         plans.append((f"soft vote {names}", "vote", every, mean_fit([t.weight for t in terms], k)))
         if learn:
-            plans += [(f"selection from {names}", "selection", every, select_fit(k)), (f"stack of {names}", "stack", every, stack_fit(k))]
+            plans.append((f"selection from {names}", "selection", every, select_fit(k, objective)))
+            if stack:
+                plans.append((f"stack of {names}", "stack", every, stack_fit(k)))
     options = []
     for label, kind, idx, fit in plans:
         part = TaskPart(tuple(terms[i].source for i in idx), TaskModel(k))
@@ -257,65 +345,81 @@ class Auto(Step):
     combines: ClassVar[bool] = True
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> Fitted:
-        return self.cross_fit(x, labels, person_folds(next(iter(x.values())).image_ids), None, ctx).fitted
+        ids = next(iter(x.values())).image_ids
+        return self.cross_fit(x, labels, person_folds(ids, groups=None if ctx.group_of is None else ctx.group_of(ids)), None, ctx).fitted
 
     def cross_fit(self, x: Sources, labels: np.ndarray, folds: Folds, target: Sources | None, ctx: Context) -> Fit:
-        recipe = ctx.recipe
+        recipe, space, competition = ctx.recipe, ctx.space, ctx.competition
         check_coverage(recipe, x)
-        ids, truth = next(iter(x.values())).image_ids, decode(labels)
-        persons = person_codes(ids)
-        thin = thin_classes(labels, ids) if self.cautious else {}
-        expected = expected_shares(target, recipe, labels) if self.cautious and target is not None else None
-        image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None else (None, {})
+        ids, truth = next(iter(x.values())).image_ids, space.decode(labels)
+        persons = ctx.groups(ids)
+        thin = thin_of(labels, ids, ctx) if self.cautious else {}
+        # a run-away matters where decisions are scored; the eval mix is EM's, on the mask competition's tasks
+        on_decisions = not competition.metric.on_probabilities
+        expected = expected_shares(target, recipe, labels) if self.cautious and target is not None and on_decisions else None
+        image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None and competition.is_preset else (None, {})
         chosen_parts, scored_probs, consistent_probs, tasks_record, weights = {}, {}, {}, {}, {}
-        every: dict[str, dict[Task, _Option]] = {"selection": {}, "stack": {}}
-        for task in TASKS:
-            options = _task_options(recipe, x, task, truth[task], folds, learn=task not in thin)
+        every: dict[str, dict[Task | str, _Option]] = {"selection": {}, "stack": {}}
+        large = {t: why for t in space.tasks if (why := stack_too_large(recipe, x, t))}
+        for task in space.tasks:
+            k = space.n_classes[task]
+            options = _task_options(recipe, x, task, truth[task], folds, task not in thin, task_objective(competition.metric, k), task not in large)
             reference = next(i for i, o in enumerate(options) if o.kind == "vote") if len(options) > 1 else 0
             allowed = np.ones(len(options), bool)
             if expected is not None:
-                allowed = np.array([i == reference or run_away({task: decide(o.part.model.predict(o.part.parts(target, task)))}, expected) is None for i, o in enumerate(options)])
-            candidates, per_row, chosen, why = evidence_choice([o.label for o in options], [decide(o.oof) for o in options], truth[task], N_CLASSES[task], folds, persons, reference, allowed, self.cautious, image_weights)
-            tasks_record[task.value] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates], "why": why}
+                allowed = np.array([i == reference or run_away({task: decide(o.part.model.predict(o.part.parts(target, task)))}, expected, space) is None for i, o in enumerate(options)])
+            if competition.is_preset:
+                judge: Judge = F1Judge([decide(o.oof) for o in options], truth[task], k, persons)
+            else:
+                judge = MetricJudge(competition.metric, [[(truth[task], k, o.oof, decide(o.oof))] for o in options], persons)
+            candidates, per_row, chosen, why = evidence_choice([o.label for o in options], judge, folds, reference, allowed, self.cautious, image_weights)
+            tasks_record[str(task)] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates], "why": why}
             best = options[chosen]
             chosen_parts[task] = best.part
             scored_probs[task] = np.stack([o.oof for o in options])[per_row, np.arange(len(per_row))]
             consistent_probs[task] = best.oof
             if best.kind == "selection":
-                weights[task.value] = {s: round(float(w), 4) for s, w in zip(best.part.sources, best.part.model.weights)}
+                weights[str(task)] = {s: round(float(w), 4) for s, w in zip(best.part.sources, best.part.model.weights)}
             for kind in every:  # the selection and the stack of all the task's sources (too thin to learn, or one source: its reference)
                 every[kind][task] = next((o for o in options if o.kind == kind), options[reference])
-        tasks = ", ".join(f"{t} {tasks_record[t.value]['chosen']}" for t in TASKS)
-        per_task = [_Whole(f"per task: {tasks}", FittedTasks(chosen_parts, "auto"), Composed.decided(ids, scored_probs, None, "auto"), Composed.decided(ids, consistent_probs, None, "auto"))]
-        for kind, label in (("selection", "selection per task"), ("stack", "stack per task")):
-            oof = Composed.decided(ids, {t: o.oof for t, o in every[kind].items()}, None, "auto")
-            per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto"), oof, oof))
+        tasks = ", ".join(f"{t} {tasks_record[str(t)]['chosen']}" for t in space.tasks)
+        decided = lambda probs: Composed.decided(ids, probs, None, "auto", space)  # noqa: E731
+        single = len(space.tasks) == 1  # its per-task choice is a whole answer already, among its selection and stack
+        per_task = [_Whole(tasks if single else f"per task: {tasks}", FittedTasks(chosen_parts, "auto", space=space), decided(scored_probs), decided(consistent_probs))]
+        for kind, label in () if single else (("selection", "selection per task"), ("stack", "stack per task")):
+            oof = decided({t: o.oof for t, o in every[kind].items()})
+            per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto", space=space), oof, oof))
         whole, record = self._choose(recipe, x, labels, folds, per_task, target, expected, image_weights, ctx)
         record["tasks"] = tasks_record
         if mix:
             record["eval_mix"] = mix  # the candidates' scores are on the labelled images weighted to it
         if thin:
-            record["thin"] = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people; no selection or stack for {t}" for t, classes in thin.items()}
+            record["thin"] = {str(t): f"{thin_line(t, classes, ctx)}: fewer than {MIN_PEOPLE} labelled {unit(ctx)}; no selection or stack for {t}" for t, classes in thin.items()}
+        if large:
+            record["stack"] = {str(t): f"not offered: {why}" for t, why in large.items()}
         if whole.label == per_task[0].label and weights:
             record["weights"] = weights  # the per-task selections are what eval gets
         return Fit(FittedAuto(whole.fitted, whole.label), whole.scored, whole.consistent, {"auto": record}, cross_fitted=True)
 
     def _choose(
-        self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task, np.ndarray] | None, weights: np.ndarray | None, ctx: Context
+        self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task | str, np.ndarray] | None, weights: np.ndarray | None, ctx: Context
     ) -> tuple[_Whole, dict[str, Any]]:
-        """Auto's final choice, by out-of-fold **18-class** macro F1 (the competition's score),
-        inside the CV loop: the recipe's soft vote (the reference) and geometric vote (on the
-        joint when every source carries it, as `combine` does), the per-task candidates and,
-        when every source carries the joint (and no gender x age class is thin), the pool."""
+        """Auto's final choice, by the competition's out-of-fold score (the mask competition's
+        **18-class** macro F1; a declared competition's metric of its answer), inside the CV
+        loop: the recipe's soft vote (the reference) and geometric vote (on the joint when every
+        source carries it, as `combine` does), the per-task candidates and, on the mask
+        competition when every source carries the joint (and no gender x age class is thin),
+        the pool."""
+        space, competition = ctx.space, ctx.competition
         candidates, record = [], {}
         for vote in (Method.SOFT, Method.GEO):
             fitted = FittedVote(recipe, vote)
             scored = fitted.apply(x)
-            label = f"{vote.value} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)")
+            label = f"{vote.value} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)" if len(space.tasks) > 1 else "")
             candidates.append(_Whole(label, fitted, scored, scored))
         candidates += per_task
-        if all(x[s].joint is not None for s in recipe.sources):
-            ids = next(iter(x.values())).image_ids
+        ids = next(iter(x.values())).image_ids
+        if competition.is_preset and all(x[s].joint is not None for s in recipe.sources):
             thin = thin_pairs(labels, ids) if self.cautious else []
             if thin:
                 record["pool"] = f"the stack on the 18-way joint is not offered: too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE})"
@@ -325,18 +429,22 @@ class Auto(Step):
                 candidates.append(_Whole(f"stack of {'+'.join(recipe.sources)} on the 18-way joint", pool.fitted, scored, scored))
         allowed = np.ones(len(candidates), bool)
         if expected is not None:
-            away = {c.label: run_away(decode(c.fitted.apply(target).labels), expected) for c in candidates[1:]}
+            away = {c.label: run_away(space.decode(c.fitted.apply(target).labels), expected, space) for c in candidates[1:]}
             allowed[1:] = [away[c.label] is None for c in candidates[1:]]
             if any(away.values()):
                 record["run_away"] = {label: why for label, why in away.items() if why}
-        persons = person_codes(next(iter(x.values())).image_ids)
-        scores, per_row, chosen, why = evidence_choice([c.label for c in candidates], [c.scored.labels for c in candidates], labels, N_JOINT, folds, persons, 0, allowed, self.cautious, weights)
+        persons = ctx.groups(ids)
+        if competition.is_preset:
+            judge: Judge = F1Judge([c.scored.labels for c in candidates], labels, N_JOINT, persons)
+        else:
+            judge = MetricJudge(competition.metric, [answer_parts(competition, labels, c.scored) for c in candidates], persons)
+        scores, per_row, chosen, why = evidence_choice([c.label for c in candidates], judge, folds, 0, allowed, self.cautious, weights)
         rows = np.arange(len(labels))
-        probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in TASKS}
+        probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in space.tasks}
         decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
         best = candidates[chosen]
         joint = None
         if best.scored.joint is not None:  # the scored set carries a joint as eval's does (a per-task row: the product of its marginals, same argmax)
-            joint = np.stack([c.scored.joint if c.scored.joint is not None else joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
-        scored = Composed(best.scored.image_ids, decided, probs, joint, "auto")
+            joint = np.stack([c.scored.joint if c.scored.joint is not None else space.joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
+        scored = Composed(best.scored.image_ids, decided, probs, joint, "auto", space)
         return _Whole(best.label, best.fitted, scored, best.consistent), {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}

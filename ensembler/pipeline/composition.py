@@ -196,6 +196,15 @@ def _validation(labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, 
     if done.cv is not None:
         out["cv"] = done.cv.as_dict()
     out["evidence"] = _evidence(labelled, scored.labels)
+    out.update(_step_details(done))
+    out["sources"] = {n: score(labels, own_prediction(s)).as_dict() for n, s in labelled.sets.items()}
+    return out
+
+
+def _step_details(done: Run) -> dict[str, Any]:
+    """What the steps' records add to the validation record: auto's candidates and choice, the
+    F1 offsets, and the source weights a selection (or auto's) fitted."""
+    out: dict[str, Any] = {}
     for record in done.records:
         for key in ("auto", "tune_f1"):
             if key in record:
@@ -204,7 +213,6 @@ def _validation(labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, 
         if weights:
             out["weights"] = weights
     out.get("auto", {}).pop("weights", None)
-    out["sources"] = {n: score(labels, own_prediction(s)).as_dict() for n, s in labelled.sets.items()}
     return out
 
 
@@ -233,12 +241,16 @@ def _evidence(labelled: Labelled, decided: np.ndarray) -> dict[str, Any]:
     return out
 
 
+DECLARED_STEPS = (*VOTE_NAMES, "stack", "select", "auto")
+
+
 def _check_declared(competition: Competition, pipeline: Pipeline) -> None:
-    """What this version composes for a declared competition: a vote (soft, geometric; hard
-    where the submission is a class; rank averaging where the metric is AUC), nothing after it."""
+    """What composes a declared competition: a vote (soft, geometric; hard where the submission
+    is a class; rank averaging where the metric is AUC), a stack, a selection or auto, nothing
+    after it (prior correction, F1 offsets and decoding by person are the mask competition's)."""
     steps = [s.name for s in pipeline.steps]
-    if steps[0] not in VOTE_NAMES or len(steps) > 1:
-        raise EnsError(f"{' -> '.join(steps)}: this version composes a declared competition's sources by vote (--method soft, geo, hard or rank); learned methods, prior correction, F1 offsets and decoding by person run on the mask competition")
+    if steps[0] not in DECLARED_STEPS or len(steps) > 1:
+        raise EnsError(f"{' -> '.join(steps)}: a declared competition's sources are composed by --method {', '.join(DECLARED_STEPS)}; the pool, prior correction, F1 offsets and decoding by person run on the mask competition")
     if steps[0] == "hard" and competition.submission.answer is None:
         raise EnsError(f"a hard vote gives classes, and {competition.name}'s submission holds probabilities ({competition.metric}): use --method soft, geo or rank")
 
@@ -252,19 +264,24 @@ def _declared_answer(competition: Competition, sample: pd.DataFrame, composed: C
     return submission_bytes(competition, sample, composed.image_ids, probs=dict(composed.probs))
 
 
-def _declared_validation(competition: Competition, labelled: Labelled, done: Run) -> dict[str, Any]:
+def _declared_validation(competition: Competition, labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, Any]:
     """A declared competition's validation record: the scope and its metric for the
     composition and for each source alone, on the same labelled images."""
     scored, labels = done.scored, labelled.labels
     decided = scored.labels if competition.submission.answer is not None else None
-    return {
-        "scope": labelled.scope,
+    learned = f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} folds by group)" if done.cv and pipeline.combine.name not in VOTE_NAMES else ""
+    out: dict[str, Any] = {
+        "scope": labelled.scope + learned,
         "images": int(len(labels)),
         "groups": labelled.people,
         "metric": str(competition.metric),
         "recipe": {str(competition.metric): competition_score(competition, labels, scored.probs, scored.joint, decided)},
-        "sources": {n: {str(competition.metric): competition_score(competition, labels, s.probs, s.joint)} for n, s in labelled.sets.items()},
     }
+    if done.cv is not None:
+        out["cv"] = done.cv.as_dict()
+    out.update(_step_details(done))
+    out["sources"] = {n: {str(competition.metric): competition_score(competition, labels, s.probs, s.joint)} for n, s in labelled.sets.items()}
+    return out
 
 
 def library_recipe(project: Project) -> Recipe:
@@ -341,7 +358,7 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     if labelled is None:
         validation = {"skipped": skipped}
     else:
-        validation = _validation(labelled, done, pipeline) if competition.is_preset else _declared_validation(competition, labelled, done)
+        validation = _validation(labelled, done, pipeline) if competition.is_preset else _declared_validation(competition, labelled, done, pipeline)
 
     validate_submission(composed.image_ids, composed.labels, eval_ids, competition.space.n_joint, eval_file)
     counts = {int(k): int(v) for k, v in zip(*np.unique(composed.labels, return_counts=True))}

@@ -21,8 +21,8 @@ where the answers are known, by-person decoding is checked with the estimated tr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -36,6 +36,7 @@ from .recipe import Recipe
 from .scope import Labelled
 
 if TYPE_CHECKING:
+    from ..data.competition import Competition
     from ..data.project import Project
 
 @dataclass(frozen=True, eq=False)
@@ -72,11 +73,34 @@ Input = Sources | Composed  # what a step is fitted on and applied to
 @dataclass(frozen=True)
 class Context:
     """What a step may read besides its input: the recipe, the project (the data folder, the
-    grouping files), and why there are no labelled images when there are none (`skipped`)."""
+    grouping files), why there are no labelled images when there are none (`skipped`), the
+    `competition` (its metric is what learned steps optimise; default: the project's, else the
+    mask preset) and `group_of`, ImageIDs -> the group each image is resampled and folded with
+    (None: the mask competition's persons, read from the train paths)."""
 
     recipe: Recipe
     project: Project | None = None
     skipped: str | None = None
+    competition: Competition | None = None
+    group_of: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.competition is None:
+            from ..data.competition import MASK
+
+            object.__setattr__(self, "competition", self.project.competition if self.project is not None else MASK)
+
+    @property
+    def space(self) -> LabelSpace:
+        return self.recipe.space
+
+    def groups(self, image_ids: np.ndarray) -> np.ndarray:
+        """Labelled ImageIDs ``(n,)`` -> group index ``(n,)`` in ``0..G-1`` (a person, a patient)."""
+        if self.group_of is None:
+            from ..data.people import person_codes
+
+            return person_codes(image_ids)
+        return np.unique(np.asarray(self.group_of(image_ids), dtype=object).astype(str), return_inverse=True)[1]
 
 
 class Fitted(ABC):
@@ -174,21 +198,31 @@ def cross_fit(step: Step, x: Input, labels: np.ndarray, folds: Sequence[tuple[np
 
 @dataclass(frozen=True)
 class CVScore:
-    """Out-of-fold 18-class macro F1 over all images, and its mean and spread across the folds."""
+    """The competition's score of an out-of-fold composition over all images (`f1_18` for the
+    mask competition, whose score is the 18-class macro F1), and its mean and spread across the
+    folds; `key`: the name the manifest gives it."""
 
     f1_18: float
     fold_mean: float
     fold_std: float
     folds: int
+    key: str = "f1_18"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"folds": self.folds, "f1_18_fold_mean": self.fold_mean, "f1_18_fold_std": self.fold_std}
+        return {"folds": self.folds, f"{self.key}_fold_mean": self.fold_mean, f"{self.key}_fold_std": self.fold_std}
 
 
-def cv_score(labels: np.ndarray, predicted: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> CVScore:
-    """The 18-class macro F1 of out-of-fold `predicted` ``(n,)`` over all images and per fold."""
-    per_fold = [macro_f1(labels[held], predicted[held], N_JOINT) for _, held in folds]
-    return CVScore(macro_f1(labels, predicted, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds))
+def cv_score(labels: np.ndarray, predicted: np.ndarray | Composed, folds: Sequence[tuple[np.ndarray, np.ndarray]], competition: Competition | None = None) -> CVScore:
+    """The 18-class macro F1 of out-of-fold `predicted` ``(n,)`` over all images and per fold; a
+    declared `competition`: its metric (`metrics.competition_score`) of the composition `predicted`."""
+    if competition is None or competition.is_preset:
+        decided = predicted.labels if isinstance(predicted, Composed) else predicted
+        per_fold = [macro_f1(labels[held], decided[held], N_JOINT) for _, held in folds]
+        return CVScore(macro_f1(labels, decided, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds))
+    from ..scoring.metrics import composed_score
+
+    per_fold = [composed_score(competition, labels[held], predicted.take(held)) for _, held in folds]
+    return CVScore(composed_score(competition, labels, predicted), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds), str(competition.metric))
 
 
 @dataclass(frozen=True)
@@ -248,6 +282,8 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
     """Fit `pipeline` on `labelled` (None: there are none, `ctx.skipped` says why), apply it to
     `target` (the sources on eval; None to score only), and cross-fit every step (module doc)."""
     x = None if labelled is None else {s: labelled.sets[s] for s in ctx.recipe.sources}
+    if labelled is not None and labelled.groups is not None and ctx.group_of is None:
+        ctx = replace(ctx, group_of=labelled.group_of)
     scored, records, cross_fitted = None, [], False
     current: Input | None = target
     for step in pipeline.steps:
@@ -261,6 +297,6 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
             raise EnsError(f"{step.name}: a combining step must compose the labelled images")
         cross_fitted = cross_fitted or fit.cross_fitted
         records.append({**step.config(), **fit.fitted.describe(), **fit.record})
-    cv = cv_score(labelled.labels, scored.labels, labelled.folds) if cross_fitted and scored is not None else None
+    cv = cv_score(labelled.labels, scored, labelled.folds, ctx.competition) if cross_fitted and scored is not None else None
     return Run(current, scored, records, cv)
 

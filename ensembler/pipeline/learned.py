@@ -2,14 +2,15 @@
 
 Each is a combining step (`engine.Step`) fitted on the sources' labelled predictions and scored
 out of fold by the engine: the labelled images are split by person (all 7 images of a person
-on one side), the step is fitted on the other people and predicts these; the model applied to
-eval is fitted on all the labelled images.
+on one side; a declared competition's by its declared group), the step is fitted on the other
+people and predicts these; the model applied to eval is fitted on all the labelled images.
 
 - `Stack`: per task, a multinomial logistic regression on the log-probabilities of the task's
   sources (optionally every task's, since age may depend on mask state), balanced class
   weights on request (for macro F1).
-- `Select`: per task, weights for the sources by greedy forward selection on macro F1, bagged
-  over bootstrap resamples (`select_weights`, Caruana et al. 2004).
+- `Select`: per task, weights for the sources by greedy forward selection on the competition's
+  metric (macro F1 for the mask competition), bagged over bootstrap resamples
+  (`select_weights`, Caruana et al. 2004).
 - `Pool`: a stack on the 18-way joint, a weight per source and a bias per class on their
   log-probabilities (`calibration.fit_pool`: a logarithmic opinion pool, Genest and Zidek 1986).
 
@@ -24,11 +25,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..data.labels import N_CLASSES, TASKS, Task, decode, marginals
+from ..data.labels import MASK_SPACE, LabelSpace, Task, marginals
 from ..data.people import MIN_PEOPLE, thin_classes, thin_pairs, thin_text
-from ..data.stable import decide, weighted_sum
+from ..data.stable import weighted_sum
 from ..errors import EnsError
-from ..scoring.metrics import macro_f1
+from ..scoring.metrics import task_objective
 from .calibration import Pool as LogLinearPool
 from .calibration import fit_pool
 from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
@@ -36,7 +37,10 @@ from .recipe import Recipe
 from .voting import check_coverage
 
 EPS = 1e-6
+SELECT_WORK = 2 * 10**9  # probabilities a selection sums over its bags, rounds and sources (a mask team's: about 10**8)
+MAX_STACK_WEIGHTS = 10_000  # a logistic regression past this (50 classes from 4 sources) takes lbfgs seconds per fit, hundreds of classes hours
 Folds = Sequence[tuple[np.ndarray, np.ndarray]]
+Objective = Callable[[np.ndarray, np.ndarray], float]  # (labels (n,), summed probabilities (n, k)) -> higher is better
 
 
 # --- one task's model ---------------------------------------------------------------------------
@@ -77,8 +81,8 @@ def mean_fit(weights: Sequence[float], k: int) -> TaskFit:
     return lambda parts, y: TaskModel(k, weights=w / w.sum())
 
 
-def select_fit(k: int) -> TaskFit:
-    return lambda parts, y: TaskModel(k, weights=select_weights(parts, y, k))
+def select_fit(k: int, objective: Objective | None = None) -> TaskFit:
+    return lambda parts, y: TaskModel(k, weights=select_weights(parts, y, k, objective=objective))
 
 
 def stack_fit(k: int, class_weight: str | None = None) -> TaskFit:
@@ -95,13 +99,19 @@ def stack_fit(k: int, class_weight: str | None = None) -> TaskFit:
     return fit
 
 
-def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int = 20, bags: int = 10, seed: int = 0) -> np.ndarray:
+def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int = 20, bags: int = 10, seed: int = 0, objective: Objective | None = None) -> np.ndarray:
     """Ensemble selection (Caruana et al. 2004): greedy forward selection, with replacement, of
-    the source whose addition most raises the macro F1 of the averaged probabilities, `rounds`
+    the source whose addition most raises the `objective` of the averaged probabilities (the
+    competition's metric, `metrics.task_objective`; default: macro F1 over `k` classes), `rounds`
     times. Against over-fitting the hill-climb, it is repeated on `bags` bootstrap resamples of
     the images; the weights ``(s,)`` are the selection counts, normalised per bag and averaged.
+    At most `SELECT_WORK` probabilities are summed over all bags (rounds x sources x images x
+    classes each), never fewer than 2 bags: at 500 classes x 10,000 images x 10 sources, 2 bags
+    (a bag of that many images is steady by itself); a mask team's selections keep their 10.
     (A team's library is a handful of sources, too few to bag over sources as the paper does.)
     """
+    objective = objective or task_objective("macro_f1", k)
+    bags = min(bags, max(2, SELECT_WORK // max(rounds * len(probs) * len(y) * k, 1)))  # hundreds of classes: fewer bags
     rng = np.random.default_rng(seed)
     total = np.zeros(len(probs))
     for _ in range(bags):
@@ -110,7 +120,7 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
         counts = np.zeros(len(probs))
         current = np.zeros_like(sample[0], dtype=np.float64)
         for _ in range(rounds):
-            scores = [macro_f1(y[rows], decide(current + p), k) for p in sample]
+            scores = [objective(y[rows], current + p) for p in sample]
             best = int(np.argmax(scores))  # ties: the first source in recipe order
             counts[best] += 1
             current += sample[best]
@@ -150,39 +160,55 @@ class FittedTasks(Fitted):
     `thin`: the tasks that took the soft vote of their sources instead of a learned part, as
     a class of theirs was too thin to learn (`people.thin_classes`), and why."""
 
-    tasks: Mapping[Task, TaskPart]
+    tasks: Mapping[Task | str, TaskPart]
     mode: str
-    thin: Mapping[Task, str] = field(default_factory=dict)
+    thin: Mapping[Task | str, str] = field(default_factory=dict)
+    space: LabelSpace = MASK_SPACE
 
     def apply(self, x: Sources) -> Composed:
         ids = next(iter(x.values())).image_ids
-        return Composed.decided(ids, {t: part.model.predict(part.parts(x, t)) for t, part in self.tasks.items()}, None, self.mode)
+        return Composed.decided(ids, {t: part.model.predict(part.parts(x, t)) for t, part in self.tasks.items()}, None, self.mode, self.space)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        weights = {t.value: {s: round(float(w), 4) for s, w in zip(p.sources, p.model.weights)} for t, p in self.tasks.items() if p.model.weights is not None and t not in self.thin}
+        weights = {str(t): {s: round(float(w), 4) for s, w in zip(p.sources, p.model.weights)} for t, p in self.tasks.items() if p.model.weights is not None and t not in self.thin}
         if weights and self.mode == "select":
             out["weights"] = weights
         if self.thin:
-            out["too_thin"] = {t.value: why for t, why in self.thin.items()}
+            out["too_thin"] = {str(t): why for t, why in self.thin.items()}
         return out
 
 
-def _per_task(recipe: Recipe, x: Sources, labels: np.ndarray, fit_for: Callable[[Task], TaskFit], cross: bool, mode: str) -> FittedTasks:
+def thin_of(labels: np.ndarray, ids: np.ndarray, ctx: Context) -> dict[Task | str, dict[int, int]]:
+    """The classes too thin to learn (`people.thin_classes`), counted in the context's groups."""
+    return thin_classes(labels, ids, ctx.space, ctx.groups(ids))
+
+
+def thin_line(task: Task | str, classes: dict[int, int], ctx: Context) -> str:
+    """`people.thin_text` in the context's words: people for the mask competition, groups else."""
+    return thin_text(task, classes, ctx.space, ("person", "people") if ctx.competition.is_preset else ("group", "groups"))
+
+
+def unit(ctx: Context) -> str:
+    return "people" if ctx.competition.is_preset else "groups"
+
+
+def _per_task(recipe: Recipe, x: Sources, labels: np.ndarray, fit_for: Callable[[Task | str], TaskFit], cross: bool, mode: str, ctx: Context) -> FittedTasks:
     """Fit each task's part; a task with a class too thin to learn takes its sources' soft vote
     (recipe weights) and says so."""
     check_coverage(recipe, x)
-    truth = decode(labels)
-    thin = thin_classes(labels, next(iter(x.values())).image_ids)
+    space = ctx.space
+    truth = space.decode(labels)
+    thin = thin_of(labels, next(iter(x.values())).image_ids, ctx)
     tasks, fallback = {}, {}
-    for task in TASKS:
-        terms = recipe.tasks[task]
+    for task in space.tasks:
+        terms, k = recipe.tasks[task], space.n_classes[task]
         if task in thin:
-            fallback[task] = f"{thin_text(task, thin[task])}: fewer than {MIN_PEOPLE} labelled people, too thin to learn; the soft vote of its sources instead"
-        fit = mean_fit([t.weight for t in terms], N_CLASSES[task]) if task in thin else fit_for(task)
-        part = TaskPart(tuple(t.source for t in terms), TaskModel(N_CLASSES[task]), cross and task not in thin)
+            fallback[task] = f"{thin_line(task, thin[task], ctx)}: fewer than {MIN_PEOPLE} labelled {unit(ctx)}, too thin to learn; the soft vote of its sources instead"
+        fit = mean_fit([t.weight for t in terms], k) if task in thin else fit_for(task)
+        part = TaskPart(tuple(t.source for t in terms), TaskModel(k), cross and task not in thin)
         tasks[task] = replace(part, model=fit(part.parts(x, task), truth[task]))
-    return FittedTasks(tasks, mode, fallback)
+    return FittedTasks(tasks, mode, fallback, space)
 
 
 @dataclass(frozen=True)
@@ -198,18 +224,35 @@ class Stack(Step):
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedTasks:
         weight = "balanced" if self.balanced else None
-        return _per_task(ctx.recipe, x, labels, lambda task: stack_fit(N_CLASSES[task], weight), self.all_tasks, self.name)
+        for task in ctx.space.tasks:
+            too_many = stack_too_large(ctx.recipe, x, task, self.all_tasks)
+            if too_many:
+                raise EnsError(f"{too_many}: compose with --method select or auto (which leaves the stack out there)")
+        return _per_task(ctx.recipe, x, labels, lambda task: stack_fit(ctx.space.n_classes[task], weight), self.all_tasks, self.name, ctx)
+
+
+def stack_too_large(recipe: Recipe, x: Sources, task: Task | str, all_tasks: bool = False) -> str | None:
+    """Why a stack of `task` is not fitted (None: it is): its logistic regression would have more
+    than `MAX_STACK_WEIGHTS` weights (classes x the sources' features), which lbfgs fits in
+    minutes, not seconds, and which a team's labelled images cannot pin down (hundreds of classes)."""
+    k = recipe.space.n_classes[task]
+    features = sum(sum(recipe.space.n_classes[t] for t in x[term.source].tasks) if all_tasks else k for term in recipe.tasks[task])
+    if k * features <= MAX_STACK_WEIGHTS:
+        return None
+    return f"a stack of {task} would fit {k} classes x {features} features = {k * features:,} weights, more than {MAX_STACK_WEIGHTS:,}"
 
 
 @dataclass(frozen=True)
 class Select(Step):
-    """Ensemble selection: per task, source weights by bagged greedy selection on macro F1."""
+    """Ensemble selection: per task, source weights by bagged greedy selection on the
+    competition's metric (the mask competition's: macro F1)."""
 
     name: ClassVar[str] = "select"
     combines: ClassVar[bool] = True
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedTasks:
-        return _per_task(ctx.recipe, x, labels, lambda task: select_fit(N_CLASSES[task]), False, self.name)
+        n_classes, metric = ctx.space.n_classes, ctx.competition.metric
+        return _per_task(ctx.recipe, x, labels, lambda task: select_fit(n_classes[task], task_objective(metric, n_classes[task])), False, self.name, ctx)
 
 
 @dataclass(frozen=True)
@@ -239,10 +282,14 @@ class Pool(Step):
     combines: ClassVar[bool] = True
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedPool:
+        if not ctx.competition.is_preset:
+            raise EnsError(f"pool stacks the mask competition's 18-way joint; {ctx.competition.name}'s sources are combined by stack or select")
         sources = ctx.recipe.sources
         return FittedPool(sources, fit_pool([x[s].joint for s in sources], labels))
 
     def cross_fit(self, x: Sources, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Any, ctx: Context) -> Fit:
+        if not ctx.competition.is_preset:
+            return cross_fit(self, x, labels, folds, ctx)  # fit's error
         thin = thin_pairs(labels, next(iter(x.values())).image_ids)
         if thin:
             raise EnsError(f"too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE}) to fit a stack on the 18-way joint; compose with a vote, or auto (which leaves it out)")

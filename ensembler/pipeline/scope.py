@@ -123,6 +123,12 @@ class Labelled:
         """(fit, score) row positions, every person on one side (`people.person_folds`)."""
         return person_folds(self.ids, groups=self.groups)
 
+    @cached_property
+    def group_of(self) -> Callable[[np.ndarray], np.ndarray]:
+        """ImageIDs of these images -> their declared groups (`engine.Context.group_of`)."""
+        lookup = dict(zip(self.ids, self.groups))
+        return lambda ids: np.array([lookup[i] for i in ids], dtype=object)
+
     @property
     def people(self) -> int:
         if self.groups is not None:
@@ -134,16 +140,22 @@ class Labelled:
         return replace(self, sets={n: self.sets[n] for n in names})
 
 
+def declared_groups(project: Project) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A declared competition's labelled ImageIDs -> their declared groups (patients, …; each
+    image its own without a group column); None for the mask competition, whose persons are
+    read from the paths (`people.profile_of`)."""
+    if project.competition.is_preset:
+        return None
+    from ..data.declared import read_labelled
+
+    group = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")["group"]
+    return lambda chosen: group.reindex(chosen).to_numpy(object)
+
+
 def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Labelled:
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
-    group_of, fixes = None, None  # the mask competition: persons from the paths
-    if project.competition.is_preset:
-        fixes = checked_fixes(project)
-    else:  # a declared competition's groups (patients, …) are declared
-        from ..data.declared import read_labelled
-
-        group = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")["group"]
-        group_of = lambda chosen: group.reindex(chosen).to_numpy(object)  # noqa: E731
+    group_of = declared_groups(project)
+    fixes = checked_fixes(project) if group_of is None else None  # a label-fix file is the mask competition's
     ids, scope, notes = scoring_images(project, sets, group_of)
     aligned, labels = aligned_sets(sets, ids)
     if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
@@ -155,17 +167,20 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
 
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
-    """Refuse labelled predictions of a zoo model on people it trained on (outside its held-out fold)."""
-    if not project.folds.is_file() or not project.competition.is_preset:  # its callers, the learned methods, do not run a declared competition yet
+    """Refuse labelled predictions of a zoo model on people (a declared competition's groups) it
+    trained on: outside its held-out fold."""
+    if not project.folds.is_file():
         return
+    group_of = declared_groups(project)
+    key, unit = (profile_of, "people") if group_of is None else (group_of, "groups")
     folds = read_folds(project.folds)
     for name, pset in sets.items():
         entry = next((m for m in project.models if m.name == name), None)
         if entry is None or entry.is_fold_group or entry.fold is None:
             continue
-        outside = folds.reindex(profile_of(pset.image_ids)).to_numpy() != entry.fold
+        outside = folds.reindex(key(pset.image_ids)).to_numpy() != entry.fold
         if outside.any():
             raise EnsError(
                 f"model {name!r} held out fold {entry.fold} only: {int(outside.sum())} of its labelled images are of "
-                f"people in other folds, which it trained on; nothing can be fitted on them"
+                f"{unit} in other folds, which it trained on; nothing can be fitted on them"
             )

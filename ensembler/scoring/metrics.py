@@ -7,9 +7,9 @@ the task's own classes, after decoding the joint classes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -103,6 +103,82 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
     return macro_f1(y_true, np.asarray(decided), k, weights)
 
 
+def auc_replicates(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The area under the ROC curve of `scores` ``(n,)`` for the images `positive` ``(n,)``
+    (bool) under each row of image `weights` ``(r, n)`` (a bootstrap replicate's draw counts),
+    ``(r,)``: the weighted share of (positive, negative) pairs the scores order right, a tie
+    counting half, as scikit-learn's `roc_auc_score` with ``sample_weight`` (the trapezoid of
+    the weighted ROC curve; a test holds them equal). NaN where a row weighs no positive or no
+    negative. One sort for every row: ties are the runs of equal sorted scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # each run of tied scores
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))[:, order]
+    is_pos = np.asarray(positive, dtype=bool)[order]
+    pos = np.add.reduceat(w * is_pos, starts, axis=1)  # (r, runs)
+    neg = np.add.reduceat(w * ~is_pos, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each run
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / total, np.nan)
+
+
+def metric_replicates(metric: Metric | str, y_true: np.ndarray, k: int, weights: np.ndarray, probs: np.ndarray | None = None, decided: np.ndarray | None = None) -> np.ndarray:
+    """`metric_value` under each row of image `weights` ``(r, n)`` at once ``(r,)``: a bootstrap's
+    replicates (draw counts per image) without a call per replicate. Equal to `metric_value`
+    with each row as its ``weights`` (a test holds it so); AUC over several classes is the mean
+    of the classes' one-vs-rest AUCs that a row can score (NaN if none)."""
+    from ..data.competition import Metric
+
+    metric = Metric(metric)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric is Metric.AUC:
+            if k == 2:
+                return auc_replicates(y_true == 1, probs[:, 1], w)
+            per_class = np.stack([auc_replicates(y_true == c, probs[:, c], w) for c in range(k)], axis=1)
+            counted = np.isfinite(per_class).sum(axis=1)
+            return np.where(counted > 0, np.nansum(per_class, axis=1) / np.maximum(counted, 1), np.nan)
+        if metric is Metric.LOG_LOSS:
+            p = np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).eps, None)
+            p = p / p.sum(axis=1, keepdims=True)
+            loss = -np.log(p[np.arange(len(y_true)), y_true])
+            return (w @ loss) / w.sum(axis=1)
+        decided = decide(probs) if decided is None else np.asarray(decided, dtype=np.int64)
+        right = (decided == y_true).astype(np.float64)
+        if metric is Metric.ACCURACY:
+            return (w @ right) / w.sum(axis=1)
+        from scipy.sparse import csr_matrix
+
+        rows = np.arange(len(y_true))
+        onehot = lambda cls, value: csr_matrix((value, (cls, rows)), shape=(k, len(y_true)))  # noqa: E731  (k, n)
+        tp = (onehot(y_true, right) @ w.T).T  # (r, k): a sparse product, fast for hundreds of classes
+        denominator = (onehot(y_true, np.ones(len(rows))) @ w.T).T + (onehot(decided, np.ones(len(rows))) @ w.T).T
+        f1 = np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        return f1.mean(axis=1)
+
+
+def task_objective(metric: Metric | str, k: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """What a learned step maximises for one task of `k` classes under the competition's
+    `metric`: ``objective(y (n,), summed (n, k))`` of an unnormalised sum of probabilities
+    (ensemble selection's running total), higher better: macro F1 or accuracy of its argmax,
+    AUC of its columns (a sum ranks the images as its mean does), minus the log-loss of its
+    normalised rows."""
+    from ..data.competition import Metric
+
+    metric = Metric(metric)
+    if metric is Metric.MACRO_F1:
+        return lambda y, summed: macro_f1(y, decide(summed), k)
+    if metric is Metric.ACCURACY:
+        return lambda y, summed: float(np.mean(decide(summed) == y)) if len(y) else 0.0
+    ones = lambda y: np.ones((1, len(y)))  # noqa: E731
+    if metric is Metric.AUC:
+        return lambda y, summed: float(np.nan_to_num(metric_replicates(metric, y, k, ones(y), summed)[0], nan=0.5))
+    return lambda y, summed: -float(metric_replicates(metric, y, k, ones(y), summed)[0])
+
+
 def competition_score(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None, weights: np.ndarray | None = None) -> float:
     """A declared competition's metric (`metric_value`) of a prediction of labelled images:
     `labels` ``(n,)`` answer classes; `probs` ``{task: (n, k)}``, the `joint` when there is one,
@@ -115,6 +191,13 @@ def competition_score(competition: Competition, labels: np.ndarray, probs: Mappi
         return metric_value(metric, labels, space.n_joint, p, decided, weights)
     truth = space.decode(labels)
     return float(np.mean([metric_value(metric, truth[t], space.n_classes[t], probs[t], weights=weights) for t in space.tasks]))
+
+
+def composed_score(competition: Competition, labels: np.ndarray, composed: Any, weights: np.ndarray | None = None) -> float:
+    """`competition_score` of a composition (`engine.Composed`: its probabilities, joint and,
+    where the submission is a class, its decisions)."""
+    decided = composed.labels if competition.submission is None or competition.submission.answer is not None else None
+    return competition_score(competition, labels, composed.probs, composed.joint, decided, weights)
 
 
 def own_prediction(pset: PredictionSet) -> np.ndarray | dict:
