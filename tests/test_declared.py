@@ -624,3 +624,57 @@ def test_report_html_of_a_declared_competition(tmp_path):
     confusion = re.search(r'data-name="confusion-label".*?</table>', html, re.S).group(0)
     assert all(c in confusion for c in ("cbb", "cbsd", "cgm", "cmd", "healthy"))
     assert "ECE label" in html and "T (label)" in html
+
+
+def test_a_learned_method_refuses_a_zoo_models_rows_on_groups_it_trained_on(tmp_path):
+    import ensembler as ens
+    from ensembler.data.project import add_model
+    from ensembler.data.store import PredictionSet, Split
+
+    root, names = melanoma(tmp_path, patients=10, per_patient=2)
+    project = declared_project(root, MELANOMA)
+    folds = ens.split(project, folds=5, seed=0)
+    add_model(root / "model_zoo.yaml", {"name": "cnn", "architecture": "resnet18", "layout": {"classes": 2}, "checkpoint": "cnn.pth", "fold": 0})
+    project = ens.load_project(root / "model_zoo.yaml")
+    rng = np.random.default_rng(0)
+    labels = np.array([int(n[5]) % 2 for n in names])
+    space = project.competition.space
+    for name in ("cnn", "vit"):
+        p = rng.uniform(size=len(names))
+        project.store.write(PredictionSet(name, Split.VAL, names, {"target": np.stack([1 - p, p], 1)}, None, labels, {"kind": "proba"}, space))
+        q = rng.uniform(size=2)
+        project.store.write(PredictionSet(name, Split.EVAL, ["ISIC_x", "ISIC_y"], {"target": np.stack([1 - q, q], 1)}, None, None, {"kind": "proba"}, space))
+    outside = int((folds.set_index("group")["fold"].reindex([f"p{n[5]}" for n in names]).to_numpy() != 0).sum())
+    with pytest.raises(EnsError, match=rf"model 'cnn' held out fold 0 only: {outside} of its labelled images are of groups in other folds, which it trained on"):
+        ens.compose(project, "target:cnn+vit", "stack")
+    assert ens.compose(project, "target:cnn+vit").validation["images"] == 4  # a vote fits nothing: scored on the validation fold's 2 patients
+
+
+def test_hundreds_of_classes_from_a_folder_per_class_keep_the_vote_and_refuse_a_stack_too_large(tmp_path):
+    import ensembler as ens
+
+    rng = np.random.default_rng(2)
+    train = [f"{word}/{i}.png" for word in WORDS for i in range(2)]  # two drawings of each of 310 words
+    for path in train:
+        touch(tmp_path / "train" / path)
+    tests = [f"{i}.png" for i in range(20)]
+    for name in tests:
+        touch(tmp_path / "test" / name)
+    pd.DataFrame({"key_id": tests, "word": WORDS[0]}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    project = declared_project(tmp_path, SKETCH)
+    truth = np.repeat(np.arange(len(WORDS)), 2)
+    for source, skill in (("cnn", 3.0), ("vit", 2.5)):
+        logits = rng.normal(0, 1, (len(train) + len(tests), len(WORDS)))
+        logits[np.arange(len(train)), truth] += skill
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        pd.DataFrame(p, columns=WORDS).assign(key_id=[*train, *tests]).to_csv(tmp_path / f"{source}.csv", index=False)
+        ens.import_source(project, tmp_path / f"{source}.csv", source)
+    auto = ens.compose(project, None, "auto", name="auto", write=True)
+    record = auto.validation["auto"]
+    assert record["chosen"] in ("soft vote cnn+vit", "geo vote cnn+vit")  # every word in 2 images: too thin to learn
+    assert record["thin"]["word"].startswith("word 2 (2 groups), 3 (2 groups), 4 (2 groups), 5 (2 groups), 6 (2 groups) and 305 more classes: fewer than 5 labelled groups")
+    assert record["stack"] == {"word": "not offered: a stack of word would fit 310 classes x 620 features = 192,200 weights, more than 1,000"}
+    written = auto.files[0].read_text().splitlines()
+    assert written[0] == "key_id,word" and len(written) == 21 and all(line.split(",")[1] in WORDS for line in written[1:])  # class names
+    with pytest.raises(EnsError, match=r"a stack of word would fit 310 classes x 620 features = 192,200 weights, more than 10,000: compose with --method select or auto"):
+        ens.compose(project, None, "stack")

@@ -41,7 +41,7 @@ scores the candidates (`F1Judge`, the mask competition's macro F1 on decisions, 
 resamples its groups (patients; each image its own without a group column) for the paired
 gain. Selection optimises that metric too. What stays the mask competition's: the eval mix
 (EM on its tasks) and the pool on its 18-way joint; run-aways are checked where the metric
-scores decisions; a stack past `learned.MAX_STACK_WEIGHTS` (hundreds of classes) is not
+scores decisions; a stack past `learned.AUTO_STACK_WEIGHTS` (20 classes from 4 sources) is not
 offered. `bench/declared.py` holds auto to its soft vote on simulated single-task teams.
 """
 
@@ -60,7 +60,7 @@ from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
 from ..scoring.metrics import macro_f1, metric_replicates, metric_value, task_objective
 from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
-from .learned import FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
+from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe
 from .voting import FittedVote, Method, check_coverage
@@ -360,7 +360,7 @@ class Auto(Step):
         image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None and competition.is_preset else (None, {})
         chosen_parts, scored_probs, consistent_probs, tasks_record, weights = {}, {}, {}, {}, {}
         every: dict[str, dict[Task | str, _Option]] = {"selection": {}, "stack": {}}
-        large = {t: why for t in space.tasks if (why := stack_too_large(recipe, x, t))}
+        large = {t: why for t in space.tasks if (why := stack_too_large(recipe, x, t, limit=AUTO_STACK_WEIGHTS))}
         for task in space.tasks:
             k = space.n_classes[task]
             options = _task_options(recipe, x, task, truth[task], folds, task not in thin, task_objective(competition.metric, k), task not in large)

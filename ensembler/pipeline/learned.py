@@ -38,7 +38,8 @@ from .voting import check_coverage
 
 EPS = 1e-6
 SELECT_WORK = 2 * 10**9  # probabilities a selection sums over its bags, rounds and sources (a mask team's: about 10**8)
-MAX_STACK_WEIGHTS = 10_000  # a logistic regression past this (50 classes from 4 sources) takes lbfgs seconds per fit, hundreds of classes hours
+MAX_STACK_WEIGHTS = 10_000  # a logistic regression past this (50 classes from 4 sources) takes lbfgs minutes per fit, hundreds of classes hours
+AUTO_STACK_WEIGHTS = 1_000  # auto offers a stack up to this (15 classes from 4 sources): past it lbfgs often stops at its iteration limit
 Folds = Sequence[tuple[np.ndarray, np.ndarray]]
 Objective = Callable[[np.ndarray, np.ndarray], float]  # (labels (n,), summed probabilities (n, k)) -> higher is better
 
@@ -190,6 +191,7 @@ def thin_line(task: Task | str, classes: dict[int, int], ctx: Context) -> str:
 
 
 def unit(ctx: Context) -> str:
+    """What the context's groups are called: the mask competition's people, a declared one's groups."""
     return "people" if ctx.competition.is_preset else "groups"
 
 
@@ -231,15 +233,18 @@ class Stack(Step):
         return _per_task(ctx.recipe, x, labels, lambda task: stack_fit(ctx.space.n_classes[task], weight), self.all_tasks, self.name, ctx)
 
 
-def stack_too_large(recipe: Recipe, x: Sources, task: Task | str, all_tasks: bool = False) -> str | None:
+def stack_too_large(recipe: Recipe, x: Sources, task: Task | str, all_tasks: bool = False, limit: int = MAX_STACK_WEIGHTS) -> str | None:
     """Why a stack of `task` is not fitted (None: it is): its logistic regression would have more
-    than `MAX_STACK_WEIGHTS` weights (classes x the sources' features), which lbfgs fits in
-    minutes, not seconds, and which a team's labelled images cannot pin down (hundreds of classes)."""
+    than `limit` weights (classes x the sources' features), which lbfgs fits in minutes, not
+    seconds, and which a team's labelled images cannot pin down (hundreds of classes). Auto's
+    limit is `AUTO_STACK_WEIGHTS`: a 20-class stack of 4 sources (1,600 weights) ran a minute a
+    fit at lbfgs's iteration limit and scored below the soft vote on every simulated 20-class
+    team of `bench/declared.py`."""
     k = recipe.space.n_classes[task]
     features = sum(sum(recipe.space.n_classes[t] for t in x[term.source].tasks) if all_tasks else k for term in recipe.tasks[task])
-    if k * features <= MAX_STACK_WEIGHTS:
+    if k * features <= limit:
         return None
-    return f"a stack of {task} would fit {k} classes x {features} features = {k * features:,} weights, more than {MAX_STACK_WEIGHTS:,}"
+    return f"a stack of {task} would fit {k} classes x {features} features = {k * features:,} weights, more than {limit:,}"
 
 
 @dataclass(frozen=True)
