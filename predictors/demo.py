@@ -1,5 +1,8 @@
 """`ens demo`: the whole flow on a synthetic competition, in minutes on CPU.
 
+`run_demo` runs the mask competition (below); `run_leaves_demo` a second, declared one
+(`ens demo --competition leaves`: one task, four classes, plants as groups, scored by accuracy).
+
 1. writes a toy competition in the real layout with drawn faces (`ensembler.data.toy`), the eval
    answers kept aside in ``answers.csv``;
 2. writes the team's fold file (fold 0 is the validation hold-out);
@@ -69,13 +72,23 @@ FOLD_GROUP = "ben-heads"  # a 5-fold group: predicted out of fold on every train
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The demo's folder, its report, and the hidden-eval scores of each model and submission."""
+    """The demo's folder, its report, and the hidden-eval scores of each model and submission
+    (the mask competition's `Scores`; a declared competition's metric, a number, named by `metric`)."""
 
     root: Path
     report: Report
     submissions: list[Submission]
-    eval_scores: dict[str, Scores]
+    eval_scores: dict[str, Scores | float]
     labels: dict[str, str]  # a recipe's text in the report (tasks filled in) -> its name in RECIPES
+    metric: str | None = None
+
+
+def _fresh(root: Path) -> Path:
+    """`root`, absolute; an error unless it is empty or absent (a demo never overwrites)."""
+    root = Path(root).absolute()
+    if root.exists() and any(root.iterdir()):
+        raise EnsError(f"{root}: not empty; choose another --dir (the demo never overwrites)")
+    return root
 
 
 def run_demo(
@@ -89,9 +102,7 @@ def run_demo(
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
     """Run the flow in `root` (created; must be empty or absent)."""
-    root = Path(root).absolute()
-    if root.exists() and any(root.iterdir()):
-        raise EnsError(f"{root}: not empty; choose another --dir (the demo never overwrites)")
+    root = _fresh(root)
     log(f"drawing a toy competition: {n_people} train people ({n_people * 7} images), {n_eval_people * 7} eval images, {image_size[0]}x{image_size[1]}")
     comp = make_toy_competition(root, n_people, n_eval_people, seed, image_size)
     zoo = root / "model_zoo.yaml"
@@ -170,3 +181,73 @@ def run_demo(
     labels = {str(complete_recipe(parse_recipe(text), coverage)): name for name, text in RECIPES.items()}
     return DemoResult(root, report, submissions, scores, labels)
 
+
+
+# --- the second competition: leaves, declared in model_zoo.yaml (issue 24) ------------------------
+
+LEAF_SIZE = [64, 64]
+LEAF_TEAM = [
+    {"name": "ana-r10", "owner": "ana", "architecture": "resnet10t", "layout": {"classes": 4}, "preprocess": {"resize": LEAF_SIZE}, "fold": 0},
+    {"name": "ben-regnet", "owner": "ben", "architecture": "regnetx_002", "layout": {"classes": 4}, "preprocess": {"resize": LEAF_SIZE}, "fold": 0},
+    {"name": "chloe-hi", "owner": "chloe", "architecture": "regnety_002", "layout": {"classes": 4}, "preprocess": {"resize": [96, 96]}, "fold": 0},
+]
+LEAF_METHODS = (Method.SOFT, Method.GEO, Method.SELECT, Method.STACK, Method.AUTO)
+
+
+def run_leaves_demo(
+    root: Path,
+    seed: int = 0,
+    n_plants: int = 200,
+    n_eval: int = 600,
+    image_size: tuple[int, int] = (128, 128),
+    epochs: int = 6,
+    log: Callable[[str], None] = lambda _: None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoResult:
+    """The flow on a declared competition in `root` (created; must be empty or absent): draws
+    leaves with one disease per plant (`toy.make_toy_leaves`, eval answers kept aside), declares
+    it in ``model_zoo.yaml`` (`toy.LEAVES`), splits the plants into folds, trains three small
+    models with ``layout: {classes: 4}`` holding out fold 0, predicts the validation fold and eval
+    with hflip TTA, composes the soft and geometric votes, selection, stacking and auto (scored by
+    accuracy, folds and intervals by plant), reports, and scores each on the hidden answers."""
+    import yaml
+
+    from ensembler.data.toy import LEAVES, make_toy_leaves
+    from ensembler.scoring.metrics import competition_score
+
+    root = _fresh(root)
+    log(f"drawing a leaf-disease competition: {n_plants} plants x 3 photos, {n_eval} eval images, {image_size[0]}x{image_size[1]}; declared in model_zoo.yaml (tasks, metric, layout, submission)")
+    comp = make_toy_leaves(root, n_plants, 3, n_eval, seed, image_size)
+    zoo = root / "model_zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"project": {"data": "data"}, "competition": LEAVES}, sort_keys=False))
+    split_project(load_project(zoo), seed=seed)
+    log("wrote folds.csv: 5 folds by plant, stratified by disease; fold 0 is validation")
+    for member in LEAF_TEAM:
+        add_model(zoo, member | {"tta": "hflip", "checkpoint": f"models/{member['name']}/best.pth"})
+    project = load_project(zoo)
+    cache: dict = {}
+    for i, entry in enumerate(project.models):
+        log(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold 0 held out")
+        train_model(entry, comp.data, project.folds, 0, entry.checkpoint, epochs=epochs, lr=LR, seed=seed * 100 + i, cache=cache, log=log, competition=project.competition)
+    names = [e.name for e in project.models]
+    for split in (Split.VAL, Split.EVAL):
+        log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
+        predict(project, names, split, workers=0, progress=progress)
+    recipe = parse_recipe("label:" + "+".join(names), project.competition.space)
+    submissions = []
+    for method in LEAF_METHODS:
+        submissions.append(compose_submission(project, recipe, combining(method), name=str(method)))
+        chosen = (submissions[-1].validation or {}).get("auto", {}).get("chosen")
+        log(f"wrote submissions/{method}.csv ({method} of {recipe}" + (f": chose {chosen}" if chosen else "") + ")")
+    report = build_report(project, sources=names, recipes=[recipe], methods=list(LEAF_METHODS))
+    truth = pd.read_csv(comp.answers).set_index("ImageID")["label"]
+    competition, store = project.competition, project.store
+    scores: dict[str, Scores | float] = {}
+    for name in names:
+        pset = store.read(name, Split.EVAL)
+        scores[name] = competition_score(competition, truth.reindex(pset.image_ids).to_numpy(), pset.probs)
+    for sub in submissions:
+        written = pd.read_csv(sub.csv, dtype=str)
+        decided = written["label"].map({c: i for i, c in enumerate(competition.tasks[0].classes)}).to_numpy()
+        scores[sub.name] = float((decided == truth.reindex(written["image_id"]).to_numpy()).mean())
+    return DemoResult(root, report, submissions, scores, {str(recipe): "team"}, str(competition.metric))

@@ -1,10 +1,10 @@
-"""A short built-in trainer, for the demo only (not a product feature): just enough to make
+"""A short built-in trainer, for the demos only (not a product feature): just enough to make
 honest checkpoints of small timm models on a toy competition, on CPU, in seconds.
 
-A model is trained on the people outside its held-out fold, with the targets its layout
-names (the 18 classes, or one cross-entropy per head, age classes weighted against their
-imbalance), random horizontal flips, AdamW and a one-cycle schedule. The images are decoded
-and resized once into memory.
+A model is trained on the people (a declared competition's groups) outside its held-out fold,
+with the targets its layout names (the answer's classes, the mask competition's 18, or one
+cross-entropy per head, classes weighted against their imbalance), random horizontal flips,
+AdamW and a one-cycle schedule. The images are decoded and resized once into memory.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ensembler.data.competition import MASK, Competition
 from ensembler.data.dataset import read_folds, read_train
-from ensembler.data.labels import N_CLASSES, N_JOINT, decode
 from ensembler.data.zoo import ZooEntry
 
 from .images import Geometry, apply_geometry, normalize
@@ -47,32 +47,40 @@ def train_model(
     seed: int = 0,
     cache: dict | None = None,
     log: Callable[[str], None] = lambda _: None,
+    competition: Competition = MASK,
 ) -> float:
     """Train `entry`'s architecture on the train people outside fold `held_out`; save its state_dict.
 
     cache: the train table and its images decoded per geometry (rows in the table's order),
-    shared between calls. Returns the last epoch's mean loss.
+    shared between calls. competition: whose labelled images and groups (default the mask
+    competition's persons). Returns the last epoch's mean loss.
     """
     torch.manual_seed(seed)
     cache = {} if cache is None else cache
     if "table" not in cache:
-        cache["table"] = read_train(data)
+        if competition.is_preset:
+            cache["table"] = read_train(data).assign(group=lambda t: t["profile"])
+        else:
+            from ensembler.data.declared import read_labelled
+
+            cache["table"] = read_labelled(competition, data)
     table = cache["table"]
     geometry = Geometry.of(entry.preprocess)
     if geometry not in cache:
         cache[geometry] = load_images(list(table["path"]), geometry)
-    keep = read_folds(folds_file).reindex(table["profile"]).to_numpy() != held_out
+    keep = read_folds(folds_file).reindex(table["group"]).to_numpy() != held_out
     x_all = cache[geometry][torch.from_numpy(keep)]
     labels = table["label"].to_numpy()[keep]
-    parts = decode(labels)
+    space = competition.space
+    parts = space.decode(labels)
 
     if entry.layout.joint:
-        targets = [(slice(0, N_JOINT), torch.tensor(labels), _weights(labels, N_JOINT))]
+        targets = [(slice(0, space.n_joint), torch.tensor(labels), _weights(labels, space.n_joint))]
     else:
         targets, start = [], 0
         for head in entry.layout.heads:
             y = parts[head.task]
-            targets.append((slice(start, start + head.width), torch.tensor(y), _weights(y, N_CLASSES[head.task])))
+            targets.append((slice(start, start + head.width), torch.tensor(y), _weights(y, space.n_classes[head.task])))
             start += head.width
     model = build_model(entry).train().to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

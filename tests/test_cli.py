@@ -145,6 +145,23 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     assert again.exit_code == 1 and "not empty" in again.stderr
 
 
+def test_demo_of_a_declared_competition_at_a_tiny_size(tmp_path):
+    pytest.importorskip("torch")
+    args = ("demo", "--competition", "leaves", "--dir", tmp_path / "d", "--people", 40, "--eval-people", 4, "--image-size", "48x48", "--epochs", 1)
+    result = ens(*args)
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "d"
+    assert "competition:" in (root / "model_zoo.yaml").read_text() and (root / "folds.csv").read_text().startswith("group,fold")
+    sample = (root / "data" / "sample_submission.csv").read_text().splitlines()
+    for method in ("soft", "geo", "select", "stack", "auto"):
+        written = (root / "submissions" / f"{method}.csv").read_text().splitlines()
+        assert written[0] == "image_id,label" and len(written) == len(sample) == 13  # the sample's rows, 12 eval images
+        assert {line.split(",")[0] for line in written[1:]} == {line.split(",")[0] for line in sample[1:]}
+        assert {line.split(",")[1] for line in written[1:]} <= {"healthy", "rust", "spot", "blight"}  # class names, as declared (as: name)
+    out = " ".join(result.output.split())
+    assert "hidden eval answers (never read by ens): accuracy" in out and "ana-r10" in out and "chose " in out
+
+
 def test_compose_and_report_do_not_import_torch(team, tmp_path):
     base, root = team
     code = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -394,12 +395,13 @@ METHOD_HELP = (
     "class's ranks over the images (a declared competition scored by AUC); hard: weighted "
     "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
     "then by the lower class index; stack: per task, a logistic regression on the sources' "
-    "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1, bagged "
+    "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1 (a declared competition: its metric), bagged "
     "(Caruana et al. 2004); auto (as --auto): among the soft and geometric votes, the per-task choice (per task, each source "
     "alone, their vote, selection or stack) and the stack on the 18-way joint, the one with the best cross-validated 18-class "
     "macro F1, taken over the soft vote only when its gain is beyond the noise (paired person bootstrap, 90% interval above 0), "
-    "never learned on a class of fewer than 5 labelled people, never one whose eval decisions run away. stack, select and auto "
-    "are fitted on the sources' labelled predictions and scored by person-grouped cross-validation."
+    "never learned on a class of fewer than 5 labelled people, never one whose eval decisions run away (a declared competition: "
+    "its metric, its groups; no joint stack). stack, select and auto are fitted on the sources' labelled predictions and scored "
+    "by person-grouped (group-wise) cross-validation."
 )
 TIE_HELP = (
     "How a hard vote breaks a tie between classes with equal vote totals: mass (the tied classes' "
@@ -566,31 +568,49 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+class DemoCompetition(str, Enum):
+    """The competitions `ens demo` draws: the built-in mask one, or leaves, declared."""
+
+    MASK = "mask"
+    LEAVES = "leaves"
+
+
 @app.command()
 def demo(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Folder to create for the demo (must be empty or absent). Default: the first of ens-demo, ens-demo-2, … that does not exist.", show_default=False)] = None,
+    competition: Annotated[DemoCompetition, typer.Option("--competition", help="mask: the face-mask competition (built in). leaves: a second competition declared in model_zoo.yaml (one task, four diseases, photos grouped by plant, scored by accuracy).")] = DemoCompetition.MASK,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the folds and the training.")] = 0,
-    people: Annotated[int, typer.Option("--people", help="Train people (7 images each).")] = 300,
-    eval_people: Annotated[int, typer.Option("--eval-people", help="Eval people (7 images each).")] = 200,
-    image_size: Annotated[str, typer.Option("--image-size", help="Drawn image size WIDTHxHEIGHT (the real data is 384x512).")] = "192x256",
+    people: Annotated[Optional[int], typer.Option("--people", help="Train people (7 images each). Default: 300; with --competition leaves, train plants (3 images each), default 200.", show_default=False)] = None,
+    eval_people: Annotated[int, typer.Option("--eval-people", help="Eval people (7 images each); with --competition leaves, eval plants (3 images each).")] = 200,
+    image_size: Annotated[Optional[str], typer.Option("--image-size", help="Drawn image size WIDTHxHEIGHT. Default: 192x256 for mask (the real data is 384x512), 128x128 for leaves.", show_default=False)] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per model.")] = 6,
 ) -> None:
     """The whole flow on a synthetic competition, on CPU in a few minutes: draws the data in the
-    real layout (eval answers kept aside), writes the fold file, trains a small team (an 18-class
-    model, a three-head fold group, an age-only model at a higher resolution, a mask-and-gender
-    model), registers them, predicts with TTA, composes, reports, and scores each submission on
-    the hidden eval answers. Needs torch (pip install -e ".[predict]")."""
-    run_demo = _torch_side("demo").run_demo
+    real layout (eval answers kept aside), writes the fold file, trains a small team (mask: an
+    18-class model, a three-head fold group, an age-only model at a higher resolution, a
+    mask-and-gender model; leaves: three 4-class models), registers them, predicts with TTA,
+    composes, reports, and scores each submission on the hidden eval answers. Needs torch
+    (pip install -e ".[predict]")."""
+    side = _torch_side("demo")
 
     if dir is None:
         dir = next(p for p in (Path("ens-demo"), *(Path(f"ens-demo-{i}") for i in range(2, 1000))) if not p.exists())
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
-    result = run_demo(dir, seed, people, eval_people, _size(image_size), epochs, log=log)
+    if competition is DemoCompetition.LEAVES:
+        result = side.run_leaves_demo(dir, seed, people or 200, 3 * eval_people, _size(image_size or "128x128"), epochs, log=log)
+    else:
+        result = side.run_demo(dir, seed, people or 300, eval_people, _size(image_size or "192x256"), epochs, log=log)
     out.print(report_table(result.report, result.labels, out.width))
-    out.print(priors_table(result.report))
-    out.print(eval_table(result.eval_scores))
-    out.print(f"done in {time.perf_counter() - start:.0f} s. Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")
+    if result.metric is None:
+        out.print(priors_table(result.report))
+    out.print(eval_table(result.eval_scores, result.metric))
+    done = f"done in {time.perf_counter() - start:.0f} s."
+    if result.metric is None:
+        out.print(f"{done} Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")
+    else:
+        recipe = next(iter(result.labels))
+        out.print(f"{done} Next: cd {_rel(result.root)} && ens report --recipe '{recipe}' --method soft --method auto --html report.html   (model_zoo.yaml holds the declaration)")
 
 
 def main() -> None:

@@ -142,14 +142,14 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
     """The report as a table; a recipe too long for its column is shown as R1, R2… with a legend.
     Scores carry 4 decimals, 3 in a terminal narrower than `NARROW` columns (fits 80)."""
     digits = 4 if width >= NARROW else 3
-    if result.metric is not None:
-        return _metric_table(result, digits)
     labels = dict(labels or {})
     legend = []
     for row in result.rows:
         if row.kind == "recipe" and row.name not in labels and len(row.name) > 20:
             labels[row.name] = f"R{len(legend) + 1}"
             legend.append(f"{labels[row.name]} = {row.name}")
+    if result.metric is not None:
+        return _metric_table(result, digits, labels, legend)
     caption = (
         "macro F1 per task and over the 18 classes (the competition's score); gain: 18-class F1 over the best single source; "
         "CV rows (stack, select, auto) are scored out of fold by person-grouped cross-validation, ± their spread across folds"
@@ -188,13 +188,14 @@ def report_table(result: Report, labels: dict[str, str] | None = None, width: in
     return table
 
 
-def _metric_table(result: Report, digits: int) -> Table:
+def _metric_table(result: Report, digits: int, labels: Mapping[str, str], legend: Sequence[str]) -> Table:
     """A declared competition's report: its metric per row, the group-bootstrap interval, the
-    gain over the best single source (signed so that above 0 is better) and P(gain>0)."""
+    gain over the best single source (signed so that above 0 is better) and P(gain>0); a recipe
+    shown by its label (`labels`), explained in the `legend`."""
     caption = f"{result.metric}: the competition's metric (CV rows: stack, select, auto out of fold by group, ± their spread across folds); gain: over the best single source, above 0 better"
     if result.replicates:
         caption += f"; 90% CI: group-bootstrap interval ({result.replicates} resamples of {result.people} groups); P(gain>0): paired on the same groups; ~ marks a gain inside the noise"
-    table = Table(title=f"validation: {result.scope}", caption=caption, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"validation: {result.scope}", caption="\n".join([*legend, caption]), title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("source / recipe", overflow="fold", min_width=14)
     table.add_column("kind", no_wrap=True)
     for col in (result.metric, *(["90% CI"] if result.replicates else []), "gain", *(["P(gain>0)"] if result.replicates else [])):
@@ -204,7 +205,7 @@ def _metric_table(result: Report, digits: int) -> Table:
         interval = [] if not result.replicates else [f"{row.interval[0]:.{digits}f}-{row.interval[1]:.{digits}f}"]
         sure = [] if not result.replicates else ["" if row.positive is None else f"{row.positive:.0%}"]
         spread = "" if row.spread is None else f" ±{row.spread:.{min(digits, 3)}f}"
-        table.add_row(row.name, row.described, _f(row.value, digits) + spread, *interval, gain, *sure)
+        table.add_row(labels.get(row.name, row.name), row.described, _f(row.value, digits) + spread, *interval, gain, *sure)
     return table
 
 

@@ -240,3 +240,107 @@ def teammate_csv(
     if hard:
         return frame.assign(ans=table.argmax(axis=1))
     return pd.concat([frame, pd.DataFrame(table, columns=[str(k) for k in range(table.shape[1])])], axis=1)
+
+
+# --- a second, declared competition: leaves with one disease per plant (issue 24) ----------------
+
+LEAF_CLASSES = ("healthy", "rust", "spot", "blight")
+LEAF_MIX = np.array([0.4, 0.25, 0.2, 0.15])  # leaf-disease sets are skewed towards a few classes
+LEAVES = {  # the `competition:` section of the leaves demo's model_zoo.yaml
+    "name": "leaves",
+    "tasks": {"label": list(LEAF_CLASSES)},
+    "metric": "accuracy",
+    "train": {"csv": "train.csv", "id": "image_id", "images": "train_images", "labels": {"label": "label"}, "group": "plant"},
+    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test_images"},
+    "submission": {"answer": "label", "as": "name"},
+}
+
+
+def draw_leaf(rng: np.random.Generator, disease: int, size: tuple[int, int], look: np.ndarray):
+    """A PIL image (width x height = `size`) of a leaf with `disease` (`LEAF_CLASSES`): rust as
+    many small orange dots, spot as a few brown rings, blight as a dry patch from the leaf's
+    edge, each faint on some photos. look: the plant's ``(8,)`` numbers (background and leaf
+    colour, leaf size and angle), varied a little per photo, as a plant's photos are."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w, h = size
+    jitter = lambda scale: rng.normal(0, scale)  # noqa: E731
+    background = tuple(int(np.clip(v + jitter(8), 0, 255)) for v in look[:3])
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    green = tuple(int(np.clip(v + jitter(10), 0, 255)) for v in look[3:6])
+    cx, cy = w / 2 + jitter(w * 0.04), h / 2 + jitter(h * 0.04)
+    rx, ry = w * look[6] * 0.4, h * look[6] * 0.42
+    angle = look[7] + jitter(0.2)
+    t = np.linspace(0, 2 * np.pi, 40)
+    px, py = rx * np.cos(t) * np.abs(np.sin(t / 2)) ** 0.3, ry * np.sin(t)
+    outline = [(cx + x * np.cos(angle) - y * np.sin(angle), cy + x * np.sin(angle) + y * np.cos(angle)) for x, y in zip(px, py)]
+    draw.polygon(outline, fill=green)
+    draw.line([outline[10], outline[30]], fill=tuple(min(255, c + 40) for c in green), width=max(1, w // 64))
+    strength = rng.uniform(0.4, 1.0)  # some photos show the disease faintly
+    inside = lambda: (cx + rng.uniform(-0.5, 0.5) * rx, cy + rng.uniform(-0.6, 0.6) * ry)  # noqa: E731
+    mix = lambda colour: tuple(int(g + strength * (c - g)) for g, c in zip(green, colour))  # noqa: E731
+    if disease == 1:  # rust
+        for _ in range(rng.integers(15, 40)):
+            x, y = inside()
+            r = w * rng.uniform(0.008, 0.02)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=mix((205, 120, 40)))
+    elif disease == 2:  # spot
+        for _ in range(rng.integers(3, 8)):
+            x, y = inside()
+            r = w * rng.uniform(0.03, 0.06)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=mix((90, 60, 30)), outline=mix((200, 190, 60)), width=max(1, w // 80))
+    elif disease == 3:  # blight
+        start = int(rng.integers(0, 40))
+        patch = [outline[(start + i) % 40] for i in range(rng.integers(8, 14))]
+        draw.polygon([*patch, (cx, cy)], fill=mix((150, 120, 70)))
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.0) * w / 192))
+
+
+def make_toy_leaves(root: Path, n_plants: int = 200, per_plant: int = 3, n_eval: int = 600, seed: int = 0, image_size: tuple[int, int] | None = (128, 128)) -> ToyCompetition:
+    """Write a leaf-disease competition under ``root/data`` in a cassava-like layout, the one the
+    `LEAVES` declaration reads: ``train.csv`` (``image_id,label,plant``: class names, `per_plant`
+    photos of each of `n_plants` plants, one disease per plant), ``train_images/``,
+    ``test_images/`` and ``sample_submission.csv`` (``image_id,label``); the eval answers go to
+    ``answers.csv`` beside the data folder. None for `image_size` writes empty placeholders."""
+    from PIL import Image  # noqa: F401  (drawing needs Pillow, which torchvision brings)
+
+    rng = np.random.default_rng(seed)
+    looks = np.random.default_rng([seed, 11])
+    data = Path(root) / "data"
+    for folder in ("train_images", "test_images"):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+
+    def plant_look() -> np.ndarray:
+        soil = looks.uniform(60, 160, 3) * np.array([1.0, 0.85, 0.6])
+        leaf = np.array([looks.uniform(40, 90), looks.uniform(120, 190), looks.uniform(30, 80)])
+        return np.concatenate([soil, leaf, [looks.uniform(0.75, 1.0), looks.uniform(-0.6, 0.6)]])
+
+    def write(path: Path, disease: int, look: np.ndarray) -> None:
+        if image_size is None:
+            path.touch()
+        else:
+            draw_leaf(rng, disease, image_size, look).save(path, format="JPEG", quality=90)
+
+    train_rows = []
+    for plant in range(n_plants):
+        disease, look = int(rng.choice(len(LEAF_CLASSES), p=LEAF_MIX)), plant_look()
+        for _ in range(per_plant):
+            image_id = f"{rng.integers(1 << 40):012x}.jpg"
+            write(data / "train_images" / image_id, disease, look)
+            train_rows.append((image_id, disease, f"plant{plant:04d}"))
+    train = pd.DataFrame(train_rows, columns=["ImageID", "label", "plant"])
+    train.assign(image_id=train["ImageID"], label_name=[LEAF_CLASSES[c] for c in train["label"]])[["image_id", "label_name", "plant"]].rename(columns={"label_name": "label"}).to_csv(data / "train.csv", index=False)
+    eval_rows = []
+    for plant in range(int(np.ceil(n_eval / per_plant))):
+        disease, look = int(rng.choice(len(LEAF_CLASSES), p=LEAF_MIX)), plant_look()
+        for _ in range(per_plant):
+            if len(eval_rows) < n_eval:
+                image_id = f"{rng.integers(1 << 40):012x}.jpg"
+                write(data / "test_images" / image_id, disease, look)
+                eval_rows.append((image_id, disease, plant))
+    truth = pd.DataFrame(eval_rows, columns=["ImageID", "label", "person"]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    pd.DataFrame({"image_id": truth["ImageID"], "label": LEAF_CLASSES[0]}).to_csv(data / "sample_submission.csv", index=False)
+    answers = Path(root) / "answers.csv"
+    truth[["ImageID", "label"]].to_csv(answers, index=False)
+    return ToyCompetition(data, answers, train[["ImageID", "label"]], truth)
