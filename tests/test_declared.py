@@ -678,3 +678,49 @@ def test_hundreds_of_classes_from_a_folder_per_class_keep_the_vote_and_refuse_a_
     assert written[0] == "key_id,word" and len(written) == 21 and all(line.split(",")[1] in WORDS for line in written[1:])  # class names
     with pytest.raises(EnsError, match=r"a stack of word would fit 310 classes x 620 features = 192,200 weights, more than 10,000: compose with --method select or auto"):
         ens.compose(project, None, "stack")
+
+
+@pytest.mark.parametrize("shape", ["multi-label", "product"])
+def test_learned_steps_and_auto_on_several_declared_tasks(shape):
+    """Two tasks: two binary labels scored by their mean AUC (probability columns), or their
+    product as one answer scored by accuracy; through the engine `ens compose` runs."""
+    from ensembler.data.store import PredictionSet, Split
+    from ensembler.pipeline.auto import Auto
+    from ensembler.pipeline.engine import Context, Pipeline, run
+    from ensembler.pipeline.learned import Select, Stack
+    from ensembler.pipeline.recipe import parse_recipe
+    from ensembler.pipeline.scope import Labelled
+    from ensembler.scoring.metrics import composed_score
+
+    train = {"csv": "train.csv", "id": "image_id", "images": "train", "labels": {"cough": "cough", "fever": "fever"}, "group": "patient"}
+    declared = {"tasks": {"cough": ["no", "yes"], "fever": ["none", "high"]}, "train": train, "eval": {"csv": "s.csv", "id": "image_id", "images": "test"}}
+    if shape == "multi-label":
+        declared |= {"metric": "auc", "submission": {"proba": {"cough": "yes", "fever": "high"}}}
+    else:
+        declared |= {"metric": "accuracy", "submission": {"answer": "label"}, "joint": "product"}
+    comp = competition(declared)
+    space = comp.space
+    rng = np.random.default_rng(7)
+    n, m = 240, 60
+    truth = {t: rng.integers(0, 2, n + m) for t in space.tasks}
+    labels = space.encode(*(truth[t][:n] for t in space.tasks))
+    groups = np.repeat(np.arange(n // 3), 3).astype(str).astype(object)
+    ids = np.array([f"i{i}.jpg" for i in range(n + m)], dtype=object)
+    labelled, target = {}, {}
+    for source, skill in (("a", 2.0), ("b", 1.2), ("c", 0.8)):
+        probs = {}
+        for t in space.tasks:
+            logit = skill * (2 * truth[t] - 1) + rng.normal(0, 1.5, n + m)
+            p = 1 / (1 + np.exp(-logit))
+            probs[t] = np.stack([1 - p, p], axis=1)
+        labelled[source] = PredictionSet(source, Split.OOF, ids[:n], {t: p[:n] for t, p in probs.items()}, None, labels, {}, space)
+        target[source] = PredictionSet(source, Split.EVAL, ids[n:], {t: p[n:] for t, p in probs.items()}, None, None, {}, space)
+    recipe = parse_recipe("*:a+b+c", space)
+    scope = Labelled(labelled, labels, "simulated", True, (), groups)
+    for step in (Stack(), Select(), Auto()):
+        done = run(Pipeline((step,)), scope, target, Context(recipe, competition=comp))
+        assert set(done.eval.probs) == set(space.tasks) and done.eval.space is space and len(done.eval.labels) == m
+        assert done.cv is not None and done.cv.key == str(comp.metric) and done.cv.f1_18 == pytest.approx(composed_score(comp, labels, done.scored))
+    record = done.records[0]["auto"]
+    assert set(record["tasks"]) == set(space.tasks) and all(str(comp.metric) in c for c in record["candidates"])
+    assert record["candidates"][0]["label"] == "soft vote a+b+c (per task)"
