@@ -58,7 +58,7 @@ from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
 from ..data.people import MIN_PEOPLE, person_folds, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
-from ..scoring.metrics import macro_f1, metric_replicates, metric_value, task_objective
+from ..scoring.metrics import macro_f1, metric_replicates, task_objective
 from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
 from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
@@ -149,7 +149,10 @@ class MetricJudge(Judge):
         self.key, self.sign = str(metric), 1.0 if metric.higher_is_better else -1.0
 
     def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        return np.array([self.sign * np.mean([metric_value(self.metric, y[rows], k, p[rows], d[rows], weights) for y, k, p, d in parts]) for parts in self.parts])
+        # metric_value's numbers, by metric_replicates with one row of weights: a fold without a
+        # class scores that class NaN (left out of a multi-class AUC) where scikit-learn raises
+        w = (np.ones(len(rows)) if weights is None else weights)[None, :]
+        return np.array([self.sign * np.mean([metric_replicates(self.metric, y[rows], k, w, p[rows], d[rows])[0] for y, k, p, d in parts]) for parts in self.parts])
 
     def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
         codes = np.unique(self.groups[rows], return_inverse=True)[1]
