@@ -330,7 +330,7 @@ def make_toy_leaves(root: Path, n_plants: int = 200, per_plant: int = 3, n_eval:
             write(data / "train_images" / image_id, disease, look)
             train_rows.append((image_id, disease, f"plant{plant:04d}"))
     train = pd.DataFrame(train_rows, columns=["ImageID", "label", "plant"])
-    train.assign(image_id=train["ImageID"], label_name=[LEAF_CLASSES[c] for c in train["label"]])[["image_id", "label_name", "plant"]].rename(columns={"label_name": "label"}).to_csv(data / "train.csv", index=False)
+    pd.DataFrame({"image_id": train["ImageID"], "label": [LEAF_CLASSES[c] for c in train["label"]], "plant": train["plant"]}).to_csv(data / "train.csv", index=False)
     eval_rows = []
     for plant in range(int(np.ceil(n_eval / per_plant))):
         disease, look = int(rng.choice(len(LEAF_CLASSES), p=LEAF_MIX)), plant_look()
