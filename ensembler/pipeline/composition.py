@@ -31,7 +31,7 @@ from ..scoring.metrics import competition_score, own_prediction, score
 from .engine import Composed, Context, Pipeline, Run, run
 from .persons import ByPerson, groups_paths
 from .recipe import Recipe, Term, complete_recipe
-from .scope import Labelled, guard_leakage, labelled_scope
+from .scope import Labelled, declared_groups, guard_leakage, labelled_scope
 from .steps import pipeline_of
 from .voting import VOTE_NAMES
 
@@ -176,10 +176,11 @@ def gather_labelled(project: Project, store: Store, recipe: Recipe, fitted: str 
                 "(import its validation rows, or run ens predict --split val or oof)"
             )
         return None, f"no labelled predictions for {', '.join(lacking)}"
-    if fitted:
-        guard_leakage(project, labelled)
     try:
-        return labelled_scope(project, labelled), None
+        group_of = declared_groups(project)  # a declared competition's groups, read once for both
+        if fitted:
+            guard_leakage(project, labelled, group_of)
+        return labelled_scope(project, labelled, group_of), None
     except EnsError as exc:
         if fitted:
             raise

@@ -152,9 +152,10 @@ def declared_groups(project: Project) -> Callable[[np.ndarray], np.ndarray] | No
     return lambda chosen: group.reindex(chosen).to_numpy(object)
 
 
-def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Labelled:
-    """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`)."""
-    group_of = declared_groups(project)
+def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> Labelled:
+    """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`).
+    group_of: `declared_groups(project)` when the caller has read it already (None: read here)."""
+    group_of = group_of or declared_groups(project)
     fixes = checked_fixes(project) if group_of is None else None  # a label-fix file is the mask competition's
     ids, scope, notes = scoring_images(project, sets, group_of)
     aligned, labels = aligned_sets(sets, ids)
@@ -166,12 +167,12 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet]) -> Label
     return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups)
 
 
-def guard_leakage(project: Project, sets: Mapping[str, PredictionSet]) -> None:
+def guard_leakage(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
     """Refuse labelled predictions of a zoo model on people (a declared competition's groups) it
-    trained on: outside its held-out fold."""
+    trained on: outside its held-out fold. group_of: as `labelled_scope`'s."""
     if not project.folds.is_file():
         return
-    group_of = declared_groups(project)
+    group_of = group_of or declared_groups(project)
     key, unit = (profile_of, "people") if group_of is None else (group_of, "groups")
     folds = read_folds(project.folds)
     for name, pset in sets.items():
