@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ensembler.data.dataset import images_fingerprint, read_eval, read_folds, read_train
+from ensembler.data.dataset import folds_of, images_fingerprint, read_eval, read_folds, read_train
 from ensembler.data.project import Project
 from ensembler.data.store import PredictionSet, Split
 from ensembler.data.zoo import Layout, TTAPolicy, ZooEntry
@@ -89,12 +88,9 @@ def split_images(project: Project, split: Split) -> Images:
         return Images(table["ImageID"].to_numpy(object), list(table["path"]), None, None)
     if not project.folds.is_file():
         raise EnsError(f"--split {split} needs the team's fold file {project.folds} (run `ens split` first)")
-    table, key, unit = (read_train(data, project.fixes), "profile", "person") if preset else (read_labelled(competition, data), "group", "group")
-    folds = read_folds(project.folds).reindex(table[key]).to_numpy()
-    if pd.isna(folds).any():
-        absent = table[key][pd.isna(folds)].iloc[0]
-        raise EnsError(f"{project.folds}: {unit} {absent!r} has no fold (was the fold file made on other data?)")
-    folds = folds.astype(np.int64)
+    # the labels as given: a stored set never carries a label fix (the fix file in force is applied when it is read)
+    table, key, unit = (read_train(data), "profile", "person") if preset else (read_labelled(competition, data), "group", "group")
+    folds = folds_of(read_folds(project.folds, table[key].to_numpy(object), unit), table[key].to_numpy(object), project.folds, unit)
     keep = folds == project.val_fold if split is Split.VAL else np.ones(len(table), dtype=bool)
     table = table[keep]
     return Images(table["ImageID"].to_numpy(object), list(table["path"]), table["label"].to_numpy(), folds[keep])

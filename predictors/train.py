@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ensembler.data.competition import MASK, Competition
-from ensembler.data.dataset import read_folds, read_train
+from ensembler.data.dataset import folds_of, read_folds, read_train
 from ensembler.data.zoo import ZooEntry
 
 from .images import Geometry, apply_geometry, normalize
@@ -68,7 +68,8 @@ def train_model(
     geometry = Geometry.of(entry.preprocess)
     if geometry not in cache:
         cache[geometry] = load_images(list(table["path"]), geometry)
-    keep = read_folds(folds_file).reindex(table["group"]).to_numpy() != held_out
+    groups = table["group"].to_numpy(object)
+    keep = folds_of(read_folds(folds_file, groups), groups, folds_file) != held_out
     x_all = cache[geometry][torch.from_numpy(keep)]
     labels = table["label"].to_numpy()[keep]
     space = competition.space

@@ -122,3 +122,17 @@ SKETCH = {
     "eval": {"csv": "sample_submission.csv", "id": "key_id", "images": "test"},
     "submission": {"answer": "word", "as": "name"},
 }
+
+
+def touch(path: Path) -> None:
+    """A stand-in image file (composing and scoring never decode one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8 an image")
+
+
+def declared_project(root: Path, declared: dict) -> Project:
+    """A project in `root` whose data folder is `root` and whose competition is `declared`."""
+    import yaml
+
+    (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": "."}, "competition": declared}, sort_keys=False))
+    return load_project(root / "model_zoo.yaml")

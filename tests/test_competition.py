@@ -76,7 +76,7 @@ def _with(base, path, value):
         (_with(CASSAVA, ["joint"], "product"), r"product needs two tasks or more"),
         ({**SKETCH, "tasks": {"a": ["x", "y"], "b": ["u", "v"]}, "joint": "product"}, r"a folder per class holds one task"),
         ({"tasks": CASSAVA["tasks"], "metric": "accuracy"}, r"competition.train: required"),
-        (_with(CASSAVA, ["tasks"], {"label": ["a", "b"], "shape": ["c", "d"]}), r"a task of several may not be called 'label'"),
+        (_with(CASSAVA, ["tasks"], {"label": ["a", "b"], "shape": ["c", "d"]}), r"a task may not be called 'label'"),
     ],
 )
 def test_a_bad_declaration_is_one_error_naming_the_key_and_the_file(tmp_path, declared, match):

@@ -10,16 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CASSAVA, MELANOMA, SKETCH, WORDS
+from conftest import CASSAVA, MELANOMA, SKETCH, WORDS, declared_project, touch
 
 from ensembler.data.competition import parse_competition
 from ensembler.data.declared import read_labelled, read_sample, submission_bytes
 from ensembler.errors import EnsError
-
-
-def touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\xff\xd8 an image")
 
 
 def cassava(root: Path, labels=("cbb", "3", "healthy", "cmd")) -> Path:
@@ -161,15 +156,6 @@ def test_a_set_of_hundreds_of_classes_round_trips(tmp_path):
 
 
 # --- ens import in a declared competition ----------------------------------------------------
-
-
-def declared_project(root: Path, declared: dict):
-    import yaml
-
-    from ensembler.data.project import load_project
-
-    (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": "."}, "competition": declared}, sort_keys=False))
-    return load_project(root / "model_zoo.yaml")
 
 
 def test_import_reads_class_names_indices_and_hard_labels(tmp_path):

@@ -5,8 +5,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ensembler.data.labels import MEMBERS, TASKS, marginals
-from ensembler.data.stable import NOISE, decide, tie_tolerance, weighted_sum
+from ensembler.data.labels import MEMBERS, TASKS, LabelSpace, marginals
+from ensembler.data.stable import NOISE, TIE, decide, tie_tolerance, weighted_sum
 from ensembler.pipeline.voting import Method, vote
 
 
@@ -30,9 +30,20 @@ def test_weighted_sum_refuses_mismatched_weights():
 
 
 def test_decide_takes_the_lower_class_within_the_tolerance_and_the_larger_beyond():
-    scores = np.array([[0.5, 0.5 + 1e-13, 0.1], [0.5, 0.5 + 1e-9, 0.1], [0.2, 0.1, 0.2]])
-    assert decide(scores).tolist() == [0, 1, 0]
-    assert decide(scores, 1e-8).tolist() == [0, 0, 0]
+    scores = np.array([[0.5, 0.5 + 1e-13, 0.1], [0.5, 0.5 + 1e-9, 0.1], [0.2, 0.1, 0.2], [0.5, 0.5 + 1e-6, 0.1]])
+    assert decide(scores).tolist() == [0, 0, 0, 1]  # the default: float32's rounding (TIE)
+    assert decide(scores, NOISE).tolist() == [0, 1, 0, 1]
+    assert decide(scores, 1e-8).tolist() == [0, 0, 0, 1]
+
+
+def test_one_tie_rule_the_soft_vote_and_a_composition_decide_float32_near_ties_alike():
+    from ensembler.pipeline.engine import Composed
+
+    a, b = np.array([[0.5, 0.50000006]], np.float32), np.array([[0.5, 0.5]], np.float32)
+    labels, combined = vote([a, b], None, Method.SOFT)
+    composed = Composed.decided(np.array(["x"], object), {"t": combined}, None, "", LabelSpace(("t",), {"t": ("no", "yes")}))
+    assert labels.tolist() == composed.labels.tolist() == [0]
+    assert TIE == tie_tolerance(a, b)
 
 
 def test_tie_tolerance_is_the_rounding_of_the_least_precise_input():

@@ -435,7 +435,7 @@ def compose(
     prior: Annotated[Optional[list[str]], typer.Option("--prior", help=PRIOR_HELP, show_default=False, metavar="em|TASK:P,P,…")] = None,
     tune_f1: Annotated[bool, typer.Option("--tune-f1", help="Tune per-class offsets on the labelled composition to maximise the 18-class macro F1 (coordinate ascent, scored by person-grouped CV) and apply them last.")] = False,
     tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
-    calibrate: Annotated[Calibrator, typer.Option("--calibrate", help="With --prior: the calibrator fitted on the labelled composition before the eval priors are estimated (EM assumes calibrated probabilities): ts (temperature), bcts (temperature and class biases), vs (vector scaling), none, or auto (the best by out-of-fold log-loss).")] = Calibrator.AUTO,
+    calibrate: Annotated[Optional[Calibrator], typer.Option("--calibrate", help="With --prior: the calibrator fitted on the labelled composition before the eval priors are estimated (EM assumes calibrated probabilities): ts (temperature), bcts (temperature and class biases), vs (vector scaling), none, or auto (the best by out-of-fold log-loss). Default: auto.", show_default=False)] = None,
     force_prior: Annotated[bool, typer.Option("--force-prior", help="Apply the prior correction even where the labelled check (the labelled images resampled to the estimated eval mix) says it does not help, or where it takes a class below a quarter of its labelled share.")] = False,
     by_person: Annotated[bool, typer.Option("--by-person", help="Decide each person once (groups/eval.csv from ens group): gender and age from the group's combined probabilities, and in a group of 7 exactly one 'incorrect' and one 'not wear'. Applied last, and only where the labelled images decoded with groups/train.csv gain beyond the noise.")] = False,
     force_by_person: Annotated[bool, typer.Option("--force-by-person", help="Decode by person even where the labelled check does not show a gain (or cannot run).")] = False,
@@ -445,11 +445,8 @@ def compose(
     each task is voted on its own probabilities. Never overwrites; validated against info.csv."""
     from ..pipeline.composition import compose_submission
     from ..pipeline.engine import Pipeline
-    from ..pipeline.persons import ByPerson
-    from ..pipeline.priors import Priors, parse_priors
     from ..pipeline.recipe import parse_recipe
-    from ..pipeline.steps import combining
-    from ..pipeline.tuning import TuneF1
+    from ..pipeline.steps import combining, refining
 
     if auto and method not in (None, Method.AUTO):
         raise EnsError(f"--auto is --method auto; drop --method {method}")
@@ -458,10 +455,7 @@ def compose(
     project = _project(ctx)
     parsed = parse_recipe(texts, project.competition.space) if texts else None
     steps = [combining(method, per_task=per_task, tie=tie, balanced=balanced, all_tasks=all_task_features)]  # the flags as a pipeline, in order
-    spec = parse_priors(prior or [])
-    steps += [Priors(spec, calibrate, force_prior)] if spec.active else []
-    steps += [TuneF1()] if tune_f1 else []
-    steps += [ByPerson(force=force_by_person)] if by_person or force_by_person else []
+    steps += refining(prior or [], calibrate, force_prior, tune_f1, by_person, force_by_person)
     sub = compose_submission(project, parsed, Pipeline(tuple(steps)), name)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub, method):

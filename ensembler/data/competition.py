@@ -219,8 +219,8 @@ def _tasks(raw: Any, source: Path) -> tuple[TaskSpec, ...]:
         twice = sorted({c for c in names if names.count(c) > 1})
         if twice or not all(names):
             raise EnsError(f"{source}: competition.tasks.{name}: class names must be distinct and non-empty ({', '.join(twice) or 'an empty one'})")
-        if len(raw) > 1 and name in RESERVED:
-            raise EnsError(f"{source}: competition.tasks: a task of several may not be called {name!r} (the labelled table's {', '.join(RESERVED)} columns); rename it")
+        if name in RESERVED and (len(raw) > 1 or name != "label"):
+            raise EnsError(f"{source}: competition.tasks: a task may not be called {name!r} (the labelled table's {', '.join(RESERVED)} columns; a single task may be called label); rename it")
         tasks.append(TaskSpec(name, names))
     return tuple(tasks)
 

@@ -230,20 +230,58 @@ def write_folds(path: Path, folds: pd.DataFrame, *, overwrite: bool = False) -> 
         folds[[key, "fold"]].to_csv(handle, index=False)
 
 
-def read_folds(path: Path) -> pd.Series:
-    """The fold file as a Series profile (a declared competition's group) -> fold (int)."""
+def read_folds(path: Path, groups: Sequence[str] | None = None, unit: str = "group") -> pd.Series:
+    """The fold file as a Series profile (a declared competition's group) -> fold (int), checked
+    whenever it is read, not only when written: each key once, each fold a whole number, the
+    folds 0..k-1 each present (k >= 2). `groups`: every labelled group (the data folder's
+    profiles, a declared competition's groups), each of which the file must list, and nothing
+    else. A hand-edited file that breaks this is one error naming the first offending row."""
     import pandas as pd
 
     path = _require(Path(path), "fold file")
-    key = "group" if "group" in read_table(path).columns else "profile"
+    head = read_table(path)
+    key = "group" if "group" in head.columns else "profile"
     table = read_table(path, (key, "fold"))
-    bad = ~table["fold"].str.fullmatch(r"\d+")
+    table[key] = table[key].str.strip()
+    row_of = lambda bad: int(np.flatnonzero(np.asarray(bad))[0])  # noqa: E731
+    bad = ~table["fold"].str.strip().str.fullmatch(r"\d+")
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = row_of(bad)
         raise EnsError(f"{path}: row {row + 2}: fold {table['fold'][row]!r} is not a whole number")
-    if table[key].duplicated().any():
-        raise EnsError(f"{path}: {key} listed twice: {preview(table[key][table[key].duplicated()])}")
-    return pd.Series(table["fold"].astype(int).to_numpy(), index=table[key].to_numpy(), name="fold")
+    twice = table[key].duplicated()
+    if twice.any():
+        row = row_of(twice)
+        raise EnsError(f"{path}: row {row + 2}: {key} {table[key][row]!r} listed twice; each {unit} is in one fold")
+    fold = table["fold"].astype(int).to_numpy()
+    present = np.unique(fold)
+    if len(present) < 2 or present[-1] != len(present) - 1:
+        gap = next((f for f in range(int(present[-1]) + 1) if f not in set(present.tolist())), None)
+        row = row_of(fold == present[-1])
+        why = f"fold {gap} has no {unit}" if gap is not None else "one fold only"
+        raise EnsError(f"{path}: row {row + 2}: fold {present[-1]}: folds must be numbered 0..k-1 with k >= 2, each holding a {unit} ({why}); run ens split --force to remake the file")
+    if groups is not None:
+        known = pd.Index(pd.unique(np.asarray(groups, dtype=object)))
+        extra = ~table[key].isin(known).to_numpy()
+        if extra.any():
+            row = row_of(extra)
+            raise EnsError(f"{path}: row {row + 2}: {key} {table[key][row]!r} is not a labelled {unit} of the data folder (made on other data? run ens split --force)")
+        missing = known.difference(pd.Index(table[key]), sort=False)
+        if len(missing):
+            raise EnsError(f"{path}: {len(missing)} labelled {unit}(s) have no fold, e.g. {missing[0]!r}: the file lists every {unit} once (run ens split --force to remake it)")
+    return pd.Series(fold, index=table[key].to_numpy(), name="fold")
+
+
+def folds_of(folds: pd.Series, keys: Sequence[str], path: Path, unit: str = "group") -> np.ndarray:
+    """The fold ``(n,)`` int64 of each of `keys` ``(n,)`` (profiles or groups) in `folds`
+    (`read_folds`); a key the file lacks is an error naming it (never silently no fold)."""
+    import pandas as pd
+
+    found = folds.reindex(pd.Index(np.asarray(keys, dtype=object))).to_numpy()
+    absent = pd.isna(found)
+    if absent.any():
+        first = np.asarray(keys, dtype=object)[absent][0]
+        raise EnsError(f"{path}: {unit} {first!r} has no fold ({int(absent.sum())} image(s) lack one; was the fold file made on other data? run ens split --force)")
+    return found.astype(np.int64)
 
 
 def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:

@@ -83,10 +83,11 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
                 raise EnsError(f"{folder}: no folder for the declared class {name!r} of {task.name}")
             for file in sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)):
                 rows.append((f"{name}/{file}", str(folder / file), c))
-        table = pd.DataFrame(rows, columns=["ImageID", "path", task.name])
-        table["group"] = table["ImageID"]
-        table["label"] = table[task.name].to_numpy(np.int64)
-        return table[["ImageID", "path", "group", task.name, "label"]]
+        table = pd.DataFrame(rows, columns=["ImageID", "path", "label"])
+        table.insert(2, "group", table["ImageID"])
+        if task.name != "label":  # a task called label is the answer's own column, once
+            table.insert(3, task.name, table["label"])
+        return table
     path = data / spec.csv
     if not path.is_file():
         raise EnsError(f"{path}: train labels not found (competition.train.csv)")

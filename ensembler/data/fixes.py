@@ -6,6 +6,9 @@ are class names as `ens` prints them (``male``, ``<30``, ``not wear``) or class 
 `project.label_fixes` in ``model_zoo.yaml`` names the file; every reader of train labels then
 sees the fixed ones (`apply_fixes`): scores, learned fits, calibration, priors, `ens split`'s
 stratification; reports and manifests name the file, its sha256 and the number of fixes.
+Stored prediction sets never carry a fix: they keep the labels as given, and the file in force
+is applied when they are read (`scope.labelled_scope`), so accepting, editing, emptying or
+un-naming it changes every command at once, and undoing gives back the numbers of before.
 """
 
 from __future__ import annotations

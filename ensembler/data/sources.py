@@ -346,7 +346,7 @@ def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.D
     one, many = ("person", "people") if key == "profile" else ("group", "groups")
     if not project.folds.is_file():
         raise EnsError(f"--oof: out of fold means for the team's fold file, and {project.folds} does not exist (run ens split, and train each fold's model on the others)")
-    folds = read_folds(project.folds)
+    folds = read_folds(project.folds, train[key].to_numpy(object), one)
     people = labelled[key].unique()
     unknown_people = people[~np.isin(people, folds.index)]
     if len(unknown_people):
@@ -398,7 +398,7 @@ def import_source(
 
     if competition.is_preset:
         eval_ids, fingerprint, eval_file = read_eval_ids(data), data_fingerprint(data), "info.csv"
-        read_labelled_rows = lambda: read_train(data, project.fixes)  # noqa: E731
+        read_labelled_rows = lambda: read_train(data)  # noqa: E731  (labels as given: a stored set never carries a fix)
         train_place, train_hint = "under train/images", " (train rows use the path under train/images, e.g. 000001_female_Asian_45/mask1.jpg)"
     else:
         from . import declared

@@ -32,6 +32,12 @@ def tie_tolerance(*arrays: np.ndarray) -> float:
     return 2.0 * float(eps) + NOISE
 
 
+# The one tie rule of every decision on probabilities: prediction sets hold float32, so two
+# scores closer than the rounding float32 inputs carry are a tie (the soft vote's own tolerance
+# for its float32 sources; auto's votes, the learned steps' fallbacks and the metrics decide by it).
+TIE = 2.0 * float(np.finfo(np.float32).eps) + NOISE
+
+
 def weighted_sum(weights: Sequence[float] | np.ndarray, arrays: Iterable[np.ndarray]) -> np.ndarray:
     """``sum_s weights[s] * arrays[s]`` in float64, added in the order given, element by element
     (no BLAS), so the result is bit for bit the same on every machine. arrays: equal shapes, of
@@ -51,10 +57,11 @@ def weighted_sum(weights: Sequence[float] | np.ndarray, arrays: Iterable[np.ndar
     return total
 
 
-def decide(scores: np.ndarray, tolerance: float = NOISE) -> np.ndarray:
+def decide(scores: np.ndarray, tolerance: float = TIE) -> np.ndarray:
     """The class of each row of `scores` ``(n, k)``: the lowest index among the classes whose
-    score is within `tolerance` of the row's largest (`tie_tolerance` for totals of inputs of
-    limited precision). Returns ``(n,)`` int64."""
+    score is within `tolerance` of the row's largest (default `TIE`, the rounding of the float32
+    probabilities every prediction set holds; `tie_tolerance` for totals of other inputs).
+    Returns ``(n,)`` int64."""
     scores = np.asarray(scores)
     top = scores >= scores.max(axis=-1, keepdims=True) - tolerance
     return top.argmax(axis=-1).astype(np.int64)

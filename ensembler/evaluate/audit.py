@@ -46,7 +46,7 @@ from ..data.store import LABELLED_SPLITS
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.recipe import Recipe, complete_recipe
-from ..pipeline.scope import labelled_scope, load_labelled
+from ..pipeline.scope import guard_leakage, labelled_scope, load_labelled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -437,7 +437,9 @@ def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()
     weights = audit_sources(project, recipe)
     names = list(dict.fromkeys(s for w in weights.values() for s in w))
     store = project.store
-    labelled = labelled_scope(project, load_labelled(store, names, store.sources()))
+    sets = load_labelled(store, names, store.sources())
+    guard_leakage(project, sets)  # a label judged by a model that trained on it looks right: as a learned compose, refused
+    labelled = labelled_scope(project, sets)
     ids = labelled.ids
     truth = decode(labelled.labels)
     probs = {name: dict(pset.probs) for name, pset in labelled.sets.items()}

@@ -226,9 +226,7 @@ def _declared_sections(report: Report) -> list[Section]:
     space = next(iter(report.sets.values())).space
     truth = space.decode(report.labels)
     chosen = chosen_row(report)
-    singles = [r for r in report.rows if r.kind not in ("recipe", "ensemble")]
-    sign = -1.0 if report.metric == "log_loss" else 1.0
-    single = max(singles, key=lambda r: sign * r.value) if singles else None
+    single = next((r for r in report.rows if r.name == report.reference and r.kind not in ("recipe", "ensemble")), None)
     pair = lambda v, fmt: "" if v is None else f"{v[0]:{fmt}} to {v[1]:{fmt}}"  # noqa: E731
     rows = [[r.name, r.described, _f(r.value) + ("" if r.spread is None else f" ±{r.spread:.3f}"), pair(r.interval, ".4f"), "" if r.gain is None else f"{r.gain:+.4f}" + (" (noise)" if r.in_noise else ""), pair(r.gain_interval, "+.4f"), "" if r.positive is None else f"{r.positive:.0%}"] for r in report.rows]
     scores = HtmlTable("scores", ["source / recipe", "kind", report.metric, "90% interval", "gain", "gain 90% interval", "P(gain > 0)"], rows, 2)

@@ -26,6 +26,7 @@ from ..data.stable import decide
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview
 from ..pipeline.calibration import Calibrator, fit
+from ..pipeline.composition import eval_target
 from ..pipeline.engine import Context, Pipeline, run
 from ..pipeline.priors import em_priors, implied_priors
 from ..pipeline.recipe import Recipe, complete_recipe
@@ -51,6 +52,7 @@ class ReportRow:
     gain_interval: tuple[float, float] | None = None  # paired interval of the gain over the best single source
     positive: float | None = None  # share of person resamples in which that gain is above 0
     value: float | None = None  # a declared competition's metric (`Report.metric`); then `scores` is empty
+    steps: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)  # a recipe's run: each step's record, as a manifest's `steps`
 
     @property
     def in_noise(self) -> bool:
@@ -98,6 +100,15 @@ class Report:
     replicates: int = 0  # person-bootstrap replicates behind the intervals (0: none)
     metric: str | None = None  # a declared competition's metric: its rows carry `value`, intervals by group
     groups: np.ndarray | None = field(default=None, repr=False)  # a declared competition's group of each scored image (n,)
+    reference: str | None = None  # a declared competition's best single source (the gains are over it)
+
+
+def standing(value: float | None, higher_is_better: bool = True) -> float:
+    """A row's place in a ranking by its metric: the value, negated when lower is better, and
+    below every other when it could not be scored (None or NaN: an AUC without both classes)."""
+    if value is None or not np.isfinite(value):
+        return -np.inf
+    return float(value) if higher_is_better else -float(value)
 
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
@@ -157,11 +168,12 @@ def build_report(
     single = best_single(rows)
     best = None if single is None else rows[single].scores.f1_18
     for recipe in recipes:
+        target = recipe_target(project, recipe, notes)
         for method in methods:
-            done = run(Pipeline((combining(method, per_task=per_task, tie=tie if method is Method.HARD else None),)), labelled, None, Context(recipe, project))
+            done = run(Pipeline((combining(method, per_task=per_task, tie=tie if method is Method.HARD else None),)), labelled, target, Context(recipe, project))
             result = score(labels, done.scored.labels)  # learned methods: out of fold, person-grouped, on the same images
             gain = None if best is None else result.f1_18 - best
-            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, None if done.cv is None else done.cv.fold_std, done.scored.labels))
+            rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, None if done.cv is None else done.cv.fold_std, done.scored.labels, steps=done.records))
     rows = [
         r if r.kind != "ensemble" or best is None or r.scores.f1_18 is None else replace(r, gain=r.scores.f1_18 - best)
         for r in rows
@@ -171,6 +183,16 @@ def build_report(
     truth = decode(labels)
     truth_priors = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     return Report(best_first(rows), len(ids), scope, notes + more, truth_priors, estimated_priors(store, aligned), aligned, labels, people, replicates)
+
+
+def recipe_target(project: Project, recipe: Recipe, notes: list[str]) -> dict[str, PredictionSet] | None:
+    """The recipe's sources on eval, so that a report row runs exactly what `compose` runs (auto
+    weighs candidates to the eval mix and drops run-aways); None, with a note, where a source
+    has no eval predictions."""
+    target, why = eval_target(project, recipe)
+    if why is not None:
+        notes.append(why)
+    return target
 
 
 def _scored_sources(project: Project, sources: Sequence[str] | None, recipes: Sequence[Recipe], notes: list[str]) -> tuple[list[Recipe], dict[str, PredictionSet]]:
@@ -211,10 +233,11 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
         rows.append(ReportRow(name, kind_of(pset.meta), Scores({}, None, None, len(labels)), prediction=decided(pset.probs)))
         predictions.append((pset.probs, pset.joint, None))
     for recipe in recipes:
+        target = recipe_target(project, recipe, notes)
         for method in methods:
-            done = run(Pipeline((combining(method, tie=tie if method is Method.HARD else None),)), labelled, None, Context(recipe, project))
+            done = run(Pipeline((combining(method, tie=tie if method is Method.HARD else None),)), labelled, target, Context(recipe, project))
             spread = None if done.cv is None else done.cv.fold_std
-            rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method), spread=spread, prediction=done.scored.space.decode(done.scored.labels)))
+            rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method), spread=spread, prediction=done.scored.space.decode(done.scored.labels), steps=done.records))
             predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if method is Method.HARD else None))
 
     def score_rows(weights: np.ndarray | None) -> np.ndarray:
@@ -223,7 +246,7 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
     sign = 1.0 if competition.metric.higher_is_better else -1.0
     values = score_rows(None)
     singles = [i for i, r in enumerate(rows) if r.kind not in ("recipe", "ensemble")]
-    best = max(singles, key=lambda i: sign * values[i]) if singles else None
+    best = max(singles, key=lambda i: standing(values[i], sign > 0)) if singles else None
     found = group_bootstrap(score_rows, labelled.groups, best, replicates, higher_is_better=sign > 0) if replicates > 0 else None
     out = []
     for i, row in enumerate(rows):
@@ -234,8 +257,9 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
             if gain is not None:
                 extra.update(gain_interval=(float(found.gain_low[i]), float(found.gain_high[i])), positive=float(found.positive[i]))
         out.append(replace(row, **extra))
-    out.sort(key=lambda r: -sign * r.value)
-    return Report(out, len(labels), labelled.scope, notes + list(labelled.notes), sets=labelled.sets, labels=labels, people=labelled.people, replicates=replicates if found else 0, metric=metric, groups=labelled.groups)
+    out.sort(key=lambda r: -standing(r.value, sign > 0))
+    reference = None if best is None else rows[best].name
+    return Report(out, len(labels), labelled.scope, notes + list(labelled.notes), sets=labelled.sets, labels=labels, people=labelled.people, replicates=replicates if found else 0, metric=metric, groups=labelled.groups, reference=reference)
 
 
 def best_single(rows: Sequence[ReportRow]) -> int | None:

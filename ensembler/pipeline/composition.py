@@ -133,6 +133,43 @@ def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.
     return sets
 
 
+@dataclass(frozen=True)
+class EvalImages:
+    """The eval images a submission answers: their ImageIDs ``(n,)`` in the file's order, the
+    file (``info.csv``, or a declared competition's sample submission, which is `sample`), and
+    the data fingerprint a manifest records."""
+
+    ids: np.ndarray
+    file: str | Path
+    fingerprint: dict[str, str]
+    sample: pd.DataFrame | None = None
+
+
+def eval_images(project: Project) -> EvalImages:
+    """The project's eval images (`EvalImages`): ``info.csv``'s, or a declared competition's
+    sample submission's."""
+    data = project.require_data(declared=True)
+    competition = project.competition
+    if competition.is_preset:
+        return EvalImages(read_eval_ids(data), EVAL_CSV, data_fingerprint(data))
+    from ..data import declared
+
+    sample = declared.read_sample(competition, data)
+    return EvalImages(sample[competition.eval.id].to_numpy(object), competition.eval.csv, declared.fingerprint(competition, data), sample)
+
+
+def eval_target(project: Project, recipe: Recipe) -> tuple[dict[str, PredictionSet] | None, str | None]:
+    """The recipe's sources on the eval images (`load_eval_sets`), what a step that looks at
+    eval sees (auto's eval mix and run-away guard), or None and why not: a report scores a
+    recipe as `compose` does wherever its sources have eval predictions."""
+    store = project.store
+    lacking = [s for s in recipe.sources if not store.has(s, Split.EVAL)]
+    if lacking:
+        return None, f"{preview(lacking, 4)} ha{'s' if len(lacking) == 1 else 've'} no eval predictions: {recipe} is scored without them (auto's eval-mix weighting and run-away check are off; compose needs them)"
+    images = eval_images(project)
+    return load_eval_sets(project, store, recipe, images.ids, images.file), None
+
+
 def one_class_warnings(composed: Composed, val_labels: np.ndarray | None) -> list[str]:
     """A line for each task whose eval decisions are all one class (when the labelled images,
     or simply the task, have more): a submission like that is almost surely broken."""
@@ -343,15 +380,10 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
     store = project.store
 
-    data = project.require_data(declared=True)
-    if competition.is_preset:
-        sample, eval_ids, eval_file, fingerprint = None, read_eval_ids(data), EVAL_CSV, data_fingerprint(data)
-    else:
-        from ..data import declared
-
+    if not competition.is_preset:
         _check_declared(competition, pipeline)
-        sample = declared.read_sample(competition, data)
-        eval_ids, eval_file, fingerprint = sample[competition.eval.id].to_numpy(object), competition.eval.csv, declared.fingerprint(competition, data)
+    images = eval_images(project)
+    sample, eval_ids, eval_file, fingerprint = images.sample, images.ids, images.file, images.fingerprint
     sets = load_eval_sets(project, store, recipe, eval_ids, eval_file)
     labelled, skipped = gather_labelled(project, store, recipe, pipeline.combine.name if fitted else None)
     done = run(pipeline, labelled, sets, Context(recipe, project, skipped))
@@ -395,7 +427,7 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     }
     origin = {"type": "ensemble", "recipe": str(recipe), "method": pipeline.combine.name, "steps": str(pipeline), "voting": composed.mode, "tie": tie, "submission": f"{name}.csv"}
     meta = {"kind": "hard" if pipeline.combine.name == "hard" else "proba", "origin": origin, "data": manifest["data"]}
-    kept_labels = None if labelled is None else labelled.labels
+    kept_labels = None if labelled is None else labelled.stored_labels  # as given: the fix file in force is applied when the set is read
     val_split = Split.OOF if labelled is not None and labelled.oof else Split.VAL  # a composition of out-of-fold sources is out of fold
     answer = None if sample is None else _declared_answer(competition, sample, composed)
     composition = Composition(name, manifest, recipe, composed, done.scored, kept_labels, meta, val_split=val_split, answer=answer)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
-from ..data.stable import NOISE, decide
+from ..data.stable import decide
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
@@ -55,9 +55,10 @@ class Composed:
 
     @classmethod
     def decided(cls, image_ids: np.ndarray, probs: Mapping[Task | str, np.ndarray], joint: np.ndarray | None, mode: str, space: LabelSpace = MASK_SPACE) -> Composed:
-        """A composition whose labels are its probabilities' decision (`stable.decide`): the
-        joint argmax when there is a joint, else the per-task argmaxes encoded."""
-        labels = decide(joint, NOISE) if joint is not None else space.encode(*(decide(probs[t], NOISE) for t in space.tasks))
+        """A composition whose labels are its probabilities' decision (`stable.decide`, the one tie
+        rule of every soft decision): the joint argmax when there is a joint, else the per-task
+        argmaxes encoded."""
+        labels = decide(joint) if joint is not None else space.encode(*(decide(probs[t]) for t in space.tasks))
         return cls(image_ids, labels, probs, joint, mode, space)
 
     def take(self, rows: np.ndarray) -> Composed:
@@ -219,10 +220,11 @@ def cv_score(labels: np.ndarray, predicted: np.ndarray | Composed, folds: Sequen
         decided = predicted.labels if isinstance(predicted, Composed) else predicted
         per_fold = [macro_f1(labels[held], decided[held], N_JOINT) for _, held in folds]
         return CVScore(macro_f1(labels, decided, N_JOINT), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds))
-    from ..scoring.metrics import composed_score
+    from ..scoring.metrics import composed_score, nan_mean
 
-    per_fold = [composed_score(competition, labels[held], predicted.take(held)) for _, held in folds]
-    return CVScore(composed_score(competition, labels, predicted), float(np.mean(per_fold)), float(np.std(per_fold)), len(folds), str(competition.metric))
+    per_fold = np.array([composed_score(competition, labels[held], predicted.take(held)) for _, held in folds])
+    scored = per_fold[np.isfinite(per_fold)]  # a fold an AUC cannot score (one class only) is left out, as everywhere
+    return CVScore(composed_score(competition, labels, predicted), nan_mean(per_fold), float(np.std(scored)) if len(scored) else float("nan"), len(folds), str(competition.metric))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..data.dataset import checked_fixes, read_folds
+from ..data.dataset import TRAIN_CSV, folds_of, read_folds, read_train
 from ..data.fixes import apply_fixes
 from ..data.people import person_codes, person_folds, profile_of
 from ..data.project import Project
@@ -52,8 +52,11 @@ def validation_ids(project: Project, ids: np.ndarray, oof: bool = False, group_o
     groups = lambda chosen: len(set(key(chosen)))  # noqa: E731
     if oof:
         return ids, f"out of fold: all {len(ids)} images of {groups(ids)} {unit} that every source predicts out of fold"
-    folds = read_folds(project.folds)
-    ids = ids[folds.reindex(key(ids)).to_numpy() == project.val_fold]
+    one = "person" if group_of is None else "group"
+    folds = read_folds(project.folds, unit=one)
+    if project.val_fold > int(folds.max()):
+        raise EnsError(f"{project.zoo}: project.val_fold is {project.val_fold}, and {project.folds.name} has folds 0..{int(folds.max())}")
+    ids = ids[folds_of(folds, key(ids), project.folds, one) == project.val_fold]
     return ids, f"validation fold {project.val_fold} of {project.folds.name}: {len(ids)} images of {groups(ids)} {unit}"
 
 
@@ -86,21 +89,53 @@ def load_labelled(store: Store, names: Sequence[str], known: Sequence[str]) -> d
 
 
 def aligned_sets(sets: Mapping[str, PredictionSet], ids: np.ndarray) -> tuple[dict[str, PredictionSet], np.ndarray]:
-    """`sets` reordered to `ids`, and their common labels ``(n,)`` (which must agree)."""
+    """`sets` reordered to `ids`, and their common labels ``(n,)`` as the sets carry them (the
+    labels as given: a stored set never carries a label fix), which must agree."""
     aligned = {name: s.take(ids) for name, s in sets.items()}
-    labels = next(iter(aligned.values())).labels
+    first, labels = next(iter(aligned.items()))[0], next(iter(aligned.values())).labels
     for name, s in aligned.items():
-        if not np.array_equal(s.labels, labels):
-            raise EnsError(f"source {name!r} carries other labels for the same images; was it made on another data folder?")
+        differ = np.flatnonzero(s.labels != labels)
+        if len(differ):
+            i = int(differ[0])
+            raise EnsError(
+                f"sources {first!r} and {name!r} carry other labels for {len(differ)} of the same images (e.g. {ids[i]}: {labels[i]} and {s.labels[i]}); "
+                f"one was made on another data folder, or by ens 0.1 while a label fix was in force: re-create it (ens import --force, ens predict --force)"
+            )
     return aligned, labels
+
+
+def fixed_labels(project: Project, ids: np.ndarray, given: np.ndarray, sources: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
+    """The labels in force for the labelled images `ids` ``(n,)``, whose sets carry `given`
+    ``(n,)``: with the project's label-fix file, the fixes applied (`fixes.apply_fixes`), after
+    checking the fix file and `given` against the data folder's train labels (a set made while a
+    fix was in force, or on other data, would otherwise carry a fix that un-naming the file
+    cannot undo). Without a fix file: `given` itself. Returns ``(labels, notes)``."""
+    fixes = project.fixes
+    if fixes is None:
+        return given, []
+    if project.data is not None and (project.data / TRAIN_CSV).is_file():
+        train = read_train(project.data)
+        fixes.check(train["ImageID"])
+        raw = train.set_index("ImageID")["label"].reindex(ids).to_numpy()
+        differ = np.flatnonzero(~(raw == given))
+        if len(differ):
+            i = int(differ[0])
+            what = "is not among the train images" if raw[i] != raw[i] else f"is labelled {int(raw[i])} there, {given[i]} in the sets"
+            raise EnsError(
+                f"the labelled predictions of {preview(list(sources), 4)} disagree with {project.data / TRAIN_CSV} on {len(differ)} image(s) (e.g. {ids[i]} {what}); "
+                "a set made on another data folder, or by ens 0.1 while a label fix was in force: re-create it (ens import --force, ens predict --force)"
+            )
+    return apply_fixes(ids, given, fixes), [fixes.line()]
 
 
 @dataclass(frozen=True)
 class Labelled:
     """The labelled images a composition is fitted, scored and kept on, with its sources there.
 
-    sets: ``{source: PredictionSet}`` aligned on the same ImageIDs ``(n,)`` (sorted); labels:
-    their joint classes ``(n,)``; scope: the line that says which images these are; oof: every
+    sets: ``{source: PredictionSet}`` aligned on the same ImageIDs ``(n,)`` (sorted), carrying
+    `labels`; labels: their joint classes ``(n,)`` in force (the label-fix file applied); given:
+    the labels as the stored sets carry them, before any fix (what a kept composition stores;
+    None: the same as `labels`); scope: the line that says which images these are; oof: every
     source predicts every one of them out of fold (so does any composition of them); notes:
     what held the scope back; groups: a declared competition's group of each image ``(n,)``
     (None: the mask competition's persons, from the paths). `folds` are the group-wise folds
@@ -113,6 +148,12 @@ class Labelled:
     oof: bool = False
     notes: tuple[str, ...] = field(default=(), compare=False)
     groups: np.ndarray | None = field(default=None, compare=False)
+    given: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def stored_labels(self) -> np.ndarray:
+        """The labels as given, to store with a composition of these images (never a fix)."""
+        return self.labels if self.given is None else self.given
 
     @property
     def ids(self) -> np.ndarray:
@@ -156,15 +197,16 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`).
     group_of: `declared_groups(project)` when the caller has read it already (None: read here)."""
     group_of = group_of or declared_groups(project)
-    fixes = checked_fixes(project) if group_of is None else None  # a label-fix file is the mask competition's
     ids, scope, notes = scoring_images(project, sets, group_of)
-    aligned, labels = aligned_sets(sets, ids)
-    if fixes is not None:  # the sets carry the labels of when they were made: the fix file is read now
-        labels = apply_fixes(ids, labels, fixes)
-        aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
-        notes.append(fixes.line())
+    aligned, given = aligned_sets(sets, ids)
+    labels = given
+    if group_of is None:  # the sets carry the labels as given; the fix file in force is applied now (a label-fix file is the mask competition's)
+        labels, fixed = fixed_labels(project, ids, given, list(sets))
+        notes += fixed
+        if labels is not given:
+            aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
     groups = None if group_of is None else group_of(ids)
-    return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups)
+    return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups, given)
 
 
 def guard_leakage(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
@@ -174,12 +216,13 @@ def guard_leakage(project: Project, sets: Mapping[str, PredictionSet], group_of:
         return
     group_of = group_of or declared_groups(project)
     key, unit = (profile_of, "people") if group_of is None else (group_of, "groups")
-    folds = read_folds(project.folds)
+    one = "person" if group_of is None else "group"
+    folds = read_folds(project.folds, unit=one)
     for name, pset in sets.items():
         entry = next((m for m in project.models if m.name == name), None)
         if entry is None or entry.is_fold_group or entry.fold is None:
             continue
-        outside = folds.reindex(key(pset.image_ids)).to_numpy() != entry.fold
+        outside = folds_of(folds, key(pset.image_ids), project.folds, one) != entry.fold
         if outside.any():
             raise EnsError(
                 f"model {name!r} held out fold {entry.fold} only: {int(outside.sum())} of its labelled images are of "

@@ -14,7 +14,8 @@ from .auto import Auto
 from .engine import Pipeline, Step
 from .learned import Pool, Select, Stack
 from .persons import ByPerson
-from .priors import Priors
+from .calibration import Calibrator
+from .priors import Priors, parse_priors
 from .tuning import TuneF1
 from .voting import Geo, Hard, Method, Rank, Soft, Tie
 
@@ -24,11 +25,16 @@ BY_NAME = {step.name: step for step in STEPS}
 
 def combining(method: Method | str, *, per_task: bool = False, tie: Tie | str | None = None, balanced: bool = False, all_tasks: bool = False) -> Step:
     """The combining step a ``--method`` names, with the options that belong to it: `per_task`
-    (the votes), `tie` (a hard vote's rule; an error with any other), `balanced` and `all_tasks`
-    (the stack)."""
+    (the votes), `tie` (a hard vote's rule), `balanced` and `all_tasks` (the stack). An option
+    the method does not use is an error, never silently dropped."""
     method = Method(method)
     if tie is not None and method is not Method.HARD:
         raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
+    unused = [flag for flag, on in (("--balanced", balanced), ("--all-task-features", all_tasks)) if on]
+    if unused and method is not Method.STACK:
+        raise EnsError(f"{' and '.join(unused)} shape{'s' if len(unused) == 1 else ''} a stack's meta-model; --method {method} has none (use --method stack)")
+    if per_task and method.learned:
+        raise EnsError(f"--per-task makes a vote vote each task on its marginals; --method {method} learns per task already (drop --per-task)")
     if method is Method.HARD:
         return Hard(per_task, Tie(tie or Tie.MASS))
     if method in (Method.SOFT, Method.GEO, Method.RANK):
@@ -36,6 +42,22 @@ def combining(method: Method | str, *, per_task: bool = False, tie: Tie | str | 
     if method is Method.STACK:
         return Stack(balanced, all_tasks)
     return BY_NAME[method.value]()
+
+
+def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = None, force_prior: bool = False, tune_f1: bool = False, by_person: bool = False, force_by_person: bool = False) -> list[Step]:
+    """The steps after the combining one that the command line's flags ask for, in order: a
+    prior correction (`prior`: ``--prior`` values; `calibrate` and `force_prior` belong to it,
+    and without it are an error), F1 offsets, decoding by person (`force_by_person` asks for it
+    too)."""
+    spec = parse_priors(list(prior))
+    if not spec.active:
+        unused = [flag for flag, on in (("--calibrate", calibrate is not None), ("--force-prior", force_prior)) if on]
+        if unused:
+            raise EnsError(f"{' and '.join(unused)} belong{'s' if len(unused) == 1 else ''} to a prior correction; add --prior em (or TASK:P,P,…)")
+    steps: list[Step] = [Priors(spec, calibrate or Calibrator.AUTO, force_prior)] if spec.active else []
+    steps += [TuneF1()] if tune_f1 else []
+    steps += [ByPerson(force=force_by_person)] if by_person or force_by_person else []
+    return steps
 
 
 def pipeline_of(steps: Pipeline | Step | Method | str | Sequence[Step | Method | str] | None) -> Pipeline:

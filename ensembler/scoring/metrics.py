@@ -78,9 +78,12 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
     """A declared competition's `metric` (`competition.Metric`) of a prediction over `k` classes:
     y_true ``(n,)``; probs ``(n, k)`` (needed by AUC and log-loss); decided ``(n,)`` (default: the
     argmax of `probs`); weights ``(n,)`` image weights (a resampled set; None: all 1). Macro F1
-    as `macro_f1`; accuracy; AUC as scikit-learn's `roc_auc_score` (binary: of class 1; more
-    classes: one-vs-rest, macro); log-loss as its `log_loss` over the `k` classes."""
-    from sklearn.metrics import log_loss, roc_auc_score
+    as `macro_f1`; accuracy; log-loss as scikit-learn's `log_loss` over the `k` classes; AUC as
+    its `roc_auc_score` (binary: of class 1; more classes: one-vs-rest, macro) wherever that is
+    defined, by the one rule `metric_replicates` has for a class the images lack: it is left
+    out of the macro mean (NaN when no class can be scored; a binary AUC without both classes
+    is NaN), so that a fold without a class is scored the same everywhere."""
+    from sklearn.metrics import log_loss
 
     from ..data.competition import Metric
 
@@ -91,9 +94,8 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
             raise ValueError(f"{metric} is scored on probabilities")
         if metric is Metric.LOG_LOSS:
             return float(log_loss(y_true, probs, labels=list(range(k)), sample_weight=weights))
-        if k == 2:
-            return float(roc_auc_score(y_true, probs[:, 1], sample_weight=weights))
-        return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=list(range(k)), sample_weight=weights))
+        w = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=np.float64)[None, :]
+        return float(metric_replicates(metric, y_true, k, w, probs)[0])
     if decided is None:
         if probs is None:
             raise ValueError(f"{metric} needs decisions or probabilities")
@@ -101,6 +103,14 @@ def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.nda
     if metric is Metric.ACCURACY:
         return float(np.average(np.asarray(decided) == y_true, weights=weights)) if len(y_true) else 0.0
     return macro_f1(y_true, np.asarray(decided), k, weights)
+
+
+def nan_mean(values: Any) -> float:
+    """The mean of the finite `values` (NaN when none is): folds or findings an AUC cannot
+    score (no positive, or no negative) are left out, as one class is in `metric_replicates`."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def auc_replicates(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -190,7 +200,7 @@ def competition_score(competition: Competition, labels: np.ndarray, probs: Mappi
         p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
         return metric_value(metric, labels, space.n_joint, p, decided, weights)
     truth = space.decode(labels)
-    return float(np.mean([metric_value(metric, truth[t], space.n_classes[t], probs[t], weights=weights) for t in space.tasks]))
+    return nan_mean([metric_value(metric, truth[t], space.n_classes[t], probs[t], weights=weights) for t in space.tasks])
 
 
 def composed_score(competition: Competition, labels: np.ndarray, composed: Any, weights: np.ndarray | None = None) -> float:
