@@ -29,7 +29,7 @@ from torch import nn
 
 from ensembler.data.io import atomic_write
 
-from .models import FrozenOnCPU, _tensors
+from .models import FrozenOnCPU
 
 OPSET = 17
 SESSIONS_MADE = 0  # ONNX Runtime sessions made in this process (`runner._onnx_ran`)
@@ -43,16 +43,28 @@ def available() -> bool:
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
+def exported(out: Any) -> list[torch.Tensor]:
+    """A model's output (tensor, tuple/list or dict of tensors) flattened as torch's ONNX
+    exporter orders the graph's outputs: a dict's values in the dict's own order (not sorted by
+    key, as `models._tensors` has them), a sequence's items in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        return [t for value in out.values() for t in exported(value)]
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in exported(item)]
+    raise TypeError(f"unsupported output type {type(out).__name__}")
+
+
 def _rebuild(template: Any, flat: list[torch.Tensor]) -> Any:
-    """`flat` tensors back into the structure of a model's output `template` (`models._tensors`'s order)."""
+    """`flat` tensors (in `exported`'s order) back into the structure of a model's output `template`."""
     queue = list(flat)
 
     def take(node: Any) -> Any:
         if isinstance(node, torch.Tensor):
             return queue.pop(0)
         if isinstance(node, Mapping):
-            built = {k: take(node[k]) for k in sorted(node)}
-            return {k: built[k] for k in node}
+            return {k: take(v) for k, v in node.items()}
         return type(node)(take(item) for item in node)
 
     return take(template)
@@ -88,13 +100,28 @@ class OnnxOnCPU(nn.Module):
         return data
 
     def _session(self, x: torch.Tensor) -> Any:
+        """A checked session for `x`'s shape, or None (the torch path) with a note saying why. A
+        cached export that fails the check (made from other model code, or half-made by an older
+        version) is replaced by a fresh one, once."""
+        path = self.path_for(tuple(x.shape[1:]))
+        why = ""
+        for fresh in (False, True) if path.is_file() else (True,):
+            if fresh:
+                path.unlink(missing_ok=True)
+            session, why = self._checked(x, path)
+            if session is not None:
+                return session
+        self.notes.append(why)
+        return None
+
+    def _checked(self, x: torch.Tensor, path: Path) -> tuple[Any, str]:
         import onnxruntime as ort
 
         global SESSIONS_MADE
 
         shape = tuple(x.shape[1:])
         try:
-            data = self._export(x, self.path_for(shape))
+            data = self._export(x, path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()  # as many as torch's forward would use
             options.inter_op_num_threads = 1
@@ -102,20 +129,17 @@ class OnnxOnCPU(nn.Module):
             SESSIONS_MADE += 1  # counted before: a session that fails half-made may have started threads
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to export or load means: the torch path
-            self.notes.append(f"{self.name}: not exported to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); ran on torch")
-            return None
+            return None, f"{self.name}: not exported to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); ran on torch"
         for sample in (x[:2], x[:1]):
-            expected = _tensors(self.model(sample))
+            expected = exported(self.model(sample))
             got = self._run(session, sample)
             if len(got) != len(expected) or any(e.shape != g.shape for e, g in zip(expected, got)):
-                self.notes.append(f"{self.name}: ONNX Runtime gives outputs of another shape than the eager model at {shape} (a batch size fixed in the export?); ran on torch")
-                return None
+                return None, f"{self.name}: ONNX Runtime gives outputs of another shape than the eager model at {shape} (a batch size fixed in the export?); ran on torch"
             if not all(torch.allclose(e, g, rtol=self.RTOL, atol=self.ATOL) for e, g in zip(expected, got)):
                 worst = max(float((e - g).abs().max()) for e, g in zip(expected, got))
-                self.notes.append(f"{self.name}: ONNX Runtime's outputs differ from the eager model's by up to {worst:.2g} at {shape}; ran on torch")
-                return None
+                return None, f"{self.name}: ONNX Runtime's outputs differ from the eager model's by up to {worst:.2g} at {shape}; ran on torch"
         self.templates[shape] = self.model(x[:1])
-        return session
+        return session, ""
 
     @staticmethod
     def _run(session: Any, x: torch.Tensor) -> list[torch.Tensor]:

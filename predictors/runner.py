@@ -74,13 +74,13 @@ def split_images(project: Project, split: Split) -> Images:
     if preset:
         data = project.require_data()
     else:
-        from ensembler.data.declared import read_labelled, read_sample
+        from ensembler.data.declared import IMAGE_PATH, read_labelled, read_sample
 
         competition, data = project.competition, project.require_data(declared=True)
     if split is Split.EVAL:
         if not preset:
             sample = read_sample(competition, data)
-            return Images(sample[competition.eval.id].to_numpy(object), list(sample["path"]), None, None)
+            return Images(sample[competition.eval.id].to_numpy(object), list(sample[IMAGE_PATH]), None, None)
         table = read_eval(data)
         missing = [p for p in table["path"] if not os.path.isfile(p)]
         if missing:
@@ -258,16 +258,30 @@ def resolve_backend(backend: str, dev: torch.device, dtype: torch.dtype | None, 
     return "onnxruntime" if backend == "auto" and cpu_float32 and freeze and onnx.available() else "torch"
 
 
-def onnx_path(project: Project, entry: ZooEntry, checkpoint_hash: str, shape: tuple[int, ...]) -> Path:
+def code_digest(model: torch.nn.Module) -> str:
+    """sha256 of the source file of `model`'s class (a team's ``model.py``, timm's module of the
+    architecture): what an export was traced from besides the weights. Empty when not found."""
+    import inspect
+
+    try:
+        source = inspect.getsourcefile(type(model))
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
+    except (TypeError, OSError):
+        return ""
+
+
+def onnx_path(project: Project, entry: ZooEntry, checkpoint_hash: str, shape: tuple[int, ...], code: str = "") -> Path:
     """The cached ONNX model of `entry` (one checkpoint) for input `shape` ``(C, H, W)``: named by
-    what the export depends on (architecture, its arguments, the checkpoint, the output
-    layout, the input shape, torch's version, the opset); in ``predictions-onnx`` beside the
-    prediction store (``predictions``)."""
+    what the export depends on (architecture, its arguments, the model's code (`code_digest`),
+    the checkpoint, the output layout, the input shape, torch's version, the opset); in
+    ``predictions-onnx`` beside the prediction store (``predictions``)."""
     import json
 
     from .onnx import OPSET
 
     parts = {"architecture": entry.architecture, "kwargs": dict(entry.kwargs), "checkpoint": checkpoint_hash, "layout": entry.layout.label, "shape": list(shape), "torch": torch.__version__, "opset": OPSET}
+    if code:
+        parts["code"] = code
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=list).encode()).hexdigest()[:24]
     return project.predictions.with_name(project.predictions.name + "-onnx") / f"{entry.name}-{digest}.onnx"
 
@@ -350,7 +364,7 @@ def _predict(project: Project, entries: list[ZooEntry], split: Split, images: Im
                 if backend == "onnxruntime":
                     from .onnx import OnnxOnCPU
 
-                    path_for = lambda shape, entry=job.entry, sha=job.hashes[fold]: onnx_path(project, entry, sha, shape)  # noqa: E731
+                    path_for = lambda shape, entry=job.entry, sha=job.hashes[fold], code=code_digest(model): onnx_path(project, entry, sha, shape, code)  # noqa: E731
                     torch_path = OnnxOnCPU(model, path_for, torch_path, job.name)
                 job.models[fold] = torch_path
             job.out = torch.zeros(len(shard.ids), job.entry.layout.width, device=dev)  # on the device: no sync per batch
@@ -507,15 +521,25 @@ def _cuda_settings(dev: torch.device, autotune: bool, float32: bool):
     time); and in a float32 run, no TF32 (cuDNN's convolutions use it by default, and a set
     labelled float32 would be TF32's). Restored on exit."""
     backends = torch.backends
-    before = (backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+    # torch's fp32_precision settings where it has them (reading the legacy allow_tf32 raises in a
+    # process that set those), else the legacy flags; False and "ieee" both mean no TF32
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        flags, off = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")], "ieee"
+    else:
+        flags, off = [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")], False
+    before = [getattr(owner, name) for owner, name in flags]
+    benchmark = backends.cudnn.benchmark
     if dev.type == "cuda":
-        backends.cudnn.benchmark = before[0] or autotune
+        backends.cudnn.benchmark = benchmark or autotune
         if float32:
-            backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+            for owner, name in flags:
+                setattr(owner, name, off)
     try:
         yield
     finally:
-        backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before
+        backends.cudnn.benchmark = benchmark
+        for (owner, name), value in zip(flags, before):
+            setattr(owner, name, value)
 
 
 def default_batch(dev: torch.device) -> int:

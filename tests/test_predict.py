@@ -841,7 +841,28 @@ def test_cuda_predicts_what_the_cpu_does_within_float16(zoo):
 @cuda
 def test_cuda_float32_is_not_tf32_and_says_float32(zoo):
     [gpu] = predict(zoo, ["heads"], workers=0, device="cuda", amp=False)
-    assert gpu.precision == "float32" and torch.backends.cudnn.allow_tf32  # restored after the run
+    assert gpu.precision == "float32" and torch.backends.cudnn.conv.fp32_precision != "ieee"  # restored after the run
+
+
+def test_tf32_is_turned_off_through_torchs_fp32_precision_settings_where_a_process_set_them():
+    """A process that set torch's fp32_precision API cannot read the legacy allow_tf32 flags
+    (RuntimeError): the float32 CUDA settings use the new API there (run in a fresh process,
+    the settings being process-wide)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from predictors.runner import _cuda_settings\n"
+        "b = torch.backends\n"
+        "b.cuda.matmul.fp32_precision = 'tf32'\n"
+        "with _cuda_settings(torch.device('cuda'), False, True):\n"
+        "    inside = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision)\n"
+        "print(inside, (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "('ieee', 'ieee') ('tf32', 'tf32')"
 
 
 # --- ONNX Runtime on the CPU ----------------------------------------------------------------------
@@ -884,6 +905,25 @@ def test_an_exported_model_is_reused_and_an_export_that_fails_runs_on_torch(zoo,
     assert fallback.notes and fallback.notes[0].startswith("tiny: not exported to ONNX (RuntimeError: Exporting the operator 'aten::team_op'") and fallback.notes[0].endswith("ran on torch")
     predict(zoo, ["tiny"], workers=0, backend="torch", force=True)
     assert np.array_equal(on_fallback, Store(zoo.predictions).read("tiny", Split.EVAL).joint)  # the torch path, exactly
+
+
+@onnx_installed
+def test_a_model_returning_a_dict_runs_on_onnxruntime_and_a_stale_export_is_replaced(tmp_path):
+    from predictors.onnx import OnnxOnCPU
+
+    model = tiny(heads=(3, 2, 3), as_dict=True)  # mask, gender, age: not the keys' sorted order
+    x = torch.randn(4, 3, 16, 16)
+    wrapped = OnnxOnCPU(model, lambda shape: tmp_path / "m.onnx", model, "dict")
+    out = wrapped(x)
+    assert wrapped.notes == [] and wrapped.sessions[(3, 16, 16)] is not None and list(out) == ["mask", "gender", "age"]
+    for key, value in model(x).items():
+        torch.testing.assert_close(out[key], value, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(1)
+    other = type(model)(heads=(3, 2, 3), as_dict=True).eval()  # other weights, the same cache path: the file is stale for it
+    stale = OnnxOnCPU(other, lambda shape: tmp_path / "m.onnx", other, "other")
+    again = stale(x)
+    assert stale.notes == [] and stale.sessions[(3, 16, 16)] is not None  # exported afresh, once
+    torch.testing.assert_close(again["age"], other(x)["age"], rtol=1e-4, atol=1e-5)
 
 
 def test_onnxruntime_is_refused_where_it_cannot_run(zoo):

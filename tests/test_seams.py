@@ -242,3 +242,170 @@ def test_report_scores_auto_as_compose_does_with_the_eval_mix_and_the_run_away_c
     assert row["f1_18"] == composed.validation["recipe"]["f1_18"]
     steps = next(r.steps for r in tables.report.rows if r.method == "auto")
     assert steps == composed.manifest["steps"]  # the same run: its choice, its candidates, the eval mix they were weighed to
+
+
+# --- multi-label answers and the teams' own submission layouts -----------------------------------------
+
+FINDINGS = [f"f{i}" for i in range(6)]
+CHEST = {
+    "tasks": {f: ["no", "yes"] for f in FINDINGS},
+    "metric": "auc",
+    "train": {"csv": "train.csv", "id": "StudyUID", "images": "train", "labels": {f: f for f in FINDINGS}, "group": "PatientID"},
+    "eval": {"csv": "sample_submission.csv", "id": "StudyUID", "images": "test"},
+    "submission": {"proba": {f"{f.upper()} - Abnormal": f"{f}.yes" for f in FINDINGS}},
+}
+PLANTS = {
+    "tasks": {"label": ["healthy", "multiple_diseases", "rust", "scab"]},
+    "metric": "auc",
+    "train": {"csv": "train.csv", "id": "image_id", "images": "images/{}.jpg", "labels": {"label": ["healthy", "multiple_diseases", "rust", "scab"]}},
+    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "images/{}.jpg"},
+    "submission": {"proba": {c: c for c in ["healthy", "multiple_diseases", "rust", "scab"]}},
+}
+ISIC = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+LESIONS = {
+    "tasks": {"diagnosis": ISIC},
+    "metric": "accuracy",
+    "train": {"csv": "ISIC_2019_Training_GroundTruth.csv", "id": "image", "images": "train/{}.jpg", "labels": {"diagnosis": ISIC}},
+    "eval": {"csv": "sample.csv", "id": "image", "images": "test/{}.jpg"},
+    "submission": {"proba": {c: c for c in ISIC}},
+}
+
+
+def _declared_folder(root, declared, train: pd.DataFrame, test_ids: list[str]):
+    """Write `declared`'s train CSV (`train`, as the competition gives it), its sample
+    submission and stand-in images; returns the project."""
+    spec, ev = declared["train"], declared["eval"]
+    train.to_csv(root / spec["csv"], index=False)
+    sample = pd.DataFrame({ev["id"]: test_ids, **{c: 0 for c in declared["submission"]["proba"]}})
+    sample.to_csv(root / ev["csv"], index=False)
+    for images, ids in ((spec["images"], train[spec["id"]]), (ev["images"], test_ids)):
+        for i in ids:
+            touch(root / (images.replace("{}", i) if "{}" in images else f"{images}/{i}"))
+    return declared_project(root, declared)
+
+
+def _member(rng, truth: np.ndarray, n_eval: int, k: int, skill: float) -> np.ndarray:
+    """Softmax probabilities ``(n_labelled + n_eval, k)`` leaning toward `truth` by `skill`."""
+    logits = rng.normal(size=(len(truth) + n_eval, k))
+    logits[np.arange(len(truth)), truth] += skill
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_multi_label_findings_fill_each_column_from_its_own_task(tmp_path):
+    import ensembler as ens
+    from scipy.stats import rankdata
+
+    from ensembler.data.competition import parse_competition
+
+    bare = {**CHEST, "submission": {"proba": {"F0 - Abnormal": "yes"}}}
+    with pytest.raises(EnsError, match=r"class 'yes' is a class of 6 tasks; name the task's: f0\.yes, f1\.yes, f2\.yes, f3\.yes, f4\.yes, f5\.yes"):
+        parse_competition(bare, tmp_path / "model_zoo.yaml")
+    rng = np.random.default_rng(3)
+    n, n_eval = 90, 20
+    truth = rng.random((n, 6)) < np.linspace(0.2, 0.5, 6)
+    train = pd.DataFrame({"StudyUID": [f"s{i}" for i in range(n)], "PatientID": [f"p{i // 3}" for i in range(n)], **{f: truth[:, j].astype(int) for j, f in enumerate(FINDINGS)}})
+    test = [f"t{i}" for i in range(n_eval)]
+    project = _declared_folder(tmp_path, CHEST, train, test)
+    columns = list(CHEST["submission"]["proba"])
+    members = {}
+    for m in range(3):  # each member writes the submission's own layout: one column per finding, p(yes)
+        p = np.clip(np.vstack([truth * 0.5 + rng.random((n, 6)) * 0.5, rng.random((n_eval, 6))]), 0, 1).astype(np.float32) ** (m + 1)
+        members[f"m{m}"] = p
+        frame = pd.DataFrame(p, columns=columns)
+        frame.insert(0, "StudyUID", [*train["StudyUID"], *test])
+        write_csv(tmp_path / f"m{m}.csv", frame)
+        ens.import_source(project, tmp_path / f"m{m}.csv", f"m{m}")
+        stored = project.store.read(f"m{m}", "eval")
+        assert all(np.array_equal(stored.probs[f][:, 1], p[n:, j]) for j, f in enumerate(FINDINGS))  # column j is task j's
+    recipe = "*:m0+m1+m2"
+    soft = ens.compose(project, recipe, "soft")
+    for j, column in enumerate(columns):  # the soft vote's column j is the members' mean of column j
+        mean = np.mean([members[m][n:, j].astype(np.float64) for m in members], axis=0)
+        np.testing.assert_allclose(soft.submission[column].astype(np.float32), mean, rtol=1.5e-7)  # float32's last place: a/3+b/3+c/3 against (a+b+c)/3
+    ranked = ens.compose(project, recipe, "rank")
+    for j, column in enumerate(columns):  # rank averaging per column, as the teams' scripts do
+        mean_rank = np.mean([rankdata(members[m][n:, j]) / n_eval for m in members], axis=0)
+        np.testing.assert_allclose(ranked.submission[column].astype(float), mean_rank, rtol=1e-6)
+    auto = ens.compose(project, recipe, "auto")
+    assert auto.validation["metric"] == "auc" and set(auto.submission.columns) == {"StudyUID", *columns}
+
+
+@pytest.mark.parametrize("declared, ids_of", [(PLANTS, lambda i: f"Train_{i}"), (LESIONS, lambda i: f"ISIC_{i:07d}")])
+def test_a_submissions_per_class_layout_imports_as_written_and_composes_as_the_teams_script(tmp_path, declared, ids_of):
+    """Plant Pathology 2020 and ISIC 2019: train labels one-hot (0/1, or 1.0/0.0), teammates'
+    files in the submission's own layout (a probability column per class); the soft vote is the
+    mean of their columns, as the teams' averaging scripts wrote it."""
+    import ensembler as ens
+
+    rng = np.random.default_rng(1)
+    classes = next(iter(declared["tasks"].values()))
+    k, n, n_eval = len(classes), 80, 16
+    truth = rng.choice(k - (1 if classes[-1] == "UNK" else 0), n)  # ISIC's UNK is never a train label
+    spec = declared["train"]
+    one_hot = np.eye(k)[truth]
+    train = pd.DataFrame({spec["id"]: [ids_of(i) for i in range(n)], **{c: one_hot[:, j] if c in ISIC else one_hot[:, j].astype(int) for j, c in enumerate(classes)}})
+    test = [ids_of(1000 + i) for i in range(n_eval)]
+    project = _declared_folder(tmp_path, declared, train, test)
+    from ensembler.data.declared import read_labelled
+
+    assert read_labelled(project.competition, tmp_path)["label"].tolist() == truth.tolist()
+    files = {}
+    for m, skill in (("cnn", 2.0), ("vit", 1.0)):
+        p = _member(rng, truth, n_eval, k, skill)
+        frame = pd.DataFrame(p, columns=classes)
+        frame.insert(0, spec["id"], [*train[spec["id"]], *test])
+        files[m] = write_csv(tmp_path / f"{m}.csv", frame)
+        written = ens.import_source(project, files[m], m)
+        assert written[0]["origin"]["columns"] == f"{classes[0]}..{classes[-1]} ({next(iter(declared['tasks']))})"
+    sub = ens.compose(project, "*:cnn+vit", "soft", name="mean", write=True)
+    a, b = (pd.read_csv(files[m]).set_index(spec["id"]).loc[test] for m in ("cnn", "vit"))
+    script = (a.astype(np.float32).astype(np.float64) + b.astype(np.float32).astype(np.float64)) / 2  # the team's own averaging, on the float32 values ens keeps
+    written = pd.read_csv(sub.files[0]).set_index(spec["id"])
+    np.testing.assert_allclose(written[classes].to_numpy(np.float32), script[classes].to_numpy(), rtol=1.5e-7)  # float32's last place
+
+
+def test_one_hot_train_labels_need_exactly_one_class_a_row(tmp_path):
+    classes = PLANTS["train"]["labels"]["label"]
+    train = pd.DataFrame({"image_id": ["a", "b"], "healthy": [1, 1], "multiple_diseases": [0, 1], "rust": [0, 0], "scab": [0, 0]})
+    project = _declared_folder(tmp_path, PLANTS, train, ["t"])
+    from ensembler.data.declared import read_labelled
+
+    with pytest.raises(EnsError, match=r"train.csv: row 3: the one-hot columns of label hold healthy=1, multiple_diseases=1, rust=0, scab=0; each row marks exactly one class"):
+        read_labelled(project.competition, tmp_path)
+    from ensembler.data.competition import parse_competition
+
+    with pytest.raises(EnsError, match=r"one-hot columns name each of the 4 classes in order"):
+        parse_competition({**PLANTS, "train": {**PLANTS["train"], "labels": {"label": classes[:3]}}}, tmp_path / "model_zoo.yaml")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: {**d, "metric": "accuracy", "submission": {"answer": "image_id"}}, r"'image_id' is the sample submission's id column"),
+        (lambda d: {**d, "submission": {"proba": {"image_id": "healthy"}}}, r"'image_id' is the sample submission's id column"),
+        (lambda d: {**d, "tasks": {"a": ["x", "y"], "b": ["u", "v"]}, "joint": "product", "train": {**d["train"], "labels": {"a": "a", "b": "b"}}, "metric": "accuracy", "submission": {"answer": "label", "as": "name"}}, r"as: name writes one task's class names; the answer of joint: product is the product's index"),
+        (lambda d: {**d, "tasks": {"path": ["x", "y"]}}, r"a task may not be called 'path'"),
+    ],
+)
+def test_declarations_that_would_write_the_wrong_column_are_refused(tmp_path, change, match):
+    from ensembler.data.competition import parse_competition
+
+    with pytest.raises(EnsError, match=match):
+        parse_competition(change(PLANTS), tmp_path / "model_zoo.yaml")
+
+
+def test_a_sample_column_called_path_is_kept_and_a_key_written_twice_is_refused(tmp_path):
+    import ensembler as ens
+
+    declared = {**PLANTS, "submission": {"proba": {c: c for c in PLANTS["tasks"]["label"]}}}
+    train = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "healthy": [1, 0, 0, 0], "multiple_diseases": [0, 1, 0, 0], "rust": [0, 0, 1, 0], "scab": [0, 0, 0, 1]})
+    project = _declared_folder(tmp_path, declared, train, ["t1", "t2"])
+    sample = pd.read_csv(tmp_path / "sample_submission.csv").assign(path=["keep/me", "and/me"])
+    sample.to_csv(tmp_path / "sample_submission.csv", index=False)
+    frame = pd.DataFrame(np.full((2, 4), 0.25), columns=PLANTS["tasks"]["label"]).assign(image_id=["t1", "t2"])
+    ens.import_source(project, write_csv(tmp_path / "a.csv", frame), "a")
+    assert ens.compose(project, "label:a").submission["path"].tolist() == ["keep/me", "and/me"]
+    (tmp_path / "model_zoo.yaml").write_text((tmp_path / "model_zoo.yaml").read_text() + "competition:\n  tasks: {label: [a, b]}\n")
+    with pytest.raises(EnsError, match=r"model_zoo.yaml: key 'competition' appears twice \(line \d+\); keep one"):
+        load_project(tmp_path / "model_zoo.yaml")

@@ -12,6 +12,7 @@ competition, the built-in preset `MASK`, exactly as `labels` compiles it in::
         id: image_id               # the column naming the image (its path under `images`)
         images: train_images       # a folder, or a pattern such as "jpeg/train/{}.jpg"
         labels: {label: label}     # task -> column; a class index or a class name
+        # labels: {label: [healthy, rust, scab]}   one-hot: a 0/1 column per class, in class order
         group: patient_id          # optional: folds and intervals resample whole groups
       # train: {folders: train}    # ... or a folder per class (single task; names as declared)
       eval:
@@ -20,7 +21,8 @@ competition, the built-in preset `MASK`, exactly as `labels` compiles it in::
         images: test_images
       submission:
         answer: label              # the column filled with the class (`as: name` for class names)
-        # proba: {target: malignant}   or: columns holding each class's probability
+        # proba: {target: malignant}   or: columns holding each class's probability; a class name
+        #   several tasks share (multi-label [no, yes]) is named with its task: {ett_abnormal: ett_abnormal.yes}
       joint: product               # several tasks, one answer: the product index in task order
 
 Every key is checked when the file is read: an unknown key, a task with fewer than two
@@ -78,12 +80,13 @@ class TaskSpec:
 @dataclass(frozen=True)
 class TrainSpec:
     """Where the labelled images and their labels are: a CSV (`csv`, `id`, `images`, `labels`
-    task -> column, optional `group`) or a folder per class (`folders`)."""
+    task -> its column of class names or indices, or its classes' one-hot columns in class
+    order; optional `group`) or a folder per class (`folders`)."""
 
     csv: str | None = None
     id: str | None = None
     images: str | None = None
-    labels: Mapping[str, str] | None = None
+    labels: Mapping[str, str | tuple[str, ...]] | None = None
     group: str | None = None
     folders: str | None = None
 
@@ -100,11 +103,12 @@ class EvalSpec:
 @dataclass(frozen=True)
 class SubmissionSpec:
     """The submission's answer: `answer`, the column holding the class (as an index, or a name
-    with ``as: name``), or `proba`, columns holding class probabilities (column -> class)."""
+    with ``as: name``), or `proba`, columns holding class probabilities (column -> (task, class
+    index), resolved from the declaration's ``task.class`` or unambiguous class name)."""
 
     answer: str | None = None
     as_name: bool = False
-    proba: Mapping[str, str] | None = None
+    proba: Mapping[str, tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,15 +146,11 @@ class Competition:
             return MASK_SPACE
         return LabelSpace(self.task_names, {t.name: t.classes for t in self.tasks})
 
-    @cached_property
+    @property
     def proba_columns(self) -> dict[str, tuple[str, int]]:
-        """The submission's probability columns: ``{column: (task, class index)}`` (empty for a
-        class answer)."""
-        out = {}
-        for column, name in ((self.submission.proba or {}) if self.submission else {}).items():
-            task = next(t for t in self.tasks if name in t.classes)
-            out[column] = (task.name, task.classes.index(name))
-        return out
+        """The submission's probability columns: ``{column: (task, class index)}``, each column
+        its own task's (empty for a class answer)."""
+        return dict((self.submission.proba or {}) if self.submission else {})
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; an unknown one suggests the close ones."""
@@ -225,6 +225,41 @@ def _tasks(raw: Any, source: Path) -> tuple[TaskSpec, ...]:
     return tuple(tasks)
 
 
+def _label_columns(value: Any, task: Any, tasks: tuple[TaskSpec, ...], source: Path) -> str | tuple[str, ...]:
+    """A task's label column (one column of class names or indices), or its one-hot columns (a
+    list, one 0/1 column per class in the declared order)."""
+    where = f"{source}: competition.train.labels.{task}"
+    if isinstance(value, list):
+        spec = next((t for t in tasks if t.name == str(task)), None)
+        columns = tuple(str(c).strip() for c in value)
+        if spec is not None and len(columns) != spec.n_classes:
+            raise EnsError(f"{where}: one-hot columns name each of the {spec.n_classes} classes in order ({', '.join(spec.classes)}); {len(columns)} given")
+        if len(set(columns)) != len(columns) or not all(columns):
+            raise EnsError(f"{where}: one-hot columns must be distinct and non-empty")
+        return columns
+    if not isinstance(value, (str, int)) or not str(value).strip():
+        raise EnsError(f"{where}: a column name, or a list of one-hot columns (one per class), got {value!r}")
+    return str(value).strip()
+
+
+def _proba_class(name: str, column: str, tasks: tuple[TaskSpec, ...], source: Path) -> tuple[str, int]:
+    """The (task, class index) a probability column holds: ``task.class``, or a class name one
+    task alone has; a name several tasks share (multi-label ``[no, yes]``) is an error listing
+    the qualified choices."""
+    where = f"{source}: competition.submission.proba.{column}"
+    head, dot, tail = name.partition(".")
+    qualified = next((t for t in tasks if dot and t.name == head and tail in t.classes), None)
+    if qualified is not None:
+        return qualified.name, qualified.classes.index(tail)
+    owners = [t for t in tasks if name in t.classes]
+    if len(owners) > 1:
+        raise EnsError(f"{where}: class {name!r} is a class of {len(owners)} tasks; name the task's: {', '.join(f'{t.name}.{name}' for t in owners)}")
+    if not owners:
+        every = [f"{t.name}.{c}" for t in tasks for c in t.classes] + [c for t in tasks for c in t.classes]
+        raise unknown(f"class in {source.name} competition.submission.proba", name, every)
+    return owners[0].name, owners[0].classes.index(name)
+
+
 def parse_competition(raw: Any, source: Path) -> Competition:
     """The ``competition:`` section of `source`: absent (None) or a preset's name is that
     preset (`MASK`); a mapping is a declaration, checked here (module doc)."""
@@ -265,7 +300,7 @@ def parse_competition(raw: Any, source: Path) -> Competition:
         labels = train_raw.get("labels")
         if not isinstance(labels, Mapping) or not labels:
             raise EnsError(f"{source}: competition.train.labels: required, task -> column (e.g. {{{tasks[0].name}: label}})")
-        labels = {str(k): str(v) for k, v in labels.items()}
+        labels = {str(k): _label_columns(v, k, tasks, source) for k, v in labels.items()}
         strange = sorted(set(labels) - names)
         if strange:
             raise unknown(f"task in {source.name} competition.train.labels", strange[0], names)
@@ -296,16 +331,16 @@ def parse_competition(raw: Any, source: Path) -> Competition:
         as_ = sub_raw.get("as", "index")
         if as_ not in ("index", "name"):
             raise EnsError(f"{source}: competition.submission.as: index or name, got {as_!r}")
+        if as_ == "name" and joint:
+            raise EnsError(f"{source}: competition.submission.as: name writes one task's class names; the answer of joint: product is the product's index (drop as: name)")
         submission = SubmissionSpec(answer=_text(sub_raw, "answer", "competition.submission", source), as_name=as_ == "name")
     else:
         proba = sub_raw["proba"]
         if not isinstance(proba, Mapping) or not proba:
             raise EnsError(f"{source}: competition.submission.proba: column -> class (e.g. {{target: malignant}})")
-        every = {c for t in tasks for c in t.classes}
-        proba = {str(col): str(cls) for col, cls in proba.items()}
-        strange = sorted(set(proba.values()) - every)
-        if strange:
-            raise unknown(f"class in {source.name} competition.submission.proba", strange[0], every)
-        submission = SubmissionSpec(proba=proba)
+        submission = SubmissionSpec(proba={str(col): _proba_class(str(cls).strip(), str(col), tasks, source) for col, cls in proba.items()})
+    answers = [submission.answer] if submission.answer else list(submission.proba)
+    if eval_.id in answers:
+        raise EnsError(f"{source}: competition.submission: {eval_.id!r} is the sample submission's id column (competition.eval.id); the answer goes in another column")
     name = str(section.get("name") or "declared")
     return Competition(name, tasks, metric, joint, train, eval_, submission)

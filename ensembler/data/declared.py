@@ -6,7 +6,8 @@ images and sample submission, and the submission written in the sample's own sha
   group column, else the image itself), one column per task (the class index, in the declared
   order) and ``label`` (the answer's class: the product index with ``joint: product``, else the
   one task's class). Labels may be written as class names or as indices 0..K-1.
-- `read_sample`: the sample submission (every column as text) with each row's image path.
+- `read_sample`: the sample submission (every column as text) with each row's image path (in
+  the column `IMAGE_PATH`, a name no sample's own column can clash with).
 - `submission_bytes`: the sample submission with its answer columns filled, rows matched by id
   (never by order), every other column and row kept as it was.
 
@@ -31,6 +32,8 @@ from .io import read_table, sha256_file
 if TYPE_CHECKING:
     import pandas as pd
 
+IMAGE_PATH = "ens:image path"  # read_sample's column of the eval images' files (a sample's own columns keep their names)
+
 
 def image_path(data: Path, images: str, image_id: str) -> str:
     """Where the image `image_id` lies: ``images`` with the id in its ``{}``, or the id under
@@ -53,6 +56,20 @@ def _classes(values: pd.Series, classes: tuple[str, ...], where: str) -> np.ndar
     if len(bad):
         raise EnsError(f"{where}: {len(bad)} label(s) are not a declared class, e.g. row {bad.index[0] + 2} holds {bad.iloc[0]!r} (declared: {preview(classes, 6)}, or 0-{len(classes) - 1})")
     return out.to_numpy(np.int64)
+
+
+def _one_hot(columns: pd.DataFrame, task: str, path: Path) -> np.ndarray:
+    """One-hot label columns (one per class, in class order; 0/1, written ``1`` or ``1.0``) as
+    class indices ``(n,)``: exactly one 1 a row, else an error naming the row."""
+    import pandas as pd
+
+    values = columns.apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce")).to_numpy(np.float64)
+    bad = ~np.isin(values, (0.0, 1.0)).all(axis=1) | (values.sum(axis=1) != 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        held = ", ".join(f"{c}={v}" for c, v in zip(columns.columns, columns.iloc[row]))
+        raise EnsError(f"{path}: row {row + 2}: the one-hot columns of {task} hold {held}; each row marks exactly one class with 1 and the others with 0")
+    return values.argmax(axis=1).astype(np.int64)
 
 
 def _answer(competition: Competition, tasks: dict[str, np.ndarray]) -> np.ndarray:
@@ -91,7 +108,8 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
     path = data / spec.csv
     if not path.is_file():
         raise EnsError(f"{path}: train labels not found (competition.train.csv)")
-    columns = (spec.id, *spec.labels.values(), *((spec.group,) if spec.group else ()))
+    label_columns = [c for v in spec.labels.values() for c in ((v,) if isinstance(v, str) else v)]
+    columns = (spec.id, *label_columns, *((spec.group,) if spec.group else ()))
     raw = read_table(path, tuple(dict.fromkeys(columns)))
     ids = raw[spec.id].str.strip()
     twice = ids[ids.duplicated()]
@@ -103,7 +121,10 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
     tasks = {}
     for task in competition.tasks:
         column = spec.labels[task.name]
-        tasks[task.name] = _classes(raw[column].str.strip(), task.classes, f"{path} column {column}")
+        if isinstance(column, str):
+            tasks[task.name] = _classes(raw[column].str.strip(), task.classes, f"{path} column {column}")
+        else:
+            tasks[task.name] = _one_hot(raw[list(column)], task.name, path)
         table[task.name] = tasks[task.name]
     table["label"] = _answer(competition, tasks)
     _check_present(list(table["path"]), str(path))
@@ -130,8 +151,8 @@ def fingerprint(competition: Competition, data: Path) -> dict[str, str]:
 
 
 def read_sample(competition: Competition, data: Path) -> pd.DataFrame:
-    """The sample submission as text (its columns, its rows in order) plus ``path``: each eval
-    image's file. The id column must be there, each id once, and each image present."""
+    """The sample submission as text (its columns, its rows in order, a column called ``path``
+    kept as it is) plus `IMAGE_PATH`: each eval image's file. The id column must be there, each id once, and each image present."""
     spec: EvalSpec | None = competition.eval
     if spec is None:
         raise EnsError("the mask competition's eval images are read by dataset.read_eval")
@@ -145,8 +166,8 @@ def read_sample(competition: Competition, data: Path) -> pd.DataFrame:
     if len(twice):
         raise EnsError(f"{path}: id {twice.iloc[0]!r} is listed twice (column {spec.id})")
     sample[spec.id] = ids
-    sample["path"] = [image_path(Path(data), spec.images, i) for i in ids]
-    _check_present(list(sample["path"]), str(path))
+    sample[IMAGE_PATH] = [image_path(Path(data), spec.images, i) for i in ids]
+    _check_present(list(sample[IMAGE_PATH]), str(path))
     return sample
 
 
@@ -164,7 +185,7 @@ def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: 
     if missing or len(position) != len(image_ids):
         raise EnsError(f"the answers do not cover the sample submission's rows by id: {len(missing)} missing (e.g. {preview(missing)}), {len(image_ids) - len(position)} given twice")
     rows = np.array([position[i] for i in order])
-    out = sample.drop(columns=["path"]).copy()
+    out = sample.drop(columns=[IMAGE_PATH]).copy()
     if sub.answer is not None:
         if decided is None:
             raise EnsError("this competition's submission is a class: give the decided classes")
@@ -176,5 +197,6 @@ def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: 
             raise EnsError("this competition's submission holds probabilities: give them")
         by_task = probs if isinstance(probs, Mapping) else {competition.tasks[0].name: probs}
         for column, (task, c) in competition.proba_columns.items():
-            out[column] = [f"{v:.6g}" for v in np.asarray(by_task[task])[rows, c]]
+            # float32's shortest round trip (the members' precision): no two probabilities they tell apart are written alike
+            out[column] = [str(v) for v in np.asarray(by_task[task])[rows, c].astype(np.float32)]
     return out.to_csv(index=False).encode()

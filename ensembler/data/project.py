@@ -138,13 +138,28 @@ class Project:
         return self.data
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the
+    last silently: two ``competition:`` sections, or ``metric:`` twice, would merge unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506  (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise EnsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        problem = getattr(exc, "problem", None)
+        raise EnsError(f"{path}: {problem}" if problem and "appears twice" in problem else f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

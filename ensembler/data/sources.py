@@ -316,24 +316,41 @@ def read_shared_csv(path: Path, kind: ImportKind | None = None, task: str | None
 
 
 def _submission_probabilities(table: pd.DataFrame, path: Path, ids: np.ndarray, columns: Sequence[str], kind: ImportKind, shape: FileShape) -> SharedTable:
-    """A file in the submission's own layout: each column one class's probability of a binary
-    task (``target`` = p(malignant)); the other class gets the rest."""
+    """A file in the submission's own layout, read as written: per task, its columns' classes
+    (`FileShape.proba`, each column its own task's). A task whose every class has a column
+    (one column per class: Plant Pathology's ``healthy,multiple_diseases,rust,scab``) is read
+    as its probabilities (softmax first with ``--kind logits``); a binary task with one column
+    (``target`` = p(malignant); a multi-label finding's ``yes``) gets the rest as the other
+    class; a task with some classes only is an error naming the missing ones."""
     import pandas as pd
 
-    if kind is ImportKind.LOGITS:
-        raise EnsError(f"{path}: columns {', '.join(columns)} are the submission's probabilities; import them with --kind proba")
-    probs = {}
+    space = shape.space
+    by_task: dict[str, dict[int, str]] = {}
     for column in columns:
         task, c = shape.proba[column]
-        if shape.space.n_classes[task] != 2:
-            raise EnsError(f"{path}: column {column} holds one class's probability, and {task} has {shape.space.n_classes[task]} classes (name all its columns)")
+        by_task.setdefault(task, {})[c] = column
+    probs, read = {}, []
+    for task, named in by_task.items():
+        k = space.n_classes[task]
+        if len(named) == k:
+            ordered = [named[c] for c in range(k)]
+            probs[task] = _probabilities(table, ordered, path, kind).astype(np.float32)
+            read.append(f"{_span(ordered)} ({task})")
+            continue
+        if k != 2:
+            lacking = [space.classes[task][c] for c in range(k) if c not in named]
+            raise EnsError(f"{path}: columns {', '.join(named.values())} hold some of {task}'s {k} classes; the file lacks {preview(lacking, 4)} (the submission's columns for every class, or --columns)")
+        if kind is ImportKind.LOGITS:
+            raise EnsError(f"{path}: column {', '.join(named.values())} is the submission's probability of one class; import it with --kind proba")
+        (c, column), = named.items()
         p = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(p) | (p < 0) | (p > 1)
         if bad.any():
             raise EnsError(f"{path}: row {_row(path, bad)}: {column} {table[column].iloc[int(np.flatnonzero(bad)[0])]!r} is not a probability in [0, 1]")
         both = np.stack([1 - p, p] if c == 1 else [p, 1 - p], axis=1)
         probs[task] = both.astype(np.float32)
-    return SharedTable(ids, None, probs, ImportKind.PROBA, ", ".join(f"{column} (p of {shape.space.classes[shape.proba[column][0]][shape.proba[column][1]]})" for column in columns))
+        read.append(f"{column} (p of {'' if len(space.tasks) == 1 else f'{task} '}{space.classes[task][c]})")
+    return SharedTable(ids, None, probs, kind if kind is ImportKind.LOGITS else ImportKind.PROBA, ", ".join(read))
 
 
 def _check_oof(project: Project, path: Path, train: pd.DataFrame, labelled: pd.DataFrame, key: str = "profile") -> dict[str, Any]:
