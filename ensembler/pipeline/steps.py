@@ -27,6 +27,10 @@ def combining(method: Method | str, *, per_task: bool = False, tie: Tie | str | 
     """The combining step a ``--method`` names, with the options that belong to it: `per_task`
     (the votes), `tie` (a hard vote's rule), `balanced` and `all_tasks` (the stack). An option
     the method does not use is an error, never silently dropped."""
+    if str(method) in BY_NAME and BY_NAME[str(method)].combines and str(method) not in {m.value for m in Method}:
+        if per_task or tie is not None or balanced or all_tasks:
+            raise EnsError(f"--method {method} takes no --per-task, --tie, --balanced or --all-task-features")
+        return BY_NAME[str(method)]()  # a combining step without a Method member (the pool on the 18-way joint)
     method = Method(method)
     if tie is not None and method is not Method.HARD:
         raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
