@@ -115,6 +115,28 @@ MELANOMA = {
     "submission": {"proba": {"target": "malignant"}},
 }
 WORDS = [str(i) for i in range(2, 12)] + [f"w{i}" for i in range(300)]  # "2" before "10": the declared order, not sorted()
+DISEASES = ["healthy", "multiple_diseases", "rust", "scab"]
+PLANTS = {  # Plant Pathology 2020: one-hot train labels, a probability column per class
+    "tasks": {"label": DISEASES},
+    "metric": "auc",
+    "train": {"csv": "train.csv", "id": "image_id", "images": "images/{}.jpg", "labels": {"label": DISEASES}},
+    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "images/{}.jpg"},
+    "submission": {"proba": {c: c for c in DISEASES}},
+}
+
+
+def chest(findings) -> dict:
+    """A multi-label declaration (RANZCR-CLiP-like): each finding a task [no, yes], one
+    probability column each, named ``F - Abnormal`` and holding ``f.yes``, scored by mean AUC."""
+    return {
+        "tasks": {f: ["no", "yes"] for f in findings},
+        "metric": "auc",
+        "train": {"csv": "train.csv", "id": "StudyUID", "images": "train", "labels": {f: f for f in findings}, "group": "PatientID"},
+        "eval": {"csv": "sample_submission.csv", "id": "StudyUID", "images": "test"},
+        "submission": {"proba": {f"{f.upper()} - Abnormal": f"{f}.yes" for f in findings}},
+    }
+
+
 SKETCH = {
     "tasks": {"word": WORDS},
     "metric": "macro_f1",

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import touch
+from conftest import DISEASES, PLANTS, chest, touch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
@@ -52,22 +52,8 @@ LEAVES = {
     "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test"},
     "submission": {"answer": "label", "as": "name"},
 }
-DISEASES = ["healthy", "multiple_diseases", "rust", "scab"]
-PLANTS = {  # Plant Pathology 2020's layout: one-hot train labels, a probability column per class
-    "tasks": {"label": DISEASES},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "image_id", "images": "images/{}.jpg", "labels": {"label": DISEASES}},
-    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "images/{}.jpg"},
-    "submission": {"proba": {c: c for c in DISEASES}},
-}
 FINDINGS = ("ett", "ngt", "cvc", "swan")
-CHEST = {
-    "tasks": {f: ["no", "yes"] for f in FINDINGS},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "StudyUID", "images": "train", "labels": {f: f for f in FINDINGS}, "group": "PatientID"},
-    "eval": {"csv": "sample_submission.csv", "id": "StudyUID", "images": "test"},
-    "submission": {"proba": {f"{f.upper()} - Abnormal": f"{f}.yes" for f in FINDINGS}},
-}
+CHEST = chest(FINDINGS)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import declared_project, touch, write_csv
+from conftest import PLANTS, chest, declared_project, touch, write_csv
 from typer.testing import CliRunner
 
 from ensembler.cli import app
@@ -247,20 +247,7 @@ def test_report_scores_auto_as_compose_does_with_the_eval_mix_and_the_run_away_c
 # --- multi-label answers and the teams' own submission layouts -----------------------------------------
 
 FINDINGS = [f"f{i}" for i in range(6)]
-CHEST = {
-    "tasks": {f: ["no", "yes"] for f in FINDINGS},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "StudyUID", "images": "train", "labels": {f: f for f in FINDINGS}, "group": "PatientID"},
-    "eval": {"csv": "sample_submission.csv", "id": "StudyUID", "images": "test"},
-    "submission": {"proba": {f"{f.upper()} - Abnormal": f"{f}.yes" for f in FINDINGS}},
-}
-PLANTS = {
-    "tasks": {"label": ["healthy", "multiple_diseases", "rust", "scab"]},
-    "metric": "auc",
-    "train": {"csv": "train.csv", "id": "image_id", "images": "images/{}.jpg", "labels": {"label": ["healthy", "multiple_diseases", "rust", "scab"]}},
-    "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "images/{}.jpg"},
-    "submission": {"proba": {c: c for c in ["healthy", "multiple_diseases", "rust", "scab"]}},
-}
+CHEST = chest(FINDINGS)
 ISIC = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 LESIONS = {
     "tasks": {"diagnosis": ISIC},
