@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensembler.data.labels import CLASS_NAMES, TASKS, Task, age_band, decode, encode  # noqa: E402
-from ensembler.data.people import person_codes, person_folds  # noqa: E402
+from ensembler.data.people import person_codes  # noqa: E402
+from ensembler.pipeline.engine import Folds  # noqa: E402
 from ensembler.data.teams import simulate_team  # noqa: E402
 from ensembler.evaluate.audit import FLAG, audit_labels, calibrated_logs, pooled  # noqa: E402
 from ensembler.scoring.metrics import macro_f1  # noqa: E402
@@ -102,7 +103,7 @@ def reference(probs, given, ids, persons):
     and the image scores (its self-confidence ranking)."""
     from cleanlab.filter import find_label_issues
 
-    folds = person_folds(ids)
+    folds = Folds.of(ids)
     g = decode(given)
     out = {}
     for task in TASKS:

@@ -72,14 +72,14 @@ def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():
 
 
 def test_the_choice_is_made_inside_the_loop_on_evidence():
-    from ensembler.data.people import person_folds
+    from ensembler.pipeline.engine import Folds
 
     rng = np.random.default_rng(2)
     ids = _ids(50)
     y = rng.integers(0, 3, len(ids))
     reference = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))
     noise = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 3, len(y)))  # as good, by chance a little better or worse
-    candidates, per_row, chosen, why = evidence_choice(["vote", "noise"], F1Judge([reference, noise], y, 3, person_codes(ids)), person_folds(ids))
+    candidates, per_row, chosen, why = evidence_choice(["vote", "noise"], F1Judge([reference, noise], y, 3, person_codes(ids)), Folds.of(ids))
     assert chosen == 0 and set(per_row.tolist()) == {0} and [c.label for c in candidates] == ["vote", "noise"]
 
 
@@ -99,7 +99,7 @@ def test_a_stack_on_the_joint_is_refused_on_thin_gender_and_age(project, toy, tm
 
 def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
     from ensembler.data.labels import TASKS, decode
-    from ensembler.data.people import person_folds
+    from ensembler.pipeline.engine import Folds
     from ensembler.data.store import PredictionSet, Split
     from ensembler.data.teams import simulate_team
     from ensembler.pipeline.auto import eval_mix
@@ -109,7 +109,7 @@ def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_hold
     labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
     targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
     recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-    weights, record = eval_mix(recipe, labelled, team.labels, person_folds(team.labelled_ids), targets)
+    weights, record = eval_mix(recipe, labelled, team.labels, Folds.of(team.labelled_ids), targets)
     age = decode(team.labels)[Task.AGE]
     assert record["age"]["eval"][2] > 2 * record["age"]["train"][2]  # EM sees the older eval set
     assert weights[age == 2].mean() > 2 and weights[age == 0].mean() < 1  # 60+ counts for more, under 30 for less

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ensembler.data.people import person_folds
+from ensembler.pipeline.engine import Folds
 from ensembler.pipeline.calibration import Calibration, Calibrator, choose, ece, fit, fit_pool, nll
 
 
@@ -92,7 +92,7 @@ def test_choose_scores_out_of_fold_and_keeps_none_for_a_calibrated_model():
     rng = np.random.default_rng(4)
     n = 2100
     ids = np.array([f"{i // 7:06d}_male_Asian_20/mask{i % 7}.jpg" for i in range(n)], dtype=object)
-    folds = person_folds(ids)
+    folds = Folds.of(ids)
     true = rng.dirichlet(np.ones(3), size=n)
     labels = np.array([rng.choice(3, p=p) for p in true])
     calibrated = choose(true, labels, folds)

@@ -10,7 +10,8 @@ from conftest import write_csv
 
 from ensembler.data.dataset import read_folds, split_project
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks, one_hot
-from ensembler.data.people import person_folds, person_of
+from ensembler.data.people import person_of
+from ensembler.pipeline.engine import Folds
 from ensembler.data.project import load_project
 from ensembler.data.sources import import_source
 from ensembler.data.store import PredictionSet, Split
@@ -41,7 +42,7 @@ def test_person_of_drops_folder_details_and_suffixes():
 
 def test_cross_validation_never_puts_one_person_on_both_sides(toy):
     ids = toy.train["ImageID"].to_numpy(object)
-    splits = person_folds(ids)
+    splits = Folds.of(ids)
     assert len(splits) == 5
     people = person_of(ids)
     seen = np.zeros(len(ids), int)
@@ -320,14 +321,16 @@ def _biased(n, seed):
 
 
 def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
-    from ensembler.pipeline.engine import Composed
-    from ensembler.pipeline.tuning import apply_offsets, decide, tune_f1
+    from ensembler.pipeline.engine import Composed, Context, fit_step
+    from ensembler.pipeline.recipe import parse_recipe
+    from ensembler.pipeline.tuning import TuneF1, apply_offsets, decide
 
     labels, probs, ids = _biased(2800, seed=0)
     composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
-    tuned = tune_f1(composed, labels, person_folds(ids))
+    fit = fit_step(TuneF1(), composed, labels, Folds.of(ids), None, Context(parse_recipe("*:a")))  # tuned by the engine, scored out of fold
+    tuned, record = fit.fitted, fit.record["tune_f1"]
     assert tuned.offsets[Task.AGE][2] >= 0.5  # pushes the old class back up
-    assert tuned.after.f1_18 > tuned.before.f1_18 + 0.01 and tuned.after.folds == 5
+    assert record["f1_18_after"] > record["f1_18_before"] + 0.01 and record["folds"] == 5 and fit.cross_fitted
     assert all(tuned.offsets[t][0] == 0 for t in tuned.offsets)
     # offsets applied as probability weights decide exactly as log-probabilities plus offsets
     applied = apply_offsets(composed, tuned.offsets)

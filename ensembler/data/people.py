@@ -1,4 +1,4 @@
-"""People behind the train images, and the folds that keep each person on one side.
+"""People behind the train images (the engine's folds keep each on one side: `pipeline.engine.Folds`).
 
 A train ImageID is ``<profile>/<file>``, the profile a folder such as
 ``000123-1_female_Asian_45``: the person is ``000123`` (suffixes and folder details dropped).
@@ -15,7 +15,6 @@ import numpy as np
 from ..errors import EnsError
 from .labels import CLASS_NAMES, MASK_SPACE, N_CLASSES, Task, LabelSpace, decode
 
-CV_FOLDS = 5
 MIN_PEOPLE = 5  # a class held by fewer labelled people is too thin for a learned step to decide
 
 
@@ -32,19 +31,6 @@ def person_of(image_ids: np.ndarray) -> np.ndarray:
 def person_codes(image_ids: np.ndarray) -> np.ndarray:
     """Train ImageIDs ``(n,)`` -> person index ``(n,)`` in ``0..P-1`` (`person_of`)."""
     return np.unique(person_of(np.asarray(image_ids, dtype=object)), return_inverse=True)[1]
-
-
-def person_folds(image_ids: np.ndarray, n_folds: int = CV_FOLDS, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, score) index pairs over `image_ids` ``(n,)``: every person's images on one side
-    (scikit-learn's GroupKFold); `groups` ``(n,)``: a declared competition's groups instead of
-    the persons of the mask competition's paths."""
-    from sklearn.model_selection import GroupKFold
-
-    groups = person_of(image_ids) if groups is None else np.asarray(groups, dtype=object)
-    n_folds = min(n_folds, len(set(groups)))
-    if n_folds < 2:
-        raise EnsError("cross-validation needs labelled images of at least two people")
-    return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
 def thin_classes(labels: np.ndarray, image_ids: np.ndarray, space: LabelSpace = MASK_SPACE, groups: np.ndarray | None = None) -> dict[Task | str, dict[int, int]]:

@@ -40,12 +40,13 @@ from scipy.special import logsumexp
 from ..data.fixes import LabelFixes, append_fixes
 from ..data.io import atomic_write, write_json
 from ..data.labels import CLASS_NAMES, N_CLASSES, TASKS, Task, age_band, decode
-from ..data.people import person_folds, profile_of
+from ..data.people import profile_of
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.recipe import Recipe, complete_recipe
+from ..pipeline.engine import Folds, filled, out_of_fold
 from ..pipeline.scope import guard_leakage, labelled_scope, load_labelled
 
 if TYPE_CHECKING:
@@ -103,10 +104,8 @@ def calibrated_logs(probs: Sequence[np.ndarray], given: np.ndarray, folds: Seque
     people: `calibration.fit`)."""
     out = []
     for p in probs:
-        calibrated = np.empty(p.shape, dtype=np.float64)
-        for fit_rows, score_rows in folds:
-            calibrated[score_rows] = fit(Calibrator.TS, p[fit_rows], given[fit_rows]).apply(p[score_rows])
-        out.append(np.log(np.clip(calibrated, EPS, 1.0)))
+        parts = out_of_fold(lambda rows, p=p: (lambda held, t=fit(Calibrator.TS, p[rows], given[rows]): t.apply(p[held])), folds)
+        out.append(np.log(np.clip(filled(parts, len(given)), EPS, 1.0)))
     return out
 
 
@@ -323,7 +322,7 @@ def audit_labels(
     image_ids = np.asarray(image_ids, dtype=object)
     profiles = profile_of(image_ids)
     persons = np.unique(profiles, return_inverse=True)[1]  # a label belongs to a folder (two folders of one person id are two)
-    folds = person_folds(image_ids)
+    folds = Folds.of(image_ids)
     first = np.unique(persons, return_index=True)[1]
     tables, people, problems = [], {}, []
     counts = np.bincount(persons)

@@ -165,10 +165,10 @@ def _calibration(report: Report, truth: dict[Task, np.ndarray], tasks: tuple = T
     """Reliability curves per source, and each source's ECE and log-loss per task before and
     after temperature scaling fitted out of fold (person-grouped folds, a declared competition's
     by group; `calibration.choose`)."""
-    from ..data.people import person_folds
     from ..pipeline.calibration import Calibrator, choose
+    from ..pipeline.engine import Folds
 
-    folds = person_folds(next(iter(report.sets.values())).image_ids, groups=report.groups)
+    folds = Folds.of(next(iter(report.sets.values())).image_ids, report.groups)
     panels, rows = {}, []
     for name, pset in report.sets.items():
         curves, ece, loss, temperature = {}, {}, {}, {}

@@ -49,17 +49,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
-from ..data.people import MIN_PEOPLE, person_folds, thin_pairs
+from ..data.people import MIN_PEOPLE, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
 from ..scoring.metrics import macro_f1, metric_replicates, task_objective
-from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
+from .engine import Composed, Context, Fitted, Folds, Scoring, Sources, Step, filled, fit_step, out_of_fold
 from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe
@@ -68,7 +68,6 @@ from .voting import FittedVote, Method, check_coverage
 if TYPE_CHECKING:
     from ..data.competition import Competition, Metric
 
-Folds = Sequence[tuple[np.ndarray, np.ndarray]]
 REPLICATES = 1000
 
 
@@ -216,9 +215,9 @@ def evidence_choice(
     scores = judge.scores(every, w(every))
     per_fold = [judge.scores(held, w(held)) for _, held in folds]
     candidates = [Candidate(name, float(judge.sign * f), float(np.std([judge.sign * s[i] for s in per_fold])), judge.key) for i, (name, f) in enumerate(zip(names, scores))]
-    per_row = np.zeros(n, dtype=np.int64)
-    for fit_rows, held in folds:
-        per_row[held], _ = pick(judge.scores(fit_rows, w(fit_rows)), judge, fit_rows, reference, allowed, cautious, w(fit_rows))
+    # the choice inside the loop (the engine's): each fold's rows take the candidate picked on the other folds' rows
+    choices = out_of_fold(lambda rows: (lambda held, c=pick(judge.scores(rows, w(rows)), judge, rows, reference, allowed, cautious, w(rows))[0]: np.full(len(held), c)), folds)
+    per_row = filled(choices, n)
     chosen, why = pick(scores, judge, every, reference, allowed, cautious, w(every))
     if "best" in why:
         why["best"] = names[int(np.argmax(np.where(allowed, scores, -np.inf)))]
@@ -326,33 +325,39 @@ class _Whole:
 
 @dataclass(frozen=True)
 class FittedAuto(Fitted):
-    """Auto's choice, fitted on every labelled image."""
+    """Auto's choice, fitted on every labelled image (`chosen`, called `label`), with its
+    out-of-fold composition of them, each fold by the candidate chosen on the other folds
+    (`scored`), the chosen candidate's out-of-fold composition (`consistent`: what a step after
+    it is fitted on) and the record of the choice."""
 
     chosen: Fitted
     label: str
+    scored: Composed | None = None
+    consistent: Composed | None = None
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def apply(self, x: Sources) -> Composed:
         return replace(self.chosen.apply(x), mode="auto")
 
     def describe(self) -> dict[str, Any]:
-        return {"chosen": self.label, **self.chosen.describe()}
+        return {"chosen": self.label, **self.chosen.describe(), "auto": dict(self.record)}
 
 
 @dataclass(frozen=True)
 class Auto(Step):
     """Model selection over whole compositions (module doc), the choice inside the CV loop;
-    `cautious`: only on evidence, never on a class too thin to learn, never a run-away."""
+    `cautious`: only on evidence, never on a class too thin to learn, never a run-away. Its
+    candidates are cross-fitted with the engine's folds (`Context.folds`) and scored out of fold
+    by the choice made on the other folds (`Scoring.BY_STEP`)."""
 
     cautious: bool = True
     name: ClassVar[str] = "auto"
     combines: ClassVar[bool] = True
+    scoring: ClassVar[Scoring] = Scoring.BY_STEP
 
-    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> Fitted:
-        ids = next(iter(x.values())).image_ids
-        return self.cross_fit(x, labels, person_folds(ids, groups=None if ctx.group_of is None else ctx.group_of(ids)), None, ctx).fitted
-
-    def cross_fit(self, x: Sources, labels: np.ndarray, folds: Folds, target: Sources | None, ctx: Context) -> Fit:
-        recipe, space, competition = ctx.recipe, ctx.space, ctx.competition
+    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedAuto:
+        recipe, space, competition, target = ctx.recipe, ctx.space, ctx.competition, ctx.target
+        folds = ctx.folds if ctx.folds is not None else ctx.folds_of(next(iter(x.values())).image_ids)
         check_coverage(recipe, x)
         ids, truth = next(iter(x.values())).image_ids, space.decode(labels)
         persons = ctx.groups(ids)
@@ -402,7 +407,7 @@ class Auto(Step):
             record["stack"] = {str(t): f"not offered: {why}" for t, why in large.items()}
         if whole.label == per_task[0].label and weights:
             record["weights"] = weights  # the per-task selections are what eval gets
-        return Fit(FittedAuto(whole.fitted, whole.label), whole.scored, whole.consistent, {"auto": record}, cross_fitted=True)
+        return FittedAuto(whole.fitted, whole.label, whole.scored, whole.consistent, record)
 
     def _choose(
         self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task | str, np.ndarray] | None, weights: np.ndarray | None, ctx: Context
@@ -427,7 +432,7 @@ class Auto(Step):
             if thin:
                 record["pool"] = f"the stack on the 18-way joint is not offered: too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE})"
             else:
-                pool = cross_fit(Pool(), x, labels, folds, ctx)
+                pool = fit_step(Pool(), x, labels, folds, None, ctx, admit=False)  # the thin pairs checked above (cautious)
                 scored = replace(pool.scored, mode="auto")
                 candidates.append(_Whole(f"stack of {'+'.join(recipe.sources)} on the 18-way joint", pool.fitted, scored, scored))
         allowed = np.ones(len(candidates), bool)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..data.stable import weighted_sum
 from ..errors import EnsError
+from .engine import filled, out_of_fold
 
 EPS = 1e-6
 RIDGE = 1e-4  # L2 pull towards the identity map, per image
@@ -243,9 +244,8 @@ def choose(
     scores: dict[str, tuple[float, float]] = {}
     oof: dict[Calibrator, np.ndarray] = {}
     for candidate in dict.fromkeys(candidates):
-        out = np.zeros_like(np.asarray(probs, dtype=np.float64))
-        for fit_rows, score_rows in folds:
-            out[score_rows] = fit(candidate, probs[fit_rows], labels[fit_rows]).apply(probs[score_rows])
+        parts = out_of_fold(lambda rows, c=candidate: (lambda held, m=fit(c, probs[rows], labels[rows]): m.apply(probs[held])), folds)
+        out = filled(parts, len(labels))
         scores[candidate.value], oof[candidate] = (nll(out, labels), ece(out, labels)), out
     chosen = min(candidates, key=lambda m: scores[m.value][0]) if method is Calibrator.AUTO else method
     return Choice(fit(chosen, probs, labels), scores, oof[chosen], note)

@@ -8,26 +8,37 @@ priors, tune F1 offsets, decide by person). Each step is a small frozen config; 
 fitted parameters for the manifest. Shaped as scikit-learn shapes estimators and its Pipeline,
 over prediction sets.
 
-What is decided here, once, for every step (DESIGN.md §4): a step is fitted on the labelled
-images of the scope (`scope.Labelled`: out of fold for every source, else the validation fold)
-and on nothing else; what it predicts for those images is *cross-fitted*: each person-grouped
-fold by the step fitted on the other folds (`cross_fit`); the next step is fitted on that
-out-of-fold composition, so no step ever sees a prediction made in-sample; what is scored and
-kept with the composition is the last step's cross-fitted rows. A step may cross-fit itself
-(`Step.cross_fit`): auto makes its choice inside the loop, a prior correction is checked
-where the answers are known, by-person decoding is checked with the estimated train grouping.
+What is decided here, once, for every step (DESIGN.md §4):
+
+- **the folds** (`Folds`): the labelled images in person-grouped folds (a declared
+  competition's groups), deterministic and never a function of the labels; a step that needs an
+  inner choice (a calibrator, a candidate) reads the folds of the rows it is fitted on from its
+  context (`Context.folds`), never builds its own;
+- **the one fold loop** (`out_of_fold`): every split of rows into fit and score, here and in the
+  steps, is this function's;
+- **which rows a step is fitted on and what is scored**: a step is fitted on the labelled images
+  of the scope (`scope.Labelled`) and on nothing else; what it predicts for them is what its
+  `Step.scoring` declares: `Scoring.OUT_OF_FOLD`, each fold by the step fitted on the other
+  folds (the default: anything that learns from labels); `Scoring.AS_FITTED`, the step fitted on
+  every labelled image applied to them (a vote, which learns nothing); `Scoring.UNCHANGED`, its
+  input passes (a prior correction: the labelled mix is train's); `Scoring.BY_STEP`, the fitted
+  step carries its own out-of-fold rows, made with the engine's folds and loop (auto, whose
+  choice is made fold by fold on its candidates' out-of-fold predictions). The next step is
+  fitted on that composition; what is scored and kept is the last step's.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
+from ..data.people import person_of
 from ..data.stable import decide
 from ..data.store import PredictionSet
 from ..errors import EnsError
@@ -38,6 +49,68 @@ from .scope import Labelled
 if TYPE_CHECKING:
     from ..data.competition import Competition
     from ..data.project import Project
+
+CV_FOLDS = 5
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class Folds(Sequence[tuple[np.ndarray, np.ndarray]]):
+    """The engine's folds of ``n`` labelled rows: (fit, held) row positions, every group (a
+    person, a declared competition's patient or plant) on one side: scikit-learn's GroupKFold
+    over `groups` ``(n,)``, deterministic and never a function of the labels. The only place
+    that makes cross-validation folds."""
+
+    pairs: tuple[tuple[np.ndarray, np.ndarray], ...]
+    groups: np.ndarray
+
+    @classmethod
+    def of(cls, image_ids: np.ndarray | None = None, groups: np.ndarray | None = None, n_folds: int = CV_FOLDS) -> Folds:
+        """Folds of `image_ids` ``(n,)`` by person (the mask competition's paths), or by `groups` ``(n,)``."""
+        from sklearn.model_selection import GroupKFold
+
+        groups = person_of(image_ids) if groups is None else np.asarray(groups, dtype=object)
+        n_folds = min(n_folds, len(set(groups)))
+        if n_folds < 2:
+            raise EnsError("cross-validation needs labelled images of at least two people")
+        pairs = tuple(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
+        return cls(pairs, groups)
+
+    def inner(self, rows: np.ndarray) -> Folds:
+        """The folds of the rows `rows` (positions; the answer's positions are into `rows`), by
+        their groups, as many as these: what a step fitted on `rows` chooses with (nested)."""
+        return Folds.of(groups=self.groups[rows], n_folds=len(self))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.pairs[i]
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return iter(self.pairs)
+
+    @property
+    def n(self) -> int:
+        return len(self.groups)
+
+
+def out_of_fold(fit: Callable[[np.ndarray], Callable[[np.ndarray], T]], folds: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, T]]:
+    """The one fold loop of `ens`: for each fold, `fit` on its fit rows (positions), the fitted
+    (a function of row positions) applied to its held rows. Returns ``[(held rows, output)]``,
+    fold by fold. Nothing else splits labelled rows into fit and score."""
+    return [(held, fit(fit_rows)(held)) for fit_rows, held in folds]
+
+
+def filled(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """One array of ``n`` rows from `out_of_fold`'s parts (held rows, their values ``(m, ...)``),
+    float64 (or the parts' integer type), every row set once."""
+    first = np.asarray(parts[0][1])
+    out = np.zeros((n, *first.shape[1:]), dtype=first.dtype if np.issubdtype(first.dtype, np.integer) else np.float64)
+    for rows, values in parts:
+        out[rows] = values
+    return out
+
 
 @dataclass(frozen=True, eq=False)
 class Composed:
@@ -76,14 +149,18 @@ class Context:
     """What a step may read besides its input: the recipe, the project (the data folder, the
     grouping files), why there are no labelled images when there are none (`skipped`), the
     `competition` (its metric is what learned steps optimise; default: the project's, else the
-    mask preset) and `group_of`, ImageIDs -> the group each image is resampled and folded with
-    (None: the mask competition's persons, read from the train paths)."""
+    mask preset), `group_of`, ImageIDs -> the group each image is resampled and folded with
+    (None: the mask competition's persons, read from the train paths), and, set by the engine
+    for each fit, `folds` (the engine's folds of the rows being fitted: a step's inner choice
+    is made with them) and `target` (the step's input on eval, None when only scoring)."""
 
     recipe: Recipe
     project: Project | None = None
     skipped: str | None = None
     competition: Competition | None = None
     group_of: Callable[[np.ndarray], np.ndarray] | None = None
+    folds: Folds | None = None
+    target: Any = None
 
     def __post_init__(self) -> None:
         if self.competition is None:
@@ -102,6 +179,10 @@ class Context:
 
             return person_codes(image_ids)
         return np.unique(np.asarray(self.group_of(image_ids), dtype=object).astype(str), return_inverse=True)[1]
+
+    def folds_of(self, image_ids: np.ndarray) -> Folds:
+        """The engine's folds of labelled `image_ids` by their groups (what `run` fits with)."""
+        return Folds.of(image_ids, None if self.group_of is None else self.group_of(image_ids))
 
 
 class Fitted(ABC):
@@ -134,24 +215,40 @@ class Fit:
     cross_fitted: bool = False
 
 
+class Scoring(StrEnum):
+    """What a step predicts for the labelled images it is fitted on (module doc)."""
+
+    OUT_OF_FOLD = "out of fold"  # each fold by the step fitted on the other folds
+    AS_FITTED = "as fitted"  # the step fitted on every labelled image (it learns nothing from them)
+    UNCHANGED = "unchanged"  # its input passes (a prior correction: the labelled mix is train's)
+    BY_STEP = "by step"  # the fitted step's own out-of-fold rows (`Fitted.scored`, `Fitted.consistent`), made with the engine's folds
+
+
 class Step(ABC):
     """One step of a composition (a frozen dataclass). `combines`: it maps the recipe's sources
     to a composition (the first step of a pipeline, and only it); otherwise it maps a
-    composition to a composition. `name` is what the manifest and the command line call it."""
+    composition to a composition. `name` is what the manifest and the command line call it;
+    `scoring` what the engine predicts for the labelled images (`Scoring`)."""
 
     name: ClassVar[str]
     combines: ClassVar[bool] = False
     flag: ClassVar[str] = ""  # the command-line flag that asks for it, for error messages
     reweights: ClassVar[bool] = False  # it re-weights probabilities (a hard vote has none)
+    scoring: ClassVar[Scoring] = Scoring.OUT_OF_FOLD
 
     @abstractmethod
     def fit(self, x: Input, labels: np.ndarray, ctx: Context) -> Fitted:
-        """Fit on the labelled `x` (sources or a composition of ``n`` images) and `labels` ``(n,)``."""
+        """Fit on the labelled `x` (sources or a composition of ``n`` images) and `labels` ``(n,)``;
+        `ctx.folds` are the engine's folds of these images, `ctx.target` the step's eval input."""
 
-    def cross_fit(self, x: Input, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Input | None, ctx: Context) -> Fit:
-        """Fitted on all of `x`; its composition of `x` cross-fitted over `folds` (`cross_fit`).
-        `target`: the step's input on eval (None when only scoring), for steps that look at it."""
-        return cross_fit(self, x, labels, folds, ctx)
+    def admit(self, x: Input, labels: np.ndarray, ctx: Context) -> None:
+        """Refuse (an `EnsError`) what the step cannot be fitted on, once, on every labelled
+        image, before any fit (a class too thin for it, say); by default nothing."""
+
+    def record(self, fitted: Fitted, x: Input, scored: Composed | None, labels: np.ndarray, folds: Folds) -> dict[str, Any]:
+        """What the manifest keeps of the step beside its fitted parameters, given its input `x`
+        and its out-of-fold composition `scored` of the labelled images; by default nothing."""
+        return {}
 
     def fit_blind(self, target: Input | None, ctx: Context) -> Fit:
         """The step without labelled images (`ctx.skipped` says why): an error unless it needs none."""
@@ -189,12 +286,28 @@ def assemble(parts: Sequence[tuple[np.ndarray, Composed]], n: int) -> Composed:
     return Composed(ids, labels, probs, joint, first.mode, first.space)
 
 
-def cross_fit(step: Step, x: Input, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], ctx: Context) -> Fit:
-    """`step` fitted on all of `x`, and its out-of-fold composition of `x`: each fold's rows by
-    the step fitted on the other folds' images (`folds`: (fit, held) row positions)."""
-    fitted = step.fit(x, labels, ctx)
-    parts = [(held, step.fit(take(x, fit_rows), labels[fit_rows], ctx).apply(take(x, held))) for fit_rows, held in folds]
-    return Fit(fitted, assemble(parts, len(labels)), record={}, cross_fitted=True)
+def fit_step(step: Step, x: Input, labels: np.ndarray, folds: Folds, target: Input | None, ctx: Context, admit: bool = True) -> Fit:
+    """`step` fitted on every labelled image of `x` (what eval gets) and its composition of them,
+    as the step's `Step.scoring` declares (module doc): out of fold, each of `folds` by the step
+    fitted on the other folds, with those rows' inner folds in its context (`Folds.inner`).
+    `admit`: refuse first what the step refuses (`Step.admit`); auto, which checks what it
+    offers by its own rule (or, not cautious, on purpose not at all), says False."""
+    if admit:
+        step.admit(x, labels, ctx)
+    fitted = step.fit(x, labels, replace(ctx, folds=folds, target=target))
+    consistent = None
+    if step.scoring is Scoring.OUT_OF_FOLD:
+        within = lambda rows: replace(ctx, folds=folds.inner(rows), target=target)  # noqa: E731
+        parts = out_of_fold(lambda rows: (lambda held, part=step.fit(take(x, rows), labels[rows], within(rows)): part.apply(take(x, held))), folds)
+        scored: Composed | None = assemble(parts, len(labels))
+    elif step.scoring is Scoring.AS_FITTED:
+        scored = fitted.apply(x)
+    elif step.scoring is Scoring.BY_STEP:
+        scored, consistent = fitted.scored, fitted.consistent  # type: ignore[attr-defined]
+    else:
+        scored = None
+    record = step.record(fitted, x, scored, labels, folds)
+    return Fit(fitted, scored, consistent, record, cross_fitted=step.scoring in (Scoring.OUT_OF_FOLD, Scoring.BY_STEP))
 
 
 @dataclass(frozen=True)
@@ -286,10 +399,11 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
     x = None if labelled is None else {s: labelled.sets[s] for s in ctx.recipe.sources}
     if labelled is not None and labelled.groups is not None and ctx.group_of is None:
         ctx = replace(ctx, group_of=labelled.group_of)
+    folds = None if labelled is None else Folds.of(labelled.ids, labelled.groups)
     scored, records, cross_fitted = None, [], False
     current: Input | None = target
     for step in pipeline.steps:
-        fit = step.fit_blind(current, ctx) if x is None else step.cross_fit(x, labelled.labels, labelled.folds, current, ctx)
+        fit = step.fit_blind(current, ctx) if x is None else fit_step(step, x, labelled.labels, folds, current, ctx)
         if current is not None:
             current = fit.fitted.apply(current)
         if fit.scored is not None:
@@ -299,6 +413,6 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
             raise EnsError(f"{step.name}: a combining step must compose the labelled images")
         cross_fitted = cross_fitted or fit.cross_fitted
         records.append({**step.config(), **fit.fitted.describe(), **fit.record})
-    cv = cv_score(labelled.labels, scored, labelled.folds, ctx.competition) if cross_fitted and scored is not None else None
+    cv = cv_score(labelled.labels, scored, folds, ctx.competition) if cross_fitted and scored is not None else None
     return Run(current, scored, records, cv)
 

@@ -32,7 +32,7 @@ from ..errors import EnsError
 from ..scoring.metrics import task_objective
 from .calibration import Pool as LogLinearPool
 from .calibration import fit_pool
-from .engine import Composed, Context, Fit, Fitted, Sources, Step, cross_fit
+from .engine import Composed, Context, Fitted, Sources, Step, filled, out_of_fold
 from .recipe import Recipe
 from .voting import check_coverage
 
@@ -131,12 +131,11 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
 
 def cross_fit_task(fit: TaskFit, parts: list[np.ndarray], y: np.ndarray, folds: Folds) -> tuple[TaskModel, np.ndarray]:
     """`fit` on all rows, and its out-of-fold probabilities ``(n, k)``: each fold by the model
-    fitted on the other folds."""
+    fitted on the other folds (the engine's loop, `engine.out_of_fold`)."""
     model = fit(parts, y)
-    oof = np.zeros((len(y), model.k))
-    for fit_rows, held in folds:
-        oof[held] = fit([p[fit_rows] for p in parts], y[fit_rows]).predict([p[held] for p in parts])
-    return model, oof
+    rows_of = lambda rows: [p[rows] for p in parts]  # noqa: E731
+    oof = out_of_fold(lambda rows: (lambda held, m=fit(rows_of(rows), y[rows]): m.predict(rows_of(held))), folds)
+    return model, filled(oof, len(y))
 
 
 # --- per-task steps -----------------------------------------------------------------------------
@@ -286,16 +285,13 @@ class Pool(Step):
     name: ClassVar[str] = "pool"
     combines: ClassVar[bool] = True
 
-    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedPool:
+    def admit(self, x: Sources, labels: np.ndarray, ctx: Context) -> None:
         if not ctx.competition.is_preset:
             raise EnsError(f"pool stacks the mask competition's 18-way joint; {ctx.competition.name}'s sources are combined by stack or select")
-        sources = ctx.recipe.sources
-        return FittedPool(sources, fit_pool([x[s].joint for s in sources], labels))
-
-    def cross_fit(self, x: Sources, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Any, ctx: Context) -> Fit:
-        if not ctx.competition.is_preset:
-            return cross_fit(self, x, labels, folds, ctx)  # fit's error
         thin = thin_pairs(labels, next(iter(x.values())).image_ids)
         if thin:
             raise EnsError(f"too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE}) to fit a stack on the 18-way joint; compose with a vote, or auto (which leaves it out)")
-        return cross_fit(self, x, labels, folds, ctx)
+
+    def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedPool:
+        sources = ctx.recipe.sources
+        return FittedPool(sources, fit_pool([x[s].joint for s in sources], labels))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.labels import N_CLASSES, Task, encode
 from ..errors import EnsError
-from .engine import Composed, Context, Fit, Fitted, Step
+from .engine import Composed, Context, Fit, Fitted, Scoring, Step
 
 GROUP_SIZE = 7  # photos per person: mask1..mask5, incorrect_mask, normal
 SPREAD = 1.5  # the default merge threshold, in medians of the distance to the 6th nearest neighbour
@@ -261,15 +261,22 @@ def decode_by_person(probs: Mapping[Task, np.ndarray], joint: np.ndarray | None,
 
 @dataclass(frozen=True)
 class Decoded(Fitted):
-    """Decoding by person with a grouping of the images it is applied to (`groups` ``(n,)``;
-    None: not applied, the composition passes unchanged)."""
+    """Decoding by person with a grouping of the images it is applied to: `groups`, ImageID ->
+    group, for the eval images (``groups/eval.csv``) and the labelled ones (the estimated train
+    grouping it was checked with); None: not applied, the composition passes unchanged.
+    `record`: the check, for the manifest."""
 
-    groups: np.ndarray | None
+    groups: Mapping[str, int] | None
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def apply(self, x: Composed) -> Composed:
-        if self.groups is None:
-            return x
-        return Composed(x.image_ids, decode_by_person(x.probs, x.joint, self.groups, x.labels), x.probs, x.joint, x.mode)
+        if self.groups is None or not all(i in self.groups for i in x.image_ids):
+            return x  # not applied; or labelled images it could not be checked on (no train grouping): as they were
+        groups = np.array([self.groups[i] for i in x.image_ids], dtype=np.int64)
+        return Composed(x.image_ids, decode_by_person(x.probs, x.joint, groups, x.labels), x.probs, x.joint, x.mode)
+
+    def describe(self) -> dict[str, Any]:
+        return {"by_person": dict(self.record)}
 
 
 @dataclass(frozen=True)
@@ -284,25 +291,23 @@ class ByPerson(Step):
     optional: bool = False
     name: ClassVar[str] = "by_person"
     flag: ClassVar[str] = "--by-person"
+    scoring: ClassVar[Scoring] = Scoring.AS_FITTED  # checked on every labelled image; those decoded with the estimated train grouping
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Decoded:
-        raise EnsError("decoding by person is checked on the labelled images and applied with the eval grouping (cross_fit)")
-
-    def cross_fit(self, x: Composed, labels: np.ndarray, folds: Any, target: Composed | None, ctx: Context) -> Fit:
-        return self._guarded(lambda: self._check(x, labels, target, ctx))
+        return self._guarded(lambda: self._check(x, labels, ctx.target, ctx))
 
     def fit_blind(self, target: Composed | None, ctx: Context) -> Fit:
-        return self._guarded(lambda: self._check(None, None, target, ctx))
+        return Fit(self._guarded(lambda: self._check(None, None, target, ctx)))
 
-    def _guarded(self, check: Any) -> Fit:
+    def _guarded(self, check: Any) -> Decoded:
         try:
             return check()
         except EnsError as exc:
             if not self.optional:
                 raise
-            return Fit(Decoded(None), record={"by_person": {"applied": False, "reason": f"auto did not try it: {exc}"}})  # asked for nothing: say why, go on
+            return Decoded(None, {"applied": False, "reason": f"auto did not try it: {exc}"})  # asked for nothing: say why, go on
 
-    def _check(self, x: Composed | None, labels: np.ndarray | None, target: Composed | None, ctx: Context) -> Fit:
+    def _check(self, x: Composed | None, labels: np.ndarray | None, target: Composed | None, ctx: Context) -> Decoded:
         from ..data.dataset import images_fingerprint, read_eval, read_train
         from ..data.io import sha256_file
         from ..data.people import person_codes
@@ -316,7 +321,7 @@ class ByPerson(Step):
         eval_groups, eval_meta = read_groups(project.root, "eval", target.image_ids, images_fingerprint(table["ImageID"], table["path"]))
         csv_path = groups_paths(project.root, "eval")[0]
         record: dict[str, Any] = {"groups": {"file": str(csv_path), "sha256": sha256_file(csv_path), "groups": eval_meta.get("groups"), "train_agreement": None}}
-        reason, scored = None, None
+        reason, grouping = None, dict(zip(target.image_ids, eval_groups.tolist()))
         if x is None or labels is None:
             reason = "no labelled composition to check it on"
         else:
@@ -341,16 +346,14 @@ class ByPerson(Step):
                     "positive": round(float(found.positive[1]), 3),
                     "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
                 }
-                scored = Composed(x.image_ids, estimated, x.probs, x.joint, x.mode)
+                grouping.update(zip(x.image_ids, train_groups.tolist()))  # the labelled images: decoded with the estimated train grouping
                 if found.gain_low[1] > 0:
                     record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
                 else:
                     reason = "with the estimated train grouping it does not raise the out-of-fold 18-class F1 beyond the noise"
         if reason is not None:
             record.update(applied=self.force, reason=reason + ("; applied as asked (--force-by-person)" if self.force else "; the plain decisions are kept (--force-by-person insists)"))
-        if not record["applied"]:
-            return Fit(Decoded(None), record={"by_person": record})
-        return Fit(Decoded(eval_groups), scored, record={"by_person": record})  # scored: decoded with the estimated train grouping
+        return Decoded(grouping if record["applied"] else None, record)
 
 
 # --- the groups file ----------------------------------------------------------------------------

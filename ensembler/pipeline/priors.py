@@ -37,7 +37,7 @@ from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.evidence import f1_replicates, person_draws
 from .calibration import Calibration, Calibrator, choose
-from .engine import Composed, Context, Fit, Fitted, Step
+from .engine import Composed, Context, Fit, Fitted, Scoring, Step
 
 FLOOR = 1e-6  # no prior is allowed to reach 0: a class could never come back
 # An estimated correction is applied when it wins in this share of the labelled check's person
@@ -252,6 +252,10 @@ class Correction(Fitted):
     joint: Calibration | None = None
     tasks: Mapping[Task, Calibration] = field(default_factory=dict)
     record: Mapping[str, object] = field(default_factory=dict, compare=False)
+    described: bool = True  # the manifest's steps record it (`describe`); not when only scoring
+
+    def describe(self) -> dict[str, object]:
+        return {"prior": dict(self.record)} if self.described else {}
 
     def calibrated(self, x: Composed) -> tuple[dict[Task, np.ndarray], np.ndarray | None]:
         """`x`'s probabilities and joint, calibrated as fitted."""
@@ -368,19 +372,18 @@ class Priors(Step):
     name: ClassVar[str] = "priors"
     flag: ClassVar[str] = "--prior"
     reweights: ClassVar[bool] = True
+    scoring: ClassVar[Scoring] = Scoring.UNCHANGED  # the labelled images' mix is train's: nothing there to correct
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", self.spec if isinstance(self.spec, PriorSpec) else parse_priors(self.spec))
         object.__setattr__(self, "calibrate", Calibrator(self.calibrate))
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Correction:
-        raise EnsError("a prior correction estimates the eval priors: it is fitted with the eval composition (cross_fit)")
-
-    def cross_fit(self, x: Composed, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Composed | None, ctx: Context) -> Fit:
-        if target is None:  # scoring only: the labelled mix is train's, nothing to correct
-            return Fit(Correction({}, False, record={"spec": str(self.spec), "applied": False, "reason": "no eval composition"}))
-        correction = fit_correction(x, labels, folds, target, self.spec, self.calibrate, self.force)
-        return Fit(correction, record={"prior": dict(correction.record)})  # scored stays the composition's: its labelled mix is train's
+        """Calibrated on `x` with the engine's folds (`ctx.folds`), the eval priors estimated on
+        the eval composition (`ctx.target`; none when only scoring: nothing to correct)."""
+        if ctx.target is None:
+            return Correction({}, False, record={"spec": str(self.spec), "applied": False, "reason": "no eval composition"}, described=False)
+        return fit_correction(x, labels, ctx.folds, ctx.target, self.spec, self.calibrate, self.force)
 
     def fit_blind(self, target: Composed | None, ctx: Context) -> Fit:
         from ..data.dataset import read_train
@@ -388,5 +391,4 @@ class Priors(Step):
         data = ctx.project.require_data() if ctx.project is not None else None
         if target is None or data is None:
             raise EnsError(f"--prior without labelled predictions needs the data folder's train mix ({ctx.skipped})")
-        correction = _uncalibrated(target, self.spec, train_priors(read_train(data, ctx.project.fixes)["label"].to_numpy()))
-        return Fit(correction, record={"prior": dict(correction.record)})
+        return Fit(_uncalibrated(target, self.spec, train_priors(read_train(data, ctx.project.fixes)["label"].to_numpy())))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.dataset import TRAIN_CSV, folds_of, read_folds, read_train
 from ..data.fixes import apply_fixes
-from ..data.people import person_codes, person_folds, profile_of
+from ..data.people import person_codes, profile_of
 from ..data.project import Project
 from ..data.store import PredictionSet, Split, Store
 from ..errors import EnsError, preview, unknown
@@ -138,8 +138,8 @@ class Labelled:
     None: the same as `labels`); scope: the line that says which images these are; oof: every
     source predicts every one of them out of fold (so does any composition of them); notes:
     what held the scope back; groups: a declared competition's group of each image ``(n,)``
-    (None: the mask competition's persons, from the paths). `folds` are the group-wise folds
-    every fit and score uses.
+    (None: the mask competition's persons, from the paths), which the engine's folds keep
+    together (`engine.Folds`).
     """
 
     sets: Mapping[str, PredictionSet]
@@ -158,11 +158,6 @@ class Labelled:
     @property
     def ids(self) -> np.ndarray:
         return next(iter(self.sets.values())).image_ids
-
-    @cached_property
-    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(fit, score) row positions, every person on one side (`people.person_folds`)."""
-        return person_folds(self.ids, groups=self.groups)
 
     @cached_property
     def group_of(self) -> Callable[[np.ndarray], np.ndarray]:

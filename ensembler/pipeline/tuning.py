@@ -12,7 +12,7 @@ probabilities (`priors.reweight`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..data.people import MIN_PEOPLE, thin_classes, thin_text
 from ..data.stable import decide as decide_class
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
-from .engine import Composed, Context, CVScore, Fit, Fitted, Step, cv_score
+from .engine import Composed, Context, Fit, Fitted, Folds, Step, cv_score
 from .priors import reweight
 
 EPS = 1e-6
@@ -81,49 +81,6 @@ def apply_offsets(composed: Composed, offsets: Mapping[Task, np.ndarray]) -> Com
 
 
 @dataclass(frozen=True)
-class Tuned:
-    """F1 tuning's offsets (fitted on all labelled images), the out-of-fold tuned composition of
-    the labelled images, and the cross-validated scores before and after."""
-
-    offsets: dict[Task, np.ndarray]
-    scored: Composed
-    before: CVScore
-    after: CVScore
-    thin: dict[str, str] = field(default_factory=dict)  # the tasks whose thin classes kept offset 0, and why
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "offsets": {t.value: self.offsets[t].round(2).tolist() for t in TASKS},
-            "folds": self.after.folds,
-            "f1_18_before": self.before.f1_18,
-            "f1_18_after": self.after.f1_18,
-            "f1_18_fold_std_after": self.after.fold_std,
-            **({"too_thin": self.thin} if self.thin else {}),
-        }
-
-
-def tune_f1(composed: Composed, labels: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> Tuned:
-    """Tune offsets on a labelled composition (`composed`, joint labels ``(n,)``), scored by
-    person-grouped cross-validation (`splits`: (fit, held) rows): each fold is decided with
-    offsets tuned on the other people."""
-    logs, joint_log = _logs(composed)
-    probs = {t: np.empty_like(v, dtype=np.float64) for t, v in composed.probs.items()}
-    joint = None if composed.joint is None else np.empty_like(composed.joint, dtype=np.float64)
-    ids = composed.image_ids
-    for fit_idx, held_idx in splits:
-        offsets = tune_offsets({t: v[fit_idx] for t, v in logs.items()}, None if joint_log is None else joint_log[fit_idx], labels[fit_idx], thin_classes(labels[fit_idx], ids[fit_idx]))
-        part = apply_offsets(composed.take(held_idx), offsets)
-        for t in probs:
-            probs[t][held_idx] = part.probs[t]
-        if joint is not None:
-            joint[held_idx] = part.joint
-    scored = Composed.decided(composed.image_ids, probs, joint, composed.mode)
-    thin = thin_classes(labels, ids)
-    why = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people, offset held at 0" for t, classes in thin.items()}
-    return Tuned(tune_offsets(logs, joint_log, labels, thin), scored, cv_score(labels, composed.labels, splits), cv_score(labels, scored.labels, splits), why)
-
-
-@dataclass(frozen=True)
 class Offsets(Fitted):
     """Fitted F1 offsets ``{task: (k,)}``: `apply_offsets`."""
 
@@ -138,7 +95,9 @@ class Offsets(Fitted):
 
 @dataclass(frozen=True)
 class TuneF1(Step):
-    """Per-class offsets tuned for the 18-class macro F1 (module doc), applied to the composition."""
+    """Per-class offsets tuned for the 18-class macro F1 (module doc), applied to the composition;
+    scored out of fold by the engine (each fold decided with offsets tuned on the other people),
+    its record the cross-validated score before and after."""
 
     name: ClassVar[str] = "tune_f1"
     flag: ClassVar[str] = "--tune-f1"
@@ -148,9 +107,14 @@ class TuneF1(Step):
         logs, joint_log = _logs(x)
         return Offsets(tune_offsets(logs, joint_log, labels, thin_classes(labels, x.image_ids)))
 
-    def cross_fit(self, x: Composed, labels: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], target: Any, ctx: Context) -> Fit:
-        tuned = tune_f1(x, labels, folds)
-        return Fit(Offsets(tuned.offsets), tuned.scored, record={"tune_f1": tuned.as_dict()}, cross_fitted=True)
+    def record(self, fitted: Offsets, x: Composed, scored: Composed | None, labels: np.ndarray, folds: Folds) -> dict[str, Any]:
+        before, after = cv_score(labels, x.labels, folds), cv_score(labels, scored.labels, folds)
+        thin = thin_classes(labels, x.image_ids)
+        why = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people, offset held at 0" for t, classes in thin.items()}
+        return {"tune_f1": {
+            **fitted.describe(), "folds": after.folds, "f1_18_before": before.f1_18, "f1_18_after": after.f1_18, "f1_18_fold_std_after": after.fold_std,
+            **({"too_thin": why} if why else {}),
+        }}  # fmt: skip
 
     def fit_blind(self, target: Any, ctx: Context) -> Fit:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({ctx.skipped})")

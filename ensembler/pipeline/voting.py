@@ -43,7 +43,7 @@ from ..data.labels import one_hot
 from ..data.stable import decide, tie_tolerance, weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
-from .engine import Composed, Context, Fit, Fitted, Sources, Step
+from .engine import Composed, Context, Fit, Fitted, Scoring, Sources, Step
 from .recipe import Recipe
 
 EPS = 1e-6
@@ -244,13 +244,10 @@ class _Vote(Step):
     method: ClassVar[Method]
     combines: ClassVar[bool] = True
     reweights: ClassVar[bool] = False
+    scoring: ClassVar[Scoring] = Scoring.AS_FITTED  # nothing learned: the vote of the labelled images is out of fold as its sources are
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedVote:
         return FittedVote(ctx.recipe, self.method, self.per_task, getattr(self, "tie", Tie.MASS))
-
-    def cross_fit(self, x: Sources, labels: np.ndarray, folds: Any, target: Any, ctx: Context) -> Fit:
-        fitted = self.fit(x, labels, ctx)  # nothing learned: the vote of the labelled images is out of fold as its sources are
-        return Fit(fitted, fitted.apply(x))
 
     def fit_blind(self, target: Any, ctx: Context) -> Fit:
         return Fit(self.fit({}, np.zeros(0, dtype=np.int64), ctx))
