@@ -27,7 +27,8 @@ from ensembler.data.store import PredictionSet, Split, Store
 from ensembler.data.toy import make_toy_competition
 from ensembler.pipeline.composition import compose_submission
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import Method, vote
+from ensembler.pipeline.steps import Method
+from ensembler.pipeline.voting import vote
 
 
 def best_of(repeat: int, fn) -> float:

@@ -44,7 +44,7 @@ def one_team(job: tuple[str, str, int, int, int]) -> dict:
         for label, step in (("auto", ens.Auto()), ("plain", ens.Auto(cautious=False))):
             result = ens.compose(project, recipe, step)
             out[label] = score(team.answers, result.eval.labels).f1_18
-            out[f"{label}_kept_soft"] = result.validation["auto"]["chosen"].startswith("soft vote ")
+            out[f"{label}_kept_soft"] = result.step("auto")["auto"]["chosen"].startswith("soft vote ")
     return out
 
 

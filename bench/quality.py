@@ -71,7 +71,7 @@ def main() -> None:
                     for prior in PRIORS if method != "hard" else ("none",):  # a hard vote has no probabilities to re-weight
                         result = ens.compose(project, recipe, [method] + ([ens.Priors(prior)] if prior != "none" else []))
                         row[prior] = f1(result.eval.labels)
-                        record = result.manifest["prior"]
+                        record = (result.step("priors") or {}).get("prior")
                         if record:
                             applied = "applied" if record["applied"] else "kept plain"
                             check = record.get("check") or {}

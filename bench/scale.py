@@ -101,7 +101,7 @@ def main() -> None:
             start = time.perf_counter()
             composition = compose(project, recipe, "auto")
             took = time.perf_counter() - start
-            record = composition.validation["auto"]
+            record = composition.step("auto")["auto"]
             print(f"auto over {args.auto:,} labelled images: {took:.1f} s; chose {record['chosen']!r} ({record['why']['rule']}); peak memory {peak_gib():.2f} GiB")
             for line in (record.get("thin") or {}).values():
                 print(f"  {line}")

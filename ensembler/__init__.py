@@ -11,8 +11,9 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `pick_final`: the two final submissions to choose, and why;
 - `group`: a split's images as people (needs torch), for the `ByPerson` step;
 - `audit`: train labels likely wrong, person by person (label fixes: `project.label_fixes`);
-- the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Rank`, `Stack`, `Select`,
-  `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the composition),
+- the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Rank`, `Stack`,
+  `Select`, `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the
+  composition); every registered step is here by its class name (`pipeline.engine.REGISTRY`),
   and `Pipeline`;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 
@@ -46,7 +47,7 @@ _LAZY = {
     "Composition": "pipeline.composition",
     "parse_recipe": "pipeline.recipe",
     "Recipe": "pipeline.recipe",
-    "Method": "pipeline.voting",
+    "Method": "pipeline.steps",
     "Tie": "pipeline.voting",
     "Project": "data.project",
     "Pipeline": "pipeline.engine",
@@ -81,14 +82,25 @@ if TYPE_CHECKING:
     from .pipeline.priors import Priors
     from .pipeline.recipe import Recipe, parse_recipe
     from .pipeline.tuning import TuneF1
-    from .pipeline.voting import Geo, Hard, Method, Rank, Soft, Tie
+    from .pipeline.steps import Method
+    from .pipeline.voting import Geo, Hard, Rank, Soft, Tie
+
+
+def _steps() -> dict[str, type]:
+    """Every registered step class by its class name (`pipeline.engine.REGISTRY`): a step
+    registered by a module of its own (``Median``) is ``ens.Median`` with no line here."""
+    from .pipeline.engine import REGISTRY
+
+    return {step.__name__: step for step in REGISTRY.values()}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name[:1].isupper() and name in _steps():
+        return _steps()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted({*__all__, *_steps()})

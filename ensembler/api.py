@@ -35,7 +35,8 @@ from .pipeline.composition import Composition, Submission, write_composition
 from .pipeline.composition import compose as _compose
 from .pipeline.engine import Pipeline, Step
 from .pipeline.recipe import Recipe, parse_recipe
-from .pipeline.voting import Method, Tie
+from .pipeline.steps import Method
+from .pipeline.voting import Tie
 
 if TYPE_CHECKING:
     import pandas as pd

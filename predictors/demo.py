@@ -43,7 +43,8 @@ from ensembler.pipeline.persons import ByPerson
 from ensembler.pipeline.priors import Priors
 from ensembler.pipeline.recipe import complete_recipe, parse_recipe
 from ensembler.pipeline.steps import combining
-from ensembler.pipeline.voting import Method, Soft
+from ensembler.pipeline.steps import Method
+from ensembler.pipeline.voting import Soft
 from ensembler.scoring.metrics import Scores, own_prediction, score
 
 from .group import group_split
@@ -142,7 +143,7 @@ def run_demo(
             out = f"{name}-em" if prior == "em" else name
             steps = [combining(method)] + ([Priors("em")] if prior == "em" else [])
             submissions.append(compose_submission(project, parse_recipe(text), steps, name=out))
-            record = submissions[-1].priors or {}
+            record = (submissions[-1].step("priors") or {}).get("prior") or {}
             age = record.get("tasks", {}).get("age")
             note = f", --prior em ({'applied' if record['applied'] else 'not applied'}); age priors {age['train']} -> {age['eval']}" if age else ""
             for line in (submissions[-1].recipe.filled.values() if prior == "none" else ()):
@@ -158,7 +159,7 @@ def run_demo(
     for text, name in ((RECIPES[BY_PERSON], f"{BY_PERSON}-by-person"), (f"*:{FOLD_GROUP}", f"{FOLD_GROUP}-by-person")):
         people = compose_submission(project, parse_recipe(text), [Soft(), ByPerson()], name=name)
         submissions.append(people)
-        record = people.by_person or {}
+        record = (people.step("by_person") or {}).get("by_person") or {}
         check = record.get("check") or {}
         evidence = f"; labelled check on {check['images']} images: {check['gain']:+.4f} (90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}), true persons {check['ceiling_gain']:+.4f}" if check else ""
         log(f"wrote submissions/{name}.csv (--by-person {'applied' if record.get('applied') else 'not applied'}{evidence})")
@@ -237,7 +238,7 @@ def run_leaves_demo(
     submissions = []
     for method in LEAF_METHODS:
         submissions.append(compose_submission(project, recipe, combining(method), name=str(method)))
-        chosen = (submissions[-1].validation or {}).get("auto", {}).get("chosen")
+        chosen = ((submissions[-1].step("auto") or {}).get("auto") or {}).get("chosen")
         log(f"wrote submissions/{method}.csv ({method} of {recipe}" + (f": chose {chosen}" if chosen else "") + ")")
     report = build_report(project, sources=names, recipes=[recipe], methods=list(LEAF_METHODS))
     truth = pd.read_csv(comp.answers).set_index("ImageID")["label"]

@@ -161,8 +161,8 @@ def test_a_new_step_needs_no_change_to_compose_and_lands_in_the_manifest(project
         ([], "starts with a step that combines"),
         (["tune_f1"], "starts with a step that combines"),
         (["soft", "stack"], "combines the sources once"),
-        (["hard", "priors"], "--prior re-weights probabilities; a hard vote has none"),
-        (["soft", "by_person", "tune_f1"], "decoding by person decides the classes: it is the last step"),
+        (["hard", "priors"], "--prior re-weights probabilities; --method hard gives classes only"),
+        (["soft", "by_person", "tune_f1"], "decoding by person: it decides the classes, so it is the last step"),
         (["soft", "nope"], "'nope' is not a step"),
     ],
 )

@@ -84,7 +84,7 @@ def test_seed_case_from_the_command_line(team, toy):
     [
         (("compose", "--recipe", "*:Z", "--name", "x"), "unknown source 'Z'"),
         (("compose", "--recipe", "*:A*0", "--name", "x"), "weight '0' must be a positive number"),
-        (("compose", "--recipe", "*:A", "--method", "vote"), "'vote' is not one of 'soft', 'hard', 'geo'"),
+        (("compose", "--recipe", "*:A", "--method", "vote"), "'vote' is not one of 'soft', 'geo', 'hard'"),
         (("compose", "--recipe", "*:A", "--name", "a b"), "invalid name 'a b'"),
         (("compose", "--bogus"), "No such option: --bogus"),
         (("import", "missing.csv", "--name", "C"), "missing.csv: file not found"),
@@ -231,7 +231,7 @@ def test_hard_vote_tie_rules_from_the_command_line(team, toy, tmp_path):
     assert first.exit_code == 0, first.output
     assert "hard vote on the 18-way joint, ties by first" in first.output
     assert pd.read_csv(root / "submissions" / "first.csv")["ans"].tolist() == x.tolist()
-    assert json.loads((root / "submissions" / "first.json").read_text())["tie"] == "first"
+    assert json.loads((root / "submissions" / "first.json").read_text())["steps"][0]["tie"] == "first"
     lower = ens(*base, "compose", "--recipe", recipe, "--method", "hard", "--tie", "lower", "--name", "lower")
     assert lower.exit_code == 0, lower.output
     assert pd.read_csv(root / "submissions" / "lower.csv")["ans"].tolist() == [min(a, b) for a, b in zip(y, z)]
@@ -267,7 +267,7 @@ def test_tables_fit_the_terminal(team, width):
     from ensembler.data.project import load_project
     from ensembler.evaluate.report import build_report
     from ensembler.pipeline.recipe import parse_recipe
-    from ensembler.pipeline.voting import Method
+    from ensembler.pipeline.steps import Method
 
     base, root = team
     project = load_project(root / "model_zoo.yaml", base[3])

@@ -13,7 +13,9 @@ from ensembler.data.toy import teammate_csv
 from ensembler.errors import EnsError
 from ensembler.pipeline.composition import compose_submission
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import VOTES
+from ensembler.pipeline.steps import Method
+
+VOTES = (Method.SOFT, Method.HARD, Method.GEO)
 
 
 def seed_sources(project, toy, tmp_path):

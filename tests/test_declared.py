@@ -281,11 +281,11 @@ def test_a_declared_competition_refuses_what_this_version_does_not_compose(tmp_p
     from ensembler.api import compose
 
     project = cassava_team(tmp_path)
-    with pytest.raises(EnsError, match=r"^soft -> tune_f1: a declared competition's sources are composed by --method soft, hard, geo, rank, stack, select, auto; the pool, prior correction"):
+    with pytest.raises(EnsError, match=r"^soft -> tune_f1: a declared competition's sources are composed by --method soft, geo, hard, rank, stack, select, auto; tune_f1 run"):
         compose(project, "label:a+b", ["soft", "tune_f1"], name="x")
     with pytest.raises(EnsError, match=r"unknown task 'mask'"):
         compose(project, "mask:a", name="x")
-    with pytest.raises(EnsError, match=r"--method rank averages the order .* scored by accuracy: use --method soft"):
+    with pytest.raises(EnsError, match=r"--method rank serves auc .* declared is scored by accuracy: use --method soft"):
         compose(project, "label:a+b", "rank", name="x")
     assert not (tmp_path / "submissions" / "x.csv").exists()
 
@@ -306,7 +306,7 @@ def test_a_probability_submission_is_filled_with_the_composed_probability(tmp_pa
     # float32's shortest round trip of the mean of the float32 members (0.9f and 0.7f average to 0.79999995f)
     assert sub.files[0].read_text().splitlines() == ["image_name,target,note", "ISIC_9,0.3,x", "ISIC_7,0.79999995,y"]
     assert sub.validation["metric"] == "auc" and sub.validation["recipe"] == {"auc": 1.0} and sub.validation["groups"] == 2
-    with pytest.raises(EnsError, match=r"a hard vote gives classes, and .* submission holds probabilities \(auc\): use --method soft, geo or rank"):
+    with pytest.raises(EnsError, match=r"--method hard gives classes, and .* submission holds probabilities \(auc\): use --method soft, geo or rank"):
         compose(project, "target:cnn+vit", "hard", name="hard")
     ranked = compose(project, "target:cnn+vit", "rank", name="ranked")  # each source's order over the eval images, averaged
     assert ranked.submission["target"].tolist() == ["0.5", "1.0"] and ranked.validation["recipe"] == {"auc": 1.0}
@@ -552,14 +552,14 @@ def test_stack_select_and_auto_compose_a_declared_competition_scored_by_its_metr
     assert val["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"] + 0.1  # members that over-call classes: a stack undoes it
     assert stack.files[0].read_text().splitlines()[0] == "image_id,label" and len(stack.submission) == 200
     select = ens.compose(project, "*:" + "+".join(team.members), "select")
-    assert set(select.validation["weights"]["label"]) == set(team.members) and sum(select.validation["weights"]["label"].values()) == pytest.approx(1.0)
+    assert set(select.step("select")["weights"]["label"]) == set(team.members) and sum(select.step("select")["weights"]["label"].values()) == pytest.approx(1.0)
     auto = ens.compose(project, None, "auto")
-    record = auto.validation["auto"]
+    record = auto.step("auto")["auto"]
     assert [c["label"] for c in record["candidates"]] == ["soft vote b0+b1+b2+b3", "geo vote b0+b1+b2+b3", "label stack of b0+b1+b2+b3"]
     assert all(set(c) == {"label", "accuracy", "spread"} for c in record["candidates"]) and "label" in record["tasks"]
     assert record["why"]["rule"].startswith("beyond the noise") and "stack" in record["chosen"]  # 0.13 better out of fold: beyond the noise of 40 groups
     assert record["why"]["interval"][0] > 0 and auto.validation["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"]
-    for method, match in (("pool", r"^pool: a declared competition.s sources are composed by --method .* the pool, prior correction"), (["soft", ens.Priors("em")], r"^soft -> priors: a declared competition's sources are composed by --method soft, hard, geo, rank, stack, select, auto")):
+    for method, match in (("pool", r"^pool: a declared competition.s sources are composed by --method .*; pool run\(s\) on the mask competition"), (["soft", ens.Priors("em")], r"^soft -> priors: a declared competition's sources are composed by --method soft, geo, hard, rank, stack, select, auto")):
         with pytest.raises(EnsError, match=match):
             ens.compose(project, "*:b0+b1", method)
 
@@ -569,7 +569,7 @@ def test_auto_keeps_the_soft_vote_on_thin_groups_and_follows_an_auc(tmp_path):
 
     project, team = simulated_project(tmp_path, LESION, "classifiers", n_groups=12, n_eval=20, seed=3)
     auto = ens.compose(project, None, "auto", name="auto", write=True)
-    record = auto.validation["auto"]
+    record = auto.step("auto")["auto"]
     assert record["chosen"] == "soft vote c0+c1+c2+c3" and all("auc" in c for c in record["candidates"])
     assert auto.validation["metric"] == "auc" and "run_away" not in record  # AUC scores probabilities: no run-away check on decisions
     assert auto.files[0].read_text().splitlines()[0] == "image_name,target"
@@ -661,7 +661,7 @@ def test_hundreds_of_classes_from_a_folder_per_class_keep_the_vote_and_refuse_a_
         pd.DataFrame(p, columns=WORDS).assign(key_id=[*train, *tests]).to_csv(tmp_path / f"{source}.csv", index=False)
         ens.import_source(project, tmp_path / f"{source}.csv", source)
     auto = ens.compose(project, None, "auto", name="auto", write=True)
-    record = auto.validation["auto"]
+    record = auto.step("auto")["auto"]
     assert record["chosen"] in ("soft vote cnn+vit", "geo vote cnn+vit")  # every word in 2 images: too thin to learn
     assert record["thin"]["word"].startswith("word 2 (2 groups), 3 (2 groups), 4 (2 groups), 5 (2 groups), 6 (2 groups) and 305 more classes: fewer than 5 labelled groups")
     assert record["stack"] == {"word": "not offered: a stack of word would fit 310 classes x 620 features = 192,200 weights, more than 1,000"}

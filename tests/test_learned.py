@@ -21,7 +21,8 @@ from ensembler.pipeline.composition import compose, compose_submission
 from ensembler.pipeline.learned import Stack, select_weights
 from ensembler.pipeline.recipe import parse_recipe
 from ensembler.pipeline.tuning import TuneF1
-from ensembler.pipeline.voting import Hard, Method, Soft
+from ensembler.pipeline.steps import Method
+from ensembler.pipeline.voting import Hard, Soft
 
 
 def learn(recipe, labelled, labels, targets, method=Method.STACK):
@@ -206,7 +207,7 @@ def test_compose_select_records_the_chosen_weights(project, toy, tmp_path):
     _team(project, toy, tmp_path)
     sub = compose_submission(project, parse_recipe("*:a+b"), Method.SELECT, name="sel")
     manifest = json.loads(sub.manifest.read_text())
-    weights = manifest["validation"]["weights"]
+    weights = manifest["steps"][0]["weights"]
     assert set(weights) == {"mask", "gender"}  # age: one labelled person of 60+, too thin to learn
     assert all(sum(w.values()) == pytest.approx(1.0, abs=1e-3) and set(w) == {"a", "b"} for w in weights.values())
     assert manifest["steps"][0]["too_thin"] == {"age": "age 60+ (1 person): fewer than 5 labelled people, too thin to learn; the soft vote of its sources instead"}
@@ -230,7 +231,7 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     _specialists(project, toy, tmp_path)
     sub = compose_submission(project, None, Method.AUTO, name="auto")
     manifest = json.loads(sub.manifest.read_text())
-    whole = manifest["validation"]["auto"]
+    whole = manifest["steps"][0]["auto"]
     labels = [c["label"] for c in whole["candidates"]]
     # 40 labelled people: one of 60+ (age too thin to learn), few of several gender x age classes (no joint stack)
     assert labels == ["soft vote g+m (18-way joint)", "geo vote g+m (18-way joint)", "per task: mask m, gender stack of g+m, age g", "selection per task", "stack per task"]
@@ -245,7 +246,7 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     labels = [c["label"] for c in auto["age"]["candidates"]]
     assert labels == ["g", "m", "soft vote g+m"]  # sources in name order; no selection or stack on a thin task
     assert [c["label"] for c in auto["mask"]["candidates"]] == ["g", "m", "soft vote g+m", "selection from g+m", "stack of g+m"]
-    plain = compose(project, None, Auto(cautious=False)).validation["auto"]  # issue 11's auto: every candidate, the best score
+    plain = compose(project, None, Auto(cautious=False)).step("auto")["auto"]  # issue 11's auto: every candidate, the best score
     assert [c["label"] for c in plain["candidates"]][-1] == "stack of g+m on the 18-way joint" and "thin" not in plain
     assert [c["label"] for c in plain["tasks"]["age"]["candidates"]] == ["g", "m", "soft vote g+m", "selection from g+m", "stack of g+m"]
     best = max(auto["age"]["candidates"], key=lambda c: c["f1"])
@@ -360,7 +361,7 @@ def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy,
 
     _team(project, toy, tmp_path)
     sub = compose_submission(project, parse_recipe("*:a+b"), [Soft(), TuneF1()], name="tuned")
-    record = json.loads(sub.manifest.read_text())["validation"]["tune_f1"]
+    record = sub.step("tune_f1")["tune_f1"]
     assert set(record["offsets"]) == {"mask", "gender", "age"} and record["folds"] >= 2
     assert sub.validation["recipe"]["f1_18"] == pytest.approx(record["f1_18_after"])
     result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "*:a+b", "--recipe", "*:a+b", "--tune-f1", "--name", "t2"])
@@ -368,7 +369,7 @@ def test_compose_tune_f1_records_offsets_and_the_out_of_fold_score(project, toy,
     result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "compose", "--recipe", "*:a+b", "--tune-f1", "--name", "t2"])
     assert result.exit_code == 0, result.output
     assert "F1 offsets: mask [0.0, " in result.output and "(CV 18-class F1 " in result.output
-    with pytest.raises(EnsError, match="--tune-f1 re-weights probabilities; a hard vote has none"):
+    with pytest.raises(EnsError, match="--tune-f1 re-weights probabilities; --method hard gives classes only"):
         compose_submission(project, parse_recipe("*:a+b"), [Hard(), TuneF1()], name="h")
 
 
@@ -440,9 +441,9 @@ def test_the_manifest_lists_every_step_with_its_fitted_parameters_in_order(proje
     manifest = json.loads((project.submissions / "piped.json").read_text())
     steps = manifest["steps"]
     assert [s["step"] for s in steps] == ["select", "priors", "tune_f1"]
-    assert set(steps[0]["weights"]) == {"mask", "gender"} and steps[0]["weights"] == manifest["validation"]["weights"] and "age" in steps[0]["too_thin"]
-    assert steps[1]["spec"] == "em" and steps[1]["calibrate"] == "auto" and "calibration" in steps[1]["prior"] and steps[1]["prior"] == manifest["prior"]
-    assert set(steps[2]["offsets"]) == {"mask", "gender", "age"} and steps[2]["offsets"] == manifest["validation"]["tune_f1"]["offsets"]
+    assert set(steps[0]["weights"]) == {"mask", "gender"} and steps[0]["weights"] and "age" in steps[0]["too_thin"]
+    assert steps[1]["spec"] == "em" and steps[1]["calibrate"] == "auto" and "calibration" in steps[1]["prior"] and "prior" not in manifest  # the steps record it, once
+    assert set(steps[2]["offsets"]) == {"mask", "gender", "age"} and steps[2]["offsets"] == steps[2]["tune_f1"]["offsets"]
     assert steps[2]["offsets"]["age"][2] == 0.0 and "age 60+ (1 person)" in steps[2]["tune_f1"]["too_thin"]["age"]  # too thin to tune
     age = steps[1]["prior"]["calibration"]["age"]  # a per-task composition: each task calibrated on its own
     assert age["note"].startswith("age 60+ (1 person): too thin for a bias per class") and age["method"] in ("none", "ts") and set(age["oof_nll"]) == {"none", "ts"}

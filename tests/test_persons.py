@@ -132,7 +132,6 @@ def _person_project(project, toy, tmp_path, train_groups=None):
 
 
 def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(project, toy, tmp_path):
-    import json
 
     import pandas as pd
     from typer.testing import CliRunner
@@ -144,7 +143,7 @@ def test_compose_by_person_is_applied_where_the_labelled_check_shows_a_gain(proj
     _person_project(project, toy, tmp_path)
     plain = compose(project, parse_recipe("*:a+b"))
     sub = compose_submission(project, parse_recipe("*:a+b"), [Soft(), ByPerson()], name="people")
-    record = json.loads(sub.manifest.read_text())["by_person"]
+    record = sub.step("by_person")["by_person"]
     assert record["applied"] and record["check"]["interval"][0] > 0 and record["groups"]["sha256"]
     assert record["check"]["f1_18_by_person"] > record["check"]["f1_18_plain"] == pytest.approx(plain.validation["recipe"]["f1_18"], abs=1e-4)
     answers = pd.read_csv(toy.answers).set_index("ImageID")["ans"]
@@ -169,11 +168,11 @@ def test_the_guard_keeps_the_plain_composition_when_the_train_side_gain_is_negat
     _person_project(project, toy, tmp_path, train_groups=lambda n: rng.permutation(np.arange(n) // 7))  # strangers put together
     plain = compose(project, parse_recipe("*:a+b"))
     kept = compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson()])
-    record = kept.manifest["by_person"]
+    record = kept.step("by_person")["by_person"]
     assert not record["applied"] and record["check"]["gain"] < 0 and "plain decisions are kept" in record["reason"]
     assert np.array_equal(kept.eval.labels, plain.eval.labels)
     forced = compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson(force=True)])
-    assert forced.manifest["by_person"]["applied"] and not np.array_equal(forced.eval.labels, plain.eval.labels)
+    assert forced.step("by_person")["by_person"]["applied"] and not np.array_equal(forced.eval.labels, plain.eval.labels)
 
 
 def test_compose_by_person_without_a_grouping_says_how_to_make_one(project, toy, tmp_path):
@@ -241,9 +240,9 @@ def test_auto_tries_decoding_by_person_when_the_team_grouped_its_images(project,
 
     _person_project(project, toy, tmp_path)
     auto = compose(project, parse_recipe("*:a+b"), "auto")
-    assert auto.manifest["by_person"]["applied"] and auto.manifest["by_person"]["check"]["interval"][0] > 0
+    assert auto.step("by_person")["by_person"]["applied"] and auto.step("by_person")["by_person"]["check"]["interval"][0] > 0
     (project.root / "groups" / "train.csv").unlink()
-    assert compose(project, parse_recipe("*:a+b"), "auto").manifest["by_person"] is None  # no train grouping: not tried
+    assert compose(project, parse_recipe("*:a+b"), "auto").step("by_person") is None  # no train grouping: not tried
 
 
 def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_path):
@@ -256,7 +255,7 @@ def test_auto_goes_on_without_a_stale_grouping_and_says_why(project, toy, tmp_pa
     image = next((toy.data / "eval" / "images").iterdir())
     os.utime(image, ns=(1, 1))  # an eval image changed since ens group ran
     auto = compose(project, parse_recipe("*:a+b"), "auto")
-    record = auto.manifest["by_person"]
+    record = auto.step("by_person")["by_person"]
     assert not record["applied"] and record["reason"].startswith("auto did not try it: ") and "run ens group --split eval again" in record["reason"]
     with pytest.raises(EnsError, match="run ens group --split eval again"):  # asked for explicitly, it is an error
         compose(project, parse_recipe("*:a+b"), [Soft(), ByPerson()])

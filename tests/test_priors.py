@@ -73,14 +73,14 @@ def test_compose_with_em_records_priors_and_moves_toward_the_older_eval(project,
     import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
     plain = compose_submission(project, parse_recipe("*:p"), name="plain")
     fixed = compose_submission(project, parse_recipe("*:p"), [Soft(), Priors("em")], name="fixed")
-    record = json.loads(fixed.manifest.read_text())["prior"]
+    record = fixed.step("priors")["prior"]
     assert record["spec"] == "em" and set(record["tasks"]) == {"mask", "gender", "age"}
     age = record["tasks"]["age"]
     assert age["from"] == "em" and age["eval"][2] > age["train"][2]  # the toy eval is older than train
     old = lambda sub: (decode(pd.read_csv(sub.csv)["ans"].to_numpy())[Task.AGE] == 2).mean()  # noqa: E731
     assert old(fixed) > old(plain)
-    assert json.loads(plain.manifest.read_text())["prior"] is None
-    with pytest.raises(EnsError, match="a hard vote has none"):
+    assert plain.step("priors") is None
+    with pytest.raises(EnsError, match="--method hard gives classes only"):
         compose_submission(project, parse_recipe("*:p"), [Hard(), Priors("em")], name="h")
 
 
@@ -129,7 +129,7 @@ def test_compose_with_given_age_priors_and_em_for_the_rest(project, toy, tmp_pat
     probs = teammate_csv(toy.eval, {Task.MASK: 3.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=4)
     import_source(project, write_csv(tmp_path / "p.csv", probs), "p")
     sub = compose_submission(project, parse_recipe("*:p"), [Soft(), Priors("age:0.1,0.1,0.8 em")], name="given")
-    record = json.loads(sub.manifest.read_text())["prior"]
+    record = sub.step("priors")["prior"]
     assert record["spec"] == "age:0.1,0.1,0.8 em"
     assert record["tasks"]["age"]["from"] == "given" and record["tasks"]["age"]["eval"] == [0.1, 0.1, 0.8]
     assert record["tasks"]["mask"]["from"] == "em"
@@ -193,7 +193,7 @@ def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
     old_eval, _ = em_priors(plain.eval.probs[Task.AGE], old_train)
     old_ages = adjust(plain.eval.probs[Task.AGE], old_train, old_eval).argmax(1)
     fixed = ens.compose(project, recipe, [ens.Soft(), ens.Priors("em")])
-    record = fixed.manifest["prior"]
+    record = fixed.step("priors")["prior"]
     assert set(record["calibration"]) == {"joint"} and record["calibration"]["joint"]["method"] != "none"
     assert record["tasks"]["age"]["train"] == np.round(np.bincount(decode(team.labels)[Task.AGE], minlength=3) / len(team.labels), 4).tolist()
     new_ages = decode(fixed.eval.labels)[Task.AGE]
@@ -210,7 +210,7 @@ def test_a_real_age_shift_is_corrected_and_raises_the_hidden_score(tmp_path):
     team, project = _team_project(tmp_path, "near-copies", "age")
     recipe = _all_members(team)
     plain, fixed = ens.compose(project, recipe), ens.compose(project, recipe, [ens.Soft(), ens.Priors("em")])
-    record = fixed.manifest["prior"]
+    record = fixed.step("priors")["prior"]
     assert record["applied"] and record["check"]["gain"] > 0 and record["tasks"]["age"]["eval"][2] > record["tasks"]["age"]["train"][2]
     assert score(team.answers, fixed.eval.labels).f1_18 > score(team.answers, plain.eval.labels).f1_18
 
@@ -222,11 +222,11 @@ def test_a_correction_the_labelled_check_rejects_is_not_applied_unless_forced(tm
     recipe = _all_members(team)
     plain = ens.compose(project, recipe)
     kept = ens.compose(project, recipe, [ens.Soft(), ens.Priors("bbse")])
-    record = kept.manifest["prior"]
+    record = kept.step("priors")["prior"]
     assert not record["applied"] and record["check"]["gain"] <= 0 and "--force-prior" in record["reason"]
     assert np.array_equal(kept.eval.labels, plain.eval.labels)  # exactly the plain composition
     forced = ens.compose(project, recipe, [ens.Soft(), ens.Priors("bbse", force=True)])
-    assert forced.manifest["prior"]["applied"] and "forced" in forced.manifest["prior"]["reason"]
+    assert forced.step("priors")["prior"]["applied"] and "forced" in forced.step("priors")["prior"]["reason"]
 
 
 def test_a_one_class_task_is_never_written_silently(project, toy, tmp_path):

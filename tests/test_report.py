@@ -10,7 +10,7 @@ from ensembler.data.sources import import_source
 from ensembler.errors import EnsError
 from ensembler.evaluate.report import build_report
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import Method
+from ensembler.pipeline.steps import Method
 from ensembler.scoring.metrics import macro_f1
 
 

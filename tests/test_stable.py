@@ -7,7 +7,8 @@ import pytest
 
 from ensembler.data.labels import MEMBERS, TASKS, LabelSpace, marginals
 from ensembler.data.stable import NOISE, TIE, decide, tie_tolerance, weighted_sum
-from ensembler.pipeline.voting import Method, vote
+from ensembler.pipeline.steps import Method
+from ensembler.pipeline.voting import vote
 
 
 def test_weighted_sum_adds_in_the_order_given_bit_for_bit():

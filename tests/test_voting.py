@@ -11,7 +11,10 @@ from sklearn.ensemble import VotingClassifier
 from ensembler.data.labels import TASKS, Task, encode, marginals
 from ensembler.data.store import PredictionSet, Split
 from ensembler.pipeline.recipe import parse_recipe
-from ensembler.pipeline.voting import VOTES, Method, Tie, combine, vote
+from ensembler.pipeline.steps import Method
+from ensembler.pipeline.voting import Tie, combine, vote
+
+VOTES = (Method.SOFT, Method.HARD, Method.GEO)
 
 
 class Fixed(ClassifierMixin, BaseEstimator):

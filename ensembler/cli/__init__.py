@@ -28,7 +28,8 @@ from ..data.store import Split
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator
 from ..pipeline.persons import GroupSplit
-from ..pipeline.voting import Method, Tie
+from ..pipeline.steps import Method, method_help
+from ..pipeline.voting import Tie
 from .output import (
     audit_table,
     compose_summary,
@@ -391,17 +392,8 @@ RECIPE_HELP = (
     "task not named. Several parts may follow one --recipe."
 )
 METHOD_HELP = (
-    "soft: weighted mean of probabilities; geo: weighted mean of log-probabilities; rank: weighted mean of each "
-    "class's ranks over the images (a declared competition scored by AUC); hard: weighted "
-    "majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, "
-    "then by the lower class index; stack: per task, a logistic regression on the sources' "
-    "log-probabilities; select: per task, source weights by greedy ensemble selection on macro F1 (a declared competition: its metric), bagged "
-    "(Caruana et al. 2004); auto (as --auto): among the soft and geometric votes, the per-task choice (per task, each source "
-    "alone, their vote, selection or stack) and the stack on the 18-way joint, the one with the best cross-validated 18-class "
-    "macro F1, taken over the soft vote only when its gain is beyond the noise (paired person bootstrap, 90% interval above 0), "
-    "never learned on a class of fewer than 5 labelled people, never one whose eval decisions run away (a declared competition: "
-    "its metric, its groups; no joint stack). stack, select and auto are fitted on the sources' labelled predictions and scored "
-    "by person-grouped (group-wise) cross-validation."
+    method_help() + ". stack, select and auto are fitted on the sources' labelled predictions and scored by person-grouped "
+    "(group-wise) cross-validation."
 )
 TIE_HELP = (
     "How a hard vote breaks a tie between classes with equal vote totals: mass (the tied classes' "
@@ -458,7 +450,7 @@ def compose(
     steps += refining(prior or [], calibrate, force_prior, tune_f1, by_person, force_by_person)
     sub = compose_submission(project, parsed, Pipeline(tuple(steps)), name)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
-    for line in compose_summary(sub, method):
+    for line in compose_summary(sub):
         out.print(line, markup=False)
     for warning in sub.warnings:
         err.print(f"WARNING: {warning}", markup=False, style="bold red")

@@ -10,7 +10,6 @@ from rich import box
 from rich.table import Table
 
 from ..data.labels import TASKS
-from ..pipeline.voting import Method
 
 if TYPE_CHECKING:  # the commands import these lazily; `ens --help` stays light
     import pandas as pd
@@ -35,83 +34,15 @@ def task_letters(tasks: Sequence[str]) -> str:
 TASK_LEGEND = "tasks: m mask, g gender, a age"
 
 
-def compose_summary(sub: Submission, method: Method) -> list[str]:
-    """The lines `ens compose` prints after writing `sub`: how it composed, auto's choices and
-    the runners-up, selection weights, priors, F1 offsets, and the validation score."""
-    ties = f", ties by {sub.tie}" if sub.tie else ""
-    single = sub.recipe is not None and len(sub.recipe.space.tasks) == 1
-    how = {"joint": f"{method} vote on the 18-way joint{ties}", "per-task": f"{method} vote on the {'' if single else 'per-task '}probabilities{ties}"}
-    learned = {
-        "stack": "stacked: a meta-model per task, fitted on the labelled predictions",
-        "select": "ensemble selection per task, on the labelled predictions",
-        "auto": "the soft vote, or the candidate with the best cross-validated 18-class macro F1 where it wins beyond the noise (votes, per-task choices, stacks)",
-        "pool": "a log-linear pool of the sources' 18-way joints, fitted on the labelled predictions",
-    }
+def compose_summary(sub: Submission) -> list[str]:
+    """The lines `ens compose` prints after writing `sub`: the tasks the recipe did not name, how
+    it composed and what each step says of itself (`Submission.lines`: the steps' own words),
+    and the validation score."""
     val = sub.validation or {}
+    head, *steps = sub.lines or [""]
+    lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {head}", *steps]
     metric = val.get("metric")  # a declared competition's; None: the mask competition's 18-class macro F1
     if metric:
-        learned["auto"] = f"the soft vote, or the candidate with the best cross-validated {metric} where it wins beyond the noise (votes, per-task choices, stacks)"
-    lines = [*(sub.recipe.filled.values() if sub.recipe else ()), f"recipe {sub.recipe} · {how.get(sub.mode) or learned[sub.mode]}"]
-    auto = val.get("auto") or {}
-    key, name, unit = (metric, metric, "group") if metric else ("f1", "macro F1", "person")
-    order = -1.0 if metric != "log_loss" else 1.0
-    for task, record in [("chosen" if metric else "chosen (18-class)", auto), *((f"  per-task candidate, {t}", r) for t, r in auto.get("tasks", {}).items())] if auto else ():
-        ranked = sorted(record["candidates"], key=lambda c: order * c[key])
-        others = ", ".join(f"{c['label']} {c[key]:.4f}" for c in ranked if c["label"] != record["chosen"])
-        chosen = next(c for c in ranked if c["label"] == record["chosen"])
-        lines.append(f"{task}: {chosen['label']} (CV {name} {chosen[key]:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
-        why = record.get("why") or {}
-        if "interval" in why:
-            best = f"{why['best']} " if why.get("best") else ""
-            lines.append(f"{'    ' if task.startswith(' ') else '  '}why: {why['rule']} ({best}margin {why['margin']:+.4f}, 90% CI {why['interval'][0]:+.4f} to {why['interval'][1]:+.4f}, positive in {why['positive']:.0%} of the {unit} resamples)")
-    mix = {t: e for t, e in (auto.get("eval_mix") or {}).items() if "dropped" not in e}
-    if mix:
-        shifts = "; ".join(f"{t} train {e['train']} -> eval {e['eval']}" for t, e in mix.items())
-        lines.append(f"candidates scored on the labelled images re-weighted to the eval mix EM estimates from the calibrated soft vote ({shifts})")
-    for label, reason in (auto.get("run_away") or {}).items():
-        lines.append(f"not chosen, its eval decisions run away: {label}: {reason}")
-    if auto.get("pool"):
-        lines.append(auto["pool"])
-    for why in (auto.get("stack") or {}).values():
-        lines.append(f"stack {why}")
-    thin = dict(auto.get("thin") or {})
-    for step in sub.steps:
-        thin.update(step.get("too_thin") or {})
-        thin.update((step.get("tune_f1") or {}).get("too_thin") or {})
-    for why in thin.values():
-        lines.append(f"too thin to learn: {why}")
-    for task, weights in (val.get("weights") or {}).items():
-        lines.append(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
-    prior = sub.priors or {}
-    for task, record in prior.get("tasks", {}).items():
-        dropped = f" (dropped: {record['dropped']})" if "dropped" in record else ""
-        lines.append(f"{task} priors ({record['from']}): train {record['train']} -> eval {record['eval']}{dropped}")
-    for where, cal in (prior.get("calibration") or {}).items():
-        losses = ", ".join(f"{m} {v:.4f}" for m, v in cal["oof_nll"].items())
-        temperature = f", T={cal['temperature']:.2f}" if "temperature" in cal else ""
-        lines.append(f"calibrated ({where}): {cal['method']}{temperature}; out-of-fold log-loss {losses}" + (f"; {cal['note']}" if "note" in cal else ""))
-    if prior:
-        check = prior.get("check")
-        evidence = f"; labelled check: 18-class F1 {check['gain']:+.4f} ±{check['spread']:.4f}, better in {check['wins']:.0%} of {check['replicates']} person resamples" if check else ""
-        lines.append(f"prior correction {'applied' if prior['applied'] else 'NOT applied'}: {prior['reason']}{evidence}")
-    persons = sub.by_person
-    if persons:
-        check = persons.get("check")
-        evidence = (
-            f"; labelled check ({check['images']} images, estimated train grouping): 18-class F1 {check['f1_18_plain']:.4f} -> {check['f1_18_by_person']:.4f} "
-            f"({check['gain']:+.4f}, 90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}; with the true persons {check['ceiling_gain']:+.4f})"
-            if check else ""
-        )
-        lines.append(f"by person {'applied' if persons['applied'] else 'NOT applied'}: {persons['reason']}{evidence}")
-    if "tune_f1" in val:
-        tuned = val["tune_f1"]
-        lines.append(
-            "F1 offsets: " + "; ".join(f"{t} {v}" for t, v in tuned["offsets"].items())
-            + f" (CV 18-class F1 {tuned['f1_18_before']:.4f} -> {tuned['f1_18_after']:.4f})"
-        )
-        if tuned["f1_18_after"] < tuned["f1_18_before"]:
-            lines.append("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
-    if metric:  # a declared competition's
         sources = ", ".join(f"{n} {v[metric]:.4f}" for n, v in val["sources"].items())
         groups = "" if " groups" in val["scope"] else f", {val['groups']} groups"
         spread = f" (±{val['cv'][f'{metric}_fold_std']:.3f} across folds)" if "cv" in val else ""

@@ -31,8 +31,8 @@ from ..pipeline.engine import Context, Pipeline, run
 from ..pipeline.priors import em_priors, implied_priors
 from ..pipeline.recipe import Recipe, complete_recipe
 from ..pipeline.scope import Labelled, labelled_scope, load_labelled
-from ..pipeline.steps import combining
-from ..pipeline.voting import Method, Tie
+from ..pipeline.steps import Method, combining
+from ..pipeline.voting import Tie
 from ..scoring.evidence import REPLICATES, bootstrap, pick_two
 from ..scoring.metrics import Scores, own_prediction, score
 
@@ -64,7 +64,9 @@ class ReportRow:
         """The kind column: the source's kind, or the recipe's method (``soft vote``, ``stack, CV``)."""
         if not self.method:
             return self.kind
-        return f"{self.method}, CV" if Method(self.method).learned else f"{self.method} vote"
+        from ..pipeline.engine import REGISTRY
+
+        return f"{self.method}, CV" if REGISTRY[self.method].learns() else f"{self.method} vote"
 
     @property
     def label(self) -> str:

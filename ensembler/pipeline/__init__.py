@@ -1,0 +1,5 @@
+"""Recipes, the cross-validation engine and the steps of a composition. Every step module is
+imported here, so that each step has registered itself (`engine.register`) whichever module a
+caller imports first."""
+
+from . import auto, learned, persons, priors, tuning, voting  # noqa: F401  (each module registers its steps)

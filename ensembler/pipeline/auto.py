@@ -1,7 +1,8 @@
 """Auto: model selection over whole compositions, that keeps the soft vote unless the evidence says otherwise.
 
 Candidates, each cross-fitted on the labelled images: the recipe's soft vote (the reference,
-always a candidate) and geometric vote; the per-task choice (per task, each source alone,
+always a candidate) and every other vote that says it is one (`engine.Step.candidate`, read
+from the registry: the geometric vote); the per-task choice (per task, each source alone,
 their soft vote, their selection and their stack); selection and stacking on every task; and,
 when every source carries the 18-way joint, the pool (`learned`). They are scored by the
 competition's score, the out-of-fold 18-class macro F1 (per task, the task's macro F1), and
@@ -59,14 +60,15 @@ from ..data.people import MIN_PEOPLE, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
 from ..scoring.metrics import macro_f1, metric_replicates, task_objective
-from .engine import Composed, Context, Fitted, Folds, Scoring, Sources, Step, filled, fit_step, out_of_fold
-from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
+from .engine import REGISTRY, Composed, Context, Fitted, Folds, Scoring, Sources, Step, Words, filled, fit_step, out_of_fold, register
+from .learned import AUTO_STACK_WEIGHTS, task_lines, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe
-from .voting import FittedVote, Method, check_coverage
+from .voting import FittedVote, Soft, Vote, check_coverage
 
 if TYPE_CHECKING:
     from ..data.competition import Competition, Metric
+    from ..data.project import Project
 
 REPLICATES = 1000
 
@@ -265,7 +267,7 @@ def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, targe
     Wang and Smola 2018). A candidate tuned to the labelled mix (a stack that learned that 60+ is
     rare) is then judged where it is used, on an eval set that may be older. None when no
     estimate stands; and the estimates, per task."""
-    soft = FittedVote(recipe, Method.SOFT)
+    soft = FittedVote(recipe, Soft())
     correction = fit_correction(soft.apply(x), labels, folds, soft.apply(target), PriorSpec("em"))
     record = {t: {key: v for key, v in entry.items() if key in ("train", "eval", "dropped")} for t, entry in correction.record.get("tasks", {}).items()}
     if not correction.ratios:
@@ -277,6 +279,13 @@ def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, targe
 
 
 # --- the step ---------------------------------------------------------------------------------------
+
+
+def vote_candidates() -> list[type[Vote]]:
+    """The votes auto offers as whole compositions (those that say so: `Step.candidate`), the soft
+    vote first: the reference every other candidate must beat."""
+    return [Soft, *(step for step in REGISTRY.values() if step.candidate and issubclass(step, Vote) and step is not Soft)]
+
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,7 @@ class FittedAuto(Fitted):
         return {"chosen": self.label, **self.chosen.describe(), "auto": dict(self.record)}
 
 
+@register
 @dataclass(frozen=True)
 class Auto(Step):
     """Model selection over whole compositions (module doc), the choice inside the CV loop;
@@ -352,8 +362,50 @@ class Auto(Step):
 
     cautious: bool = True
     name: ClassVar[str] = "auto"
+    help: ClassVar[str] = (
+        "among the votes, the per-task choice (per task, each source alone, their vote, selection or stack) and the stack on the 18-way "
+        "joint, the one with the best cross-validated score, taken over the soft vote only when its gain is beyond the noise (paired "
+        "person bootstrap, 90% interval above 0), never learned on a class of fewer than 5 labelled people, never one whose eval "
+        "decisions run away (a declared competition: its metric, its groups; no joint stack)"
+    )
     combines: ClassVar[bool] = True
     scoring: ClassVar[Scoring] = Scoring.BY_STEP
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        return f"the soft vote, or the candidate with the best cross-validated {words.key if words.declared else words.metric} where it wins beyond the noise (votes, per-task choices, stacks)"
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        """Its choice and the runners-up (whole, then per task), why (the rule, margin and
+        interval), the eval mix the candidates were weighed to, what was not offered and why,
+        and the weights of a chosen selection."""
+        auto = record.get("auto") or {}
+        key, name = (words.key, words.key) if words.declared else ("f1", "macro F1")
+        lines = []
+        for task, choice in [("chosen" if words.declared else "chosen (18-class)", auto), *((f"  per-task candidate, {t}", r) for t, r in auto.get("tasks", {}).items())]:
+            ranked = sorted(choice["candidates"], key=lambda c: -words.sign * c[key])
+            others = ", ".join(f"{c['label']} {c[key]:.4f}" for c in ranked if c["label"] != choice["chosen"])
+            chosen = next(c for c in ranked if c["label"] == choice["chosen"])
+            lines.append(f"{task}: {chosen['label']} (CV {name} {chosen[key]:.4f} ±{chosen['spread']:.3f})" + (f"; others: {others}" if others else ""))
+            why = choice.get("why") or {}
+            if "interval" in why:
+                best = f"{why['best']} " if why.get("best") else ""
+                lines.append(f"{'    ' if task.startswith(' ') else '  '}why: {why['rule']} ({best}margin {why['margin']:+.4f}, 90% CI {why['interval'][0]:+.4f} to {why['interval'][1]:+.4f}, positive in {why['positive']:.0%} of the {words.unit} resamples)")
+        mix = {t: e for t, e in (auto.get("eval_mix") or {}).items() if "dropped" not in e}
+        if mix:
+            shifts = "; ".join(f"{t} train {e['train']} -> eval {e['eval']}" for t, e in mix.items())
+            lines.append(f"candidates scored on the labelled images re-weighted to the eval mix EM estimates from the calibrated soft vote ({shifts})")
+        lines += [f"not chosen, its eval decisions run away: {label}: {reason}" for label, reason in (auto.get("run_away") or {}).items()]
+        lines += [auto["pool"]] if auto.get("pool") else []
+        lines += [f"stack {why}" for why in (auto.get("stack") or {}).values()]
+        return lines + task_lines({"too_thin": auto.get("thin"), "weights": auto.get("weights") or record.get("weights")})
+
+    def companions(self, project: Project | None) -> tuple[Step, ...]:
+        """Decoding by person, tried (and kept only on evidence) where the team grouped both splits' images."""
+        from .persons import ByPerson, groups_paths
+
+        if project is not None and all(groups_paths(project.root, s)[0].is_file() for s in ("eval", "train")):
+            return (ByPerson(optional=True),)
+        return ()
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedAuto:
         recipe, space, competition, target = ctx.recipe, ctx.space, ctx.competition, ctx.target
@@ -420,10 +472,10 @@ class Auto(Step):
         the pool."""
         space, competition = ctx.space, ctx.competition
         candidates, record = [], {}
-        for vote in (Method.SOFT, Method.GEO):
-            fitted = FittedVote(recipe, vote)
+        for vote in vote_candidates():
+            fitted = FittedVote(recipe, vote())
             scored = fitted.apply(x)
-            label = f"{vote.value} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)" if len(space.tasks) > 1 else "")
+            label = f"{vote.name} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)" if len(space.tasks) > 1 else "")
             candidates.append(_Whole(label, fitted, scored, scored))
         candidates += per_task
         ids = next(iter(x.values())).image_ids

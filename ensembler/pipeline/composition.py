@@ -28,12 +28,10 @@ from ..data.project import Project
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, check_name, id_mismatch, kind_of
 from ..errors import EnsError, preview, unknown
 from ..scoring.metrics import competition_score, own_prediction, score
-from .engine import Composed, Context, Pipeline, Run, run
-from .persons import ByPerson, groups_paths
+from .engine import Composed, Context, Pipeline, Run, Words, run
 from .recipe import Recipe, Term, complete_recipe
 from .scope import Labelled, declared_groups, guard_leakage, labelled_scope
 from .steps import pipeline_of
-from .voting import VOTE_NAMES
 
 if TYPE_CHECKING:  # pandas is imported where it is used: compose and report start faster
     import pandas as pd
@@ -64,6 +62,22 @@ class Composition:
     files: tuple[Path, Path] | None = None  # the CSV and JSON, once written
     val_split: Split = Split.VAL
     answer: bytes | None = None  # a declared competition's submission (its sample, filled)
+    pipeline: Pipeline | None = None  # the steps that made it (their records are the manifest's `steps`)
+    words: Words = Words()  # how its competition's scores are named
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        """The manifest's record of the step called `name` (config, fitted parameters,
+        evidence), or None: ``composition.step("priors")["prior"]["applied"]``."""
+        return step_record(self.manifest["steps"], name)
+
+    def lines(self) -> list[str]:
+        """How it was composed, as `ens compose` prints it: the combining step's headline, then
+        each step's own lines from its record (`engine.Step.summary`)."""
+        if self.pipeline is None:
+            return []
+        records = self.manifest["steps"]
+        head = self.pipeline.combine.headline(self.eval.mode, records[0], self.words)
+        return [head, *(line for step, record in zip(self.pipeline.steps, records) for line in step.summary(record, self.words))]
 
     @property
     def submission(self) -> pd.DataFrame:
@@ -103,12 +117,20 @@ class Submission:
     mode: str
     class_counts: dict[int, int]
     validation: dict[str, Any] | None
-    priors: dict[str, Any] | None = None
     recipe: Recipe | None = None
-    tie: str | None = None  # a hard vote's tie rule
     warnings: list[str] = field(default_factory=list)
-    by_person: dict[str, Any] | None = None  # the person decoding's record (compose by_person)
     steps: list[dict[str, Any]] = field(default_factory=list)  # the manifest's steps, with their fitted parameters
+    lines: list[str] = field(default_factory=list)  # how it was composed, step by step (`Composition.lines`): the headline first
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        """The record of the step called `name` (`Composition.step`), or None."""
+        return step_record(self.steps, name)
+
+
+def step_record(records: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The record of the step called `name` among a manifest's `records`, or None (for a
+    notebook or a script: `ens` itself never reads a step's record by name)."""
+    return next((r for r in records if r["step"] == name), None)
 
 
 def load_eval_sets(project: Project, store: Store, recipe: Recipe, eval_ids: np.ndarray, where: str = EVAL_CSV) -> dict[str, PredictionSet]:
@@ -229,28 +251,12 @@ def _validation(labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, 
     its person-bootstrap evidence (and fold spread when a step was cross-fitted), each step's
     own details (auto's candidates, selection weights, F1 offsets) and each source's score."""
     scored, labels = done.scored, labelled.labels
-    scope = labelled.scope + (f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} person-grouped folds)" if done.cv and pipeline.combine.name not in VOTE_NAMES else "")
+    scope = labelled.scope + (f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} person-grouped folds)" if done.cv and pipeline.combine.learns() else "")
     out: dict[str, Any] = {"scope": scope, "images": int(len(labels)), "recipe": score(labels, scored.labels).as_dict()}
     if done.cv is not None:
         out["cv"] = done.cv.as_dict()
     out["evidence"] = _evidence(labelled, scored.labels)
-    out.update(_step_details(done))
     out["sources"] = {n: score(labels, own_prediction(s)).as_dict() for n, s in labelled.sets.items()}
-    return out
-
-
-def _step_details(done: Run) -> dict[str, Any]:
-    """What the steps' records add to the validation record: auto's candidates and choice, the
-    F1 offsets, and the source weights a selection (or auto's) fitted."""
-    out: dict[str, Any] = {}
-    for record in done.records:
-        for key in ("auto", "tune_f1"):
-            if key in record:
-                out[key] = record[key]
-        weights = record.get("weights") or (record.get("auto") or {}).get("weights")
-        if weights:
-            out["weights"] = weights
-    out.get("auto", {}).pop("weights", None)
     return out
 
 
@@ -279,18 +285,22 @@ def _evidence(labelled: Labelled, decided: np.ndarray) -> dict[str, Any]:
     return out
 
 
-DECLARED_STEPS = (*VOTE_NAMES, "stack", "select", "auto")
+def _check_competition(competition: Competition, pipeline: Pipeline) -> None:
+    """What each step says it composes: a declared competition's steps only (`Step.declared`:
+    prior correction, F1 offsets, the pool and decoding by person are the mask competition's),
+    each where its metric is (`Step.metrics`: rank averaging for AUC), and a step that gives
+    classes only where the submission is a class."""
+    from .engine import REGISTRY
 
-
-def _check_declared(competition: Competition, pipeline: Pipeline) -> None:
-    """What composes a declared competition: a vote (soft, geometric; hard where the submission
-    is a class; rank averaging where the metric is AUC), a stack, a selection or auto, nothing
-    after it (prior correction, F1 offsets and decoding by person are the mask competition's)."""
-    steps = [s.name for s in pipeline.steps]
-    if steps[0] not in DECLARED_STEPS or len(steps) > 1:
-        raise EnsError(f"{' -> '.join(steps)}: a declared competition's sources are composed by --method {', '.join(DECLARED_STEPS)}; the pool, prior correction, F1 offsets and decoding by person run on the mask competition")
-    if steps[0] == "hard" and competition.submission.answer is None:
-        raise EnsError(f"a hard vote gives classes, and {competition.name}'s submission holds probabilities ({competition.metric}): use --method soft, geo or rank")
+    mask_only = [s for s in pipeline.steps if not s.declared]
+    if mask_only and not competition.is_preset:
+        ours = ", ".join(name for name, step in REGISTRY.items() if step.declared and step.combines)
+        raise EnsError(f"{' -> '.join(s.name for s in pipeline.steps)}: a declared competition's sources are composed by --method {ours}; {', '.join(s.name for s in mask_only)} run(s) on the mask competition")
+    for step in pipeline.steps:
+        if step.metrics is not None and competition.metric not in step.metrics:
+            raise EnsError(f"--method {step.name} serves {' or '.join(step.metrics)} ({step.help}); {competition.name} is scored by {competition.metric}: use --method soft")
+    if not pipeline.combine.probabilities and competition.submission is not None and competition.submission.answer is None:
+        raise EnsError(f"--method {pipeline.combine.name} gives classes, and {competition.name}'s submission holds probabilities ({competition.metric}): use --method soft, geo or rank")
 
 
 def _declared_answer(competition: Competition, sample: pd.DataFrame, composed: Composed) -> bytes:
@@ -307,7 +317,7 @@ def _declared_validation(competition: Competition, labelled: Labelled, done: Run
     composition and for each source alone, on the same labelled images."""
     scored, labels = done.scored, labelled.labels
     decided = scored.labels if competition.submission.answer is not None else None
-    learned = f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} folds by group)" if done.cv and pipeline.combine.name not in VOTE_NAMES else ""
+    learned = f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} folds by group)" if done.cv and pipeline.combine.learns() else ""
     out: dict[str, Any] = {
         "scope": labelled.scope + learned,
         "images": int(len(labels)),
@@ -317,7 +327,6 @@ def _declared_validation(competition: Competition, labelled: Labelled, done: Run
     }
     if done.cv is not None:
         out["cv"] = done.cv.as_dict()
-    out.update(_step_details(done))
     out["sources"] = {n: {str(competition.metric): competition_score(competition, labels, s.probs, s.joint)} for n, s in labelled.sets.items()}
     return out
 
@@ -364,28 +373,26 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
     exist (`ByPerson`'s check decides).
     """
     pipeline = pipeline_of(steps)
-    fitted = pipeline.combine.name not in VOTE_NAMES
+    learns = pipeline.combine.learns()
     if recipe is None:
-        if not fitted:
+        if not learns:
             raise EnsError(f"--method {pipeline.combine.name} needs a recipe (--recipe TASK:SOURCE …); stack, select and auto take every source by default")
         recipe = library_recipe(project)
-    if pipeline.combine.name == "auto" and not pipeline.has("by_person") and all(groups_paths(project.root, s)[0].is_file() for s in ("eval", "train")):
-        pipeline = Pipeline((*pipeline.steps, ByPerson(optional=True)))  # auto tries decoding by person where the team grouped its images
+    extra = [s for s in pipeline.combine.companions(project) if not pipeline.has(s.name)]
+    if extra:
+        pipeline = Pipeline((*pipeline.steps, *extra))  # auto tries decoding by person where the team grouped its images
     competition = project.competition
-    if pipeline.combine.name == "rank" and competition.metric != "auc":
-        raise EnsError(f"--method rank averages the order each source puts the images in, which is all AUC sees; {competition.name} is scored by {competition.metric}: use --method soft")
+    _check_competition(competition, pipeline)
     if recipe.space != competition.space:
         raise EnsError(f"the recipe {recipe} names the tasks of another competition than {project.zoo.name}'s ({', '.join(competition.task_names)}); parse it with the project's label space")
     recipe = complete_recipe(recipe, project.coverage())
     name = check_name(name or time.strftime("sub-%Y%m%d-%H%M%S"))
     store = project.store
 
-    if not competition.is_preset:
-        _check_declared(competition, pipeline)
     images = eval_images(project)
     sample, eval_ids, eval_file, fingerprint = images.sample, images.ids, images.file, images.fingerprint
     sets = load_eval_sets(project, store, recipe, eval_ids, eval_file)
-    labelled, skipped = gather_labelled(project, store, recipe, pipeline.combine.name if fitted else None)
+    labelled, skipped = gather_labelled(project, store, recipe, pipeline.combine.name if learns else None)
     done = run(pipeline, labelled, sets, Context(recipe, project, skipped))
     composed = done.eval
     if labelled is None:
@@ -404,7 +411,6 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         }
         for s, p in sets.items()
     }
-    tie = (done.records[0].get("tie") if pipeline.combine.name == "hard" else None)
     manifest = {
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -413,10 +419,6 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         "unnamed_tasks": {str(task): line for task, line in recipe.filled.items()},
         "method": pipeline.combine.name,
         "steps": done.records,
-        "voting": composed.mode,
-        "tie": tie,
-        "prior": next((r["prior"] for r in done.records if "prior" in r), None),
-        "by_person": next((r["by_person"] for r in done.records if "by_person" in r), None),
         "warnings": one_class_warnings(composed, None if labelled is None else labelled.labels),
         "label_fixes": None if project.fixes is None else project.fixes.describe(),
         "inputs": inputs,
@@ -425,12 +427,12 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         "class_counts": counts,
         "validation": validation,
     }
-    origin = {"type": "ensemble", "recipe": str(recipe), "method": pipeline.combine.name, "steps": str(pipeline), "voting": composed.mode, "tie": tie, "submission": f"{name}.csv"}
-    meta = {"kind": "hard" if pipeline.combine.name == "hard" else "proba", "origin": origin, "data": manifest["data"]}
+    origin = {"type": "ensemble", "recipe": str(recipe), "method": pipeline.combine.name, "steps": str(pipeline), "submission": f"{name}.csv"}
+    meta = {"kind": "proba" if pipeline.combine.probabilities else "hard", "origin": origin, "data": manifest["data"]}
     kept_labels = None if labelled is None else labelled.stored_labels  # as given: the fix file in force is applied when the set is read
     val_split = Split.OOF if labelled is not None and labelled.oof else Split.VAL  # a composition of out-of-fold sources is out of fold
     answer = None if sample is None else _declared_answer(competition, sample, composed)
-    composition = Composition(name, manifest, recipe, composed, done.scored, kept_labels, meta, val_split=val_split, answer=answer)
+    composition = Composition(name, manifest, recipe, composed, done.scored, kept_labels, meta, val_split=val_split, answer=answer, pipeline=pipeline, words=Words.of(competition))
     manifest["submission_sha256"] = sha256_bytes(composition.csv_bytes())
     return composition
 
@@ -447,10 +449,7 @@ def write_composition(project: Project, composition: Composition) -> Submission:
     store.write(_ensemble_set(name, Split.EVAL, composition.eval, None, composition.source_meta))
     if composition.val is not None:
         store.write(_ensemble_set(name, composition.val_split, composition.val, composition.val_labels, composition.source_meta))
-    return Submission(
-        name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], manifest["prior"], composition.recipe, manifest["tie"], manifest["warnings"],
-        manifest["by_person"], manifest["steps"],
-    )
+    return Submission(name, csv_path, json_path, composition.eval.mode, manifest["class_counts"], manifest["validation"], composition.recipe, manifest["warnings"], manifest["steps"], composition.lines())
 
 
 def compose_submission(project: Project, recipe: Recipe | None, steps: Pipeline | Step | str | Sequence[Step | str] | None = None, name: str | None = None) -> Submission:

@@ -215,6 +215,30 @@ class Fit:
     cross_fitted: bool = False
 
 
+@dataclass(frozen=True)
+class Words:
+    """How a competition's scores and groups are named in what `ens` prints: `metric` (``18-class
+    macro F1``, or a declared metric), `key` (the record's key for it: ``f1``, or the metric),
+    `unit` (``person``, ``group``); `declared`: a declared competition's."""
+
+    metric: str = "18-class macro F1"
+    key: str = "f1"
+    unit: str = "person"
+    declared: bool = False
+    single_task: bool = False
+
+    @classmethod
+    def of(cls, competition: Competition | None) -> Words:
+        if competition is None or competition.is_preset:
+            return cls()
+        return cls(str(competition.metric), str(competition.metric), "group", True, len(competition.tasks) == 1)
+
+    @property
+    def sign(self) -> float:
+        """+1 where a higher score is better, -1 for log-loss."""
+        return -1.0 if self.key == "log_loss" else 1.0
+
+
 class Scoring(StrEnum):
     """What a step predicts for the labelled images it is fitted on (module doc)."""
 
@@ -231,10 +255,36 @@ class Step(ABC):
     `scoring` what the engine predicts for the labelled images (`Scoring`)."""
 
     name: ClassVar[str]
+    help: ClassVar[str] = ""  # one line for --help and the docs (a combining step's: what --method NAME does)
     combines: ClassVar[bool] = False
     flag: ClassVar[str] = ""  # the command-line flag that asks for it, for error messages
     reweights: ClassVar[bool] = False  # it re-weights probabilities (a hard vote has none)
+    probabilities: ClassVar[bool] = True  # its composition carries probabilities, not only classes (a hard vote's do not)
     scoring: ClassVar[Scoring] = Scoring.OUT_OF_FOLD
+    candidate: ClassVar[bool] = False  # auto offers it as a whole composition
+    metrics: ClassVar[tuple[str, ...] | None] = None  # the metrics it serves (None: any)
+    declared: ClassVar[bool] = True  # it composes a declared competition (False: the mask competition's alone)
+    last: ClassVar[bool] = False  # it decides the classes: the last step, once
+
+    @classmethod
+    def learns(cls) -> bool:
+        """Whether it is fitted on the labelled images' labels (a vote is not)."""
+        return cls.scoring is not Scoring.AS_FITTED
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        """How a combining step composed, in one line (`ens compose`'s ``recipe … · …``); `mode`:
+        the composition's (``joint``, ``per-task``, or the step's name)."""
+        return self.help or self.name
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        """The lines `ens compose` prints of this step, from its record (the manifest's
+        ``steps`` entry: config, fitted parameters, evidence); by default none."""
+        return []
+
+    def companions(self, project: Project | None) -> tuple[Step, ...]:
+        """Steps it brings after itself when the pipeline lacks them (auto: decoding by person
+        where the team grouped its images); by default none."""
+        return ()
 
     @abstractmethod
     def fit(self, x: Input, labels: np.ndarray, ctx: Context) -> Fitted:
@@ -261,6 +311,18 @@ class Step(ABC):
             value = getattr(self, f.name)
             out[f.name] = value if isinstance(value, (bool, int, float, type(None))) else str(value)
         return out
+
+
+REGISTRY: dict[str, type[Step]] = {}  # every step by its name, in the order registered (the package imports every step module)
+
+
+def register(step: type[Step]) -> type[Step]:
+    """Register a step class under its `name`, once (a class decorator): the command line's
+    ``--method`` and its help, the API, pipelines by name and auto's candidates read `REGISTRY`."""
+    if REGISTRY.get(step.name, step) is not step:
+        raise ValueError(f"a step called {step.name!r} is registered already")
+    REGISTRY[step.name] = step
+    return step
 
 
 def take(x: Input, rows: np.ndarray) -> Input:
@@ -358,13 +420,13 @@ class Pipeline:
         extra = [s.name for s in steps[1:] if s.combines]
         if extra:
             raise EnsError(f"a pipeline combines the sources once; {', '.join(extra)} come(s) after {steps[0].name}")
-        if steps[0].name == "hard":
+        if not steps[0].probabilities:
             for step in steps[1:]:
                 if step.reweights:
-                    raise EnsError(f"{step.flag or step.name} re-weights probabilities; a hard vote has none (use --method soft or geo)")
-        last = [i for i, s in enumerate(steps) if s.name == "by_person"]
+                    raise EnsError(f"{step.flag or step.name} re-weights probabilities; --method {steps[0].name} gives classes only (use --method soft or geo)")
+        last = [i for i, s in enumerate(steps) if s.last]
         if last and last != [len(steps) - 1]:
-            raise EnsError("decoding by person decides the classes: it is the last step, and comes once")
+            raise EnsError(f"{steps[last[0]].help or steps[last[0]].name}: it decides the classes, so it is the last step, and comes once")
 
     @property
     def combine(self) -> Step:

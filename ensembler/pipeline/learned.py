@@ -32,7 +32,7 @@ from ..errors import EnsError
 from ..scoring.metrics import task_objective
 from .calibration import Pool as LogLinearPool
 from .calibration import fit_pool
-from .engine import Composed, Context, Fitted, Sources, Step, filled, out_of_fold
+from .engine import Composed, Context, Fitted, Sources, Step, Words, filled, out_of_fold, register
 from .recipe import Recipe
 from .voting import check_coverage
 
@@ -179,6 +179,15 @@ class FittedTasks(Fitted):
         return out
 
 
+def task_lines(record: Mapping[str, Any]) -> list[str]:
+    """What a per-task composition's record (`FittedTasks.describe`) prints: the tasks too thin
+    to learn, and each task's source weights."""
+    lines = [f"too thin to learn: {why}" for why in (record.get("too_thin") or {}).values()]
+    for task, weights in (record.get("weights") or {}).items():
+        lines.append(f"{task} weights: " + ", ".join(f"{s} {w:.2f}" for s, w in weights.items()))
+    return lines
+
+
 def thin_of(labels: np.ndarray, ids: np.ndarray, ctx: Context) -> dict[Task | str, dict[int, int]]:
     """The classes too thin to learn (`people.thin_classes`), counted in the context's groups."""
     return thin_classes(labels, ids, ctx.space, ctx.groups(ids))
@@ -212,6 +221,7 @@ def _per_task(recipe: Recipe, x: Sources, labels: np.ndarray, fit_for: Callable[
     return FittedTasks(tasks, mode, fallback, space)
 
 
+@register
 @dataclass(frozen=True)
 class Stack(Step):
     """Stacking: per task, a logistic regression on the sources' log-probabilities; `balanced`
@@ -221,7 +231,14 @@ class Stack(Step):
     balanced: bool = False
     all_tasks: bool = False
     name: ClassVar[str] = "stack"
+    help: ClassVar[str] = "per task, a logistic regression on the sources' log-probabilities"
     combines: ClassVar[bool] = True
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        return "stacked: a meta-model per task, fitted on the labelled predictions"
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        return task_lines(record)
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedTasks:
         weight = "balanced" if self.balanced else None
@@ -246,13 +263,21 @@ def stack_too_large(recipe: Recipe, x: Sources, task: Task | str, all_tasks: boo
     return f"a stack of {task} would fit {k} classes x {features} features = {k * features:,} weights, more than {limit:,}"
 
 
+@register
 @dataclass(frozen=True)
 class Select(Step):
     """Ensemble selection: per task, source weights by bagged greedy selection on the
     competition's metric (the mask competition's: macro F1)."""
 
     name: ClassVar[str] = "select"
+    help: ClassVar[str] = "per task, source weights by greedy ensemble selection on the competition's metric, bagged (Caruana et al. 2004)"
     combines: ClassVar[bool] = True
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        return "ensemble selection per task, on the labelled predictions"
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        return task_lines(record)
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedTasks:
         n_classes, metric = ctx.space.n_classes, ctx.competition.metric
@@ -275,6 +300,7 @@ class FittedPool(Fitted):
         return {"pool": {"weights": dict(zip(self.sources, self.pool.weights.round(4).tolist())), "bias": self.pool.bias.round(4).tolist()}}
 
 
+@register
 @dataclass(frozen=True)
 class Pool(Step):
     """A stack on the 18-way joint of every source: a weight per source and a bias per class on
@@ -283,7 +309,12 @@ class Pool(Step):
     decide those classes from too few."""
 
     name: ClassVar[str] = "pool"
+    help: ClassVar[str] = "a log-linear pool of the sources' 18-way joints: a weight per source and a bias per class (the mask competition)"
     combines: ClassVar[bool] = True
+    declared: ClassVar[bool] = False
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        return "a log-linear pool of the sources' 18-way joints, fitted on the labelled predictions"
 
     def admit(self, x: Sources, labels: np.ndarray, ctx: Context) -> None:
         if not ctx.competition.is_preset:

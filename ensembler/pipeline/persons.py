@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.labels import N_CLASSES, Task, encode
 from ..errors import EnsError
-from .engine import Composed, Context, Fit, Fitted, Scoring, Step
+from .engine import Composed, Context, Fit, Fitted, Scoring, Step, Words, register
 
 GROUP_SIZE = 7  # photos per person: mask1..mask5, incorrect_mask, normal
 SPREAD = 1.5  # the default merge threshold, in medians of the distance to the 6th nearest neighbour
@@ -279,6 +279,7 @@ class Decoded(Fitted):
         return {"by_person": dict(self.record)}
 
 
+@register
 @dataclass(frozen=True)
 class ByPerson(Step):
     """Decide each person once (`decode_by_person`) with the eval grouping (``groups/eval.csv``),
@@ -290,8 +291,24 @@ class ByPerson(Step):
     force: bool = False
     optional: bool = False
     name: ClassVar[str] = "by_person"
+    help: ClassVar[str] = "decoding by person"
     flag: ClassVar[str] = "--by-person"
+    declared: ClassVar[bool] = False
+    last: ClassVar[bool] = True
     scoring: ClassVar[Scoring] = Scoring.AS_FITTED  # checked on every labelled image; those decoded with the estimated train grouping
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        """Whether it was applied and why, with the labelled check's figures."""
+        persons = record.get("by_person")
+        if not persons:
+            return []
+        check = persons.get("check")
+        evidence = (
+            f"; labelled check ({check['images']} images, estimated train grouping): 18-class F1 {check['f1_18_plain']:.4f} -> {check['f1_18_by_person']:.4f} "
+            f"({check['gain']:+.4f}, 90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}; with the true persons {check['ceiling_gain']:+.4f})"
+            if check else ""
+        )
+        return [f"by person {'applied' if persons['applied'] else 'NOT applied'}: {persons['reason']}{evidence}"]
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Decoded:
         return self._guarded(lambda: self._check(x, labels, ctx.target, ctx))

@@ -37,7 +37,7 @@ from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.evidence import f1_replicates, person_draws
 from .calibration import Calibration, Calibrator, choose
-from .engine import Composed, Context, Fit, Fitted, Scoring, Step
+from .engine import Composed, Context, Fit, Fitted, Scoring, Step, Words, register
 
 FLOOR = 1e-6  # no prior is allowed to reach 0: a class could never come back
 # An estimated correction is applied when it wins in this share of the labelled check's person
@@ -359,6 +359,7 @@ def fit_correction(
     return Correction(ratios, applied, joint_calibration, task_calibrations, record)
 
 
+@register
 @dataclass(frozen=True)
 class Priors(Step):
     """Re-weight the composition to other class priors (`spec`: given, or estimated by em or
@@ -370,13 +371,32 @@ class Priors(Step):
     calibrate: Calibrator | str = Calibrator.AUTO
     force: bool = False
     name: ClassVar[str] = "priors"
+    help: ClassVar[str] = "prior correction: the composition re-weighted to the eval class mix (EM or BBSE on calibrated probabilities, or given), where the labelled check says it helps"
     flag: ClassVar[str] = "--prior"
+    declared: ClassVar[bool] = False
     reweights: ClassVar[bool] = True
     scoring: ClassVar[Scoring] = Scoring.UNCHANGED  # the labelled images' mix is train's: nothing there to correct
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", self.spec if isinstance(self.spec, PriorSpec) else parse_priors(self.spec))
         object.__setattr__(self, "calibrate", Calibrator(self.calibrate))
+
+    def summary(self, record: Mapping[str, object], words: Words) -> list[str]:
+        """Each task's train and eval priors, the calibration, and whether it was applied and why."""
+        prior = record.get("prior") or {}
+        lines = []
+        for task, entry in prior.get("tasks", {}).items():
+            dropped = f" (dropped: {entry['dropped']})" if "dropped" in entry else ""
+            lines.append(f"{task} priors ({entry['from']}): train {entry['train']} -> eval {entry['eval']}{dropped}")
+        for where, cal in (prior.get("calibration") or {}).items():
+            losses = ", ".join(f"{m} {v:.4f}" for m, v in cal["oof_nll"].items())
+            temperature = f", T={cal['temperature']:.2f}" if "temperature" in cal else ""
+            lines.append(f"calibrated ({where}): {cal['method']}{temperature}; out-of-fold log-loss {losses}" + (f"; {cal['note']}" if "note" in cal else ""))
+        if prior:
+            check = prior.get("check")
+            evidence = f"; labelled check: 18-class F1 {check['gain']:+.4f} ±{check['spread']:.4f}, better in {check['wins']:.0%} of {check['replicates']} person resamples" if check else ""
+            lines.append(f"prior correction {'applied' if prior['applied'] else 'NOT applied'}: {prior['reason']}{evidence}")
+        return lines
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Correction:
         """Calibrated on `x` with the engine's folds (`ctx.folds`), the eval priors estimated on

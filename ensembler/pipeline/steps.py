@@ -1,51 +1,66 @@
-"""Every step a composition may take, in one list, and pipelines built from names.
+"""Every step a composition may take, read from the one registry, and pipelines built from names.
 
-A step is a small frozen config (`engine.Step`); each lives beside what it computes. To add a
-step, write it in a module of its own and add it to `STEPS`: `compose`, the engine and the
-manifest need no change.
+A step is a small frozen config (`engine.Step`) that lives beside what it computes and registers
+once (`engine.register`; the package imports every step module, `pipeline/__init__.py`). The
+command line's ``--method`` choices and help (`Method`, `method_help`), the API's names, pipelines
+by name (`pipeline_of`) and auto's candidates all read `engine.REGISTRY`: a new step is a new
+module plus its import there; `compose`, the engine and the manifest need no change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
+from enum import StrEnum
 
 from ..errors import EnsError
-from .auto import Auto
-from .engine import Pipeline, Step
-from .learned import Pool, Select, Stack
-from .persons import ByPerson
 from .calibration import Calibrator
+from .engine import REGISTRY, Pipeline, Step
+from .persons import ByPerson
 from .priors import Priors, parse_priors
 from .tuning import TuneF1
-from .voting import Geo, Hard, Method, Rank, Soft, Tie
+from .voting import Soft, Tie
 
-STEPS: tuple[type[Step], ...] = (Soft, Geo, Hard, Rank, Stack, Select, Pool, Auto, Priors, TuneF1, ByPerson)
-BY_NAME = {step.name: step for step in STEPS}
+# a combining step's option -> its flag, and what it does
+FLAGS = {
+    "per_task": ("--per-task", "makes a vote vote each task on its marginals"),
+    "tie": ("--tie", "breaks the ties of a hard vote"),
+    "balanced": ("--balanced", "shapes a stack's meta-model"),
+    "all_tasks": ("--all-task-features", "shapes a stack's meta-model"),
+}
 
 
-def combining(method: Method | str, *, per_task: bool = False, tie: Tie | str | None = None, balanced: bool = False, all_tasks: bool = False) -> Step:
-    """The combining step a ``--method`` names, with the options that belong to it: `per_task`
-    (the votes), `tie` (a hard vote's rule), `balanced` and `all_tasks` (the stack). An option
-    the method does not use is an error, never silently dropped."""
-    if str(method) in BY_NAME and BY_NAME[str(method)].combines and str(method) not in {m.value for m in Method}:
-        if per_task or tie is not None or balanced or all_tasks:
-            raise EnsError(f"--method {method} takes no --per-task, --tie, --balanced or --all-task-features")
-        return BY_NAME[str(method)]()  # a combining step without a Method member (the pool on the 18-way joint)
-    method = Method(method)
-    if tie is not None and method is not Method.HARD:
-        raise EnsError(f"--tie breaks the ties of a hard vote; --method {method} has none (use --method hard)")
-    unused = [flag for flag, on in (("--balanced", balanced), ("--all-task-features", all_tasks)) if on]
-    if unused and method is not Method.STACK:
-        raise EnsError(f"{' and '.join(unused)} shape{'s' if len(unused) == 1 else ''} a stack's meta-model; --method {method} has none (use --method stack)")
-    if per_task and method.learned:
-        raise EnsError(f"--per-task makes a vote vote each task on its marginals; --method {method} learns per task already (drop --per-task)")
-    if method is Method.HARD:
-        return Hard(per_task, Tie(tie or Tie.MASS))
-    if method in (Method.SOFT, Method.GEO, Method.RANK):
-        return BY_NAME[method.value](per_task)
-    if method is Method.STACK:
-        return Stack(balanced, all_tasks)
-    return BY_NAME[method.value]()
+def combining_steps() -> dict[str, type[Step]]:
+    """The registered steps that combine the sources (what ``--method`` names), in registry order."""
+    return {name: step for name, step in REGISTRY.items() if step.combines}
+
+
+Method = StrEnum("Method", {name.upper(): name for name in combining_steps()})  # --method's closed choice, from the registry
+Method.__doc__ = "How a recipe's sources are combined: every registered combining step (`steps.combining_steps`)."
+
+
+def method_help() -> str:
+    """``--method``'s help: each combining step's own line (`Step.help`)."""
+    return "; ".join(f"{name}: {step.help}" for name, step in combining_steps().items())
+
+
+def combining(method: Method | str, **options: object) -> Step:
+    """The combining step a ``--method`` names, built with the options given (`FLAGS`: per_task,
+    tie, balanced, all_tasks; None or False is not given). An option the step does not take is
+    an error naming the steps that do, never silently dropped."""
+    step = combining_steps().get(str(method))
+    if step is None:
+        raise EnsError(f"--method {method!r}: not one of {', '.join(combining_steps())}")
+    given = {key: value for key, value in options.items() if value not in (None, False)}
+    own = {f.name for f in fields(step)}
+    for key in given:
+        if key not in own:
+            takers = [name for name, other in combining_steps().items() if key in {f.name for f in fields(other)}]
+            flag, does = FLAGS.get(key, (key, "is an option"))
+            raise EnsError(f"{flag} {does}; --method {step.name} has none (use --method {', '.join(takers)})")
+    if "tie" in given:
+        given["tie"] = Tie(given["tie"])
+    return step(**given)
 
 
 def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = None, force_prior: bool = False, tune_f1: bool = False, by_person: bool = False, force_by_person: bool = False) -> list[Step]:
@@ -64,9 +79,10 @@ def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = Non
     return steps
 
 
-def pipeline_of(steps: Pipeline | Step | Method | str | Sequence[Step | Method | str] | None) -> Pipeline:
-    """A `Pipeline` from what a caller gives: a pipeline; a step; a method name (``"soft"``,
-    ``"auto"``; that combining step alone); a list of steps or names; None (the soft vote)."""
+def pipeline_of(steps: Pipeline | Step | str | Sequence[Step | str] | None) -> Pipeline:
+    """A `Pipeline` from what a caller gives: a pipeline; a step; a step's name (``"soft"``,
+    ``"auto"``, ``"tune_f1"``: that step with its defaults); a list of steps or names; None (the
+    soft vote)."""
     if isinstance(steps, Pipeline):
         return steps
     if steps is None:
@@ -77,8 +93,8 @@ def pipeline_of(steps: Pipeline | Step | Method | str | Sequence[Step | Method |
     for step in steps:
         if isinstance(step, Step):
             built.append(step)
-        elif isinstance(step, str) and step in BY_NAME:
-            built.append(BY_NAME[step]())
+        elif isinstance(step, str) and step in REGISTRY:
+            built.append(REGISTRY[step]())
         else:
-            raise EnsError(f"{step!r} is not a step: give steps (ens.Soft(), ens.Priors('em'), …) or their names ({', '.join(BY_NAME)})")
+            raise EnsError(f"{step!r} is not a step: give steps (ens.Soft(), ens.Priors('em'), …) or their names ({', '.join(REGISTRY)})")
     return Pipeline(tuple(built))

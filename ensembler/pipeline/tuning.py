@@ -22,7 +22,7 @@ from ..data.people import MIN_PEOPLE, thin_classes, thin_text
 from ..data.stable import decide as decide_class
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
-from .engine import Composed, Context, Fit, Fitted, Folds, Step, cv_score
+from .engine import Composed, Context, Fit, Fitted, Folds, Step, Words, cv_score, register
 from .priors import reweight
 
 EPS = 1e-6
@@ -93,6 +93,7 @@ class Offsets(Fitted):
         return {"offsets": {t.value: self.offsets[t].round(2).tolist() for t in TASKS}}
 
 
+@register
 @dataclass(frozen=True)
 class TuneF1(Step):
     """Per-class offsets tuned for the 18-class macro F1 (module doc), applied to the composition;
@@ -100,7 +101,9 @@ class TuneF1(Step):
     its record the cross-validated score before and after."""
 
     name: ClassVar[str] = "tune_f1"
+    help: ClassVar[str] = "F1 offsets: per-class offsets on the composition's log-probabilities, tuned for the 18-class macro F1"
     flag: ClassVar[str] = "--tune-f1"
+    declared: ClassVar[bool] = False
     reweights: ClassVar[bool] = True
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Offsets:
@@ -115,6 +118,17 @@ class TuneF1(Step):
             **fitted.describe(), "folds": after.folds, "f1_18_before": before.f1_18, "f1_18_after": after.f1_18, "f1_18_fold_std_after": after.fold_std,
             **({"too_thin": why} if why else {}),
         }}  # fmt: skip
+
+    def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
+        """The classes too thin to tune, the offsets, the cross-validated score before and after, and a warning where it fell."""
+        tuned = record.get("tune_f1") or {}
+        if not tuned:
+            return []
+        lines = [f"too thin to learn: {why}" for why in (tuned.get("too_thin") or {}).values()]
+        lines.append("F1 offsets: " + "; ".join(f"{t} {v}" for t, v in tuned["offsets"].items()) + f" (CV 18-class F1 {tuned['f1_18_before']:.4f} -> {tuned['f1_18_after']:.4f})")
+        if tuned["f1_18_after"] < tuned["f1_18_before"]:
+            lines.append("warning: the tuned offsets lower the cross-validated score on these images; consider composing without --tune-f1")
+        return lines
 
     def fit_blind(self, target: Any, ctx: Context) -> Fit:
         raise EnsError(f"--tune-f1 tunes on labelled predictions; the recipe has none ({ctx.skipped})")

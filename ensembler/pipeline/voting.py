@@ -31,8 +31,9 @@ encoded into the joint class. ``per_task=True`` forces the second.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -43,7 +44,7 @@ from ..data.labels import one_hot
 from ..data.stable import decide, tie_tolerance, weighted_sum
 from ..data.store import PredictionSet
 from ..errors import EnsError
-from .engine import Composed, Context, Fit, Fitted, Scoring, Sources, Step
+from .engine import REGISTRY, Composed, Context, Fit, Fitted, Scoring, Sources, Step, Words, register
 from .recipe import Recipe
 
 EPS = 1e-6
@@ -58,26 +59,6 @@ class Tie(StrEnum):
     MASS = "mass"  # the tied classes' weighted probability sums, then the lower index
     LOWER = "lower"  # the lower class index (pandas DataFrame.mode)
     FIRST = "first"  # the first-named source's answer
-
-
-class Method(StrEnum):
-    """How a recipe's sources are combined: three votes, and a learned composition."""
-
-    SOFT = "soft"
-    HARD = "hard"
-    GEO = "geo"
-    RANK = "rank"
-    STACK = "stack"  # learned: see `ensembler.pipeline.learned`
-    SELECT = "select"
-    AUTO = "auto"
-
-    @property
-    def learned(self) -> bool:
-        return self in (Method.STACK, Method.SELECT, Method.AUTO)
-
-
-VOTES = (Method.SOFT, Method.HARD, Method.GEO)  # the votes that decide classes (rank averaging orders images, for AUC)
-VOTE_NAMES = (*(m.value for m in VOTES), Method.RANK.value)  # the combining steps that fit nothing
 
 
 def integer_weights(weights: Sequence[float] | None, n_sources: int) -> np.ndarray | None:
@@ -139,40 +120,33 @@ def hard_vote(stack: np.ndarray, weights: Sequence[float] | None, tie: Tie = Tie
     return labels
 
 
-def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Method, tie: Tie = Tie.MASS) -> tuple[np.ndarray, np.ndarray]:
-    """Combine sources' probabilities.
+def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None, method: Vote | str, tie: Tie = Tie.MASS) -> tuple[np.ndarray, np.ndarray]:
+    """Combine sources' probabilities by the vote `method` (a `Vote` step, or its registered name).
 
     probs: one ``(n, k)`` array per source. weights: one positive number per source (None = equal).
-    tie: the hard vote's tie rule (`Tie`; the first source is ``probs[0]``).
+    tie: the hard vote's tie rule (`Tie`; the first source is ``probs[0]``), when `method` is a name.
     Returns ``labels (n,)`` and the combined distribution ``(n, k)`` (for hard voting: one-hot of
     the labels, so that the argmax of a saved hard vote is its label). Soft and geo labels are
     `stable.decide`'s on totals summed in source order: a tie within the inputs' rounding
     (`stable.tie_tolerance`) goes to the lower class.
     """
-    probs = [np.asarray(p) for p in probs]
-    tolerance = tie_tolerance(*probs)
-    if method is Method.HARD:
-        stack = np.stack([p.astype(np.float64) for p in probs])  # (s, n, k)
-        labels = hard_vote(stack, weights, Tie(tie))
-        return labels, one_hot(labels, stack.shape[2])
-    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    # source by source: one (n, k) float64 at a time beside the total, never all sources widened at once
-    if method is Method.SOFT:
-        combined = weighted_sum(w, probs)
-        return decide(combined, tolerance), combined
-    if method is Method.GEO:
-        logp = weighted_sum(w, (np.log(np.clip(p.astype(np.float64), EPS, None)) for p in probs))
-        combined = np.exp(logp - logp.max(axis=1, keepdims=True))
-        combined /= combined.sum(axis=1, keepdims=True)
-        return decide(logp, tolerance), combined
-    if method is Method.RANK:
-        from scipy.stats import rankdata
+    return vote_step(method, tie).combine([np.asarray(p) for p in probs], weights)
 
-        n = len(probs[0])  # each source's classes ranked over the images; ties share their mean rank
-        combined = weighted_sum(w, (rankdata(p, axis=0) / n for p in probs))
-        return decide(combined, tolerance), combined
-    raise EnsError(f"--method {method} is not a vote")
+
+def vote_step(method: Vote | str, tie: Tie | str = Tie.MASS) -> Vote:
+    """The vote `method` names (`engine.REGISTRY`), or `method` itself when it is one."""
+    if isinstance(method, Vote):
+        return method
+    step = REGISTRY.get(str(method))
+    if step is None or not issubclass(step, Vote):
+        raise EnsError(f"--method {method} is not a vote (the votes: {', '.join(n for n, c in REGISTRY.items() if issubclass(c, Vote))})")
+    return step(tie=Tie(tie)) if "tie" in {f.name for f in fields(step)} else step()
+
+
+def normalised(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    """Weights ``(n,)`` summing to 1 (None: equal)."""
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    return w / w.sum()
 
 
 def check_coverage(recipe: Recipe, sets: Mapping[str, PredictionSet]) -> None:
@@ -193,15 +167,14 @@ def voting_mode(recipe: Recipe, sets: Mapping[str, PredictionSet], per_task: boo
     return "joint" if joint else "per-task"
 
 
-def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, per_task: bool = False, tie: Tie = Tie.MASS) -> Composed:
-    """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs).
+def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Vote | str, per_task: bool = False, tie: Tie = Tie.MASS) -> Composed:
+    """Vote `recipe` over `sets` (source name -> set; all aligned on the same ImageIDs) by the
+    vote `method` (a `Vote` step, or its name: `vote_step`).
 
-    tie: a hard vote's tie rule; ``first`` takes the task's first-named source (on the joint,
-    the recipe's first source).
+    tie: a hard vote's tie rule, when `method` is a name; ``first`` takes the task's first-named
+    source (on the joint, the recipe's first source).
     """
-    method = Method(method)
-    if method.learned:
-        raise EnsError(f"--method {method} is fitted on labelled predictions, not voted (ensembler.pipeline.learned)")
+    step = vote_step(method, tie)
     check_coverage(recipe, sets)
     first = sets[recipe.sources[0]]
     mode = voting_mode(recipe, sets, per_task)
@@ -209,81 +182,116 @@ def combine(recipe: Recipe, sets: Mapping[str, PredictionSet], method: Method, p
     if mode == "joint":
         order = {source: i for i, source in enumerate(recipe.sources)}
         terms = sorted(recipe.tasks[space.tasks[0]], key=lambda term: order[term.source])
-        labels, joint = vote([sets[t.source].joint for t in terms], [t.weight for t in terms], method, tie)
+        labels, joint = step.combine([sets[t.source].joint for t in terms], [t.weight for t in terms])
         return Composed(first.image_ids, labels, space.marginals(joint), joint, mode, space)
     task_labels, probs = {}, {}
     for task, terms in recipe.tasks.items():
-        task_labels[task], probs[task] = vote(
-            [sets[t.source].probs[task] for t in terms], [t.weight for t in terms], method, tie
-        )
+        task_labels[task], probs[task] = step.combine([sets[t.source].probs[task] for t in terms], [t.weight for t in terms])
     return Composed(first.image_ids, space.encode(*(task_labels[t] for t in space.tasks)), probs, None, mode, space)
 
 
-# --- the voting steps -------------------------------------------------------------------------
+# --- the voting steps ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FittedVote(Fitted):
-    """A vote has nothing to fit: the recipe's weights and the rule."""
+    """A vote has nothing to fit: the recipe's weights and the vote."""
 
     recipe: Recipe
-    method: Method
-    per_task: bool = False
-    tie: Tie = Tie.MASS
+    vote: Vote
 
     def apply(self, x: Sources) -> Composed:
-        return combine(self.recipe, x, self.method, self.per_task, self.tie)
+        return combine(self.recipe, x, self.vote, self.vote.per_task)
 
 
 @dataclass(frozen=True)
-class _Vote(Step):
-    """A vote of the recipe's sources (`combine`); `per_task` votes each task on its marginals
-    even when every source carries the 18-way joint."""
+class Vote(Step):
+    """A vote of the recipe's sources (`combine`): a new vote is a subclass with its `combine`
+    of the sources' probabilities, registered (`engine.register`). `per_task` votes each task
+    on its marginals even when every source carries the 18-way joint."""
 
     per_task: bool = False
-    method: ClassVar[Method]
     combines: ClassVar[bool] = True
-    reweights: ClassVar[bool] = False
     scoring: ClassVar[Scoring] = Scoring.AS_FITTED  # nothing learned: the vote of the labelled images is out of fold as its sources are
 
+    @abstractmethod
+    def combine(self, probs: Sequence[np.ndarray], weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The sources' probabilities (each ``(n, k)``) and weights (None: equal) -> the decided
+        classes ``(n,)`` and the combined scores ``(n, k)``."""
+
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedVote:
-        return FittedVote(ctx.recipe, self.method, self.per_task, getattr(self, "tie", Tie.MASS))
+        return FittedVote(ctx.recipe, self)
+
+    def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
+        ties = f", ties by {record['tie']}" if record.get("tie") else ""
+        on = "the 18-way joint" if mode == "joint" else f"the {'' if words.single_task else 'per-task '}probabilities"
+        return f"{self.name} vote on {on}{ties}"
 
     def fit_blind(self, target: Any, ctx: Context) -> Fit:
         return Fit(self.fit({}, np.zeros(0, dtype=np.int64), ctx))
 
 
+@register
 @dataclass(frozen=True)
-class Soft(_Vote):
+class Soft(Vote):
     """The weighted mean of the sources' probabilities (the default)."""
 
     name: ClassVar[str] = "soft"
-    method: ClassVar[Method] = Method.SOFT
+    help: ClassVar[str] = "weighted mean of probabilities (the default)"
+    candidate: ClassVar[bool] = True
+
+    def combine(self, probs: Sequence[np.ndarray], weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        combined = weighted_sum(normalised(weights, len(probs)), probs)  # source by source: one (n, k) float64 at a time beside the total
+        return decide(combined, tie_tolerance(*probs)), combined
 
 
+@register
 @dataclass(frozen=True)
-class Geo(_Vote):
-    """The weighted mean of the sources' log-probabilities."""
+class Geo(Vote):
+    """The weighted mean of the sources' log-probabilities (clipped at `EPS`)."""
 
     name: ClassVar[str] = "geo"
-    method: ClassVar[Method] = Method.GEO
+    help: ClassVar[str] = "weighted mean of log-probabilities"
+    candidate: ClassVar[bool] = True
+
+    def combine(self, probs: Sequence[np.ndarray], weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        logp = weighted_sum(normalised(weights, len(probs)), (np.log(np.clip(p.astype(np.float64), EPS, None)) for p in probs))
+        combined = np.exp(logp - logp.max(axis=1, keepdims=True))
+        combined /= combined.sum(axis=1, keepdims=True)
+        return decide(logp, tie_tolerance(*probs)), combined
 
 
+@register
 @dataclass(frozen=True)
-class Rank(_Vote):
-    """The weighted mean of each class's ranks over the images: rank averaging, for AUC."""
-
-    name: ClassVar[str] = "rank"
-    method: ClassVar[Method] = Method.RANK
-
-
-@dataclass(frozen=True)
-class Hard(_Vote):
+class Hard(Vote):
     """The weighted majority of the sources' answers, a tie broken by `tie` (`Tie`)."""
 
     tie: Tie = Tie.MASS
     name: ClassVar[str] = "hard"
-    method: ClassVar[Method] = Method.HARD
+    help: ClassVar[str] = "weighted majority of argmaxes, a tie broken by the weighted sum of the tied classes' probabilities, then by the lower class index"
+    probabilities: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tie", Tie(self.tie))
+
+    def combine(self, probs: Sequence[np.ndarray], weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        stack = np.stack([p.astype(np.float64) for p in probs])  # (s, n, k)
+        labels = hard_vote(stack, weights, self.tie)
+        return labels, one_hot(labels, stack.shape[2])
+
+
+@register
+@dataclass(frozen=True)
+class Rank(Vote):
+    """The weighted mean of each class's ranks over the images: rank averaging, for AUC."""
+
+    name: ClassVar[str] = "rank"
+    help: ClassVar[str] = "weighted mean of each class's ranks over the images (a competition scored by AUC)"
+    metrics: ClassVar[tuple[str, ...] | None] = ("auc",)
+
+    def combine(self, probs: Sequence[np.ndarray], weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.stats import rankdata
+
+        n = len(probs[0])  # each source's classes ranked over the images; ties share their mean rank
+        combined = weighted_sum(normalised(weights, len(probs)), (rankdata(p, axis=0) / n for p in probs))
+        return decide(combined, tie_tolerance(*probs)), combined
