@@ -281,7 +281,7 @@ def test_a_declared_competition_refuses_what_this_version_does_not_compose(tmp_p
     from ensembler.api import compose
 
     project = cassava_team(tmp_path)
-    with pytest.raises(EnsError, match=r"^soft -> tune_f1: a declared competition's sources are composed by --method soft, geo, hard, rank, stack, select, auto; tune_f1 run"):
+    with pytest.raises(EnsError, match=r"^soft -> tune_f1: a declared competition's sources are composed by --method soft, geo, hard, rank, stack, select, auto.*; tune_f1 run"):
         compose(project, "label:a+b", ["soft", "tune_f1"], name="x")
     with pytest.raises(EnsError, match=r"unknown task 'mask'"):
         compose(project, "mask:a", name="x")
@@ -555,7 +555,8 @@ def test_stack_select_and_auto_compose_a_declared_competition_scored_by_its_metr
     assert set(select.step("select")["weights"]["label"]) == set(team.members) and sum(select.step("select")["weights"]["label"].values()) == pytest.approx(1.0)
     auto = ens.compose(project, None, "auto")
     record = auto.step("auto")["auto"]
-    assert [c["label"] for c in record["candidates"]] == ["soft vote b0+b1+b2+b3", "geo vote b0+b1+b2+b3", "label stack of b0+b1+b2+b3"]
+    votes = [f"{v.name} vote b0+b1+b2+b3" for v in __import__("ensembler.pipeline.auto", fromlist=["vote_candidates"]).vote_candidates()]  # the registered candidates
+    assert [c["label"] for c in record["candidates"]] == [*votes, "label stack of b0+b1+b2+b3"] and votes[:2] == ["soft vote b0+b1+b2+b3", "geo vote b0+b1+b2+b3"]
     assert all(set(c) == {"label", "accuracy", "spread"} for c in record["candidates"]) and "label" in record["tasks"]
     assert record["why"]["rule"].startswith("beyond the noise") and "stack" in record["chosen"]  # 0.13 better out of fold: beyond the noise of 40 groups
     assert record["why"]["interval"][0] > 0 and auto.validation["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"]

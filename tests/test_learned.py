@@ -234,7 +234,8 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     whole = manifest["steps"][0]["auto"]
     labels = [c["label"] for c in whole["candidates"]]
     # 40 labelled people: one of 60+ (age too thin to learn), few of several gender x age classes (no joint stack)
-    assert labels == ["soft vote g+m (18-way joint)", "geo vote g+m (18-way joint)", "per task: mask m, gender stack of g+m, age g", "selection per task", "stack per task"]
+    votes = [f"{v.name} vote g+m (18-way joint)" for v in __import__("ensembler.pipeline.auto", fromlist=["vote_candidates"]).vote_candidates()]  # the registered candidates
+    assert labels == [*votes, "per task: mask m, gender stack of g+m, age g", "selection per task", "stack per task"] and votes[:2] == ["soft vote g+m (18-way joint)", "geo vote g+m (18-way joint)"]
     assert whole["thin"] == {"age": "age 60+ (1 person): fewer than 5 labelled people; no selection or stack for age"} and whole["pool"].startswith("the stack on the 18-way joint is not offered: too few labelled people of ")
     # on 18 classes the soft vote of two specialists is far behind what weighs each one's strengths, beyond the noise
     f1 = {c["label"]: c["f1"] for c in whole["candidates"]}

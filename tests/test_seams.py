@@ -217,7 +217,7 @@ def test_a_cv_fold_without_positives_leaves_the_fold_mean_finite():
         (["compose", "--recipe", "*:S0+S1", "--balanced"], "--balanced shapes a stack's meta-model; --method soft has none"),
         (["compose", "--recipe", "*:S0+S1", "--method", "select", "--all-task-features"], "--all-task-features shapes a stack's meta-model; --method select has none (use --method stack)"),
         (["compose", "--recipe", "*:S0+S1", "--auto", "--per-task"], "--per-task makes a vote vote each task on its marginals; --method auto"),
-        (["compose", "--recipe", "*:S0+S1", "--method", "stack", "--per-task"], "--per-task makes a vote vote each task on its marginals; --method stack has none (use --method soft, geo, hard, rank)"),
+        (["compose", "--recipe", "*:S0+S1", "--method", "stack", "--per-task"], "--per-task makes a vote vote each task on its marginals; --method stack has none (use --method soft, geo, hard, rank"),
         (["compose", "--recipe", "*:S0+S1", "--calibrate", "ts"], "--calibrate belongs to a prior correction; add --prior em"),
         (["compose", "--recipe", "*:S0+S1", "--force-prior"], "--force-prior belongs to a prior correction"),
         (["report", "--recipe", "*:S0+S1", "--method", "auto", "--per-task"], "--per-task makes a vote"),
