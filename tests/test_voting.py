@@ -284,3 +284,42 @@ def test_rank_averaging_is_the_weighted_mean_of_each_classs_ranks_over_the_image
     _, alone = vote([b], None, Method.RANK)
     _, sharpened = vote([b**5], None, Method.RANK)
     np.testing.assert_array_equal(alone, sharpened)  # a monotone rescaling of the scores leaves their ranks
+
+
+# --- a vote in a module of its own: the median (issue 34) ----------------------------------------------
+
+
+def test_the_median_vote_is_numpys_median_renormalised_and_shrugs_off_one_overconfident_member():
+    from ensembler.pipeline.median import weighted_median
+
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(4), 50).astype(np.float32) for _ in range(4)]
+    labels, combined = vote(probs, None, "median")
+    expected = np.median(np.stack([p.astype(np.float64) for p in probs]), axis=0)
+    np.testing.assert_allclose(combined, expected / expected.sum(1, keepdims=True), rtol=1e-12)
+    assert labels.tolist() == combined.argmax(1).tolist()
+    stack = np.array([[0.1], [0.7], [0.3]])  # weights count as repeated members: 0.1 once, 0.7 three times
+    assert weighted_median(stack, np.array([0.2, 0.6, 0.2]))[0] == 0.7
+    assert weighted_median(stack, np.array([1 / 3] * 3))[0] == 0.3
+    good = np.array([[0.7, 0.3]] * 2, np.float32)
+    wrong = np.array([[0.01, 0.99]], np.float32).repeat(2, 0)  # one member sure of the wrong class
+    assert vote([good, good * 0.9 + 0.05, wrong], None, "median")[0].tolist() == [0, 0]
+    assert vote([good, good * 0.9 + 0.05, wrong], None, "soft")[0].tolist() == [1, 1]  # the mean follows it
+
+
+def test_the_median_is_a_method_a_public_step_and_one_of_autos_candidates(project, toy, tmp_path):
+    import ensembler as ens
+    from conftest import write_csv
+
+    from ensembler.data.toy import teammate_csv
+    from ensembler.pipeline.auto import vote_candidates
+
+    assert "median" in list(Method) and ens.Median().name == "median"
+    assert [c.name for c in vote_candidates()][:1] == ["soft"] and "median" in [c.name for c in vote_candidates()]
+    truth = pd.concat([toy.eval, toy.train])
+    for i, name in enumerate("abc"):
+        ens.import_source(project, write_csv(tmp_path / f"{name}.csv", teammate_csv(truth, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=i)), name)
+    median = ens.compose(project, "*:a+b+c", "median")
+    assert median.manifest["steps"][0]["step"] == "median" and median.eval.mode == "joint"
+    auto = ens.compose(project, "*:a+b+c", "auto")
+    assert any(c["label"].startswith("median vote") for c in auto.step("auto")["auto"]["candidates"])
