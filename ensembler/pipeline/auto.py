@@ -60,8 +60,8 @@ from ..data.people import MIN_PEOPLE, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
 from ..scoring.metrics import macro_f1, metric_replicates, task_objective
-from .engine import REGISTRY, Composed, Context, Fitted, Folds, Scoring, Sources, Step, Words, filled, fit_step, out_of_fold, register
-from .learned import AUTO_STACK_WEIGHTS, task_lines, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, thin_line, thin_of, unit
+from .engine import REGISTRY, Composed, Context, Fitted, Folds, Sources, Step, Words, filled, fit_step, out_of_fold, register
+from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, task_lines, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe
 from .voting import FittedVote, Soft, Vote, check_coverage
@@ -299,10 +299,12 @@ class _Option:
     oof: np.ndarray
 
 
-def _task_options(recipe: Recipe, x: Sources, task: Task | str, y: np.ndarray, folds: Folds, learn: bool, objective: Objective | None = None, stack: bool = True) -> list[_Option]:
+def _task_options(recipe: Recipe, x: Sources, task: Task | str, y: np.ndarray, folds: Folds, learn: bool, objective: Objective | None = None, stack: bool = True, ctx: Context | None = None) -> list[_Option]:
     """Every candidate for one task: each source alone, and with several sources their soft
     vote and, when the task may be learned (`learn`), their ensemble selection (on the
-    competition's `objective`, `metrics.task_objective`) and (`stack`) their stack; cross-fitted."""
+    competition's `objective`, `metrics.task_objective`) and (`stack`) their stack; cross-fitted
+    over `folds`, a model on the same training rows fitted once in a run (`ctx.fitted_once`)."""
+    ids = next(iter(x.values())).image_ids
     terms, k = recipe.tasks[task], recipe.space.n_classes[task]
     plans: list[tuple[str, str, list[int], Any]] = [(t.source, "source", [i], mean_fit([t.weight], k)) for i, t in enumerate(terms)]
     if len(terms) > 1:
@@ -315,34 +317,29 @@ def _task_options(recipe: Recipe, x: Sources, task: Task | str, y: np.ndarray, f
     options = []
     for label, kind, idx, fit in plans:
         part = TaskPart(tuple(terms[i].source for i in idx), TaskModel(k))
-        model, oof = cross_fit_task(fit, part.parts(x, task), y, folds)
+        once = None if ctx is None else (lambda rows, make, key=(label, str(task)): ctx.fitted_once(key, ids[rows], make))
+        model, oof = cross_fit_task(fit, part.parts(x, task), y, folds, once)
         options.append(_Option(label, kind, replace(part, model=model), oof))
     return options
 
 
 @dataclass(frozen=True)
 class _Whole:
-    """One of auto's 18-class candidates: fitted (what eval gets), its out-of-fold composition of
-    the labelled images (`scored`, what its F1 is taken on) and what a step fitted after it must
-    see (`consistent`: the same as `scored` except for the per-task choice)."""
+    """One of auto's whole candidates: fitted on the rows auto is fitted on (what it applies), and
+    its out-of-fold composition of them (`scored`: what its score is taken on; the per-task
+    choice's, each fold by the option chosen on the other folds)."""
 
     label: str
     fitted: Fitted
     scored: Composed
-    consistent: Composed
 
 
 @dataclass(frozen=True)
 class FittedAuto(Fitted):
-    """Auto's choice, fitted on every labelled image (`chosen`, called `label`), with its
-    out-of-fold composition of them, each fold by the candidate chosen on the other folds
-    (`scored`), the chosen candidate's out-of-fold composition (`consistent`: what a step after
-    it is fitted on) and the record of the choice."""
+    """Auto's choice (`chosen`, called `label`) and the record of it."""
 
     chosen: Fitted
     label: str
-    scored: Composed | None = None
-    consistent: Composed | None = None
     record: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def apply(self, x: Sources) -> Composed:
@@ -357,8 +354,10 @@ class FittedAuto(Fitted):
 class Auto(Step):
     """Model selection over whole compositions (module doc), the choice inside the CV loop;
     `cautious`: only on evidence, never on a class too thin to learn, never a run-away. Its
-    candidates are cross-fitted with the engine's folds (`Context.folds`) and scored out of fold
-    by the choice made on the other folds (`Scoring.BY_STEP`)."""
+    candidates are cross-fitted with the folds of the rows it is fitted on (`Context.folds`),
+    and it is cross-fitted by the engine as any step: its composition of a fold's images is the
+    choice made, and the candidates fitted, on the other folds alone (nested: the choice never
+    sees the labels it is scored on)."""
 
     cautious: bool = True
     name: ClassVar[str] = "auto"
@@ -369,7 +368,6 @@ class Auto(Step):
         "decisions run away (a declared competition: its metric, its groups; no joint stack)"
     )
     combines: ClassVar[bool] = True
-    scoring: ClassVar[Scoring] = Scoring.BY_STEP
 
     def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
         return f"the soft vote, or the candidate with the best cross-validated {words.key if words.declared else words.metric} where it wins beyond the noise (votes, per-task choices, stacks)"
@@ -418,12 +416,12 @@ class Auto(Step):
         on_decisions = not competition.metric.on_probabilities
         expected = expected_shares(target, recipe, labels) if self.cautious and target is not None and on_decisions else None
         image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None and competition.is_preset else (None, {})
-        chosen_parts, scored_probs, consistent_probs, tasks_record, weights = {}, {}, {}, {}, {}
+        chosen_parts, scored_probs, tasks_record, weights = {}, {}, {}, {}
         every: dict[str, dict[Task | str, _Option]] = {"selection": {}, "stack": {}}
         large = {t: why for t in space.tasks if (why := stack_too_large(recipe, x, t, limit=AUTO_STACK_WEIGHTS))}
         for task in space.tasks:
             k = space.n_classes[task]
-            options = _task_options(recipe, x, task, truth[task], folds, task not in thin, task_objective(competition.metric, k), task not in large)
+            options = _task_options(recipe, x, task, truth[task], folds, task not in thin, task_objective(competition.metric, k), task not in large, ctx)
             reference = next(i for i, o in enumerate(options) if o.kind == "vote") if len(options) > 1 else 0
             allowed = np.ones(len(options), bool)
             if expected is not None:
@@ -437,7 +435,6 @@ class Auto(Step):
             best = options[chosen]
             chosen_parts[task] = best.part
             scored_probs[task] = np.stack([o.oof for o in options])[per_row, np.arange(len(per_row))]
-            consistent_probs[task] = best.oof
             if best.kind == "selection":
                 weights[str(task)] = {s: round(float(w), 4) for s, w in zip(best.part.sources, best.part.model.weights)}
             for kind in every:  # the selection and the stack of all the task's sources (too thin to learn, or one source: its reference)
@@ -445,10 +442,9 @@ class Auto(Step):
         tasks = ", ".join(f"{t} {tasks_record[str(t)]['chosen']}" for t in space.tasks)
         decided = lambda probs: Composed.decided(ids, probs, None, "auto", space)  # noqa: E731
         single = len(space.tasks) == 1  # its per-task choice is a whole answer already, among its selection and stack
-        per_task = [_Whole(tasks if single else f"per task: {tasks}", FittedTasks(chosen_parts, "auto", space=space), decided(scored_probs), decided(consistent_probs))]
+        per_task = [_Whole(tasks if single else f"per task: {tasks}", FittedTasks(chosen_parts, "auto", space=space), decided(scored_probs))]
         for kind, label in () if single else (("selection", "selection per task"), ("stack", "stack per task")):
-            oof = decided({t: o.oof for t, o in every[kind].items()})
-            per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto", space=space), oof, oof))
+            per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto", space=space), decided({t: o.oof for t, o in every[kind].items()})))
         whole, record = self._choose(recipe, x, labels, folds, per_task, target, expected, image_weights, ctx)
         record["tasks"] = tasks_record
         if mix:
@@ -459,7 +455,7 @@ class Auto(Step):
             record["stack"] = {str(t): f"not offered: {why}" for t, why in large.items()}
         if whole.label == per_task[0].label and weights:
             record["weights"] = weights  # the per-task selections are what eval gets
-        return FittedAuto(whole.fitted, whole.label, whole.scored, whole.consistent, record)
+        return FittedAuto(whole.fitted, whole.label, record)
 
     def _choose(
         self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task | str, np.ndarray] | None, weights: np.ndarray | None, ctx: Context
@@ -476,7 +472,7 @@ class Auto(Step):
             fitted = FittedVote(recipe, vote())
             scored = fitted.apply(x)
             label = f"{vote.name} vote {'+'.join(recipe.sources)}" + (" (18-way joint)" if scored.mode == "joint" else " (per task)" if len(space.tasks) > 1 else "")
-            candidates.append(_Whole(label, fitted, scored, scored))
+            candidates.append(_Whole(label, fitted, scored))
         candidates += per_task
         ids = next(iter(x.values())).image_ids
         if competition.is_preset and all(x[s].joint is not None for s in recipe.sources):
@@ -485,8 +481,7 @@ class Auto(Step):
                 record["pool"] = f"the stack on the 18-way joint is not offered: too few labelled people of {', '.join(thin)} (fewer than {MIN_PEOPLE})"
             else:
                 pool = fit_step(Pool(), x, labels, folds, None, ctx, admit=False)  # the thin pairs checked above (cautious)
-                scored = replace(pool.scored, mode="auto")
-                candidates.append(_Whole(f"stack of {'+'.join(recipe.sources)} on the 18-way joint", pool.fitted, scored, scored))
+                candidates.append(_Whole(f"stack of {'+'.join(recipe.sources)} on the 18-way joint", pool.fitted, replace(pool.scored, mode="auto")))
         allowed = np.ones(len(candidates), bool)
         if expected is not None:
             away = {c.label: run_away(space.decode(c.fitted.apply(target).labels), expected, space) for c in candidates[1:]}
@@ -498,13 +493,6 @@ class Auto(Step):
             judge: Judge = F1Judge([c.scored.labels for c in candidates], labels, N_JOINT, persons)
         else:
             judge = MetricJudge(competition.metric, [answer_parts(competition, labels, c.scored) for c in candidates], persons)
-        scores, per_row, chosen, why = evidence_choice([c.label for c in candidates], judge, folds, 0, allowed, self.cautious, weights)
-        rows = np.arange(len(labels))
-        probs = {t: np.stack([c.scored.probs[t] for c in candidates])[per_row, rows] for t in space.tasks}
-        decided = np.stack([c.scored.labels for c in candidates])[per_row, rows]
+        scores, _, chosen, why = evidence_choice([c.label for c in candidates], judge, folds, 0, allowed, self.cautious, weights)
         best = candidates[chosen]
-        joint = None
-        if best.scored.joint is not None:  # the scored set carries a joint as eval's does (a per-task row: the product of its marginals, same argmax)
-            joint = np.stack([c.scored.joint if c.scored.joint is not None else space.joint_from_tasks(c.scored.probs) for c in candidates])[per_row, rows]
-        scored = Composed(best.scored.image_ids, decided, probs, joint, "auto", space)
-        return _Whole(best.label, best.fitted, scored, best.consistent), {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}
+        return best, {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}

@@ -19,12 +19,13 @@ What is decided here, once, for every step (DESIGN.md §4):
 - **which rows a step is fitted on and what is scored**: a step is fitted on the labelled images
   of the scope (`scope.Labelled`) and on nothing else; what it predicts for them is what its
   `Step.scoring` declares: `Scoring.OUT_OF_FOLD`, each fold by the step fitted on the other
-  folds (the default: anything that learns from labels); `Scoring.AS_FITTED`, the step fitted on
-  every labelled image applied to them (a vote, which learns nothing); `Scoring.UNCHANGED`, its
-  input passes (a prior correction: the labelled mix is train's); `Scoring.BY_STEP`, the fitted
-  step carries its own out-of-fold rows, made with the engine's folds and loop (auto, whose
-  choice is made fold by fold on its candidates' out-of-fold predictions). The next step is
-  fitted on that composition; what is scored and kept is the last step's.
+  folds (the default: anything that learns from labels, auto and decoding by person included,
+  whose inner choices are made with the folds of the rows they are fitted on: nested);
+  `Scoring.AS_FITTED`, the step fitted on every labelled image applied to them (a vote, which
+  learns nothing); `Scoring.UNCHANGED`, its input passes (a prior correction: the labelled mix
+  is train's). The next step is fitted on that composition; what is scored and kept is the last
+  step's. So a group's out-of-fold rows never depend on its own labels (a test holds it so for
+  every step).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -56,12 +58,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, eq=False)
 class Folds(Sequence[tuple[np.ndarray, np.ndarray]]):
-    """The engine's folds of ``n`` labelled rows: (fit, held) row positions, every group (a
-    person, a declared competition's patient or plant) on one side: scikit-learn's GroupKFold
-    over `groups` ``(n,)``, deterministic and never a function of the labels. The only place
-    that makes cross-validation folds."""
+    """The engine's folds of ``n`` labelled rows, `fold` ``(n,)`` each row's: every group (a
+    person, a declared competition's patient or plant) in one fold, by scikit-learn's GroupKFold
+    over `groups` ``(n,)``, deterministic and never a function of the labels; as a sequence, the
+    (fit, held) row positions of each fold. The only place that makes cross-validation folds.
 
-    pairs: tuple[tuple[np.ndarray, np.ndarray], ...]
+    Nested folds (`inner`) are the other folds: a step fitted on every fold but one chooses with
+    the folds it was given, so a model that an inner fit needs (trained on all folds but two) is
+    the same for both outer folds it serves, and the engine fits it once (`Context.memo`)."""
+
+    fold: np.ndarray
     groups: np.ndarray
 
     @classmethod
@@ -73,13 +79,24 @@ class Folds(Sequence[tuple[np.ndarray, np.ndarray]]):
         n_folds = min(n_folds, len(set(groups)))
         if n_folds < 2:
             raise EnsError("cross-validation needs labelled images of at least two people")
-        pairs = tuple(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
-        return cls(pairs, groups)
+        fold = np.zeros(len(groups), dtype=np.int64)
+        for k, (_, held) in enumerate(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups)):
+            fold[held] = k
+        return cls(fold, groups)
 
     def inner(self, rows: np.ndarray) -> Folds:
-        """The folds of the rows `rows` (positions; the answer's positions are into `rows`), by
-        their groups, as many as these: what a step fitted on `rows` chooses with (nested)."""
-        return Folds.of(groups=self.groups[rows], n_folds=len(self))
+        """The folds of the rows `rows` (positions; the answer's positions are into `rows`): the
+        folds they fall in (nested: fitted on every fold but one, a step chooses with the other
+        folds), or fresh grouped folds when they all fall in one."""
+        within = self.fold[rows]
+        present = np.unique(within)
+        if len(present) < 2:
+            return Folds.of(groups=self.groups[rows], n_folds=CV_FOLDS)
+        return Folds(np.searchsorted(present, within), self.groups[rows])
+
+    @cached_property
+    def pairs(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        return tuple((np.flatnonzero(self.fold != k), np.flatnonzero(self.fold == k)) for k in range(int(self.fold.max()) + 1))
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -161,6 +178,7 @@ class Context:
     group_of: Callable[[np.ndarray], np.ndarray] | None = None
     folds: Folds | None = None
     target: Any = None
+    memo: dict[Any, Any] | None = field(default=None, compare=False)  # fits shared across a run's nested folds (`fitted_once`)
 
     def __post_init__(self) -> None:
         if self.competition is None:
@@ -179,6 +197,19 @@ class Context:
 
             return person_codes(image_ids)
         return np.unique(np.asarray(self.group_of(image_ids), dtype=object).astype(str), return_inverse=True)[1]
+
+    def fitted_once(self, key: Any, image_ids: np.ndarray, fit: Callable[[], T]) -> T:
+        """`fit()`, or what it returned before in this run for the same `key` on the same
+        training images `image_ids`: the nested folds' models trained on all folds but two
+        serve two outer folds (`Folds.inner`), and are fitted once."""
+        if self.memo is None:
+            return fit()
+        import hashlib
+
+        digest = hashlib.sha1("\x00".join(map(str, image_ids)).encode()).hexdigest()
+        if (key, digest) not in self.memo:
+            self.memo[(key, digest)] = fit()
+        return self.memo[(key, digest)]
 
     def folds_of(self, image_ids: np.ndarray) -> Folds:
         """The engine's folds of labelled `image_ids` by their groups (what `run` fits with)."""
@@ -202,15 +233,13 @@ class Fit:
 
     fitted: fitted on every labelled image of the scope; what eval gets. scored: its cross-fitted
     composition of those images (None: the step does not change what is scored, as a prior
-    correction, whose labelled mix is train's). consistent: what the next step is fitted on
-    (None: the same as scored; auto scores its choice fold by fold, but the next step must see
-    the candidate eval gets). record: what the manifest keeps beside the fitted parameters.
-    cross_fitted: scored came from fits on other people (so the engine reports its fold spread).
+    correction, whose labelled mix is train's); the next step is fitted on it. record: what the
+    manifest keeps beside the fitted parameters. cross_fitted: scored came from fits on other
+    people (so the engine reports its fold spread).
     """
 
     fitted: Fitted
     scored: Composed | None = None
-    consistent: Composed | None = None
     record: dict[str, Any] = field(default_factory=dict)
     cross_fitted: bool = False
 
@@ -245,7 +274,6 @@ class Scoring(StrEnum):
     OUT_OF_FOLD = "out of fold"  # each fold by the step fitted on the other folds
     AS_FITTED = "as fitted"  # the step fitted on every labelled image (it learns nothing from them)
     UNCHANGED = "unchanged"  # its input passes (a prior correction: the labelled mix is train's)
-    BY_STEP = "by step"  # the fitted step's own out-of-fold rows (`Fitted.scored`, `Fitted.consistent`), made with the engine's folds
 
 
 class Step(ABC):
@@ -357,19 +385,16 @@ def fit_step(step: Step, x: Input, labels: np.ndarray, folds: Folds, target: Inp
     if admit:
         step.admit(x, labels, ctx)
     fitted = step.fit(x, labels, replace(ctx, folds=folds, target=target))
-    consistent = None
     if step.scoring is Scoring.OUT_OF_FOLD:
         within = lambda rows: replace(ctx, folds=folds.inner(rows), target=target)  # noqa: E731
         parts = out_of_fold(lambda rows: (lambda held, part=step.fit(take(x, rows), labels[rows], within(rows)): part.apply(take(x, held))), folds)
         scored: Composed | None = assemble(parts, len(labels))
     elif step.scoring is Scoring.AS_FITTED:
         scored = fitted.apply(x)
-    elif step.scoring is Scoring.BY_STEP:
-        scored, consistent = fitted.scored, fitted.consistent  # type: ignore[attr-defined]
     else:
         scored = None
     record = step.record(fitted, x, scored, labels, folds)
-    return Fit(fitted, scored, consistent, record, cross_fitted=step.scoring in (Scoring.OUT_OF_FOLD, Scoring.BY_STEP))
+    return Fit(fitted, scored, record, cross_fitted=step.scoring is Scoring.OUT_OF_FOLD)
 
 
 @dataclass(frozen=True)
@@ -462,6 +487,7 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
     if labelled is not None and labelled.groups is not None and ctx.group_of is None:
         ctx = replace(ctx, group_of=labelled.group_of)
     folds = None if labelled is None else Folds.of(labelled.ids, labelled.groups)
+    ctx = replace(ctx, memo={})
     scored, records, cross_fitted = None, [], False
     current: Input | None = target
     for step in pipeline.steps:
@@ -470,7 +496,7 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
             current = fit.fitted.apply(current)
         if fit.scored is not None:
             scored = fit.scored
-            x = fit.consistent if fit.consistent is not None else fit.scored
+            x = fit.scored
         elif x is not None and step.combines:
             raise EnsError(f"{step.name}: a combining step must compose the labelled images")
         cross_fitted = cross_fitted or fit.cross_fitted

@@ -129,12 +129,14 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
     return total / bags
 
 
-def cross_fit_task(fit: TaskFit, parts: list[np.ndarray], y: np.ndarray, folds: Folds) -> tuple[TaskModel, np.ndarray]:
+def cross_fit_task(fit: TaskFit, parts: list[np.ndarray], y: np.ndarray, folds: Folds, once: Callable[[np.ndarray, Callable[[], TaskModel]], TaskModel] | None = None) -> tuple[TaskModel, np.ndarray]:
     """`fit` on all rows, and its out-of-fold probabilities ``(n, k)``: each fold by the model
-    fitted on the other folds (the engine's loop, `engine.out_of_fold`)."""
-    model = fit(parts, y)
+    fitted on the other folds (the engine's loop, `engine.out_of_fold`). `once(rows, make)`: a
+    model fitted before on the same training rows, where a run shares them (`Context.fitted_once`)."""
     rows_of = lambda rows: [p[rows] for p in parts]  # noqa: E731
-    oof = out_of_fold(lambda rows: (lambda held, m=fit(rows_of(rows), y[rows]): m.predict(rows_of(held))), folds)
+    fitted = lambda rows: (once or (lambda _, make: make()))(rows, lambda: fit(rows_of(rows), y[rows]))  # noqa: E731
+    model = fitted(np.arange(len(y)))
+    oof = out_of_fold(lambda rows: (lambda held, m=fitted(rows): m.predict(rows_of(held))), folds)
     return model, filled(oof, len(y))
 
 
@@ -325,4 +327,5 @@ class Pool(Step):
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedPool:
         sources = ctx.recipe.sources
-        return FittedPool(sources, fit_pool([x[s].joint for s in sources], labels))
+        ids = next(iter(x.values())).image_ids
+        return FittedPool(sources, ctx.fitted_once(("pool", sources), ids, lambda: fit_pool([x[s].joint for s in sources], labels)))

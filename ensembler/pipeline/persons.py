@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.labels import N_CLASSES, Task, encode
 from ..errors import EnsError
-from .engine import Composed, Context, Fit, Fitted, Scoring, Step, Words, register
+from .engine import Composed, Context, Fit, Fitted, Step, Words, register
 
 GROUP_SIZE = 7  # photos per person: mask1..mask5, incorrect_mask, normal
 SPREAD = 1.5  # the default merge threshold, in medians of the distance to the 6th nearest neighbour
@@ -285,8 +285,10 @@ class ByPerson(Step):
     """Decide each person once (`decode_by_person`) with the eval grouping (``groups/eval.csv``),
     where the labelled images show it helps: decoded with the *estimated* train grouping against
     plain, paired by person, applied when the gain's 90 % interval is above 0 (or `force`); the
-    true persons give the ceiling. `optional` (auto trying it by itself): a grouping that cannot
-    be used is a reason in the record, not an error."""
+    true persons give the ceiling. Cross-fitted by the engine as any step: a fold's labelled
+    images are decoded (with the estimated train grouping) where the check on the other folds
+    says so. `optional` (auto trying it by itself): a grouping that cannot be used is a reason in
+    the record, not an error."""
 
     force: bool = False
     optional: bool = False
@@ -295,7 +297,6 @@ class ByPerson(Step):
     flag: ClassVar[str] = "--by-person"
     declared: ClassVar[bool] = False
     last: ClassVar[bool] = True
-    scoring: ClassVar[Scoring] = Scoring.AS_FITTED  # checked on every labelled image; those decoded with the estimated train grouping
 
     def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
         """Whether it was applied and why, with the labelled check's figures."""
@@ -343,11 +344,14 @@ class ByPerson(Step):
             reason = "no labelled composition to check it on"
         else:
             train = read_train(data)
+            every = train["ImageID"].to_numpy(object)
             try:
-                train_groups, train_meta = read_groups(project.root, "train", x.image_ids, images_fingerprint(train["ImageID"], train["path"]), subset=True)
+                all_groups, train_meta = read_groups(project.root, "train", every, images_fingerprint(train["ImageID"], train["path"]), subset=True)
             except EnsError as exc:
-                train_groups, reason = None, f"it cannot be checked: {exc}"
-            if train_groups is not None:
+                all_groups, reason = None, f"it cannot be checked: {exc}"
+            if all_groups is not None:
+                grouping.update(zip(every, all_groups.tolist()))  # every train image: the engine decodes each fold's with what the others decided
+                train_groups = np.array([grouping[i] for i in x.image_ids], dtype=np.int64)
                 record["groups"]["train_agreement"] = train_meta.get("agreement")
                 persons = person_codes(x.image_ids)
                 plain = x.labels
@@ -363,7 +367,6 @@ class ByPerson(Step):
                     "positive": round(float(found.positive[1]), 3),
                     "ceiling_gain": round(float(found.f1[2] - found.f1[0]), 4),
                 }
-                grouping.update(zip(x.image_ids, train_groups.tolist()))  # the labelled images: decoded with the estimated train grouping
                 if found.gain_low[1] > 0:
                     record.update(applied=True, reason="by person raises the out-of-fold 18-class F1 beyond the noise (its 90 % interval is above 0) with the estimated train grouping")
                 else:
