@@ -161,3 +161,24 @@ def test_the_property_catches_a_fold_loop_that_predicts_with_the_model_fitted_on
             update_project(project.zoo, label_fixes=None)
         mine = _rows(before.val, people)
         assert not all(np.array_equal(before.val.probs[t][mine], after.val.probs[t][mine]) for t in before.val.probs), steps
+
+
+def test_a_pipeline_of_two_fitted_steps_is_honest_only_nested(team):
+    """F1 offsets fitted on a stack's cross-fitted rows: the stack's models for the other folds
+    saw this fold's labels, and the offsets tuned on their rows carry them back (bench/optimism.py
+    measures what it costs); nested (`Pipeline(nested=True)`: each fold by the whole pipeline
+    fitted on the other folds) the fold's rows do not move."""
+    project, _ = team
+    people = _fold_people(project)
+    moved = {}
+    for nested in (False, True):
+        steps = ens.Pipeline((ens.Stack(), ens.TuneF1()), nested=nested)
+        before = ens.compose(project, RECIPE, steps)
+        try:
+            after = ens.compose(_with_fix(project, people), RECIPE, steps)
+        finally:
+            update_project(project.zoo, label_fixes=None)
+        mine = _rows(before.val, people)
+        moved[nested] = not all(np.array_equal(before.val.probs[t][mine], after.val.probs[t][mine]) for t in before.val.probs)
+        assert np.array_equal(before.eval.labels, ens.compose(project, RECIPE, ens.Pipeline(steps.steps)).eval.labels)  # eval gets the same either way
+    assert moved == {False: True, True: False}

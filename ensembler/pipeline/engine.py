@@ -433,9 +433,12 @@ class Pipeline:
 
     Built from steps, a step, or a method name (``"soft"``, ``"stack"``, …: that combining step
     alone; `Pipeline.of`). Checked when built: the first step combines and no other does; a step
-    that re-weights probabilities does not follow a hard vote; decoding by person comes last."""
+    that re-weights probabilities does not follow a hard vote; decoding by person comes last.
+    `nested`: the labelled images are scored by the whole pipeline cross-fitted (each fold by
+    every step fitted on the other folds alone), not step by step (`run`)."""
 
     steps: tuple[Step, ...]
+    nested: bool = False
 
     def __post_init__(self) -> None:
         steps = tuple(self.steps)
@@ -482,16 +485,30 @@ class Run:
 
 def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, ctx: Context) -> Run:
     """Fit `pipeline` on `labelled` (None: there are none, `ctx.skipped` says why), apply it to
-    `target` (the sources on eval; None to score only), and cross-fit every step (module doc)."""
+    `target` (the sources on eval; None to score only), and cross-fit every step (module doc).
+    A `Pipeline.nested` pipeline's labelled images are scored by the pipeline fitted, every step,
+    on the other folds alone (a step after the first is otherwise fitted on rows made by the first
+    step's models of other folds, which saw its own fold's labels)."""
     x = None if labelled is None else {s: labelled.sets[s] for s in ctx.recipe.sources}
     if labelled is not None and labelled.groups is not None and ctx.group_of is None:
         ctx = replace(ctx, group_of=labelled.group_of)
     folds = None if labelled is None else Folds.of(labelled.ids, labelled.groups)
     ctx = replace(ctx, memo={})
+    current, scored, records, cross_fitted = _chain(pipeline, x, None if labelled is None else labelled.labels, folds, target, ctx)
+    if pipeline.nested and x is not None:
+        scored = assemble(out_of_fold(lambda rows: _chain_applied(pipeline, x, labelled.labels, folds.inner(rows), rows, target, ctx), folds), len(labelled.labels))
+    cv = cv_score(labelled.labels, scored, folds, ctx.competition) if cross_fitted and scored is not None else None
+    return Run(current, scored, records, cv)
+
+
+def _chain(pipeline: Pipeline, x: Input | None, labels: np.ndarray | None, folds: Folds | None, target: Input | None, ctx: Context) -> tuple[Input | None, Composed | None, list[dict[str, Any]], bool]:
+    """Every step fitted in turn (the next on the last one's cross-fitted rows) and applied to
+    `target`: the eval composition, the labelled images' composition, the records, and whether
+    a step was cross-fitted."""
     scored, records, cross_fitted = None, [], False
     current: Input | None = target
     for step in pipeline.steps:
-        fit = step.fit_blind(current, ctx) if x is None else fit_step(step, x, labelled.labels, folds, current, ctx)
+        fit = step.fit_blind(current, ctx) if x is None else fit_step(step, x, labels, folds, current, ctx)
         if current is not None:
             current = fit.fitted.apply(current)
         if fit.scored is not None:
@@ -501,6 +518,29 @@ def run(pipeline: Pipeline, labelled: Labelled | None, target: Sources | None, c
             raise EnsError(f"{step.name}: a combining step must compose the labelled images")
         cross_fitted = cross_fitted or fit.cross_fitted
         records.append({**step.config(), **fit.fitted.describe(), **fit.record})
-    cv = cv_score(labelled.labels, scored, folds, ctx.competition) if cross_fitted and scored is not None else None
-    return Run(current, scored, records, cv)
+    return current, scored, records, cross_fitted
 
+
+def _chain_applied(pipeline: Pipeline, x: Sources, labels: np.ndarray, inner: Folds, rows: np.ndarray, target: Input | None, ctx: Context) -> Callable[[np.ndarray], Composed]:
+    """The pipeline fitted, every step, on the rows `rows` of `x` alone (with their folds
+    `inner`), as a function of held-out row positions: their composition (a step that leaves
+    the labelled images unchanged, `Scoring.UNCHANGED`, leaves them so here too)."""
+    fits = []
+    part: Input = take(x, rows)
+    current = target
+    for step in pipeline.steps:
+        fit = fit_step(step, part, labels[rows], inner, current, ctx)
+        fits.append(fit)
+        if current is not None:
+            current = fit.fitted.apply(current)  # the eval composition a later step looks at (a prior correction's)
+        if fit.scored is not None:
+            part = fit.scored
+
+    def applied(held: np.ndarray) -> Composed:
+        out: Input = take(x, held)
+        for step, fit in zip(pipeline.steps, fits):
+            if step.scoring is not Scoring.UNCHANGED:
+                out = fit.fitted.apply(out)
+        return out  # type: ignore[return-value]
+
+    return applied
