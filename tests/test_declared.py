@@ -712,7 +712,7 @@ def test_learned_steps_and_auto_on_several_declared_tasks(shape):
     for step in (Stack(), Select(), Auto()):
         done = run(Pipeline((step,)), scope, target, Context(recipe, competition=comp))
         assert set(done.eval.probs) == set(space.tasks) and done.eval.space is space and len(done.eval.labels) == m
-        assert done.cv is not None and done.cv.key == str(comp.metric) and done.cv.f1_18 == pytest.approx(composed_score(comp, labels, done.scored))
+        assert done.cv is not None and done.cv.key == str(comp.metric) and done.cv.value == pytest.approx(composed_score(comp, labels, done.scored))
     record = done.records[0]["auto"]
     assert set(record["tasks"]) == set(space.tasks) and all(str(comp.metric) in c for c in record["candidates"])
     assert record["candidates"][0]["label"] == "soft vote a+b+c (per task)"

@@ -301,8 +301,8 @@ def test_auto_score_is_cross_validated_with_the_choice_inside():
     _, scored, cv, details = learn(recipe, {k: sets[k] for k in ("noise1", "noise2")}, labels, {k: sets[k] for k in ("noise1", "noise2")}, Method.AUTO)
     best_in_sample = max(c["f1"] for c in details["auto"]["candidates"])
     assert details["step"] == "auto" and details["chosen"] == details["auto"]["chosen"]
-    assert cv.f1_18 <= best_in_sample + 1e-12
-    assert cv.f1_18 < 0.15  # chance on 18 classes is ~0.056
+    assert cv.value <= best_in_sample + 1e-12
+    assert cv.value < 0.15  # chance on 18 classes is ~0.056
 
 
 def _biased(n, seed):
@@ -325,7 +325,7 @@ def _biased(n, seed):
 def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
     from ensembler.pipeline.engine import Composed, Context, fit_step
     from ensembler.pipeline.recipe import parse_recipe
-    from ensembler.pipeline.tuning import TuneF1, apply_offsets, decide
+    from ensembler.pipeline.tuning import TuneF1, apply_offsets, offset_decisions
 
     labels, probs, ids = _biased(2800, seed=0)
     composed = Composed(ids, encode(*(probs[t].argmax(1) for t in (Task.MASK, Task.GENDER, Task.AGE))), probs, None, "per-task")
@@ -337,7 +337,7 @@ def test_f1_tuning_finds_the_under_called_class_and_scores_out_of_fold():
     # offsets applied as probability weights decide exactly as log-probabilities plus offsets
     applied = apply_offsets(composed, tuned.offsets)
     logs = {t: np.log(p) for t, p in probs.items()}
-    assert np.array_equal(applied.labels, decide(logs, None, tuned.offsets))
+    assert np.array_equal(applied.labels, offset_decisions(logs, None, tuned.offsets))
     assert np.allclose(applied.probs[Task.AGE].sum(1), 1)
     # and on the joint: the same decisions as per task when the joint is the product of the tasks
     joint = joint_from_tasks(probs)
@@ -395,7 +395,7 @@ def test_auto_leaves_the_soft_vote_only_on_evidence_and_plain_auto_keeps_issue_1
     candidates = plain["auto"]["candidates"]
     assert candidates[0]["label"].startswith("soft vote ")
     best = max(candidates, key=lambda c: c["f1"])
-    assert cv.f1_18 <= best["f1"] + best["spread"] + 1e-9
+    assert cv.value <= best["f1"] + best["spread"] + 1e-9
     assert plain["auto"]["chosen"] == best["label"]  # on all the images, the best is what eval gets
     joint = all(m.labelled_joint is not None for m in team.members)
     assert any(c["label"].endswith("on the 18-way joint") for c in candidates) == joint

@@ -205,7 +205,7 @@ def test_a_cv_fold_without_positives_leaves_the_fold_mean_finite():
     composed = Composed(np.arange(9).astype(str).astype(object), (p > 0.5).astype(int), {"target": np.stack([1 - p, p], 1)}, None, "soft", competition.space)
     folds = [(np.arange(3, 9), np.arange(3)), (np.arange(3), np.arange(3, 9))]  # the first holds no positive
     cv = cv_score(labels, composed, folds, competition)
-    assert np.isfinite(cv.fold_mean) and cv.fold_std == 0.0 and cv.fold_mean == pytest.approx(cv_score(labels[3:], composed.take(np.arange(3, 9)), [(np.arange(0), np.arange(6))], competition).f1_18)
+    assert np.isfinite(cv.fold_mean) and cv.fold_std == 0.0 and cv.fold_mean == pytest.approx(cv_score(labels[3:], composed.take(np.arange(3, 9)), [(np.arange(0), np.arange(6))], competition).value)
 
 
 # --- a flag the method does not use is an error ---------------------------------------------------------

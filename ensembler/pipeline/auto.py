@@ -76,16 +76,16 @@ REPLICATES = 1000
 @dataclass(frozen=True)
 class Candidate:
     """One way `auto` may predict a task (or the whole answer), with the competition's score of
-    its out-of-fold predictions (`f1`: the mask competition's macro F1, else the declared
+    its out-of-fold predictions (`score`: the mask competition's macro F1, else the declared
     metric, named `key` in the record) and its spread (std) across the folds."""
 
     label: str
-    f1: float
+    score: float
     spread: float
     key: str = "f1"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, self.key: round(self.f1, 4), "spread": round(self.spread, 4)}
+        return {"label": self.label, self.key: round(self.score, 4), "spread": round(self.spread, 4)}
 
 
 # --- the rule ------------------------------------------------------------------------------------

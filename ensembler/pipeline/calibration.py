@@ -162,7 +162,7 @@ def fit(method: Calibrator | str, probs: np.ndarray, labels: np.ndarray) -> Cali
 
 
 @dataclass(frozen=True)
-class Pool:
+class OpinionPool:
     """A fitted log-linear pool of sources: ``softmax(sum_s weights[s] * log p_s + bias)``,
     weights ``(s,)`` and bias ``(k,)`` (class 0's at 0)."""
 
@@ -174,7 +174,7 @@ class Pool:
         return _softmax(sum(w * _logits(p) for w, p in zip(self.weights, probs)) + self.bias)
 
 
-def fit_pool(probs: Sequence[np.ndarray], labels: np.ndarray) -> Pool:
+def fit_pool(probs: Sequence[np.ndarray], labels: np.ndarray) -> OpinionPool:
     """A weight per source and a bias per class, by maximum likelihood (L-BFGS, the ridge of
     `fit` towards the plain geometric vote, weights 1/s and biases 0): the logarithmic opinion
     pool (Genest and Zidek 1986) fitted as a multinomial logistic regression with one
@@ -197,7 +197,7 @@ def fit_pool(probs: Sequence[np.ndarray], labels: np.ndarray) -> Pool:
         return value + RIDGE * (((w - prior) ** 2).sum() + (b**2).sum()), np.concatenate([grad_w, grad_b])
 
     theta = minimize(loss, np.concatenate([prior, np.zeros(k - 1)]), jac=True, method="L-BFGS-B").x
-    return Pool(theta[:s], np.concatenate([[0.0], theta[s:]]))
+    return OpinionPool(theta[:s], np.concatenate([[0.0], theta[s:]]))
 
 
 @dataclass(frozen=True)

@@ -221,35 +221,35 @@ def _ensemble_set(name: str, split: Split, composed: Composed, labels: np.ndarra
     return PredictionSet(name, split, composed.image_ids, composed.probs, composed.joint, labels, meta, composed.space)
 
 
-def gather_labelled(project: Project, store: Store, recipe: Recipe, fitted: str | None = None) -> tuple[Labelled | None, str | None]:
+def gather_labelled(project: Project, store: Store, recipe: Recipe, learner: str | None = None) -> tuple[Labelled | None, str | None]:
     """The recipe's sources on the labelled images they are fitted and scored on (`scope`), or
-    None and why not. A pipeline whose combining step is fitted (`fitted`: its ``--method``)
+    None and why not. A pipeline whose combining step learns (`learner`: its ``--method``)
     needs them: their absence is an error, and a zoo model's rows on people it trained on are
     refused (`guard_leakage`)."""
     labelled = {s: store.labelled(s) for s in recipe.sources}
     lacking = [s for s, v in labelled.items() if v is None]
     if lacking:
-        if fitted:
+        if learner:
             raise EnsError(
-                f"--method {fitted} fits on labelled predictions; {', '.join(lacking)} has none "
+                f"--method {learner} fits on labelled predictions; {', '.join(lacking)} has none "
                 "(import its validation rows, or run ens predict --split val or oof)"
             )
         return None, f"no labelled predictions for {', '.join(lacking)}"
     try:
         group_of = declared_groups(project)  # a declared competition's groups, read once for both
-        if fitted:
+        if learner:
             guard_leakage(project, labelled, group_of)
         return labelled_scope(project, labelled, group_of), None
     except EnsError as exc:
-        if fitted:
+        if learner:
             raise
         return None, str(exc)
 
 
 def _validation(labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, Any]:
     """The manifest's validation record: the scope, the composition's out-of-fold score with
-    its person-bootstrap evidence (and fold spread when a step was cross-fitted), each step's
-    own details (auto's candidates, selection weights, F1 offsets) and each source's score."""
+    its person-bootstrap evidence (and fold spread when a step was cross-fitted) and each
+    source's score (each step's own record is the manifest's `steps`)."""
     scored, labels = done.scored, labelled.labels
     scope = labelled.scope + (f"; {pipeline.combine.name} scored out of fold ({done.cv.folds} person-grouped folds)" if done.cv and pipeline.combine.learns() else "")
     out: dict[str, Any] = {"scope": scope, "images": int(len(labels)), "recipe": score(labels, scored.labels).as_dict()}

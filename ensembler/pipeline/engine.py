@@ -399,11 +399,11 @@ def fit_step(step: Step, x: Input, labels: np.ndarray, folds: Folds, target: Inp
 
 @dataclass(frozen=True)
 class CVScore:
-    """The competition's score of an out-of-fold composition over all images (`f1_18` for the
-    mask competition, whose score is the 18-class macro F1), and its mean and spread across the
-    folds; `key`: the name the manifest gives it."""
+    """The competition's score of an out-of-fold composition over all images (`value`: the mask
+    competition's 18-class macro F1, a declared competition's metric), and its mean and spread
+    across the folds; `key`: the name the manifest gives it."""
 
-    f1_18: float
+    value: float
     fold_mean: float
     fold_std: float
     folds: int

@@ -30,7 +30,7 @@ from ..data.people import MIN_PEOPLE, thin_classes, thin_pairs, thin_text
 from ..data.stable import weighted_sum
 from ..errors import EnsError
 from ..scoring.metrics import task_objective
-from .calibration import Pool as LogLinearPool
+from .calibration import OpinionPool
 from .calibration import fit_pool
 from .engine import Composed, Context, Fitted, Sources, Step, Words, filled, out_of_fold, register
 from .recipe import Recipe
@@ -291,7 +291,7 @@ class FittedPool(Fitted):
     """The fitted log-linear pool of the sources' 18-way joints."""
 
     sources: tuple[str, ...]
-    pool: LogLinearPool
+    pool: OpinionPool
     mode: str = "pool"
 
     def apply(self, x: Sources) -> Composed:

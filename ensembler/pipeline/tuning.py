@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, encode
 from ..data.people import MIN_PEOPLE, thin_classes, thin_text
-from ..data.stable import decide as decide_class
+from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
 from .engine import Composed, Context, Fit, Fitted, Folds, Step, Words, cv_score, register
@@ -43,21 +43,21 @@ def _logs(composed: Composed) -> tuple[dict[Task, np.ndarray], np.ndarray | None
     return {t: clip(composed.probs[t]) for t in TASKS}, None if composed.joint is None else clip(composed.joint)
 
 
-def decide(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, offsets: Mapping[Task, np.ndarray]) -> np.ndarray:
+def offset_decisions(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, offsets: Mapping[Task, np.ndarray]) -> np.ndarray:
     """Joint classes ``(n,)`` from log-probabilities plus offsets: on the joint ``(n, 18)`` when
     there is one (as the vote decided), else per task ``{task: (n, k)}``."""
     if joint_log is not None:
-        return decide_class(joint_log + _joint_offsets(offsets))
-    return encode(*(decide_class(logs[t] + offsets[t]) for t in TASKS))
+        return decide(joint_log + _joint_offsets(offsets))
+    return encode(*(decide(logs[t] + offsets[t]) for t in TASKS))
 
 
 def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, labels: np.ndarray, held: Mapping[Task, Sequence[int]] | None = None) -> dict[Task, np.ndarray]:
-    """Offsets ``{task: (k,)}`` that maximise the 18-class macro F1 of `decide` on `labels`
+    """Offsets ``{task: (k,)}`` that maximise the 18-class macro F1 of `offset_decisions` on `labels`
     ``(n,)``: coordinate ascent over `OFFSET_GRID`, class 0 of each task held at 0 (and the
     classes `held` ``{task: classes}``: too thin to tune), a move kept only when it strictly
     improves (so uninformative data leaves the offsets at 0)."""
     offsets = {t: np.zeros(N_CLASSES[t]) for t in TASKS}
-    best = macro_f1(labels, decide(logs, joint_log, offsets), N_JOINT)
+    best = macro_f1(labels, offset_decisions(logs, joint_log, offsets), N_JOINT)
     for _ in range(TUNE_PASSES):
         improved = False
         for task in TASKS:
@@ -65,7 +65,7 @@ def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, 
                 for value in OFFSET_GRID:
                     trial = {**offsets, task: offsets[task].copy()}
                     trial[task][c] = value
-                    f1 = macro_f1(labels, decide(logs, joint_log, trial), N_JOINT)
+                    f1 = macro_f1(labels, offset_decisions(logs, joint_log, trial), N_JOINT)
                     if f1 > best + 1e-12:
                         best, offsets, improved = f1, trial, True
         if not improved:
@@ -74,7 +74,7 @@ def tune_offsets(logs: Mapping[Task, np.ndarray], joint_log: np.ndarray | None, 
 
 
 def apply_offsets(composed: Composed, offsets: Mapping[Task, np.ndarray]) -> Composed:
-    """`composed` with its probabilities re-weighted by ``exp(offsets)``: its argmax is `decide`'s."""
+    """`composed` with its probabilities re-weighted by ``exp(offsets)``: its argmax is `offset_decisions`'s."""
     ratios = {t: np.exp(offsets[t]) for t in TASKS}
     probs, joint = reweight(composed.probs, ratios, composed.joint)
     return Composed.decided(composed.image_ids, probs, joint, composed.mode)
@@ -115,7 +115,7 @@ class TuneF1(Step):
         thin = thin_classes(labels, x.image_ids)
         why = {t.value: f"{thin_text(t, classes)}: fewer than {MIN_PEOPLE} labelled people, offset held at 0" for t, classes in thin.items()}
         return {"tune_f1": {
-            **fitted.describe(), "folds": after.folds, "f1_18_before": before.f1_18, "f1_18_after": after.f1_18, "f1_18_fold_std_after": after.fold_std,
+            **fitted.describe(), "folds": after.folds, "f1_18_before": before.value, "f1_18_after": after.value, "f1_18_fold_std_after": after.fold_std,
             **({"too_thin": why} if why else {}),
         }}  # fmt: skip
 

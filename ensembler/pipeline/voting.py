@@ -1,4 +1,7 @@
-"""Voting: soft, geometric and hard, on arrays and on a recipe's prediction sets.
+"""Voting: the `Vote` steps (soft, geometric, hard, rank), on arrays and on a recipe's prediction sets.
+
+Each vote is a registered step (`engine.register`) with its own `Vote.combine` of the sources'
+probabilities; a new one is a subclass in a module of its own (`median`).
 
 - soft: the weighted mean of the probabilities; the label is its argmax.
 - geo: the weighted mean of the log-probabilities (probabilities clipped at `EPS`, so a
