@@ -77,6 +77,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def methods_for(declared: dict | None) -> tuple[str, ...]:
+    """Every registered combining step that composes the competition (`Step.declared`, its
+    `Step.metrics`, a class-only answer where the submission is a class): a step registered
+    tomorrow walks here too."""
+    from ensembler.pipeline.steps import combining_steps
+
+    metric = "macro_f1" if declared is None else declared["metric"]
+    answer = declared is None or "answer" in declared["submission"]
+    return tuple(
+        name for name, step in combining_steps().items()
+        if (declared is None or step.declared) and (step.metrics is None or metric in step.metrics) and (step.probabilities or answer)
+    )  # fmt: skip
+
+
 def _mask_template(root: Path) -> Template:
     toy = make_toy_competition(root / "comp", n_people=24, n_eval_people=4, seed=5)
     flip = read_train(toy.data)["profile"].iloc[2]  # its photos show the other gender: what the audit finds
@@ -91,7 +105,7 @@ def _mask_template(root: Path) -> Template:
         members[f"m{i}"] = {"joint": joint}
     (root / "zoo").mkdir()
     update_project(root / "zoo" / "model_zoo.yaml", data=toy.data)
-    return Template("mask", root, None, truth["ImageID"].to_numpy(object), len(toy.train), members, ("joint", "per-task", "hard", "age", "logits"), ("soft", "geo", "hard", "stack", "select", "pool", "auto"))
+    return Template("mask", root, None, truth["ImageID"].to_numpy(object), len(toy.train), members, ("joint", "per-task", "hard", "age", "logits"), methods_for(None))
 
 
 def _declared_template(root: Path, kind: str) -> Template:
@@ -109,13 +123,13 @@ def _declared_template(root: Path, kind: str) -> Template:
         truth = rng.choice(4, len(ids), p=[0.3, 0.1, 0.35, 0.25])
         train = pd.DataFrame({spec["id"]: ids[:n], **{c: (truth[:n] == j).astype(int) for j, c in enumerate(DISEASES)}})
         members = {f"m{i}": {"label": _softmax(rng.normal(size=(len(ids), 4)) + skill * np.eye(4)[truth])} for i, skill in enumerate((2.0, 1.5, 1.0))}
-        layouts, methods = ("submission", "numbered", "logits"), ("soft", "geo", "rank", "stack", "select", "auto")
+        layouts, methods = ("submission", "numbered", "logits"), methods_for(declared)
     elif kind == "leaves":
         classes = declared["tasks"]["label"]
         truth = rng.choice(4, len(ids), p=[0.4, 0.3, 0.2, 0.1])
         train = pd.DataFrame({spec["id"]: ids[:n], "label": [classes[c] for c in truth[:n]], "plant": [f"p{i // per}" for i in range(n)]})
         members = {f"m{i}": {"label": _softmax(rng.normal(size=(len(ids), 4)) + skill * np.eye(4)[truth])} for i, skill in enumerate((2.5, 1.5, 1.0))}
-        layouts, methods = ("names", "numbered", "hard", "logits"), ("soft", "geo", "hard", "stack", "select", "auto")
+        layouts, methods = ("names", "numbered", "hard", "logits"), methods_for(declared)
     else:
         truth = rng.random((len(ids), len(FINDINGS))) < np.array([0.3, 0.4, 0.5, 0.2])
         train = pd.DataFrame({spec["id"]: ids[:n], **{f: truth[:n, j].astype(int) for j, f in enumerate(FINDINGS)}, "PatientID": [f"p{i // per}" for i in range(n)]})
@@ -123,7 +137,7 @@ def _declared_template(root: Path, kind: str) -> Template:
         for i, skill in enumerate((2.0, 1.2, 0.8)):
             p = 1 / (1 + np.exp(-(rng.normal(size=truth.shape) + skill * (2 * truth - 1))))
             members[f"m{i}"] = {f: np.stack([1 - p[:, j], p[:, j]], 1) for j, f in enumerate(FINDINGS)}
-        layouts, methods = ("submission", "per-task"), ("soft", "geo", "rank", "stack", "select", "auto")
+        layouts, methods = ("submission", "per-task"), methods_for(declared)
     data.mkdir(parents=True)
     train.to_csv(data / spec["csv"], index=False)
     answers = [declared["submission"].get("answer")] if "answer" in declared["submission"] else list(declared["submission"]["proba"])
