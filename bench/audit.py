@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ensembler.data.labels import CLASS_NAMES, TASKS, Task, age_band, decode, encode  # noqa: E402
 from ensembler.data.people import person_codes  # noqa: E402
-from ensembler.pipeline.engine import Folds  # noqa: E402
+from ensembler.pipeline.folds import Folds  # noqa: E402
 from ensembler.data.teams import simulate_team  # noqa: E402
 from ensembler.evaluate.audit import FLAG, audit_labels, calibrated_logs, pooled  # noqa: E402
 from ensembler.scoring.metrics import macro_f1  # noqa: E402

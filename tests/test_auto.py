@@ -72,7 +72,7 @@ def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():
 
 
 def test_the_choice_is_made_inside_the_loop_on_evidence():
-    from ensembler.pipeline.engine import Folds
+    from ensembler.pipeline.folds import Folds
 
     rng = np.random.default_rng(2)
     ids = _ids(50)
@@ -99,7 +99,7 @@ def test_a_stack_on_the_joint_is_refused_on_thin_gender_and_age(project, toy, tm
 
 def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
     from ensembler.data.labels import TASKS, decode
-    from ensembler.pipeline.engine import Folds
+    from ensembler.pipeline.folds import Folds
     from ensembler.data.store import PredictionSet, Split
     from ensembler.data.teams import simulate_team
     from ensembler.pipeline.auto import eval_mix

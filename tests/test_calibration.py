@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ensembler.pipeline.engine import Folds
+from ensembler.pipeline.folds import Folds
 from ensembler.pipeline.calibration import Calibration, Calibrator, choose, ece, fit, fit_pool, nll
 
 

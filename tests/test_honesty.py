@@ -65,7 +65,7 @@ def team(tmp_path_factory):
 def _fold_people(project) -> list[str]:
     """The people of the engine's first fold of the labelled images (the folds are the engine's,
     never a function of the labels: the same with and without a fix)."""
-    from ensembler.pipeline.engine import Folds
+    from ensembler.pipeline.folds import Folds
 
     ids = project.store.read("a", "oof").image_ids
     held = Folds.of(ids)[0][1]
@@ -125,7 +125,7 @@ def test_a_folds_labels_never_move_that_folds_out_of_fold_rows(team, name):
 
 def test_the_audits_out_of_fold_calibration_never_uses_the_persons_own_labels(team):
     from ensembler.evaluate.audit import calibrated_logs
-    from ensembler.pipeline.engine import Folds
+    from ensembler.pipeline.folds import Folds
 
     project, _ = team
     sets = {n: project.store.read(n, "oof") for n in "abc"}

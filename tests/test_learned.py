@@ -11,7 +11,7 @@ from conftest import write_csv
 from ensembler.data.dataset import read_folds, split_project
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks, one_hot
 from ensembler.data.people import person_of
-from ensembler.pipeline.engine import Folds
+from ensembler.pipeline.folds import Folds
 from ensembler.data.project import load_project
 from ensembler.data.sources import import_source
 from ensembler.data.store import PredictionSet, Split

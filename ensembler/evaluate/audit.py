@@ -46,7 +46,7 @@ from ..data.store import LABELLED_SPLITS
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.recipe import Recipe, complete_recipe
-from ..pipeline.engine import Folds, filled, out_of_fold
+from ..pipeline.folds import Folds, filled, out_of_fold
 from ..pipeline.scope import guard_leakage, labelled_scope, load_labelled
 
 if TYPE_CHECKING:

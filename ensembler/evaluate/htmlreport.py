@@ -166,7 +166,7 @@ def _calibration(report: Report, truth: dict[Task, np.ndarray], tasks: tuple = T
     after temperature scaling fitted out of fold (person-grouped folds, a declared competition's
     by group; `calibration.choose`)."""
     from ..pipeline.calibration import Calibrator, choose
-    from ..pipeline.engine import Folds
+    from ..pipeline.folds import Folds
 
     folds = Folds.of(next(iter(report.sets.values())).image_ids, report.groups)
     panels, rows = {}, []

@@ -60,7 +60,8 @@ from ..data.people import MIN_PEOPLE, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
 from ..scoring.metrics import macro_f1, metric_replicates, task_objective
-from .engine import REGISTRY, Composed, Context, Fitted, Folds, Sources, Step, Words, filled, fit_step, out_of_fold, register
+from .engine import REGISTRY, Composed, Context, Fitted, Sources, Step, Words, fit_step, register
+from .folds import Folds, filled, out_of_fold
 from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, task_lines, thin_line, thin_of, unit
 from .priors import COLLAPSE, PriorSpec, fit_correction
 from .recipe import Recipe

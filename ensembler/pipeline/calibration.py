@@ -27,7 +27,7 @@ import numpy as np
 
 from ..data.stable import weighted_sum
 from ..errors import EnsError
-from .engine import filled, out_of_fold
+from .folds import filled, out_of_fold
 
 EPS = 1e-6
 RIDGE = 1e-4  # L2 pull towards the identity map, per image

@@ -10,12 +10,12 @@ over prediction sets.
 
 What is decided here, once, for every step (DESIGN.md §4):
 
-- **the folds** (`Folds`): the labelled images in person-grouped folds (a declared
+- **the folds** (`folds.Folds`): the labelled images in person-grouped folds (a declared
   competition's groups), deterministic and never a function of the labels; a step that needs an
   inner choice (a calibrator, a candidate) reads the folds of the rows it is fitted on from its
   context (`Context.folds`), never builds its own;
-- **the one fold loop** (`out_of_fold`): every split of rows into fit and score, here and in the
-  steps, is this function's;
+- **the one fold loop** (`folds.out_of_fold`): every split of rows into fit and score, here and
+  in the steps, is this function's;
 - **which rows a step is fitted on and what is scored**: a step is fitted on the labelled images
   of the scope (`scope.Labelled`) and on nothing else; what it predicts for them is what its
   `Step.scoring` declares: `Scoring.OUT_OF_FOLD`, each fold by the step fitted on the other
@@ -31,20 +31,19 @@ What is decided here, once, for every step (DESIGN.md §4):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
-from ..data.people import person_of
 from ..data.stable import decide
 from ..data.store import PredictionSet
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
+from .folds import Folds, out_of_fold
 from .recipe import Recipe
 from .scope import Labelled
 
@@ -52,81 +51,7 @@ if TYPE_CHECKING:
     from ..data.competition import Competition
     from ..data.project import Project
 
-CV_FOLDS = 5
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, eq=False)
-class Folds(Sequence[tuple[np.ndarray, np.ndarray]]):
-    """The engine's folds of ``n`` labelled rows, `fold` ``(n,)`` each row's: every group (a
-    person, a declared competition's patient or plant) in one fold, by scikit-learn's GroupKFold
-    over `groups` ``(n,)``, deterministic and never a function of the labels; as a sequence, the
-    (fit, held) row positions of each fold. The only place that makes cross-validation folds.
-
-    Nested folds (`inner`) are the other folds: a step fitted on every fold but one chooses with
-    the folds it was given, so a model that an inner fit needs (trained on all folds but two) is
-    the same for both outer folds it serves, and the engine fits it once (`Context.memo`)."""
-
-    fold: np.ndarray
-    groups: np.ndarray
-
-    @classmethod
-    def of(cls, image_ids: np.ndarray | None = None, groups: np.ndarray | None = None, n_folds: int = CV_FOLDS) -> Folds:
-        """Folds of `image_ids` ``(n,)`` by person (the mask competition's paths), or by `groups` ``(n,)``."""
-        from sklearn.model_selection import GroupKFold
-
-        groups = person_of(image_ids) if groups is None else np.asarray(groups, dtype=object)
-        n_folds = min(n_folds, len(set(groups)))
-        if n_folds < 2:
-            raise EnsError("cross-validation needs labelled images of at least two people")
-        fold = np.zeros(len(groups), dtype=np.int64)
-        for k, (_, held) in enumerate(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups)):
-            fold[held] = k
-        return cls(fold, groups)
-
-    def inner(self, rows: np.ndarray) -> Folds:
-        """The folds of the rows `rows` (positions; the answer's positions are into `rows`): the
-        folds they fall in (nested: fitted on every fold but one, a step chooses with the other
-        folds), or fresh grouped folds when they all fall in one."""
-        within = self.fold[rows]
-        present = np.unique(within)
-        if len(present) < 2:
-            return Folds.of(groups=self.groups[rows], n_folds=CV_FOLDS)
-        return Folds(np.searchsorted(present, within), self.groups[rows])
-
-    @cached_property
-    def pairs(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-        return tuple((np.flatnonzero(self.fold != k), np.flatnonzero(self.fold == k)) for k in range(int(self.fold.max()) + 1))
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self.pairs[i]
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return iter(self.pairs)
-
-    @property
-    def n(self) -> int:
-        return len(self.groups)
-
-
-def out_of_fold(fit: Callable[[np.ndarray], Callable[[np.ndarray], T]], folds: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, T]]:
-    """The one fold loop of `ens`: for each fold, `fit` on its fit rows (positions), the fitted
-    (a function of row positions) applied to its held rows. Returns ``[(held rows, output)]``,
-    fold by fold. Nothing else splits labelled rows into fit and score."""
-    return [(held, fit(fit_rows)(held)) for fit_rows, held in folds]
-
-
-def filled(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
-    """One array of ``n`` rows from `out_of_fold`'s parts (held rows, their values ``(m, ...)``),
-    float64 (or the parts' integer type), every row set once."""
-    first = np.asarray(parts[0][1])
-    out = np.zeros((n, *first.shape[1:]), dtype=first.dtype if np.issubdtype(first.dtype, np.integer) else np.float64)
-    for rows, values in parts:
-        out[rows] = values
-    return out
 
 
 @dataclass(frozen=True, eq=False)

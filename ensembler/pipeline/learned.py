@@ -32,7 +32,8 @@ from ..errors import EnsError
 from ..scoring.metrics import task_objective
 from .calibration import OpinionPool
 from .calibration import fit_pool
-from .engine import Composed, Context, Fitted, Sources, Step, Words, filled, out_of_fold, register
+from .engine import Composed, Context, Fitted, Sources, Step, Words, register
+from .folds import filled, out_of_fold
 from .recipe import Recipe
 from .voting import check_coverage
 

@@ -22,7 +22,8 @@ from ..data.people import MIN_PEOPLE, thin_classes, thin_text
 from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.metrics import macro_f1
-from .engine import Composed, Context, Fit, Fitted, Folds, Step, Words, cv_score, register
+from .engine import Composed, Context, Fit, Fitted, Step, Words, cv_score, register
+from .folds import Folds
 from .priors import reweight
 
 EPS = 1e-6
