@@ -326,22 +326,27 @@ def _task_options(recipe: Recipe, x: Sources, task: Task | str, y: np.ndarray, f
 
 @dataclass(frozen=True)
 class _Whole:
-    """One of auto's whole candidates: fitted on the rows auto is fitted on (what it applies), and
-    its out-of-fold composition of them (`scored`: what its score is taken on; the per-task
-    choice's, each fold by the option chosen on the other folds)."""
+    """One of auto's whole candidates: fitted on the rows auto is fitted on (what it applies), its
+    out-of-fold composition of them (`scored`: what its score is taken on; the per-task choice's,
+    each fold by the option chosen on the other folds) and, where that differs, the out-of-fold
+    composition of what it applies (`consistent`: the per-task choice's chosen options')."""
 
     label: str
     fitted: Fitted
     scored: Composed
+    consistent: Composed | None = None
 
 
 @dataclass(frozen=True)
 class FittedAuto(Fitted):
-    """Auto's choice (`chosen`, called `label`) and the record of it."""
+    """Auto's choice (`chosen`, called `label`), the record of it, and the chosen candidate's
+    out-of-fold composition of the rows it was fitted on (`consistent`: what a step after auto
+    is fitted on, `Fitted.consistent`: the candidate eval gets, not a mix of each fold's choice)."""
 
     chosen: Fitted
     label: str
     record: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    consistent: Composed | None = field(default=None, compare=False)
 
     def apply(self, x: Sources) -> Composed:
         return replace(self.chosen.apply(x), mode="auto")
@@ -417,7 +422,7 @@ class Auto(Step):
         on_decisions = not competition.metric.on_probabilities
         expected = expected_shares(target, recipe, labels) if self.cautious and target is not None and on_decisions else None
         image_weights, mix = eval_mix(recipe, x, labels, folds, target) if expected is not None and competition.is_preset else (None, {})
-        chosen_parts, scored_probs, tasks_record, weights = {}, {}, {}, {}
+        chosen_parts, scored_probs, chosen_probs, tasks_record, weights = {}, {}, {}, {}, {}
         every: dict[str, dict[Task | str, _Option]] = {"selection": {}, "stack": {}}
         large = {t: why for t in space.tasks if (why := stack_too_large(recipe, x, t, limit=AUTO_STACK_WEIGHTS))}
         for task in space.tasks:
@@ -435,6 +440,7 @@ class Auto(Step):
             tasks_record[str(task)] = {"chosen": candidates[chosen].label, "candidates": [c.as_dict() for c in candidates], "why": why}
             best = options[chosen]
             chosen_parts[task] = best.part
+            chosen_probs[task] = best.oof
             scored_probs[task] = np.stack([o.oof for o in options])[per_row, np.arange(len(per_row))]
             if best.kind == "selection":
                 weights[str(task)] = {s: round(float(w), 4) for s, w in zip(best.part.sources, best.part.model.weights)}
@@ -443,7 +449,7 @@ class Auto(Step):
         tasks = ", ".join(f"{t} {tasks_record[str(t)]['chosen']}" for t in space.tasks)
         decided = lambda probs: Composed.decided(ids, probs, None, "auto", space)  # noqa: E731
         single = len(space.tasks) == 1  # its per-task choice is a whole answer already, among its selection and stack
-        per_task = [_Whole(tasks if single else f"per task: {tasks}", FittedTasks(chosen_parts, "auto", space=space), decided(scored_probs))]
+        per_task = [_Whole(tasks if single else f"per task: {tasks}", FittedTasks(chosen_parts, "auto", space=space), decided(scored_probs), decided(chosen_probs))]
         for kind, label in () if single else (("selection", "selection per task"), ("stack", "stack per task")):
             per_task.append(_Whole(label, FittedTasks({t: o.part for t, o in every[kind].items()}, "auto", space=space), decided({t: o.oof for t, o in every[kind].items()})))
         whole, record = self._choose(recipe, x, labels, folds, per_task, target, expected, image_weights, ctx)
@@ -456,7 +462,7 @@ class Auto(Step):
             record["stack"] = {str(t): f"not offered: {why}" for t, why in large.items()}
         if whole.label == per_task[0].label and weights:
             record["weights"] = weights  # the per-task selections are what eval gets
-        return FittedAuto(whole.fitted, whole.label, record)
+        return FittedAuto(whole.fitted, whole.label, record, replace(whole.consistent or whole.scored, mode="auto"))
 
     def _choose(
         self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task | str, np.ndarray] | None, weights: np.ndarray | None, ctx: Context

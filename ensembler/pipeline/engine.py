@@ -151,6 +151,16 @@ class Fitted(ABC):
         """The fitted parameters, for the manifest's `steps`."""
         return {}
 
+    @property
+    def consistent(self) -> Composed | None:
+        """What a later step that leaves the labelled images as they are (`Scoring.UNCHANGED`:
+        a prior correction, calibrated on them) is fitted on, where it is not this step's
+        cross-fitted composition: auto's chosen candidate's out-of-fold rows, what eval gets
+        (its cross-fitted rows mix each fold's choice). A step that rescores the labelled images
+        is fitted on the cross-fitted ones, so that its own rows stay out of fold. None: the
+        cross-fitted composition."""
+        return None
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -432,13 +442,15 @@ def _chain(pipeline: Pipeline, x: Input | None, labels: np.ndarray | None, folds
     a step was cross-fitted."""
     scored, records, cross_fitted = None, [], False
     current: Input | None = target
+    consistent: Composed | None = None
     for step in pipeline.steps:
-        fit = step.fit_blind(current, ctx) if x is None else fit_step(step, x, labels, folds, current, ctx)
+        given = consistent if consistent is not None and step.scoring is Scoring.UNCHANGED else x
+        fit = step.fit_blind(current, ctx) if x is None else fit_step(step, given, labels, folds, current, ctx)
         if current is not None:
             current = fit.fitted.apply(current)
         if fit.scored is not None:
             scored = fit.scored
-            x = fit.scored
+            x, consistent = fit.scored, fit.fitted.consistent
         elif x is not None and step.combines:
             raise EnsError(f"{step.name}: a combining step must compose the labelled images")
         cross_fitted = cross_fitted or fit.cross_fitted
@@ -452,14 +464,15 @@ def _chain_applied(pipeline: Pipeline, x: Sources, labels: np.ndarray, inner: Fo
     the labelled images unchanged, `Scoring.UNCHANGED`, leaves them so here too)."""
     fits = []
     part: Input = take(x, rows)
-    current = target
+    current, consistent = target, None
     for step in pipeline.steps:
-        fit = fit_step(step, part, labels[rows], inner, current, ctx)
+        given = consistent if consistent is not None and step.scoring is Scoring.UNCHANGED else part
+        fit = fit_step(step, given, labels[rows], inner, current, ctx)
         fits.append(fit)
         if current is not None:
             current = fit.fitted.apply(current)  # the eval composition a later step looks at (a prior correction's)
         if fit.scored is not None:
-            part = fit.scored
+            part, consistent = fit.scored, fit.fitted.consistent
 
     def applied(held: np.ndarray) -> Composed:
         out: Input = take(x, held)
