@@ -13,7 +13,7 @@ The public API (a notebook's ``import ensembler as ens``; the command line runs 
 - `audit`: train labels likely wrong, person by person (label fixes: `project.label_fixes`);
 - the steps of a composition, for `compose`'s pipeline: `Soft`, `Geo`, `Hard`, `Rank`, `Stack`,
   `Select`, `Pool`, `Auto` (combine the sources), `Priors`, `TuneF1`, `ByPerson` (refine the
-  composition); every registered step is here by its class name (`pipeline.engine.REGISTRY`),
+  composition), `CutPoints`, `PriorDivided` (decide for a declared metric); every registered step is here by its class name (`pipeline.engine.REGISTRY`),
   and `Pipeline`;
 - `parse_recipe`, `Method`, `Tie`, `EnsError`.
 

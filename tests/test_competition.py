@@ -62,7 +62,7 @@ def _with(base, path, value):
 @pytest.mark.parametrize(
     "declared, match",
     [
-        (_with(CASSAVA, ["metric"], "kappa"), r"competition.metric: 'kappa' is not one of macro_f1, accuracy, auc, log_loss"),
+        (_with(CASSAVA, ["metric"], "kappa"), r"competition.metric: .kappa. is not a metric: one of macro_f1, accuracy, quadratic_kappa, balanced_accuracy, auc, log_loss, map@K"),
         (_with(CASSAVA, ["tasks"], {"label": ["only"]}), r"competition.tasks.label: a task needs two classes or more"),
         (_with(CASSAVA, ["tasks"], {"label": ["a", "b", "a"]}), r"must be distinct"),
         (_with(CASSAVA, ["train", "id"], None), r"competition.train.id: required"),

@@ -3,8 +3,10 @@ drives the public API through sequences of split, import (each file layout, out 
 not), compose (every method and the flags that go with it, some that do not), audit and accept,
 edit and undo label fixes, and report, on a small project of each competition kind: the mask
 competition, a single-task declared one (leaves by plant, answered by class name), Plant
-Pathology's layout (one-hot train labels, a probability column per class) and a multi-label
-declared one (four findings, a probability column each).
+Pathology's layout (one-hot train labels, a probability column per class), a multi-label
+declared one (four findings, a probability column each), and one for each metric that decides
+otherwise (ordered grades by quadratic kappa, imbalanced lesions by balanced accuracy, whales
+answered by their three likeliest names, MAP@3).
 
 After every step: each call succeeded or raised one `EnsError`; a stored set carries the data
 folder's labels as given, never a fix; the labels every score is taken on are the data folder's
@@ -39,8 +41,9 @@ import ensembler as ens
 from ensembler.data.dataset import read_train
 from ensembler.data.labels import CLASS_NAMES, TASKS, Task, decode, encode, marginals
 from ensembler.data.project import load_project, update_project
+from ensembler.data.stable import top_classes
 from ensembler.data.toy import make_toy_competition, teammate_csv
-from ensembler.pipeline.steps import combining, refining
+from ensembler.pipeline.steps import combining, decision_steps, refining
 
 EXAMPLES = int(os.environ.get("ENS_FLOW_EXAMPLES", "10"))
 STEPS = int(os.environ.get("ENS_FLOW_STEPS", "10"))
@@ -52,6 +55,26 @@ LEAVES = {
     "eval": {"csv": "sample_submission.csv", "id": "image_id", "images": "test"},
     "submission": {"answer": "label", "as": "name"},
 }
+GRADES = {  # APTOS-like: ordered grades, scored by quadratic kappa, the answer the grade's index
+    **LEAVES,
+    "tasks": {"diagnosis": ["none", "mild", "moderate", "severe", "proliferative"]},
+    "metric": "quadratic_kappa",
+    "train": {**LEAVES["train"], "labels": {"diagnosis": "diagnosis"}},
+    "submission": {"answer": "diagnosis"},
+}
+LESIONS = {  # ISIC 2019-like: imbalanced classes, scored by balanced accuracy
+    **LEAVES,
+    "tasks": {"label": ["MEL", "NV", "BCC", "AK", "BKL", "DF"]},
+    "metric": "balanced_accuracy",
+}
+WHALES = {  # Humpback Whale-like: the answer names the three likeliest, scored by MAP@3
+    **LEAVES,
+    "tasks": {"Id": [f"w_{i:02d}" for i in range(8)]},
+    "metric": "map@3",
+    "train": {**LEAVES["train"], "labels": {"Id": "Id"}},
+    "submission": {"answer": "Id", "as": "name"},
+}
+SINGLE = {"leaves": LEAVES, "grades": GRADES, "lesions": LESIONS, "whales": WHALES}  # one task, a class answer
 FINDINGS = ("ett", "ngt", "cvc", "swan")
 CHEST = chest(FINDINGS)
 
@@ -83,11 +106,13 @@ def methods_for(declared: dict | None) -> tuple[str, ...]:
     tomorrow walks here too."""
     from ensembler.pipeline.steps import combining_steps
 
-    metric = "macro_f1" if declared is None else declared["metric"]
-    answer = declared is None or "answer" in declared["submission"]
+    from ensembler.data.competition import Metric
+
+    metric = Metric("macro_f1" if declared is None else declared["metric"])
+    classes = (declared is None or "answer" in declared["submission"]) and metric.top is None  # one class an image answers it
     return tuple(
         name for name, step in combining_steps().items()
-        if (declared is None or step.declared) and (step.metrics is None or metric in step.metrics) and (step.probabilities or answer)
+        if (declared is None or step.declared) and (step.metrics is None or metric in step.metrics) and (step.probabilities or classes)
     )  # fmt: skip
 
 
@@ -111,7 +136,7 @@ def _mask_template(root: Path) -> Template:
 def _declared_template(root: Path, kind: str) -> Template:
     import yaml
 
-    declared = {"leaves": LEAVES, "plants": PLANTS, "chest": CHEST}[kind]
+    declared = {**SINGLE, "plants": PLANTS, "chest": CHEST}[kind]
     rng = np.random.default_rng(11)
     spec, ev = declared["train"], declared["eval"]
     n_groups, per, n_eval = 24, 3, 18
@@ -124,11 +149,12 @@ def _declared_template(root: Path, kind: str) -> Template:
         train = pd.DataFrame({spec["id"]: ids[:n], **{c: (truth[:n] == j).astype(int) for j, c in enumerate(DISEASES)}})
         members = {f"m{i}": {"label": _softmax(rng.normal(size=(len(ids), 4)) + skill * np.eye(4)[truth])} for i, skill in enumerate((2.0, 1.5, 1.0))}
         layouts, methods = ("submission", "numbered", "logits"), methods_for(declared)
-    elif kind == "leaves":
-        classes = declared["tasks"]["label"]
-        truth = rng.choice(4, len(ids), p=[0.4, 0.3, 0.2, 0.1])
-        train = pd.DataFrame({spec["id"]: ids[:n], "label": [classes[c] for c in truth[:n]], "plant": [f"p{i // per}" for i in range(n)]})
-        members = {f"m{i}": {"label": _softmax(rng.normal(size=(len(ids), 4)) + skill * np.eye(4)[truth])} for i, skill in enumerate((2.5, 1.5, 1.0))}
+    elif kind in SINGLE:
+        (task, classes), = declared["tasks"].items()
+        k = len(classes)
+        truth = rng.choice(k, len(ids), p=0.5 ** np.arange(k) / (0.5 ** np.arange(k)).sum())  # imbalanced, the first class the commonest
+        train = pd.DataFrame({spec["id"]: ids[:n], task: [classes[c] for c in truth[:n]], "plant": [f"p{i // per}" for i in range(n)]})
+        members = {f"m{i}": {task: _softmax(rng.normal(size=(len(ids), k)) + skill * np.eye(k)[truth])} for i, skill in enumerate((2.5, 1.5, 1.0))}
         layouts, methods = ("names", "numbered", "hard", "logits"), methods_for(declared)
     else:
         truth = rng.random((len(ids), len(FINDINGS))) < np.array([0.3, 0.4, 0.5, 0.2])
@@ -185,15 +211,16 @@ def _write_member(t: Template, member: str, layout: str, path: Path) -> dict:
     declared = t.declared
     id_column = declared["eval"]["id"]
     frame = pd.DataFrame({id_column: t.ids})
-    if t.kind in ("leaves", "plants"):
-        p, classes = probs["label"], declared["tasks"]["label"]
+    if t.kind in SINGLE or t.kind == "plants":
+        (task, classes), = declared["tasks"].items()
+        p = probs[task]
         if layout in ("names", "submission", "logits"):  # the class names: a plants submission's own layout
             values = np.log(p) + 1.0 if layout == "logits" else p
             frame = pd.concat([frame, pd.DataFrame(values, columns=classes)], axis=1)
         elif layout == "numbered":
-            frame = pd.concat([frame, pd.DataFrame(p, columns=[str(c) for c in range(4)])], axis=1)
+            frame = pd.concat([frame, pd.DataFrame(p, columns=[str(c) for c in range(len(classes))])], axis=1)
         else:
-            frame["label"] = [classes[c] for c in p.argmax(1)]
+            frame[task] = [classes[c] for c in p.argmax(1)]
         frame.to_csv(path, index=False)
         return {"kind": "logits" if layout == "logits" else None}
     for column, qualified in declared["submission"]["proba"].items():
@@ -310,17 +337,19 @@ class Flows(RuleBasedStateMachine):
         flags = data.draw(st.fixed_dictionaries({
             "per_task": st.booleans(), "balanced": st.booleans(), "tie": st.sampled_from([None, "lower"]),
             "prior": st.sampled_from([(), ("em",)]) if self.mask else st.just(()), "tune_f1": st.booleans() if self.mask else st.just(False),
+            "decide": st.sampled_from([None, *decision_steps()]) if not self.mask else st.just(None),
         }), label="flags")  # fmt: skip
         if not data.draw(st.integers(0, 4), label="a flag the method does not use") == 0:  # mostly the flags that fit the method
             flags["per_task"] &= method in ("soft", "geo", "hard", "rank")
             flags["balanced"] &= method == "stack"
             flags["tie"] = flags["tie"] if method == "hard" else None
+            flags["decide"] = flags["decide"] if flags["decide"] and self.project.competition.metric in decision_steps()[flags["decide"]].metrics else None
         recipe = self._recipe(names)
         self.counter += 1
         name = f"c{self.counter}"
         try:
             steps = [combining(method, per_task=flags["per_task"], tie=flags["tie"], balanced=flags["balanced"])]
-            steps += refining(flags["prior"], tune_f1=flags["tune_f1"])
+            steps += refining(flags["prior"], tune_f1=flags["tune_f1"], decide=flags["decide"])
             done = ens.compose(self.project, recipe, ens.Pipeline(tuple(steps)), name=name, write=write)
         except ens.EnsError:
             assert not (self.project.submissions / f"{name}.csv").exists() and not self.project.store.has(name)
@@ -416,8 +445,15 @@ class Flows(RuleBasedStateMachine):
             expected = [str(v) for v in np.asarray(done.eval.probs[task])[rows, c].astype(np.float32)]
             assert frame[column].tolist() == expected, column
         if competition.submission.answer:
-            classes = competition.tasks[0].classes
-            assert set(frame[competition.submission.answer]) <= set(classes)
+            task = competition.tasks[0]
+            written = task.classes if competition.submission.as_name else [str(c) for c in range(task.n_classes)]
+            answers = frame[competition.submission.answer].tolist()
+            top = competition.metric.top
+            if top is not None:  # the likeliest classes of the composition's probabilities, likeliest first
+                expected = top_classes(np.asarray(done.eval.probs[task.name])[rows], top)
+                assert answers == [" ".join(written[c] for c in row) for row in expected]
+            else:
+                assert set(answers) <= set(written)
 
     def _report_equals_compose(self, done, recipe, names, method, flags) -> None:
         tables = ens.report(self.project, sources=names, recipes=[recipe], methods=[method], per_task=flags["per_task"], tie=flags["tie"], replicates=0)
@@ -426,7 +462,7 @@ class Flows(RuleBasedStateMachine):
         assert row[metric] == done.validation["recipe"][metric], (row[metric], done.validation["recipe"][metric])
 
 
-@pytest.mark.parametrize("kind", ["mask", "leaves", "plants", "chest"])
+@pytest.mark.parametrize("kind", ["mask", *SINGLE, "plants", "chest"])
 def test_the_flows_a_team_runs_keep_their_promises(kind):
     run_state_machine_as_test(
         lambda: Flows(kind),

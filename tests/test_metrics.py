@@ -52,7 +52,7 @@ def test_macro_f1_equals_scikit_learn(seed):
     assert macro_f1(y, p, k, w) == pytest.approx(weighted, abs=1e-12)
 
 
-@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1"])
+@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1", "quadratic_kappa", "balanced_accuracy", "map@3"])
 @pytest.mark.parametrize("k", [2, 5])
 def test_metric_replicates_equal_the_metric_with_each_row_of_weights(metric, k):
     from ensembler.scoring.metrics import metric_replicates, metric_value
@@ -74,9 +74,9 @@ def test_a_replicate_without_a_positive_has_no_auc():
     assert out[0] == pytest.approx(0.75) and np.isnan(out[1])
 
 
-@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1"])
+@pytest.mark.parametrize("metric", ["auc", "log_loss", "accuracy", "macro_f1", "quadratic_kappa", "balanced_accuracy", "map@2"])
 def test_the_task_objective_is_the_metric_of_the_summed_probabilities_higher_better(metric):
-    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, log_loss, roc_auc_score
 
     from ensembler.scoring.metrics import task_objective
 
@@ -88,5 +88,96 @@ def test_the_task_objective_is_the_metric_of_the_summed_probabilities_higher_bet
         "log_loss": -log_loss(y, summed / 2),
         "accuracy": accuracy_score(y, summed.argmax(1)),
         "macro_f1": f1_score(y, summed.argmax(1), average="macro"),
+        "quadratic_kappa": cohen_kappa_score(y, summed.argmax(1), weights="quadratic"),
+        "balanced_accuracy": balanced_accuracy_score(y, summed.argmax(1)),
+        "map@2": plain_map_at(y, summed, 2),
     }[metric]
     assert task_objective(metric, 3)(y, summed) == pytest.approx(reference, abs=1e-12)
+
+
+def plain_map_at(y: np.ndarray, probs: np.ndarray, top: int) -> float:
+    """MAP@K as the Humpback Whale kernels compute it: per image, the precision at the first hit
+    among the K names answered (one true class: 1/position), 0 without one; the mean."""
+    total = 0.0
+    for truth, row in zip(y, probs):
+        answer = sorted(range(len(row)), key=lambda c: (-row[c], c))[:top]  # likeliest first, ties by class order
+        for position, c in enumerate(answer):
+            if c == truth:
+                total += 1.0 / (position + 1)
+                break
+    return total / len(y)
+
+
+@pytest.mark.parametrize("k", [2, 4, 9])
+def test_the_new_metrics_equal_their_references(k):
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
+
+    from ensembler.scoring.metrics import metric_value
+
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 300)
+    decided = np.clip(y + rng.integers(-1, 2, 300) * (rng.random(300) < 0.4), 0, k - 1)  # mostly one grade off
+    probs = np.round(rng.dirichlet(np.ones(k), 300), 1)  # rounded: ties, broken in class order
+    w = rng.integers(0, 4, 300) * rng.random(300)
+    for weights in (None, w):
+        kappa = cohen_kappa_score(y, decided, labels=np.arange(k), weights="quadratic", sample_weight=weights)
+        assert metric_value("quadratic_kappa", y, k, decided=decided, weights=weights) == pytest.approx(kappa, abs=1e-12)
+        balanced = balanced_accuracy_score(y, decided, sample_weight=weights)
+        assert metric_value("balanced_accuracy", y, k, decided=decided, weights=weights) == pytest.approx(balanced, abs=1e-12)
+    for top in (1, 3, 5):
+        assert metric_value(f"map@{top}", y, k, probs) == pytest.approx(plain_map_at(y, probs, top), abs=1e-12)
+    assert metric_value("map@1", y, k, probs) == pytest.approx(np.mean(probs.argmax(1) == y), abs=1e-12)  # top 1 is accuracy
+
+
+def test_quadratic_kappa_by_hand_and_where_it_is_undefined():
+    from ensembler.scoring.metrics import metric_value
+
+    # truth 0,1,2 answered 0,2,2: observed (1-2)^2 / 3 = 1/3; expected 5/3 + 8/3 - 2 (1)(4/3) = 5/3
+    assert metric_value("quadratic_kappa", np.array([0, 1, 2]), 3, decided=np.array([0, 2, 2])) == pytest.approx(1 - (1 / 3) / (5 / 3))
+    assert np.isnan(metric_value("quadratic_kappa", np.array([1, 1]), 3, decided=np.array([1, 1])))  # one class in truth and answer: as scikit-learn
+
+
+def test_the_answer_of_map_at_k_is_the_likeliest_classes_in_order():
+    from ensembler.data.stable import top_classes
+
+    probs = np.array([[0.1, 0.4, 0.1, 0.4], [0.7, 0.1, 0.1, 0.1]])
+    assert top_classes(probs, 3).tolist() == [[1, 3, 0], [0, 1, 2]]  # equal probabilities in class order
+    assert top_classes(probs, 9).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name, top", [("map@5", 5), ("map@12", 12), ("quadratic_kappa", None)])
+def test_a_metric_is_its_name(name, top):
+    from ensembler.data.competition import Metric
+
+    metric = Metric(name)
+    assert metric == name and str(metric) == name and metric.top == top and metric.higher_is_better
+    assert metric.ranks == (top is not None) and not metric.on_probabilities
+
+
+@pytest.mark.parametrize("name", ["map@0", "map@", "map@05", "map@-1", "MAP@5", "kappa"])
+def test_an_unknown_metric_is_refused(name):
+    from ensembler.data.competition import Metric
+
+    with pytest.raises(ValueError, match="is not a metric"):
+        Metric(name)
+
+
+def test_every_replicate_equals_scikit_learn_with_its_draw_counts_as_weights():
+    """The report's intervals in one pass equal scikit-learn run once per replicate (issue 35)."""
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
+
+    from ensembler.scoring.metrics import auc_replicates, metric_replicates
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    scores = np.round(rng.random(400) + 0.3 * (y == 1), 2)  # rounded: ties, which count half
+    decided = np.clip(y + rng.integers(-1, 2, 400), 0, 3)
+    draws = rng.multinomial(400, np.full(400, 1 / 400), size=20).astype(float)  # bootstrap counts, zeros included
+    aucs = auc_replicates(y == 1, scores, draws)
+    assert np.array_equal(aucs, np.concatenate([auc_replicates(y == 1, scores, draws[i : i + 2]) for i in range(0, 20, 2)]))  # few rows: bincounts, same numbers
+    kappas = metric_replicates("quadratic_kappa", y, 4, draws, decided=decided)
+    balanced = metric_replicates("balanced_accuracy", y, 4, draws, decided=decided)
+    for i, w in enumerate(draws):
+        assert aucs[i] == pytest.approx(roc_auc_score(y == 1, scores, sample_weight=w), abs=1e-12)
+        assert kappas[i] == pytest.approx(cohen_kappa_score(y, decided, labels=np.arange(4), weights="quadratic", sample_weight=w), abs=1e-12)
+        assert balanced[i] == pytest.approx(balanced_accuracy_score(y, decided, sample_weight=w), abs=1e-12)

@@ -28,7 +28,7 @@ from ..data.store import Split
 from ..errors import EnsError
 from ..pipeline.calibration import Calibrator
 from ..pipeline.persons import GroupSplit
-from ..pipeline.steps import Method, method_help
+from ..pipeline.steps import Decision, Method, decision_help, method_help
 from ..pipeline.voting import Tie
 from .output import (
     audit_table,
@@ -431,6 +431,7 @@ def compose(
     force_prior: Annotated[bool, typer.Option("--force-prior", help="Apply the prior correction even where the labelled check (the labelled images resampled to the estimated eval mix) says it does not help, or where it takes a class below a quarter of its labelled share.")] = False,
     by_person: Annotated[bool, typer.Option("--by-person", help="Decide each person once (groups/eval.csv from ens group): gender and age from the group's combined probabilities, and in a group of 7 exactly one 'incorrect' and one 'not wear'. Applied last, and only where the labelled images decoded with groups/train.csv gain beyond the noise.")] = False,
     force_by_person: Annotated[bool, typer.Option("--force-by-person", help="Decode by person even where the labelled check does not show a gain (or cannot run).")] = False,
+    decide: Annotated[Optional[Decision], typer.Option("--decide", help="Decide the answer's classes for the declared metric, fitted out of fold and applied last: " + decision_help() + ".", show_default=False)] = None,
 ) -> None:
     """Compose sources into a submission. When every task takes the same sources and all carry
     the 18-way joint, the vote is on the joint (as scikit-learn's VotingClassifier); otherwise
@@ -447,7 +448,7 @@ def compose(
     project = _project(ctx)
     parsed = parse_recipe(texts, project.competition.space) if texts else None
     steps = [combining(method, per_task=per_task, tie=tie, balanced=balanced, all_tasks=all_task_features)]  # the flags as a pipeline, in order
-    steps += refining(prior or [], calibrate, force_prior, tune_f1, by_person, force_by_person)
+    steps += refining(prior or [], calibrate, force_prior, tune_f1, by_person, force_by_person, decide)
     sub = compose_submission(project, parsed, Pipeline(tuple(steps)), name)
     out.print(f"wrote {_rel(sub.csv)} ({sum(sub.class_counts.values())} rows) and {sub.manifest.name}")
     for line in compose_summary(sub):

@@ -6,7 +6,7 @@ competition, the built-in preset `MASK`, exactly as `labels` compiles it in::
     competition:
       tasks:                       # ordered class names per task (index = position)
         label: [cbb, cbsd, cgm, cmd, healthy]
-      metric: accuracy             # macro_f1, accuracy, auc, log_loss
+      metric: accuracy             # macro_f1, accuracy, quadratic_kappa, balanced_accuracy, auc, log_loss, map@K
       train:                       # a CSV with one row per labelled image ...
         csv: train.csv
         id: image_id               # the column naming the image (its path under `images`)
@@ -35,11 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import cached_property
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import EnsError, unknown
 from .labels import CLASS_NAMES, MASK_SPACE, TASKS, LabelSpace
@@ -47,22 +46,53 @@ from .labels import CLASS_NAMES, MASK_SPACE, TASKS, LabelSpace
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class Metric(StrEnum):
-    """The competition's score: on decisions (macro F1, accuracy) or on probabilities (AUC,
-    log-loss; a submission of probabilities)."""
+class Metric(str):
+    """The competition's score, by its name in ``model_zoo.yaml`` (a `str`: it prints, compares
+    and serialises as its name). On decisions: ``macro_f1``, ``accuracy``, ``quadratic_kappa``
+    (Cohen's kappa with quadratic weights, the classes ordered as declared: a grade),
+    ``balanced_accuracy`` (the mean recall over the classes present). On probabilities (a
+    submission of probabilities): ``auc``, ``log_loss``. On a ranking: ``map@K`` (K a positive
+    integer: the answer names the K likeliest classes, and an image scores 1/rank of its true
+    class among them, 0 when it is not there; the mean over images, Humpback Whale's MAP@5).
+    An unknown name raises ValueError listing `NAMES`."""
 
-    MACRO_F1 = "macro_f1"
-    ACCURACY = "accuracy"
-    AUC = "auc"
-    LOG_LOSS = "log_loss"
+    NAMES: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy", "quadratic_kappa", "balanced_accuracy", "auc", "log_loss", "map@K")
+    MACRO_F1: ClassVar[Metric]
+    ACCURACY: ClassVar[Metric]
+    QUADRATIC_KAPPA: ClassVar[Metric]
+    BALANCED_ACCURACY: ClassVar[Metric]
+    AUC: ClassVar[Metric]
+    LOG_LOSS: ClassVar[Metric]
+
+    def __new__(cls, value: object) -> Metric:
+        text = str(value).strip()
+        if text not in cls.NAMES[:-1] and not (text.startswith("map@") and text[4:].isdigit() and int(text[4:]) > 0 and text[4:] == str(int(text[4:]))):
+            raise ValueError(f"{value!r} is not a metric: one of {', '.join(cls.NAMES)} (K a positive integer, e.g. map@5)")
+        return super().__new__(cls, text)
+
+    @property
+    def top(self) -> int | None:
+        """K of ``map@K`` (the answer's names per image); None for the other metrics."""
+        return int(self[4:]) if self.startswith("map@") else None
 
     @property
     def on_probabilities(self) -> bool:
-        return self in (Metric.AUC, Metric.LOG_LOSS)
+        """Scored on the submission's probabilities (AUC, log-loss)."""
+        return self in ("auc", "log_loss")
+
+    @property
+    def ranks(self) -> bool:
+        """Scored on the order of the classes' probabilities (AUC, log-loss and map@K): a step
+        that gives classes alone (the hard vote) cannot serve it."""
+        return self.on_probabilities or self.top is not None
 
     @property
     def higher_is_better(self) -> bool:
-        return self is not Metric.LOG_LOSS
+        return self != "log_loss"
+
+
+for _name in Metric.NAMES[:-1]:
+    setattr(Metric, _name.upper(), Metric(_name))
 
 
 @dataclass(frozen=True)
@@ -276,9 +306,9 @@ def parse_competition(raw: Any, source: Path) -> Competition:
         raise EnsError(f"{source}: competition.tasks: required (task -> [class names])")
     tasks = _tasks(section["tasks"], source)
     try:
-        metric = Metric(str(section.get("metric", "")).strip())
-    except ValueError:
-        raise EnsError(f"{source}: competition.metric: {section.get('metric')!r} is not one of {', '.join(m.value for m in Metric)}") from None
+        metric = Metric(section.get("metric", ""))
+    except ValueError as e:
+        raise EnsError(f"{source}: competition.metric: {e}") from None
     joint_raw = section.get("joint")
     if joint_raw not in (None, "product"):
         raise EnsError(f"{source}: competition.joint: only 'product' (the answer is the product index in task order), got {joint_raw!r}")
@@ -335,6 +365,8 @@ def parse_competition(raw: Any, source: Path) -> Competition:
             raise EnsError(f"{source}: competition.submission.as: name writes one task's class names; the answer of joint: product is the product's index (drop as: name)")
         submission = SubmissionSpec(answer=_text(sub_raw, "answer", "competition.submission", source), as_name=as_ == "name")
     else:
+        if metric.top is not None:
+            raise EnsError(f"{source}: competition.metric: {metric} is scored on the {metric.top} class names the answer column lists; declare submission.answer (with as: name for names)")
         proba = sub_raw["proba"]
         if not isinstance(proba, Mapping) or not proba:
             raise EnsError(f"{source}: competition.submission.proba: column -> class (e.g. {{target: malignant}})")

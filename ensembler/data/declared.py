@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import EnsError, preview
 from .competition import IMAGE_SUFFIXES, Competition, EvalSpec
 from .io import read_table, sha256_file
+from .stable import top_classes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,13 +172,14 @@ def read_sample(competition: Competition, data: Path) -> pd.DataFrame:
     return sample
 
 
-def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: np.ndarray, decided: np.ndarray | None = None, probs: np.ndarray | Mapping[str, np.ndarray] | None = None) -> bytes:
+def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: np.ndarray, decided: np.ndarray | None = None, probs: np.ndarray | Mapping[str, np.ndarray] | None = None, joint: np.ndarray | None = None) -> bytes:
     """The sample submission with its answer filled, as CSV bytes: `decided` ``(n,)`` answer
-    classes (``answer:``, written as indices or names), or `probs` (``proba:`` columns, each its
-    class's probability: ``(n, k)`` for one task, ``{task: (n, k)}`` for several), for
-    `image_ids` ``(n,)`` in any order: matched to
-    the sample's rows by id, and every sample row must get one. The other columns and the row
-    order are the sample's."""
+    classes (``answer:``, written as indices or names); or `probs` (``(n, k)`` for one task,
+    ``{task: (n, k)}`` for several, with the `joint` ``(n, K)`` when there is one), written as
+    ``proba:`` columns, each its class's probability, or, for a ``map@K`` metric, as the answer's
+    K likeliest classes (`metrics.top_classes`'s order), space-separated. For `image_ids`
+    ``(n,)`` in any order: matched to the sample's rows by id, and every sample row must get one.
+    The other columns and the row order are the sample's."""
     spec, sub = competition.eval, competition.submission
     order = sample[spec.id].to_numpy(object)
     position = {i: p for p, i in enumerate(np.asarray(image_ids, dtype=object))}
@@ -186,16 +188,21 @@ def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: 
         raise EnsError(f"the answers do not cover the sample submission's rows by id: {len(missing)} missing (e.g. {preview(missing)}), {len(image_ids) - len(position)} given twice")
     rows = np.array([position[i] for i in order])
     out = sample.drop(columns=[IMAGE_PATH]).copy()
-    if sub.answer is not None:
+    by_task = None if probs is None else (probs if isinstance(probs, Mapping) else {competition.tasks[0].name: probs})
+    names = competition.tasks[0].classes if len(competition.tasks) == 1 and sub.as_name else None
+    written = (lambda c: names[c]) if names else str  # noqa: E731
+    if sub.answer is not None and competition.metric.top is not None:
+        if by_task is None:
+            raise EnsError(f"this competition's answer is the {competition.metric.top} likeliest classes ({competition.metric}): give the probabilities")
+        answer = by_task[competition.tasks[0].name] if len(competition.tasks) == 1 else (joint if joint is not None else competition.space.joint_from_tasks(by_task))
+        out[sub.answer] = [" ".join(written(int(c)) for c in top) for top in top_classes(np.asarray(answer)[rows], competition.metric.top)]
+    elif sub.answer is not None:
         if decided is None:
             raise EnsError("this competition's submission is a class: give the decided classes")
-        classes = np.asarray(decided)[rows]
-        names = competition.tasks[0].classes if len(competition.tasks) == 1 else None
-        out[sub.answer] = [names[c] for c in classes] if sub.as_name and names else classes.astype(str)
+        out[sub.answer] = [written(int(c)) for c in np.asarray(decided)[rows]]
     else:
-        if probs is None:
+        if by_task is None:
             raise EnsError("this competition's submission holds probabilities: give them")
-        by_task = probs if isinstance(probs, Mapping) else {competition.tasks[0].name: probs}
         for column, (task, c) in competition.proba_columns.items():
             # float32's shortest round trip (the members' precision): no two probabilities they tell apart are written alike
             out[column] = [str(v) for v in np.asarray(by_task[task])[rows, c].astype(np.float32)]

@@ -65,3 +65,15 @@ def decide(scores: np.ndarray, tolerance: float = TIE) -> np.ndarray:
     scores = np.asarray(scores)
     top = scores >= scores.max(axis=-1, keepdims=True) - tolerance
     return top.argmax(axis=-1).astype(np.int64)
+
+
+def top_classes(scores: np.ndarray, top: int, tolerance: float = TIE) -> np.ndarray:
+    """The `top` likeliest classes of each row of `scores` ``(n, k)``, likeliest first
+    ``(n, min(top, k))`` int64: `decide` again and again, each class taken out once chosen, so
+    that the first is `decide`'s and a tie goes to the lower class at every place (a map@K answer)."""
+    left = np.array(scores, dtype=np.float64)
+    out = np.empty((left.shape[0], min(top, left.shape[1])), dtype=np.int64)
+    for place in range(out.shape[1]):
+        out[:, place] = decide(left, tolerance)
+        left[np.arange(len(left)), out[:, place]] = -np.inf
+    return out

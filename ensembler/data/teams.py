@@ -162,7 +162,7 @@ def write_team(team: Team, root: str | Path) -> Project:
 
 # --- a declared competition's teams (issue 24): one task, any classes, images in groups ----------
 
-DECLARED_KINDS = ("classifiers", "overconfident", "near-copies", "one-strong", "biased")
+DECLARED_KINDS = ("classifiers", "overconfident", "near-copies", "one-strong", "biased", "graded", "imbalanced")
 
 
 @dataclass(frozen=True)
@@ -196,13 +196,19 @@ def simulate_declared_team(kind: str, competition: Competition, n_groups: int = 
     ``classifiers`` of different skills; ``overconfident`` ones (logits x2.5 to x4);
     ``near-copies`` sharing most of their noise (k-fold copies) beside one other; ``one-strong``
     beside three weak (a vote dilutes it, a selection need not); ``biased`` members each
-    over-calling some classes (a per-class bias a stack can undo)."""
+    over-calling some classes (a per-class bias a stack can undo); ``graded`` classifiers of
+    ordered grades whose errors are mostly one grade off (the margin falls with the squared
+    distance to the true grade; quadratic kappa's teams); ``imbalanced`` classifiers on a steep
+    class mix (weight 1/(c+1)^1.5; balanced accuracy's teams). The last two are calibrated, as a
+    model trained on the mix is: their logits carry the log of the class mix, so that their
+    argmax under-calls the rare classes (and the extreme grades)."""
     if kind not in DECLARED_KINDS:
         raise ValueError(f"kind in {DECLARED_KINDS}")
     rng = np.random.default_rng(seed)
     k = competition.space.n_joint
-    mix = 1.0 / np.arange(1, k + 1) ** 0.8
+    mix = 1.0 / np.arange(1, k + 1) ** (1.5 if kind == "imbalanced" else 0.8)
     mix /= mix.sum()
+    prior = np.log(mix) if kind in ("graded", "imbalanced") else np.zeros(k)
     n = n_groups * per_group
     groups = np.repeat(np.arange(n_groups), per_group)
     labels = rng.choice(k, size=n, p=mix)
@@ -214,6 +220,8 @@ def simulate_declared_team(kind: str, competition: Competition, n_groups: int = 
         "near-copies": [(f"k{i}", 1.5, 1.2, 0.0) for i in range(4)] + [("other", 1.0, 1.0, 0.0)],
         "one-strong": [("strong", 1.0, 2.0, 0.0)] + [(f"weak{i}", 1.0, 0.8, 0.0) for i in range(3)],
         "biased": [(f"b{i}", 1.0, 1.3, 1.0) for i in range(4)],
+        "graded": [(f"g{i}", 1.0, s, 0.0) for i, s in enumerate((1.6, 1.3, 1.1, 1.0))],
+        "imbalanced": [(f"c{i}", 1.0, s, 0.0) for i, s in enumerate((1.6, 1.3, 1.1, 1.0))],
     }[kind]
     shared = {split: (rng.normal(0, 1, (len(y), k)), rng.normal(0, 0.8, (g.max() + 1, k))[g]) for split, y, g in (("labelled", labels, groups), ("eval", answers, eval_groups))}
     members = {}
@@ -222,11 +230,14 @@ def simulate_declared_team(kind: str, competition: Competition, n_groups: int = 
         probs = []
         for split, y, g in (("labelled", labels, groups), ("eval", answers, eval_groups)):
             margin = np.zeros((len(y), k))
-            margin[np.arange(len(y)), y] = strength
+            if kind == "graded":  # a grade's neighbours score close to it, far grades far below
+                margin = strength * (1.0 - (np.arange(k)[None, :] - y[:, None]) ** 2 / 2.0)
+            else:
+                margin[np.arange(len(y)), y] = strength
             noise, faces = rng.normal(0, 1, (len(y), k)), rng.normal(0, 0.6, (g.max() + 1, k))[g]
             if name.startswith("k"):
                 noise, faces = 0.3 * noise + 0.95 * shared[split][0], 0.3 * faces + 0.95 * shared[split][1]
-            probs.append(softmax(scale * (margin + noise + faces + offsets), axis=1))
+            probs.append(softmax(scale * (margin + noise + faces + offsets) + prior, axis=1))
         members[name] = (probs[0], probs[1])
     ids = np.array([f"img{i:06d}.jpg" for i in range(n)], dtype=object)
     eval_ids = np.array([f"test{i:06d}.jpg" for i in range(n_eval)], dtype=object)

@@ -26,7 +26,7 @@ from ..data.stable import decide
 from ..data.store import LABELLED_SPLITS, PredictionSet, Split, Store, kind_of
 from ..errors import EnsError, preview
 from ..pipeline.calibration import Calibrator, fit
-from ..pipeline.composition import eval_target
+from ..pipeline.composition import check_competition, eval_target
 from ..pipeline.engine import Context, Pipeline, run
 from ..pipeline.priors import em_priors, implied_priors
 from ..pipeline.recipe import Recipe, complete_recipe
@@ -172,7 +172,8 @@ def build_report(
     for recipe in recipes:
         target = recipe_target(project, recipe, notes)
         for method in methods:
-            done = run(Pipeline((combining(method, per_task=per_task, tie=tie if method is Method.HARD else None),)), labelled, target, Context(recipe, project))
+            pipeline = Pipeline((combining(method, per_task=per_task, tie=tie if method is Method.HARD else None),)).with_companions(project)
+            done = run(pipeline, labelled, target, Context(recipe, project))
             result = score(labels, done.scored.labels)  # learned methods: out of fold, person-grouped, on the same images
             gain = None if best is None else result.f1_18 - best
             rows.append(ReportRow(str(recipe), "recipe", result, str(method), gain, None if done.cv is None else done.cv.fold_std, done.scored.labels, steps=done.records))
@@ -225,7 +226,7 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
     source resampled by the declared group (`evidence.group_bootstrap`); learned methods (stack,
     select, auto) out of fold, with folds by group, on the same images."""
     from ..scoring.evidence import group_bootstrap
-    from ..scoring.metrics import competition_score
+    from ..scoring.metrics import competition_replicates, competition_score
 
     competition = project.competition
     labels, metric = labelled.labels, str(competition.metric)
@@ -237,13 +238,17 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
     for recipe in recipes:
         target = recipe_target(project, recipe, notes)
         for method in methods:
-            done = run(Pipeline((combining(method, tie=tie if method is Method.HARD else None),)), labelled, target, Context(recipe, project))
+            pipeline = Pipeline((combining(method, tie=tie if method is Method.HARD else None),)).with_companions(project)
+            check_competition(competition, pipeline)
+            done = run(pipeline, labelled, target, Context(recipe, project))
             spread = None if done.cv is None else done.cv.fold_std
             rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method), spread=spread, prediction=done.scored.space.decode(done.scored.labels), steps=done.records))
-            predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if method is Method.HARD else None))
+            predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if competition.submission.answer is not None else None))  # its decisions: a vote's, a cut point's
 
     def score_rows(weights: np.ndarray | None) -> np.ndarray:
-        return np.array([competition_score(competition, labels, p, j, d, weights) for p, j, d in predictions])
+        if weights is None:
+            return np.array([competition_score(competition, labels, p, j, d) for p, j, d in predictions])
+        return np.stack([competition_replicates(competition, labels, p, j, d, weights) for p, j, d in predictions], axis=1)
 
     sign = 1.0 if competition.metric.higher_is_better else -1.0
     values = score_rows(None)

@@ -2,4 +2,4 @@
 imported here, so that each step has registered itself (`engine.register`) whichever module a
 caller imports first."""
 
-from . import auto, learned, median, persons, priors, tuning, voting  # noqa: F401  (each module registers its steps)
+from . import auto, decisions, learned, median, persons, priors, tuning, voting  # noqa: F401  (each module registers its steps)

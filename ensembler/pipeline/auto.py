@@ -59,7 +59,7 @@ from ..data.labels import MASK_SPACE, N_JOINT, LabelSpace, Task
 from ..data.people import MIN_PEOPLE, thin_pairs
 from ..data.stable import decide
 from ..scoring.evidence import LEVEL, f1_replicates, person_draws
-from ..scoring.metrics import macro_f1, metric_replicates, task_objective
+from ..scoring.metrics import Part, answer_parts, macro_f1, metric_replicates, task_objective
 from .engine import REGISTRY, Composed, Context, Fitted, Sources, Step, Words, fit_step, register
 from .folds import Folds, filled, out_of_fold
 from .learned import AUTO_STACK_WEIGHTS, FittedTasks, Objective, Pool, TaskModel, TaskPart, cross_fit_task, mean_fit, select_fit, stack_fit, stack_too_large, task_lines, thin_line, thin_of, unit
@@ -138,9 +138,6 @@ class F1Judge(Judge):
         return paired_gain(self.y[rows], self.decisions[reference][rows], self.decisions[other][rows], self.persons[rows], self.k, weights)
 
 
-Part = tuple[np.ndarray, int, np.ndarray, np.ndarray]  # one scored answer: labels (n,), classes k, probabilities (n, k), decisions (n,)
-
-
 class MetricJudge(Judge):
     """A declared competition's metric (`metrics.metric_value`) of each candidate, the mean over
     its `parts` (one for a single answer; a task each for several binary tasks, as
@@ -165,15 +162,10 @@ class MetricJudge(Judge):
         return _gain_interval(self.sign * (value(other) - value(reference)))
 
 
-def answer_parts(competition: Competition, labels: np.ndarray, composed: Composed) -> list[Part]:
-    """What a declared competition scores of a composition (`metrics.competition_score`): its
-    answer (the one task's, or the product of the tasks'), or each task of a multi-label answer."""
-    space = competition.space
-    if len(space.tasks) == 1 or competition.joint:
-        probs = composed.probs[space.tasks[0]] if len(space.tasks) == 1 else (composed.joint if composed.joint is not None else space.joint_from_tasks(composed.probs))
-        return [(labels, space.n_joint, probs, composed.labels)]
-    truth = space.decode(labels)
-    return [(truth[t], space.n_classes[t], composed.probs[t], decide(composed.probs[t])) for t in space.tasks]
+def composed_parts(competition: Competition, labels: np.ndarray, composed: Composed) -> list[Part]:
+    """What a declared competition scores of a composition (`metrics.answer_parts`), each
+    part's decisions filled (the composition's own, or a task's argmax)."""
+    return [(y, k, p, decide(p) if d is None else d) for y, k, p, d in answer_parts(competition, labels, composed.probs, composed.joint, composed.labels)]
 
 
 def pick(f1: np.ndarray, judge: Judge, rows: np.ndarray, reference: int, allowed: np.ndarray, cautious: bool, weights: np.ndarray | None = None) -> tuple[int, dict[str, Any]]:
@@ -403,13 +395,20 @@ class Auto(Step):
         lines += [f"stack {why}" for why in (auto.get("stack") or {}).values()]
         return lines + task_lines({"too_thin": auto.get("thin"), "weights": auto.get("weights") or record.get("weights")})
 
-    def companions(self, project: Project | None) -> tuple[Step, ...]:
-        """Decoding by person, tried (and kept only on evidence) where the team grouped both splits' images."""
+    def companions(self, project: Project | None, competition: Competition | None = None) -> tuple[Step, ...]:
+        """Steps tried after the chosen composition and kept only on evidence: a decision for the
+        competition's metric (`Step.offered`: cut points for quadratic kappa, the prior-divided
+        decision for balanced accuracy), and decoding by person where the team grouped both
+        splits' images."""
+        from .engine import REGISTRY
         from .persons import ByPerson, groups_paths
 
+        competition = competition or (None if project is None else project.competition)
+        metric = None if competition is None else competition.metric
+        out = tuple(step(optional=True) for step in REGISTRY.values() if step.offered and step.metrics and metric in step.metrics)
         if project is not None and all(groups_paths(project.root, s)[0].is_file() for s in ("eval", "train")):
-            return (ByPerson(optional=True),)
-        return ()
+            out += (ByPerson(optional=True),)
+        return out
 
     def fit(self, x: Sources, labels: np.ndarray, ctx: Context) -> FittedAuto:
         recipe, space, competition, target = ctx.recipe, ctx.space, ctx.competition, ctx.target
@@ -499,7 +498,7 @@ class Auto(Step):
         if competition.is_preset:
             judge: Judge = F1Judge([c.scored.labels for c in candidates], labels, N_JOINT, persons)
         else:
-            judge = MetricJudge(competition.metric, [answer_parts(competition, labels, c.scored) for c in candidates], persons)
+            judge = MetricJudge(competition.metric, [composed_parts(competition, labels, c.scored) for c in candidates], persons)
         scores, _, chosen, why = evidence_choice([c.label for c in candidates], judge, folds, 0, allowed, self.cautious, weights)
         best = candidates[chosen]
         return best, {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}

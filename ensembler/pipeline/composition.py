@@ -285,11 +285,11 @@ def _evidence(labelled: Labelled, decided: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _check_competition(competition: Competition, pipeline: Pipeline) -> None:
+def check_competition(competition: Competition, pipeline: Pipeline) -> None:
     """What each step says it composes: a declared competition's steps only (`Step.declared`:
     prior correction, F1 offsets, the pool and decoding by person are the mask competition's),
     each where its metric is (`Step.metrics`: rank averaging for AUC), and a step that gives
-    classes only where the submission is a class."""
+    classes only where the submission is a class scored on classes (not map@K's ranking)."""
     from .engine import REGISTRY
 
     mask_only = [s for s in pipeline.steps if not s.declared]
@@ -301,15 +301,18 @@ def _check_competition(competition: Competition, pipeline: Pipeline) -> None:
             raise EnsError(f"--method {step.name} serves {' or '.join(step.metrics)} ({step.help}); {competition.name} is scored by {competition.metric}: use --method soft")
     if not pipeline.combine.probabilities and competition.submission is not None and competition.submission.answer is None:
         raise EnsError(f"--method {pipeline.combine.name} gives classes, and {competition.name}'s submission holds probabilities ({competition.metric}): use --method soft, geo or rank")
+    if not pipeline.combine.probabilities and competition.metric.top is not None:
+        raise EnsError(f"--method {pipeline.combine.name} gives one class an image, and {competition.name} is scored by {competition.metric} on the {competition.metric.top} likeliest: use --method soft or geo")
 
 
 def _declared_answer(competition: Competition, sample: pd.DataFrame, composed: Composed) -> bytes:
-    """The sample submission with the composition's answer: its classes, or its probabilities."""
+    """The sample submission with the composition's answer: its classes, its likeliest classes
+    (map@K), or its probabilities."""
     from ..data.declared import submission_bytes
 
-    if competition.submission.answer is not None:
+    if competition.submission.answer is not None and competition.metric.top is None:
         return submission_bytes(competition, sample, composed.image_ids, decided=composed.labels)
-    return submission_bytes(competition, sample, composed.image_ids, probs=dict(composed.probs))
+    return submission_bytes(competition, sample, composed.image_ids, probs=dict(composed.probs), joint=composed.joint)
 
 
 def _declared_validation(competition: Competition, labelled: Labelled, done: Run, pipeline: Pipeline) -> dict[str, Any]:
@@ -378,11 +381,9 @@ def compose(project: Project, recipe: Recipe | None, steps: Pipeline | Step | st
         if not learns:
             raise EnsError(f"--method {pipeline.combine.name} needs a recipe (--recipe TASK:SOURCE …); stack, select and auto take every source by default")
         recipe = library_recipe(project)
-    extra = [s for s in pipeline.combine.companions(project) if not pipeline.has(s.name)]
-    if extra:
-        pipeline = Pipeline((*pipeline.steps, *extra))  # auto tries decoding by person where the team grouped its images
+    pipeline = pipeline.with_companions(project)  # auto tries a decision for the metric, and decoding by person where the team grouped its images
     competition = project.competition
-    _check_competition(competition, pipeline)
+    check_competition(competition, pipeline)
     if recipe.space != competition.space:
         raise EnsError(f"the recipe {recipe} names the tasks of another competition than {project.zoo.name}'s ({', '.join(competition.task_names)}); parse it with the project's label space")
     recipe = complete_recipe(recipe, project.coverage())

@@ -228,6 +228,7 @@ class Step(ABC):
     metrics: ClassVar[tuple[str, ...] | None] = None  # the metrics it serves (None: any)
     declared: ClassVar[bool] = True  # it composes a declared competition (False: the mask competition's alone)
     last: ClassVar[bool] = False  # it decides the classes: the last step, once
+    offered: ClassVar[bool] = False  # auto brings it after itself, optional (kept only on evidence), where the metric is one of its `metrics`
 
     @classmethod
     def learns(cls) -> bool:
@@ -244,9 +245,10 @@ class Step(ABC):
         ``steps`` entry: config, fitted parameters, evidence); by default none."""
         return []
 
-    def companions(self, project: Project | None) -> tuple[Step, ...]:
-        """Steps it brings after itself when the pipeline lacks them (auto: decoding by person
-        where the team grouped its images); by default none."""
+    def companions(self, project: Project | None, competition: Competition | None = None) -> tuple[Step, ...]:
+        """Steps it brings after itself when the pipeline lacks them (auto: a decision for the
+        metric of the `competition`, default the project's; decoding by person where the team
+        grouped its images); by default none."""
         return ()
 
     @abstractmethod
@@ -367,7 +369,7 @@ class Pipeline:
     """Steps in order: one that combines the sources, then steps that refine the composition.
 
     Built from steps, a step, or a method name (``"soft"``, ``"stack"``, …: that combining step
-    alone; `Pipeline.of`). Checked when built: the first step combines and no other does; a step
+    alone; `steps.pipeline_of`). Checked when built: the first step combines and no other does; a step
     that re-weights probabilities does not follow a hard vote; decoding by person comes last.
     `nested`: the labelled images are scored by the whole pipeline cross-fitted (each fold by
     every step fitted on the other folds alone), not step by step (`run`)."""
@@ -397,6 +399,13 @@ class Pipeline:
 
     def has(self, name: str) -> bool:
         return any(s.name == name for s in self.steps)
+
+    def with_companions(self, project: Project | None, competition: Competition | None = None) -> Pipeline:
+        """The pipeline with the steps its combining step brings after itself (`Step.companions`:
+        auto's decision for the metric, decoding by person) that it lacks: what `compose` and
+        `report` both run, so that a method scores the same in each."""
+        extra = tuple(s for s in self.combine.companions(project, competition) if not self.has(s.name))
+        return replace(self, steps=(*self.steps, *extra)) if extra else self
 
     def __str__(self) -> str:
         return " -> ".join(s.name for s in self.steps)

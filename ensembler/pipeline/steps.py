@@ -39,6 +39,20 @@ Method = StrEnum("Method", {name.upper(): name for name in combining_steps()})  
 Method.__doc__ = "How a recipe's sources are combined: every registered combining step (`steps.combining_steps`)."
 
 
+def decision_steps() -> dict[str, type[Step]]:
+    """The registered decisions for the metric (``--decide NAME``: cut points, prior-divided), by their command-line names."""
+    return {step.cli: step for step in REGISTRY.values() if step.flag == "--decide"}
+
+
+Decision = StrEnum("Decision", {name.upper().replace("-", "_"): name for name in decision_steps()})  # --decide's closed choice
+Decision.__doc__ = "How the answer's classes are decided for the metric: every registered decision step (`steps.decision_steps`)."
+
+
+def decision_help() -> str:
+    """``--decide``'s help: each decision's own line and the metric it serves."""
+    return "; ".join(f"{name} ({', '.join(step.metrics or ())}): {step.help.split(': ', 1)[-1]}" for name, step in decision_steps().items())
+
+
 def method_help() -> str:
     """``--method``'s help: each combining step's own line (`Step.help`)."""
     return "; ".join(f"{name}: {step.help}" for name, step in combining_steps().items())
@@ -63,11 +77,11 @@ def combining(method: Method | str, **options: object) -> Step:
     return step(**given)
 
 
-def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = None, force_prior: bool = False, tune_f1: bool = False, by_person: bool = False, force_by_person: bool = False) -> list[Step]:
+def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = None, force_prior: bool = False, tune_f1: bool = False, by_person: bool = False, force_by_person: bool = False, decide: Decision | str | None = None) -> list[Step]:
     """The steps after the combining one that the command line's flags ask for, in order: a
     prior correction (`prior`: ``--prior`` values; `calibrate` and `force_prior` belong to it,
     and without it are an error), F1 offsets, decoding by person (`force_by_person` asks for it
-    too)."""
+    too), a decision for the metric (`decide`: ``--decide`` cut-points or prior-divided)."""
     spec = parse_priors(list(prior))
     if not spec.active:
         unused = [flag for flag, on in (("--calibrate", calibrate is not None), ("--force-prior", force_prior)) if on]
@@ -76,6 +90,10 @@ def refining(prior: Sequence[str] = (), calibrate: Calibrator | str | None = Non
     steps: list[Step] = [Priors(spec, calibrate or Calibrator.AUTO, force_prior)] if spec.active else []
     steps += [TuneF1()] if tune_f1 else []
     steps += [ByPerson(force=force_by_person)] if by_person or force_by_person else []
+    if decide is not None:
+        if str(decide) not in decision_steps():
+            raise EnsError(f"--decide {decide!r}: not one of {', '.join(decision_steps())}")
+        steps.append(decision_steps()[str(decide)]())
     return steps
 
 

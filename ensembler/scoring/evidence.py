@@ -123,16 +123,19 @@ def group_bootstrap(
     replicates: int = REPLICATES,
     seed: int = 0,
     higher_is_better: bool = True,
+    chunk: int = 0,
 ) -> Evidence:
-    """The same intervals for any metric (a declared competition's: AUC, log-loss, accuracy,
-    macro F1): `score_rows(weights)` gives every row's score ``(rows,)`` with image `weights`
-    ``(n,)`` (None: unweighted), and each replicate weighs an image by how often its group
-    (``groups`` ``(n,)``: the declared group, a patient) was drawn. One call per replicate: slower
-    than `bootstrap`'s counts, which macro F1 alone allows. A gain is signed so that above 0 is
-    better (for log-loss, lower)."""
+    """The same intervals for any metric (a declared competition's): `score_rows(weights)`
+    gives every row's score under each row of image `weights` ``(r, n)`` at once, ``(r, rows)``
+    (`metrics.competition_replicates` does it in one pass), and ``score_rows(None)`` the plain
+    scores ``(rows,)``; each replicate weighs an image by how often its group (``groups``
+    ``(n,)``: the declared group, a patient) was drawn. Replicates go `chunk` at a time (0: as
+    many as keep the weights near 64 MB). A gain is signed so that above 0 is better (for
+    log-loss, lower)."""
     codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
     draws = person_draws(int(codes.max()) + 1, replicates, seed)
-    values = np.array([score_rows(d[codes].astype(np.float64)) for d in draws])
+    step = chunk or max(1, (8 << 20) // max(len(codes), 1))
+    values = np.concatenate([np.asarray(score_rows(draws[i : i + step][:, codes].astype(np.float64)), dtype=np.float64) for i in range(0, replicates, step)])
     low, high = _interval(values)
     nan = np.full(values.shape[1], np.nan)
     gain_low, gain_high, positive = nan, nan.copy(), nan.copy()

@@ -1,4 +1,5 @@
-"""Scores as the competition computes them: macro F1 over fixed label sets.
+"""Scores as the competition computes them: macro F1 over fixed label sets, and a declared
+competition's metric (`metric_value`, `metric_replicates`).
 
 The 18-class score is scikit-learn's macro F1 over labels 0..17, a class absent from both the
 truth and the prediction counting as 0 (``zero_division=0``); per-task scores are macro F1 over
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, split_prediction
-from ..data.stable import decide
+from ..data.stable import decide, top_classes
 from ..data.store import PredictionSet
 
 if TYPE_CHECKING:
@@ -76,33 +77,30 @@ def score(y_true: np.ndarray, y_pred: np.ndarray | Mapping[Task, np.ndarray]) ->
 
 def metric_value(metric: Metric | str, y_true: np.ndarray, k: int, probs: np.ndarray | None = None, decided: np.ndarray | None = None, weights: np.ndarray | None = None) -> float:
     """A declared competition's `metric` (`competition.Metric`) of a prediction over `k` classes:
-    y_true ``(n,)``; probs ``(n, k)`` (needed by AUC and log-loss); decided ``(n,)`` (default: the
-    argmax of `probs`); weights ``(n,)`` image weights (a resampled set; None: all 1). Macro F1
-    as `macro_f1`; accuracy; log-loss as scikit-learn's `log_loss` over the `k` classes; AUC as
-    its `roc_auc_score` (binary: of class 1; more classes: one-vs-rest, macro) wherever that is
-    defined, by the one rule `metric_replicates` has for a class the images lack: it is left
-    out of the macro mean (NaN when no class can be scored; a binary AUC without both classes
-    is NaN), so that a fold without a class is scored the same everywhere."""
+    y_true ``(n,)``; probs ``(n, k)`` (needed by AUC, log-loss and map@K); decided ``(n,)``
+    (default: the argmax of `probs`); weights ``(n,)`` image weights (a resampled set; None: all
+    1). `metric_replicates` with one row of weights, log-loss aside (scikit-learn's `log_loss`
+    over the `k` classes): each equals its scikit-learn reference where that is defined (tests
+    hold them so), and a class the images lack is treated by one rule (`metric_replicates`)."""
     from sklearn.metrics import log_loss
 
     from ..data.competition import Metric
 
     metric = Metric(metric)
     y_true = np.asarray(y_true)
-    if metric.on_probabilities:
-        if probs is None:
-            raise ValueError(f"{metric} is scored on probabilities")
-        if metric is Metric.LOG_LOSS:
-            return float(log_loss(y_true, probs, labels=list(range(k)), sample_weight=weights))
-        w = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=np.float64)[None, :]
-        return float(metric_replicates(metric, y_true, k, w, probs)[0])
-    if decided is None:
-        if probs is None:
-            raise ValueError(f"{metric} needs decisions or probabilities")
-        decided = decide(probs)
-    if metric is Metric.ACCURACY:
-        return float(np.average(np.asarray(decided) == y_true, weights=weights)) if len(y_true) else 0.0
-    return macro_f1(y_true, np.asarray(decided), k, weights)
+    if metric.ranks and probs is None:
+        raise ValueError(f"{metric} is scored on probabilities")
+    if metric == Metric.LOG_LOSS:
+        return float(log_loss(y_true, probs, labels=list(range(k)), sample_weight=weights))
+    if decided is None and probs is None:
+        raise ValueError(f"{metric} needs decisions or probabilities")
+    if metric in (Metric.MACRO_F1, Metric.ACCURACY):
+        decided = decide(probs) if decided is None else np.asarray(decided)
+        if metric == Metric.MACRO_F1:
+            return macro_f1(y_true, decided, k, weights)
+        return float(np.average(decided == y_true, weights=weights)) if len(y_true) else 0.0
+    w = np.ones((1, len(y_true))) if weights is None else np.asarray(weights, dtype=np.float64)[None, :]
+    return float(metric_replicates(metric, y_true, k, w, probs, decided)[0])
 
 
 def nan_mean(values: Any) -> float:
@@ -113,59 +111,96 @@ def nan_mean(values: Any) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
+SPARSE_ROWS = 16  # rows of weights from which `auc_replicates` sums by one sparse product
+
+
 def auc_replicates(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The area under the ROC curve of `scores` ``(n,)`` for the images `positive` ``(n,)``
     (bool) under each row of image `weights` ``(r, n)`` (a bootstrap replicate's draw counts),
     ``(r,)``: the weighted share of (positive, negative) pairs the scores order right, a tie
     counting half, as scikit-learn's `roc_auc_score` with ``sample_weight`` (the trapezoid of
     the weighted ROC curve; a test holds them equal). NaN where a row weighs no positive or no
-    negative. One sort for every row: ties are the runs of equal sorted scores."""
+    negative. Rank-based, every row in one pass: the images' weights summed per distinct score
+    (one sparse product for the positives, one for the negatives), the negative weight below
+    each score a running sum."""
+    from scipy.sparse import csr_matrix
+
     scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # each run of tied scores
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))[:, order]
-    is_pos = np.asarray(positive, dtype=bool)[order]
-    pos = np.add.reduceat(w * is_pos, starts, axis=1)  # (r, runs)
-    neg = np.add.reduceat(w * ~is_pos, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each run
-    total = pos.sum(axis=1) * neg.sum(axis=1)
+    positive = np.asarray(positive, dtype=bool)
+    runs, run = np.unique(scores, return_inverse=True)  # each image's distinct score, ascending
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    images = np.arange(len(scores))
+    if len(w) >= SPARSE_ROWS:  # one product for all rows
+        by_run = lambda chosen: csr_matrix((chosen.astype(np.float64), (run, images)), shape=(len(runs), len(scores))) @ w.T  # noqa: E731  (runs, r): a run's rows contiguous
+    else:  # a few rows (a score, a fold): a bincount each, without the sparse product's set-up
+        by_run = lambda chosen: np.stack([np.bincount(run[chosen], row[chosen], minlength=len(runs)) for row in w], axis=1)  # noqa: E731
+    pos, neg = by_run(positive), by_run(~positive)
+    total = pos.sum(axis=0) * neg.sum(axis=0)
+    tied = np.einsum("ij,ij->j", pos, neg)  # pairs of one score: half each
+    np.cumsum(neg, axis=0, out=neg)  # in place: the negative weight at or below each score
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / total, np.nan)
+        return np.where(total > 0, (np.einsum("ij,ij->j", pos, neg) - 0.5 * tied) / total, np.nan)
+
+
+def average_precision_at(y_true: np.ndarray, probs: np.ndarray, top: int) -> np.ndarray:
+    """Each image's average precision at `top` ``(n,)`` with one true class: 1/place of its class
+    among the `top` likeliest of `probs` ``(n, k)`` (`stable.top_classes`, the answer a
+    submission writes), 0 when it is not among them."""
+    hits = top_classes(probs, top) == np.asarray(y_true, dtype=np.int64)[:, None]
+    return hits @ (1.0 / np.arange(1, hits.shape[1] + 1))
 
 
 def metric_replicates(metric: Metric | str, y_true: np.ndarray, k: int, weights: np.ndarray, probs: np.ndarray | None = None, decided: np.ndarray | None = None) -> np.ndarray:
     """`metric_value` under each row of image `weights` ``(r, n)`` at once ``(r,)``: a bootstrap's
-    replicates (draw counts per image) without a call per replicate. Equal to `metric_value`
-    with each row as its ``weights`` (a test holds it so); AUC over several classes is the mean
-    of the classes' one-vs-rest AUCs that a row can score (NaN if none)."""
+    replicates (draw counts per image) in one pass, sums over images as matrix products with
+    the weights. Equal to `metric_value` with each row as its ``weights`` (a test holds it so).
+    A row that cannot score a metric gives NaN: AUC over several classes is the mean of the
+    classes' one-vs-rest AUCs the row can score (a class with no positive or no negative is left
+    out); balanced accuracy, the mean recall of the classes the row holds (scikit-learn's
+    `balanced_accuracy_score`); quadratic kappa is NaN where every image of the row is one class
+    in truth and in decision (scikit-learn's ``replace_undefined_by`` default); an empty row
+    gives NaN."""
     from ..data.competition import Metric
 
     metric = Metric(metric)
     y_true = np.asarray(y_true, dtype=np.int64)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    total = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if metric is Metric.AUC:
+        if metric == Metric.AUC:
             if k == 2:
                 return auc_replicates(y_true == 1, probs[:, 1], w)
             per_class = np.stack([auc_replicates(y_true == c, probs[:, c], w) for c in range(k)], axis=1)
             counted = np.isfinite(per_class).sum(axis=1)
             return np.where(counted > 0, np.nansum(per_class, axis=1) / np.maximum(counted, 1), np.nan)
-        if metric is Metric.LOG_LOSS:
+        if metric == Metric.LOG_LOSS:
             p = np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).eps, None)
             p = p / p.sum(axis=1, keepdims=True)
-            loss = -np.log(p[np.arange(len(y_true)), y_true])
-            return (w @ loss) / w.sum(axis=1)
+            return (w @ -np.log(p[np.arange(len(y_true)), y_true])) / total
+        if metric.top is not None:
+            return (w @ average_precision_at(y_true, probs, metric.top)) / total
         decided = decide(probs) if decided is None else np.asarray(decided, dtype=np.int64)
         right = (decided == y_true).astype(np.float64)
-        if metric is Metric.ACCURACY:
-            return (w @ right) / w.sum(axis=1)
+        if metric == Metric.ACCURACY:
+            return (w @ right) / total
+        if metric == Metric.QUADRATIC_KAPPA:
+            # 1 - observed / expected disagreement, weights (i - j)^2: the expected one, of truth
+            # and decision drawn apart from their margins, is E[t^2] + E[d^2] - 2 E[t] E[d]
+            t, d = y_true.astype(np.float64), decided.astype(np.float64)
+            mean = lambda v: (w @ v) / total  # noqa: E731
+            expected = mean(t * t) + mean(d * d) - 2.0 * mean(t) * mean(d)
+            return np.where(expected > 0, 1.0 - mean((t - d) ** 2) / expected, np.nan)
         from scipy.sparse import csr_matrix
 
         rows = np.arange(len(y_true))
         onehot = lambda cls, value: csr_matrix((value, (cls, rows)), shape=(k, len(y_true)))  # noqa: E731  (k, n)
         tp = (onehot(y_true, right) @ w.T).T  # (r, k): a sparse product, fast for hundreds of classes
-        denominator = (onehot(y_true, np.ones(len(rows))) @ w.T).T + (onehot(decided, np.ones(len(rows))) @ w.T).T
+        support = (onehot(y_true, np.ones(len(rows))) @ w.T).T
+        if metric == Metric.BALANCED_ACCURACY:
+            held = support > 0
+            recall = np.divide(tp, support, out=np.zeros_like(tp), where=held)
+            return np.where(held.any(axis=1), recall.sum(axis=1) / np.maximum(held.sum(axis=1), 1), np.nan)
+        denominator = support + (onehot(decided, np.ones(len(rows))) @ w.T).T
         f1 = np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
         return f1.mean(axis=1)
 
@@ -173,34 +208,48 @@ def metric_replicates(metric: Metric | str, y_true: np.ndarray, k: int, weights:
 def task_objective(metric: Metric | str, k: int) -> Callable[[np.ndarray, np.ndarray], float]:
     """What a learned step maximises for one task of `k` classes under the competition's
     `metric`: ``objective(y (n,), summed (n, k))`` of an unnormalised sum of probabilities
-    (ensemble selection's running total), higher better: macro F1 or accuracy of its argmax,
-    AUC of its columns (a sum ranks the images as its mean does), minus the log-loss of its
-    normalised rows."""
+    (ensemble selection's running total), higher better: the metric of its argmax (macro F1,
+    accuracy, quadratic kappa, balanced accuracy), of its order (AUC, map@K: a sum ranks as its
+    mean does), minus the log-loss of its normalised rows. Where the metric is undefined (an AUC
+    without both classes, a kappa of one class), the score of a guess (0.5, 0)."""
     from ..data.competition import Metric
 
     metric = Metric(metric)
-    if metric is Metric.MACRO_F1:
+    if metric == Metric.MACRO_F1:
         return lambda y, summed: macro_f1(y, decide(summed), k)
-    if metric is Metric.ACCURACY:
-        return lambda y, summed: float(np.mean(decide(summed) == y)) if len(y) else 0.0
-    ones = lambda y: np.ones((1, len(y)))  # noqa: E731
-    if metric is Metric.AUC:
-        return lambda y, summed: float(np.nan_to_num(metric_replicates(metric, y, k, ones(y), summed)[0], nan=0.5))
-    return lambda y, summed: -float(metric_replicates(metric, y, k, ones(y), summed)[0])
+    sign, undefined = (1.0 if metric.higher_is_better else -1.0), (0.5 if metric == Metric.AUC else 0.0)
+    return lambda y, summed: sign * float(np.nan_to_num(metric_replicates(metric, y, k, np.ones((1, len(y))), summed)[0], nan=undefined))
+
+
+Part = tuple[np.ndarray, int, np.ndarray, "np.ndarray | None"]  # one scored answer: labels (n,), classes k, probabilities (n, k), decisions (n,) or None (their argmax)
+
+
+def answer_parts(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None) -> list[Part]:
+    """What a declared competition scores of a prediction of labelled images: its answer (the
+    one task's classes, or the product of the tasks' with ``joint: product``), or each task of a
+    multi-label answer, whose mean is the score. `labels` ``(n,)`` answer classes; `probs`
+    ``{task: (n, k)}``, the `joint` when there is one, `decided` ``(n,)`` answer classes."""
+    space = competition.space
+    if len(space.tasks) == 1 or competition.joint:
+        p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
+        return [(np.asarray(labels), space.n_joint, p, decided)]
+    truth = space.decode(labels)
+    return [(truth[t], space.n_classes[t], probs[t], None) for t in space.tasks]
 
 
 def competition_score(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None, decided: np.ndarray | None = None, weights: np.ndarray | None = None) -> float:
-    """A declared competition's metric (`metric_value`) of a prediction of labelled images:
-    `labels` ``(n,)`` answer classes; `probs` ``{task: (n, k)}``, the `joint` when there is one,
-    `decided` ``(n,)`` answer classes (default: the probabilities' argmax). Over the answer's
-    classes (the one task's, or the product of the tasks with ``joint: product``); several tasks
-    without a product (multi-label): the mean of the metric over the tasks."""
-    space, metric = competition.space, competition.metric
-    if len(space.tasks) == 1 or competition.joint:
-        p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
-        return metric_value(metric, labels, space.n_joint, p, decided, weights)
-    truth = space.decode(labels)
-    return nan_mean([metric_value(metric, truth[t], space.n_classes[t], probs[t], weights=weights) for t in space.tasks])
+    """A declared competition's metric (`metric_value`) of a prediction of labelled images
+    (`answer_parts`: the mean over the tasks of a multi-label answer, those it can score), with
+    image `weights` ``(n,)`` or None; `decided` default: the probabilities' argmax."""
+    return nan_mean([metric_value(competition.metric, y, k, p, d, weights) for y, k, p, d in answer_parts(competition, labels, probs, joint, decided)])
+
+
+def competition_replicates(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None, decided: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
+    """`competition_score` under each row of image `weights` ``(r, n)`` at once ``(r,)``
+    (`metric_replicates`: a bootstrap's replicates in one pass)."""
+    parts = np.stack([metric_replicates(competition.metric, y, k, weights, p, d) for y, k, p, d in answer_parts(competition, labels, probs, joint, decided)], axis=1)
+    counted = np.isfinite(parts).sum(axis=1)
+    return np.where(counted > 0, np.nansum(parts, axis=1) / np.maximum(counted, 1), np.nan)
 
 
 def composed_score(competition: Competition, labels: np.ndarray, composed: Any, weights: np.ndarray | None = None) -> float:
