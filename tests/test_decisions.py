@@ -189,3 +189,42 @@ def test_auto_tries_the_metrics_decision_and_keeps_it_only_on_evidence(grades, l
     else:
         expected = decide(probs / np.array(record["priors"]))
     assert done.eval.labels.tolist() == expected.tolist()
+
+
+def test_a_map_at_k_competition_answers_its_likeliest_names_end_to_end(tmp_path):
+    """Split, import, compose (a vote, a stack, auto), report with intervals, the submission's
+    answer the three likeliest names, likeliest first; the hard vote and a ranked import refused."""
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from ensembler.data.stable import top_classes
+
+    whales = [f"w_{i:02d}" for i in range(8)]
+    truth = np.random.default_rng(3).choice(8, 120)
+    project = _team(tmp_path, _declared("map@3", "Id", whales, "name"), whales, truth, (1.5, 1.0))
+    for method in ("soft", "stack", "auto"):
+        done = ens.compose(project, "*:m0+m1", method, name=f"whale-{method}", write=True)
+        written = pd.read_csv(project.submissions / f"whale-{method}.csv", dtype=str).set_index("image_id")["Id"]
+        expected = [" ".join(whales[c] for c in row) for row in top_classes(done.eval.probs["Id"], 3)]
+        assert written.loc[done.eval.image_ids].tolist() == expected
+        assert 0 <= done.validation["recipe"]["map@3"] <= 1
+    tables = ens.report(project, recipes=["*:m0+m1"], methods=["soft", "auto"], replicates=200)
+    scores = tables.scores.set_index("name")
+    assert (scores["map@3_low"] <= scores["map@3"]).all() and (scores["map@3"] <= scores["map@3_high"]).all()
+    zoo = str(project.zoo)
+    hard = CliRunner().invoke(app, ["--zoo", zoo, "compose", "--recipe", "*:m0+m1", "--method", "hard"])
+    assert hard.exit_code == 1 and "scored by map@3 on the 3 likeliest" in hard.output
+    pd.DataFrame({"image_id": done.eval.image_ids, "Id": expected}).to_csv(tmp_path / "ranked.csv", index=False)
+    ranked = CliRunner().invoke(app, ["--zoo", zoo, "import", str(tmp_path / "ranked.csv"), "--name", "ranked"])
+    assert ranked.exit_code == 1 and "lists 3 classes (a ranked map@K answer)" in ranked.output
+
+
+@pytest.mark.parametrize("which", ["grades", "lesions"])
+def test_the_report_scores_kappa_and_balanced_accuracy_with_intervals_as_compose_does(grades, lesions, which):
+    project = grades if which == "grades" else lesions
+    metric = str(project.competition.metric)
+    tables = ens.report(project, recipes=["*:m0+m1"], methods=["soft", "stack", "auto"], replicates=100)
+    scores = tables.scores
+    assert (scores[f"{metric}_low"] <= scores[metric]).all() and (scores[metric] <= scores[f"{metric}_high"]).all()
+    auto = scores[scores["method"] == "auto"].iloc[0]
+    assert auto[metric] == pytest.approx(ens.compose(project, "*:m0+m1", "auto").validation["recipe"][metric])  # the decision auto brought included

@@ -218,6 +218,8 @@ def _labels(table: pd.DataFrame, path: Path, n_classes: int, column: str = "ans"
     bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= n_classes)
     if bad.any():
         i = _row(path, bad) - 2
+        if len(text[i].split()) > 1:  # a map@K answer: several classes, likeliest first
+            raise EnsError(f"{path}: row {i + 2}: {column} {table[column][i]!r} lists {len(text[i].split())} classes (a ranked map@K answer); this version imports a teammate's probabilities or one class an image, not a ranking")
         raise EnsError(f"{path}: row {i + 2}: {column} {table[column][i]!r} is not a class in 0..{n_classes - 1}{f' nor a class name ({preview(names, 4)})' if names else ''}")
     return values.astype(np.int64)
 

@@ -20,13 +20,14 @@ answer, the K likeliest classes, needs no fit: the submission writes it from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..data.stable import decide, weighted_sum
 from ..errors import EnsError
 from ..scoring.metrics import metric_value
 from .engine import Composed, Context, Fitted, Step, Words, cv_score, register
@@ -49,8 +50,11 @@ def _one_task(x: Composed, ctx: Context, step: Step) -> tuple[str, np.ndarray]:
 
 
 def expected_grade(probs: np.ndarray) -> np.ndarray:
-    """The expected grade of each image ``(n,)``: ``probs (n, k) @ [0, 1, …, k-1]``."""
-    return np.asarray(probs, dtype=np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
+    """The expected grade of each image ``(n,)``: ``sum_c c * probs[:, c]`` of `probs` ``(n, k)``,
+    added grade by grade (`stable.weighted_sum`: the same bits on every CPU, so that an image
+    at a cut point is cut alike everywhere)."""
+    probs = np.asarray(probs)
+    return weighted_sum(np.arange(probs.shape[1]), (probs[:, c] for c in range(probs.shape[1])))
 
 
 def cut(grade: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -108,8 +112,6 @@ class Divided(Fitted):
     check: dict[str, Any] | None = None  # an optional decision's evidence (`_Decision`)
 
     def apply(self, x: Composed) -> Composed:
-        from ..data.stable import decide
-
         return Composed(x.image_ids, decide(np.asarray(x.probs[self.task], dtype=np.float64) / self.priors), x.probs, x.joint, x.mode, x.space)
 
     def describe(self) -> dict[str, Any]:
