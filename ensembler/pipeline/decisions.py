@@ -187,13 +187,15 @@ class _Decision(Step):
         if not cv:
             return []
         fitted = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in record.items() if k not in ("step", "cv", "optional", "applied", "reason", "check"))
-        lines = [f"decided for the metric: {fitted} (CV {words.metric} {cv['before']:.4f} -> {cv['after']:.4f})"]
-        if "applied" in record:  # auto's: kept only on evidence
-            check = record["check"]
-            lines.append(f"{self.help.split(':')[0]} {'applied' if record['applied'] else 'NOT applied'}: {record['reason']} (gain {check['gain']:+.4f}, 90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f})")
-        if words.sign * (cv["after"] - cv["before"]) < 0:
-            lines.append(f"warning: it lowers the cross-validated score on these images; consider composing without --decide {self.cli}")
-        return lines
+        scores = f"(CV {words.metric} {cv['before']:.4f} -> {cv['after']:.4f})"
+        if "applied" not in record:  # asked for: applied
+            lines = [f"decided for the metric: {fitted} {scores}"]
+            if words.sign * (cv["after"] - cv["before"]) < 0:
+                lines.append(f"warning: it lowers the cross-validated score on these images; consider composing without --decide {self.cli}")
+            return lines
+        check = record["check"]  # auto's: kept only on evidence
+        evidence = f"gain {check['gain']:+.4f}, 90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}"
+        return [f"{self.help.split(':')[0]} {'applied' if record['applied'] else 'NOT applied'}{f' ({fitted})' if fitted else ''}: {record['reason']} ({evidence}) {scores}"]
 
     def fit_blind(self, target: Any, ctx: Context) -> Any:
         raise EnsError(f"--decide {self.cli} is fitted on labelled predictions; the recipe has none ({ctx.skipped})")
