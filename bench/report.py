@@ -72,7 +72,7 @@ def declared(metric: str, n_images: int, n_rows: int, replicates: int, repeats: 
 
     from ensembler.data.competition import parse_competition
     from ensembler.scoring.evidence import group_bootstrap, person_draws
-    from ensembler.scoring.metrics import competition_replicates, competition_score
+    from ensembler.scoring.metrics import competition_rows, competition_score
 
     k = 2 if metric == "auc" else 8 if metric != "map@5" else 60
     spec = {
@@ -91,10 +91,7 @@ def declared(metric: str, n_images: int, n_rows: int, replicates: int, repeats: 
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         rows.append(({"label": p.astype(np.float32)}, None, None))
 
-    def one_pass(weights):
-        if weights is None:
-            return np.array([competition_score(comp, labels, p, j, d) for p, j, d in rows])
-        return np.stack([competition_replicates(comp, labels, p, j, d, weights) for p, j, d in rows], axis=1)
+    one_pass = competition_rows(comp, labels, rows)
 
     def the_loop(weights):  # what the report ran before: one score per replicate and row
         if weights is None:

@@ -38,10 +38,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from math import prod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EnsError, unknown
 from .labels import CLASS_NAMES, MASK_SPACE, TASKS, LabelSpace
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -181,6 +184,14 @@ class Competition:
         """The submission's probability columns: ``{column: (task, class index)}``, each column
         its own task's (empty for a class answer)."""
         return dict((self.submission.proba or {}) if self.submission else {})
+
+    def answer_probabilities(self, probs: Mapping[str, np.ndarray], joint: np.ndarray | None = None) -> np.ndarray:
+        """The probabilities ``(n, n_joint)`` of the answer's classes from per-task `probs`
+        ``{task: (n, k)}``: the one task's, else the `joint` or, without one, the product of
+        the tasks' (``joint: product``)."""
+        if len(self.tasks) == 1:
+            return probs[self.tasks[0].name]
+        return joint if joint is not None else self.space.joint_from_tasks(probs)
 
     def task(self, name: str) -> TaskSpec:
         """The task called `name`; an unknown one suggests the close ones."""

@@ -194,8 +194,8 @@ def submission_bytes(competition: Competition, sample: pd.DataFrame, image_ids: 
     if sub.answer is not None and competition.metric.top is not None:
         if by_task is None:
             raise EnsError(f"this competition's answer is the {competition.metric.top} likeliest classes ({competition.metric}): give the probabilities")
-        answer = by_task[competition.tasks[0].name] if len(competition.tasks) == 1 else (joint if joint is not None else competition.space.joint_from_tasks(by_task))
-        out[sub.answer] = [" ".join(written(int(c)) for c in top) for top in top_classes(np.asarray(answer)[rows], competition.metric.top)]
+        answer = np.asarray(competition.answer_probabilities(by_task, joint))[rows]
+        out[sub.answer] = [" ".join(written(int(c)) for c in top) for top in top_classes(answer, competition.metric.top)]
     elif sub.answer is not None:
         if decided is None:
             raise EnsError("this competition's submission is a class: give the decided classes")

@@ -226,7 +226,7 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
     source resampled by the declared group (`evidence.group_bootstrap`); learned methods (stack,
     select, auto) out of fold, with folds by group, on the same images."""
     from ..scoring.evidence import group_bootstrap
-    from ..scoring.metrics import competition_replicates, competition_score
+    from ..scoring.metrics import competition_rows
 
     competition = project.competition
     labels, metric = labelled.labels, str(competition.metric)
@@ -245,11 +245,7 @@ def _declared_report(project: Project, labelled: Labelled, recipes: Sequence[Rec
             rows.append(ReportRow(str(recipe), "recipe", Scores({}, None, None, len(labels)), str(method), spread=spread, prediction=done.scored.space.decode(done.scored.labels), steps=done.records))
             predictions.append((done.scored.probs, done.scored.joint, done.scored.labels if competition.submission.answer is not None else None))  # its decisions: a vote's, a cut point's
 
-    def score_rows(weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:
-            return np.array([competition_score(competition, labels, p, j, d) for p, j, d in predictions])
-        return np.stack([competition_replicates(competition, labels, p, j, d, weights) for p, j, d in predictions], axis=1)
-
+    score_rows = competition_rows(competition, labels, predictions)
     sign = 1.0 if competition.metric.higher_is_better else -1.0
     values = score_rows(None)
     singles = [i for i, r in enumerate(rows) if r.kind not in ("recipe", "ensemble")]

@@ -40,13 +40,12 @@ CUT_GRID = 41  # candidate positions of a cut between its neighbours
 CUT_PASSES = 3
 
 
-def _one_task(x: Composed, ctx: Context, step: Step) -> tuple[str, np.ndarray]:
-    """The one task whose classes the answer is, and its probabilities ``(n, k)``."""
+def _one_task(x: Composed, ctx: Context, step: Step) -> np.ndarray:
+    """The probabilities ``(n, k)`` of the one task whose classes the answer is."""
     space = ctx.space
     if len(space.tasks) != 1:
         raise EnsError(f"--decide {step.cli}: decides one task's classes; {ctx.competition.name} answers {len(space.tasks)} tasks")
-    task = space.tasks[0]
-    return task, np.asarray(x.probs[task], dtype=np.float64)
+    return np.asarray(x.probs[space.tasks[0]], dtype=np.float64)
 
 
 def expected_grade(probs: np.ndarray) -> np.ndarray:
@@ -151,7 +150,7 @@ class _Decision(Step):
         """Fitted on one task's probabilities ``(n, k)`` and `labels` ``(n,)``."""
 
     def fit(self, x: Composed, labels: np.ndarray, ctx: Context) -> Fitted:
-        task, probs = _one_task(x, ctx, self)
+        probs = _one_task(x, ctx, self)
         fitted = self.fit_task(probs, labels, ctx)
         if not self.optional:
             return fitted
@@ -161,15 +160,14 @@ class _Decision(Step):
     def _evidence(self, x: Composed, probs: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any]:
         """Whether its decisions, fitted on the other folds of these rows, beat `x`'s own beyond the noise."""
         from ..scoring.evidence import group_bootstrap
-        from ..scoring.metrics import competition_replicates, competition_score
+        from ..scoring.metrics import competition_rows
         from .folds import filled, out_of_fold
 
         folds = ctx.folds if ctx.folds is not None else ctx.folds_of(x.image_ids)
         inner = lambda rows: (lambda held, f=self.fit_task(probs[rows], labels[rows], ctx): f.apply(x.take(held)).labels)  # noqa: E731
         decided = filled(out_of_fold(inner, folds), len(labels))
-        rows = [x.labels, decided]
         comp = ctx.competition
-        score = lambda w: (np.array([competition_score(comp, labels, x.probs, None, d) for d in rows]) if w is None else np.stack([competition_replicates(comp, labels, x.probs, None, d, w) for d in rows], axis=1))  # noqa: E731
+        score = competition_rows(comp, labels, [(x.probs, None, x.labels), (x.probs, None, decided)])
         found = group_bootstrap(score, ctx.groups(x.image_ids), reference=0, higher_is_better=comp.metric.higher_is_better)
         gain = {"gain": round(float(found.f1[1] - found.f1[0]), 4), "interval": [round(float(found.gain_low[1]), 4), round(float(found.gain_high[1]), 4)]}
         if found.gain_low[1] > 0:

@@ -8,7 +8,7 @@ the task's own classes, after decoding the joint classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,14 @@ def nan_mean(values: Any) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
+def nan_mean_rows(values: np.ndarray) -> np.ndarray:
+    """`nan_mean` of each row of `values` ``(r, c)``, ``(r,)``: a replicate's classes or tasks
+    it can score, the others left out (NaN where none is)."""
+    counted = np.isfinite(values).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counted > 0, np.nansum(values, axis=1) / np.maximum(counted, 1), np.nan)
+
+
 SPARSE_ROWS = 16  # rows of weights from which `auc_replicates` sums by one sparse product
 
 
@@ -170,9 +178,7 @@ def metric_replicates(metric: Metric | str, y_true: np.ndarray, k: int, weights:
         if metric == Metric.AUC:
             if k == 2:
                 return auc_replicates(y_true == 1, probs[:, 1], w)
-            per_class = np.stack([auc_replicates(y_true == c, probs[:, c], w) for c in range(k)], axis=1)
-            counted = np.isfinite(per_class).sum(axis=1)
-            return np.where(counted > 0, np.nansum(per_class, axis=1) / np.maximum(counted, 1), np.nan)
+            return nan_mean_rows(np.stack([auc_replicates(y_true == c, probs[:, c], w) for c in range(k)], axis=1))
         if metric == Metric.LOG_LOSS:
             p = np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).eps, None)
             p = p / p.sum(axis=1, keepdims=True)
@@ -231,8 +237,7 @@ def answer_parts(competition: Competition, labels: np.ndarray, probs: Mapping[st
     ``{task: (n, k)}``, the `joint` when there is one, `decided` ``(n,)`` answer classes."""
     space = competition.space
     if len(space.tasks) == 1 or competition.joint:
-        p = probs[space.tasks[0]] if len(space.tasks) == 1 else (joint if joint is not None else space.joint_from_tasks(probs))
-        return [(np.asarray(labels), space.n_joint, p, decided)]
+        return [(np.asarray(labels), space.n_joint, competition.answer_probabilities(probs, joint), decided)]
     truth = space.decode(labels)
     return [(truth[t], space.n_classes[t], probs[t], None) for t in space.tasks]
 
@@ -247,9 +252,23 @@ def competition_score(competition: Competition, labels: np.ndarray, probs: Mappi
 def competition_replicates(competition: Competition, labels: np.ndarray, probs: Mapping[str, np.ndarray], joint: np.ndarray | None, decided: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
     """`competition_score` under each row of image `weights` ``(r, n)`` at once ``(r,)``
     (`metric_replicates`: a bootstrap's replicates in one pass)."""
-    parts = np.stack([metric_replicates(competition.metric, y, k, weights, p, d) for y, k, p, d in answer_parts(competition, labels, probs, joint, decided)], axis=1)
-    counted = np.isfinite(parts).sum(axis=1)
-    return np.where(counted > 0, np.nansum(parts, axis=1) / np.maximum(counted, 1), np.nan)
+    return nan_mean_rows(np.stack([metric_replicates(competition.metric, y, k, weights, p, d) for y, k, p, d in answer_parts(competition, labels, probs, joint, decided)], axis=1))
+
+
+Prediction = tuple[Mapping[str, np.ndarray], "np.ndarray | None", "np.ndarray | None"]  # as competition_score takes it: probs {task: (n, k)}, joint, decided
+
+
+def competition_rows(competition: Competition, labels: np.ndarray, predictions: Sequence[Prediction]) -> Callable[[np.ndarray | None], np.ndarray]:
+    """`evidence.group_bootstrap`'s ``score_rows`` for several `predictions` of the labelled
+    images: ``(r, n)`` image weights -> each prediction's `competition_replicates` ``(r, rows)``;
+    None -> their `competition_score` ``(rows,)``."""
+
+    def score_rows(weights: np.ndarray | None) -> np.ndarray:
+        if weights is None:
+            return np.array([competition_score(competition, labels, p, j, d) for p, j, d in predictions])
+        return np.stack([competition_replicates(competition, labels, p, j, d, weights) for p, j, d in predictions], axis=1)
+
+    return score_rows
 
 
 def composed_score(competition: Competition, labels: np.ndarray, composed: Any, weights: np.ndarray | None = None) -> float:
