@@ -66,6 +66,22 @@ def test_metric_replicates_equal_the_metric_with_each_row_of_weights(metric, k):
     assert metric_replicates(metric, y, k, weights, probs) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("k", [2, 5])
+def test_candidates_scored_in_one_pass_equal_each_scored_alone_to_the_last_bit(k):
+    from ensembler.scoring.metrics import auc_replicates, candidate_scores, candidates_auc, metric_replicates
+
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 150)
+    candidates = [np.round(rng.dirichlet(np.ones(k), 150), 1) for _ in range(4)]  # rounded: ties within and across rows
+    ones = np.ones((1, 150))
+    for metric in ("auc", "log_loss", "macro_f1", "quadratic_kappa", "balanced_accuracy", "map@2"):
+        alone = [metric_replicates(metric, y, k, ones, c)[0] for c in candidates]
+        assert candidate_scores(metric, y, k, iter(candidates)).tolist() == alone, metric
+    scores = np.stack([c[:, 0] for c in candidates])
+    assert candidates_auc(y == 0, scores).tolist() == [auc_replicates(y == 0, s, ones)[0] for s in scores]
+    assert np.isnan(candidates_auc(np.zeros(150, bool), scores)).all()
+
+
 def test_a_replicate_without_a_positive_has_no_auc():
     from ensembler.scoring.metrics import auc_replicates
 
@@ -92,7 +108,10 @@ def test_the_task_objective_is_the_metric_of_the_summed_probabilities_higher_bet
         "balanced_accuracy": balanced_accuracy_score(y, summed.argmax(1)),
         "map@2": plain_map_at(y, summed, 2),
     }[metric]
-    assert task_objective(metric, 3)(y, summed) == pytest.approx(reference, abs=1e-12)
+    objective = task_objective(metric, 3)
+    assert objective(y, [summed])[0] == pytest.approx(reference, abs=1e-12)
+    others = [summed[::-1], summed * 0.5, np.roll(summed, 1, axis=1)]  # several candidates in one pass score as each alone
+    assert objective(y, iter([summed, *others])).tolist() == [objective(y, [c])[0] for c in [summed, *others]]
 
 
 def plain_map_at(y: np.ndarray, probs: np.ndarray, top: int) -> float:

@@ -19,7 +19,7 @@ people and predicts these; the model applied to eval is fitted on all the labell
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -42,7 +42,7 @@ SELECT_WORK = 2 * 10**9  # probabilities a selection sums over its bags, rounds 
 MAX_STACK_WEIGHTS = 10_000  # a logistic regression past this (50 classes from 4 sources) takes lbfgs minutes per fit, hundreds of classes hours
 AUTO_STACK_WEIGHTS = 1_000  # auto offers a stack up to this (15 classes from 4 sources): past it lbfgs often stops at its iteration limit
 Folds = Sequence[tuple[np.ndarray, np.ndarray]]
-Objective = Callable[[np.ndarray, np.ndarray], float]  # (labels (n,), summed probabilities (n, k)) -> higher is better
+Objective = Callable[[np.ndarray, Iterable[np.ndarray]], np.ndarray]  # (labels (n,), candidates' summed probabilities, each (n, k)) -> (c,), higher is better (`metrics.task_objective`)
 
 
 # --- one task's model ---------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def select_weights(probs: list[np.ndarray], y: np.ndarray, k: int, rounds: int =
         counts = np.zeros(len(probs))
         current = np.zeros_like(sample[0], dtype=np.float64)
         for _ in range(rounds):
-            scores = [objective(y[rows], current + p) for p in sample]
+            scores = objective(y[rows], (current + p for p in sample))
             best = int(np.argmax(scores))  # ties: the first source in recipe order
             counts[best] += 1
             current += sample[best]

@@ -8,7 +8,8 @@ the task's own classes, after decoding the joint classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -211,20 +212,67 @@ def metric_replicates(metric: Metric | str, y_true: np.ndarray, k: int, weights:
         return f1.mean(axis=1)
 
 
-def task_objective(metric: Metric | str, k: int) -> Callable[[np.ndarray, np.ndarray], float]:
-    """What a learned step maximises for one task of `k` classes under the competition's
-    `metric`: ``objective(y (n,), summed (n, k))`` of an unnormalised sum of probabilities
-    (ensemble selection's running total), higher better: the metric of its argmax (macro F1,
-    accuracy, quadratic kappa, balanced accuracy), of its order (AUC, map@K: a sum ranks as its
-    mean does), minus the log-loss of its normalised rows. Where the metric is undefined (an AUC
-    without both classes, a kappa of one class), the score of a guess (0.5, 0)."""
+CANDIDATE_CELLS = 2**23  # probabilities `candidate_scores` stacks for one pass of AUCs (64 MB)
+
+
+def candidates_auc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The area under the ROC curve of each row of `scores` ``(c, n)`` for the images
+    `positive` ``(n,)``, every image weighing one, ``(c,)``: `auc_replicates` with a unit row
+    for each candidate, to the last bit (the same counts of pairs, ties half), one sort for all
+    rows; NaN without a positive or a negative."""
+    positive = np.asarray(positive, dtype=bool)
+    c, n = scores.shape
+    order = np.argsort(scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=1)
+    starts = np.ones((c, n), dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # a run of one score, within one row
+    run = np.cumsum(starts.ravel()) - 1
+    pos = np.bincount(run, positive[order].ravel().astype(np.float64))
+    neg = np.bincount(run) - pos
+    negatives = float(n - positive.sum())
+    row_of_run = np.flatnonzero(starts.ravel()) // n
+    below = np.cumsum(neg) - neg - row_of_run * negatives  # a row's negatives below the run
+    total = (n - negatives) * negatives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(row_of_run, pos * (below + 0.5 * neg), minlength=c) / total if total > 0 else np.full(c, np.nan)
+
+
+def candidate_scores(metric: Metric | str, y_true: np.ndarray, k: int, candidates: Iterable[np.ndarray]) -> np.ndarray:
+    """`metric_value` of each of the `candidates` ``(n, k)`` (probabilities of the same labelled
+    images `y_true`), ``(c,)``: ensemble selection asks it for every source of every round. An
+    AUC scores all candidates in one pass (`candidates_auc`), the others one by one."""
     from ..data.competition import Metric
 
     metric = Metric(metric)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if metric == Metric.AUC:  # a few candidates a pass: at most `CANDIDATE_CELLS` probabilities held
+        scores, candidates = [], iter(candidates)
+        while chunk := list(islice(candidates, max(1, CANDIDATE_CELLS // max(len(y_true) * k, 1)))):
+            stacked = np.stack(chunk)
+            if k == 2:
+                scores.append(candidates_auc(y_true == 1, stacked[:, :, 1]))
+            else:
+                scores.append(nan_mean_rows(np.stack([candidates_auc(y_true == c, stacked[:, :, c]) for c in range(k)], axis=1)))
+        return np.concatenate(scores) if scores else np.zeros(0)
     if metric == Metric.MACRO_F1:
-        return lambda y, summed: macro_f1(y, decide(summed), k)
+        return np.array([macro_f1(y_true, decide(summed), k) for summed in candidates])
+    ones = np.ones((1, len(y_true)))
+    return np.array([metric_replicates(metric, y_true, k, ones, summed)[0] for summed in candidates])
+
+
+def task_objective(metric: Metric | str, k: int) -> Callable[[np.ndarray, Iterable[np.ndarray]], np.ndarray]:
+    """What a learned step maximises for one task of `k` classes under the competition's
+    `metric`: ``objective(y (n,), candidates)``, for each candidate ``(n, k)`` (an unnormalised
+    sum of probabilities: ensemble selection's running total plus one source) a score ``(c,)``,
+    higher better (`candidate_scores`): the metric of its argmax (macro F1, accuracy, quadratic
+    kappa, balanced accuracy), of its order (AUC, map@K: a sum ranks as its mean does), minus
+    the log-loss of its normalised rows. Where the metric is undefined (an AUC without both
+    classes, a kappa of one class), the score of a guess (0.5, 0)."""
+    from ..data.competition import Metric
+
+    metric = Metric(metric)
     sign, undefined = (1.0 if metric.higher_is_better else -1.0), (0.5 if metric == Metric.AUC else 0.0)
-    return lambda y, summed: sign * float(np.nan_to_num(metric_replicates(metric, y, k, np.ones((1, len(y))), summed)[0], nan=undefined))
+    return lambda y, candidates: sign * np.nan_to_num(candidate_scores(metric, y, k, candidates), nan=undefined)
 
 
 Part = tuple[np.ndarray, int, np.ndarray, "np.ndarray | None"]  # one scored answer: labels (n,), classes k, probabilities (n, k), decisions (n,) or None (their argmax)
