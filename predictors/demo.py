@@ -6,7 +6,7 @@
 1. writes a toy competition in the real layout with drawn faces (`ensembler.data.toy`), the eval
    answers kept aside in ``answers.csv``;
 2. writes the team's fold file (fold 0 is the validation hold-out);
-3. trains a small team with the built-in trainer, each a different small timm architecture:
+3. trains a small team with the built-in trainer, on timm's smallest architectures (test_*):
    an 18-class model, a three-head model as a 5-fold group, an age-only model at a higher
    resolution, and a mask-and-gender model; the single models hold out fold 0;
 4. registers them in the demo's ``model_zoo.yaml`` and runs `ens predict` with hflip TTA on
@@ -52,18 +52,18 @@ from .runner import predict
 from .train import train_model
 
 HEADS = {"heads": {"mask": 3, "gender": 2, "age": 3}}
-LOW, HIGH = [48, 64], [96, 128]  # width x height fed to the models
-TEAM = [
-    {"name": "ana-r10", "owner": "ana", "architecture": "resnet10t", "layout": "classes18", "preprocess": {"resize": LOW}, "fold": 0},
-    {"name": "ben-heads", "owner": "ben", "architecture": "regnetx_002", "layout": HEADS, "preprocess": {"resize": LOW}, "folds": [0, 1, 2, 3, 4]},
-    {"name": "chloe-age", "owner": "chloe", "architecture": "regnety_002", "layout": {"heads": {"age": 3}}, "preprocess": {"resize": HIGH}, "fold": 0},
-    {"name": "dan-mg", "owner": "dan", "architecture": "regnetx_004", "layout": {"heads": {"mask": 3, "gender": 2}}, "preprocess": {"resize": LOW}, "fold": 0},
+LOW, HIGH = [48, 64], [72, 96]  # width x height fed to the models
+TEAM = [  # timm's smallest architectures (its test_* models, a few hundred thousand weights): a CPU trains each in seconds
+    {"name": "ana-eff", "owner": "ana", "architecture": "test_efficientnet", "layout": "classes18", "preprocess": {"resize": LOW}, "fold": 0},
+    {"name": "ben-heads", "owner": "ben", "architecture": "test_byobnet", "layout": HEADS, "preprocess": {"resize": LOW}, "folds": [0, 1, 2, 3, 4]},
+    {"name": "chloe-age", "owner": "chloe", "architecture": "test_efficientnet", "layout": {"heads": {"age": 3}}, "preprocess": {"resize": HIGH}, "fold": 0},
+    {"name": "dan-mg", "owner": "dan", "architecture": "test_resnet", "layout": {"heads": {"mask": 3, "gender": 2}}, "preprocess": {"resize": LOW}, "fold": 0},
 ]
 LR = 1e-2
 RECIPES = {
     "per-task": "age:chloe-age mask:dan-mg",  # as people say it: gender comes from dan-mg, the only one with gender
-    "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-r10 age:chloe-age+ben-heads+ana-r10",
-    "soft-vote": "*:ana-r10+ben-heads",
+    "per-task-vote": "mask,gender:dan-mg+ben-heads+ana-eff age:chloe-age+ben-heads+ana-eff",
+    "soft-vote": "*:ana-eff+ben-heads",
 }
 LEARNED = {"select": Method.SELECT, "stack": Method.STACK, "auto": Method.AUTO}  # fitted on the per-task-vote recipe's sources
 PRIOR_CORRECTED = ("soft-vote", "per-task-vote", "select", "stack", "auto")  # each again with --prior em
@@ -84,6 +84,18 @@ class DemoResult:
     metric: str | None = None
 
 
+class _Steps:
+    """The demo's progress: the line that opens each step longer than a few seconds begins
+    with its number of the total (``step 3/16: training …``)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+        self.total, self.done, self.log = total, 0, log
+
+    def __call__(self, line: str) -> None:
+        self.done += 1
+        self.log(f"step {self.done}/{self.total}: {line}")
+
+
 def _fresh(root: Path) -> Path:
     """`root`, absolute; an error unless it is empty or absent (a demo never overwrites)."""
     root = Path(root).absolute()
@@ -97,14 +109,16 @@ def run_demo(
     seed: int = 0,
     n_people: int = 300,
     n_eval_people: int = 200,
-    image_size: tuple[int, int] = (192, 256),
-    epochs: int = 6,
+    image_size: tuple[int, int] = (96, 128),
+    epochs: int = 5,
     log: Callable[[str], None] = lambda _: None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
     """Run the flow in `root` (created; must be empty or absent)."""
     root = _fresh(root)
-    log(f"drawing a toy competition: {n_people} train people ({n_people * 7} images), {n_eval_people * 7} eval images, {image_size[0]}x{image_size[1]}")
+    trainings = sum(len(m.get("folds", [0])) for m in TEAM)
+    step = _Steps(1 + trainings + 3 + 4, log)  # draw; train; predict val, eval, oof; compose, group, by person, report
+    step(f"drawing a toy competition: {n_people} train people ({n_people * 7} images), {n_eval_people * 7} eval images, {image_size[0]}x{image_size[1]}")
     comp = make_toy_competition(root, n_people, n_eval_people, seed, image_size)
     zoo = root / "model_zoo.yaml"
     update_project(zoo, data=comp.data)
@@ -124,13 +138,13 @@ def run_demo(
     for i, entry in enumerate(project.models):
         folds = entry.folds if entry.is_fold_group else {entry.fold: entry.checkpoint}
         for fold, checkpoint in folds.items():
-            log(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold {fold} held out")
+            step(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold {fold} held out")
             train_model(entry, comp.data, project.folds, fold, checkpoint, epochs=epochs, lr=LR, seed=seed * 100 + i, cache=cache, log=log)
     names = [e.name for e in project.models]
     for split in (Split.VAL, Split.EVAL):
-        log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
+        step(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
         predict(project, names, split, workers=0, progress=progress)
-    log(f"ens predict --model {FOLD_GROUP} --split oof: every train image, by the fold model that never saw its person")
+    step(f"ens predict --model {FOLD_GROUP} --split oof: every train image, by the fold model that never saw its person")
     predict(project, [FOLD_GROUP], Split.OOF, workers=0, progress=progress)
     oof_scope = build_report(project, sources=[FOLD_GROUP], replicates=0).scope
     log(f"{FOLD_GROUP} alone is scored {oof_scope}")
@@ -138,6 +152,7 @@ def run_demo(
     plans = {name: (text, Method.SOFT) for name, text in RECIPES.items()}
     plans.update({name: (RECIPES["per-task-vote"], method) for name, method in LEARNED.items()})
     submissions = []
+    step(f"ens compose: {sum(2 if name in PRIOR_CORRECTED else 1 for name in plans)} submissions (votes, selection, stacking, auto; most again with --prior em)")
     for name, (text, method) in plans.items():
         for prior in ("none", "em") if name in PRIOR_CORRECTED else ("none",):
             out = f"{name}-em" if prior == "em" else name
@@ -151,11 +166,12 @@ def run_demo(
             for warning in submissions[-1].warnings:
                 log(f"WARNING: {warning}")
             log(f"wrote submissions/{out}.csv ({method} of {submissions[-1].recipe}{note})")
-    log("ens group --split train, then --split eval: the images as people, from their looks (blind to the names)")
+    step("ens group --split train, then --split eval: the images as people, from their looks (blind to the names)")
     trained = group_split(project, "train", workers=0)
     log(f"train grouping against the true persons: {trained.agreement.line()}")
     grouped = group_split(project, "eval", workers=0)
     log(f"eval: {len(grouped.grouping.groups)} images in {len(grouped.grouping.sizes)} groups")
+    step(f"ens compose --by-person: {BY_PERSON} and {FOLD_GROUP} again, one decision per person where the labelled check shows a gain")
     for text, name in ((RECIPES[BY_PERSON], f"{BY_PERSON}-by-person"), (f"*:{FOLD_GROUP}", f"{FOLD_GROUP}-by-person")):
         people = compose_submission(project, parse_recipe(text), [Soft(), ByPerson()], name=name)
         submissions.append(people)
@@ -163,6 +179,7 @@ def run_demo(
         check = record.get("check") or {}
         evidence = f"; labelled check on {check['images']} images: {check['gain']:+.4f} (90% CI {check['interval'][0]:+.4f} to {check['interval'][1]:+.4f}), true persons {check['ceiling_gain']:+.4f}" if check else ""
         log(f"wrote submissions/{name}.csv (--by-person {'applied' if record.get('applied') else 'not applied'}{evidence})")
+    step("ens report: every model and composition on the validation people, with intervals; report.html")
     report = build_report(project, sources=names, recipes=[parse_recipe(t) for t in RECIPES.values()])
     learned = build_report(project, sources=names, recipes=[parse_recipe(RECIPES["per-task-vote"])], methods=list(LEARNED.values()))
     report = replace(report, rows=best_first(report.rows + [r for r in learned.rows if r.kind == "recipe"]))
@@ -217,7 +234,8 @@ def run_leaves_demo(
     from ensembler.scoring.metrics import competition_score
 
     root = _fresh(root)
-    log(f"drawing a leaf-disease competition: {n_plants} plants x 3 photos, {n_eval} eval images, {image_size[0]}x{image_size[1]}; declared in model_zoo.yaml (tasks, metric, layout, submission)")
+    step = _Steps(1 + len(LEAF_TEAM) + 2 + 2, log)  # draw; train; predict val, eval; compose, report
+    step(f"drawing a leaf-disease competition: {n_plants} plants x 3 photos, {n_eval} eval images, {image_size[0]}x{image_size[1]}; declared in model_zoo.yaml (tasks, metric, layout, submission)")
     comp = make_toy_leaves(root, n_plants, 3, n_eval, seed, image_size)
     zoo = root / "model_zoo.yaml"
     zoo.write_text(yaml.safe_dump({"project": {"data": "data"}, "competition": LEAVES}, sort_keys=False))
@@ -228,18 +246,20 @@ def run_leaves_demo(
     project = load_project(zoo)
     cache: dict = {}
     for i, entry in enumerate(project.models):
-        log(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold 0 held out")
+        step(f"training {entry.name} ({entry.architecture}, {entry.layout.label}, {entry.preprocess.resize[0]}x{entry.preprocess.resize[1]}), fold 0 held out")
         train_model(entry, comp.data, project.folds, 0, entry.checkpoint, epochs=epochs, lr=LR, seed=seed * 100 + i, cache=cache, log=log, competition=project.competition)
     names = [e.name for e in project.models]
     for split in (Split.VAL, Split.EVAL):
-        log(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
+        step(f"ens predict --split {split} for {len(names)} models (hflip TTA, one pass over the images)")
         predict(project, names, split, workers=0, progress=progress)
+    step(f"ens compose: {len(LEAF_METHODS)} submissions ({', '.join(map(str, LEAF_METHODS))})")
     recipe = parse_recipe("label:" + "+".join(names), project.competition.space)
     submissions = []
     for method in LEAF_METHODS:
         submissions.append(compose_submission(project, recipe, combining(method), name=str(method)))
         chosen = ((submissions[-1].step("auto") or {}).get("auto") or {}).get("chosen")
         log(f"wrote submissions/{method}.csv ({method} of {recipe}" + (f": chose {chosen}" if chosen else "") + ")")
+    step("ens report: every model and composition on the validation plants, with intervals")
     report = build_report(project, sources=names, recipes=[recipe], methods=list(LEAF_METHODS))
     truth = pd.read_csv(comp.answers).set_index("ImageID")["label"]
     competition, store = project.competition, project.store

@@ -1,9 +1,11 @@
 """The command line: exit codes, one-line errors, --help everywhere, the seed case end to end."""
 
+import re
 import subprocess
 import sys
 
 import pandas as pd
+
 import pytest
 from conftest import hard_csv
 from typer.main import get_command
@@ -31,6 +33,14 @@ def test_every_command_has_help(path):
     result = ens(*path, "--help")
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output and len(result.output) > 120
+    assert not re.search(r"<(str|list\[|int range|float range)|x<=|<=x|x>=", result.output), result.output  # no typer leftovers: choices or a name
+    group = get_command(app)
+    for name in path:
+        group = group.commands[name]
+    if hasattr(group, "commands"):  # the command list: each line whole, never cut with "..."
+        assert "..." not in result.output.split("Commands:")[1]
+    else:  # a command: one example line that names it
+        assert re.search(rf"Example:\n  ens {' '.join(path)}( |\n)", result.output)
 
 
 def test_the_commands_of_the_design_exist():
@@ -139,8 +149,10 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     page = (root / "report.html").read_text()
     assert 'id="confusion"' in page and "data:image/png;base64," in page
     assert (root / "answers.csv").is_file() and (root / "models" / "ben-heads" / "fold1.pth").is_file()
-    assert "hidden eval answers" in result.output and "ana-r10" in result.output
+    assert "hidden eval answers" in result.output and "ana-eff" in result.output
     assert "gender: not named; from dan-mg, the recipe's only source with gender" in result.output  # the card's form
+    steps = [tuple(map(int, m)) for m in re.findall(r"step (\d+)/(\d+):", result.output)]
+    assert [done for done, _ in steps] == list(range(1, len(steps) + 1)) and {total for _, total in steps} == {len(steps)}  # every step counted, the total right
     again = ens(*args)
     assert again.exit_code == 1 and "not empty" in again.stderr
 

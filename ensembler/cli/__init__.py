@@ -7,6 +7,8 @@ Every command exits 0 on success, and 1 with one line ``Error: …`` on stderr o
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..data.project import DEFAULT_ZOO, Project, load_project
@@ -90,6 +92,34 @@ zoo_app = typer.Typer(cls=EnsGroup, help="The project's models and sources.", in
 app.add_typer(zoo_app, name="zoo")
 
 
+class EnsCommand(TyperCommand):
+    """A command whose help names each argument by its metavar alone (typer adds its Python
+    type, ``PART... <list[str]>``) and ends with an example command line (the epilog)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                argument = param.param_type_name == "argument"
+                sections["Arguments" if argument else "Options"].append((param.metavar or record[0], record[1]) if argument else record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        if self.epilog:
+            with formatter.section("Example"):
+                formatter.write_text("\b\n" + self.epilog)  # \b: the line is not re-wrapped
+
+
+def command(short: str, example: str, **settings: Any) -> dict[str, Any]:
+    """A command's settings: the line the command list shows (`short`, never cut) and the
+    `example` its help ends with."""
+    return {"cls": EnsCommand, "short_help": short, "epilog": example, **settings}
+
+
 @dataclass(frozen=True)
 class GlobalOptions:
     zoo: Path
@@ -139,6 +169,16 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _ens_from(folder: Path) -> str:
+    """How to run this `ens` from `folder`: ``ens`` where the shell finds this one, else its path
+    from there (a virtual environment not activated: ``../.venv/bin/ens``)."""
+    me = Path(sys.argv[0])
+    found = shutil.which("ens")
+    if me.name != "ens" or (found and Path(found).resolve() == me.resolve()):
+        return "ens"
+    return os.path.relpath(me.absolute(), Path(folder).absolute())
+
+
 def _torch_side(module: str) -> Any:
     """Import `predictors.<module>`, or say how to install torch."""
     import importlib
@@ -152,7 +192,7 @@ def _torch_side(module: str) -> Any:
 # --- split -----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(**command("Write the team's fold file (people grouped, stratified).", "ens split --folds 5 --seed 42"))
 def split(
     ctx: typer.Context,
     folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
@@ -178,7 +218,7 @@ def split(
 # --- zoo -------------------------------------------------------------------------------------
 
 
-@zoo_app.command("list")
+@zoo_app.command("list", **command("List the models and imported sources.", "ens zoo list"))
 def zoo_list(ctx: typer.Context) -> None:
     """List the registered models and every source a recipe can name (models, imports, ensembles)."""
     from ..data.store import kind_of
@@ -205,7 +245,7 @@ def zoo_list(ctx: typer.Context) -> None:
         out.print("no models or sources yet: `ens import FILE --name NAME` brings a teammate's CSV")
 
 
-@zoo_app.command("check")
+@zoo_app.command("check", **command("Check models load and predict on a few images.", "ens zoo check ana-eff ben-heads"))
 def zoo_check(
     ctx: typer.Context,
     names: Annotated[Optional[list[str]], typer.Argument(help="Models to check (default: all).", show_default=False, metavar="NAME...")] = None,
@@ -236,14 +276,14 @@ def zoo_check(
         raise EnsError(f"{len(failures)} of {len(entries)} model(s) failed the check: {failures[0]}")
 
 
-@zoo_app.command("add-baseline")
+@zoo_app.command("add-baseline", **command("Register a run of the public baseline.", "ens zoo add-baseline model/exp3 --name polar --owner polar"))
 def zoo_add_baseline(
     ctx: typer.Context,
     exp_dir: Annotated[Path, typer.Argument(help="The run folder: model/<exp>/ with best.pth and config.json.", show_default=False, metavar="EXP_DIR")],
     name: Annotated[str, typer.Option("--name", help="Model name in the zoo and in recipes.", show_default=False, metavar="NAME")],
     code: Annotated[Optional[Path], typer.Option("--code", help="Folder with the baseline's model.py (default: the folder holding model/).", show_default=False, metavar="DIR")] = None,
     inference_resize: Annotated[Optional[tuple[int, int]], typer.Option("--inference-resize", help="The resize (height width) your inference used, to be told when it differs from training.", show_default=False, metavar="H W")] = None,
-    owner: Annotated[str, typer.Option("--owner", help="Who trained it.")] = "",
+    owner: Annotated[str, typer.Option("--owner", metavar="WHO", help="Who trained it.")] = "",
 ) -> None:
     """Register a run of the public baseline (best.pth + config.json) in model_zoo.yaml,
     with the baseline's normalisation and the run's training resize. Creates model_zoo.yaml
@@ -260,19 +300,19 @@ def zoo_add_baseline(
 # --- predict ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(**command("Run models with TTA; save per-task probabilities.", "ens predict --model ana-eff --model ben-heads --split val --tta hflip"))
 def predict(
     ctx: typer.Context,
     model: Annotated[list[str], typer.Option("--model", help="A zoo model to run (repeatable): all of them share one pass over the images.", show_default=False, metavar="NAME")],
     split: Annotated[Split, typer.Option("--split", help="eval: the info.csv images (a fold group averages its folds); val: the validation fold's train images; oof: every train image, by the fold model that did not see it (fold groups).")] = Split.EVAL,
-    tta: Annotated[Optional[str], typer.Option("--tta", help="TTA preset for every model: none, hflip, vflip, flip, d4 (default: each entry's tta, else none). Views are merged over probabilities (softmax first) unless the entry says over: logits.", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    tta: Annotated[Optional[str], typer.Option("--tta", metavar="none|hflip|vflip|flip|d4", help="TTA preset for every model: none, hflip, vflip, flip, d4 (default: each entry's tta, else none). Views are merged over probabilities (softmax first) unless the entry says over: logits.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|cuda", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (each TTA view adds a copy; default: 32 on the CPU, on CUDA 32 per 8 GiB of the GPU's memory, up to 256).", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding images (default: CPU count, at most 8).", show_default=False)] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Automatic mixed precision. Default: on for CUDA (float16), off for CPU (float32). --amp on CPU runs bfloat16: about 1.5x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others; probabilities then differ from float32 by up to about 0.03 (on the demo 0-0.6 % of the decisions changed).", show_default=False)] = None,
     no_channels_last: Annotated[bool, typer.Option("--no-channels-last", help="Keep tensors in the contiguous layout (channels_last is faster for convolutions on CPU and GPU alike).")] = False,
     no_freeze: Annotated[bool, typer.Option("--no-freeze", help="On CPU in float32, run the models eagerly instead of as traced, frozen copies (batch norm folded into the convolutions; each copy is checked against the eager model and dropped when it differs).")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="On CPU in float32: onnxruntime (each model exported once per checkpoint and input shape, cached in predictions-onnx/, checked against the eager model; a model it cannot run goes to torch, and the run says so), torch (the frozen copy, or eager with --no-freeze), or auto: onnxruntime when installed (pip install -e \".[onnx]\").")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", metavar="auto|onnxruntime|torch", help="On CPU in float32: onnxruntime (each model exported once per checkpoint and input shape, cached in predictions-onnx/, checked against the eager model; a model it cannot run goes to torch, and the run says so), torch (the frozen copy, or eager with --no-freeze), or auto: onnxruntime when installed (pip install -e \".[onnx]\").")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Recompute even when a cached set matches.")] = False,
     devices: Annotated[Optional[str], typer.Option("--devices", help="Run on several devices at once, one process each (torch.distributed, launched through torchrun): cuda:0,cuda:1 (NCCL), or cpu,cpu (gloo). The images are sharded across the processes; the first writes each set once. The same as: torchrun --nproc-per-node N -m ensembler predict ….", show_default=False, metavar="DEV,DEV…")] = None,
 ) -> None:
@@ -333,7 +373,7 @@ def predict(
 # --- group -----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(**command("Group a split's images into people.", "ens group --split eval"))
 def group(
     ctx: typer.Context,
     split: Annotated[GroupSplit, typer.Option("--split", help="eval: the info.csv images (what --by-person decodes); train: the labelled images, grouped blind to the folder names and then measured against them (what --by-person is checked with).")] = GroupSplit.EVAL,
@@ -360,7 +400,7 @@ def group(
 # --- import ----------------------------------------------------------------------------------
 
 
-@app.command("import")
+@app.command("import", **command("Import a teammate's CSV as a source.", "ens import ken_val.csv --name ken --kind proba --oof"))
 def import_(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The CSV a teammate shared.", show_default=False, metavar="FILE")],
@@ -413,7 +453,7 @@ PRIOR_HELP = (
 )
 
 
-@app.command(context_settings={"allow_interspersed_args": True})
+@app.command(**command("Compose sources into a submission CSV.", "ens compose --recipe age:chloe-age mask:dan-mg --method soft --name v1", context_settings={"allow_interspersed_args": True}))
 def compose(
     ctx: typer.Context,
     parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
@@ -460,17 +500,17 @@ def compose(
 # --- report ----------------------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_interspersed_args": True})
+@app.command(**command("Score sources and recipes side by side, with intervals.", "ens report --recipe '*:ana-eff+ben-heads' --method soft --method auto --html report.html", context_settings={"allow_interspersed_args": True}))
 def report(
     ctx: typer.Context,
     parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe (allowed with a single --recipe).", show_default=False, metavar="PART...")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="A source to score (repeatable). Default: every source with labelled predictions.", show_default=False, metavar="NAME")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="A recipe to score (repeatable; quote one with several parts: --recipe 'age:B *:A').", show_default=False, metavar="RECIPE")] = None,
-    method: Annotated[Optional[list[Method]], typer.Option("--method", help="Voting method(s) for the recipes (repeatable). Default: soft.", show_default=False)] = None,
+    method: Annotated[Optional[list[Method]], typer.Option("--method", metavar="<" + "|".join(m.value for m in Method) + ">", help="How to compose each recipe (repeatable: a row each; the methods of ens compose --method). Default: soft.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals.")] = False,
     tie: Annotated[Optional[Tie], typer.Option("--tie", help=TIE_HELP, show_default=False)] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write the report as one self-contained HTML page (figures embedded; opens offline): confusion matrices, per-class F1, agreement and error correlation, errors by age, calibration, provenance. Replaces FILE.", show_default=False, metavar="FILE")] = None,
-    pick: Annotated[Optional[int], typer.Option("--pick", help="Propose the final submissions (the competition takes 2): the best row, and among the rows within the noise of it the one whose errors correlate least with it; says why.", show_default=False, metavar="2", min=2, max=2)] = None,
+    pick: Annotated[Optional[int], typer.Option("--pick", help="Propose the final submissions (the competition takes 2): the best row, and among the rows within the noise of it the one whose errors correlate least with it; says why.", show_default=False, metavar="2")] = None,
 ) -> None:
     """Validation scores of sources and recipes side by side, best first: per-task macro F1,
     the 18-class macro F1 as the competition computes it with its 90% person-bootstrap
@@ -481,6 +521,8 @@ def report(
     from ..evaluate.report import build_report, pick_final
     from ..pipeline.recipe import parse_recipe
 
+    if pick is not None and pick != 2:
+        raise EnsError(f"--pick {pick}: the competition takes 2 final submissions (--pick 2)")
     recipes = list(recipe or [])
     if parts:
         if len(recipes) != 1:
@@ -505,14 +547,14 @@ def report(
 # --- audit -----------------------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_interspersed_args": True})
+@app.command(**command("Find train labels that are likely wrong; accept fixes.", "ens audit --html audit.html --accept 0.9", context_settings={"allow_interspersed_args": True}))
 def audit(
     ctx: typer.Context,
     parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe.", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="The sources to audit with, and their weights, per task (TASK:SRC+SRC*W …). Default: every model and import with labelled predictions, alike.", show_default=False, metavar="RECIPE")] = None,
     accept: Annotated[Optional[float], typer.Option("--accept", help="Append the findings at least P likely wrong to the label-fix file (project.label_fixes; absent: label_fixes.csv, named in model_zoo.yaml). The team's own lines are kept and win.", show_default=False, metavar="P")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write one self-contained page with each flagged person's seven photos beside the given and suggested labels, to confirm by eye. Replaces FILE.", show_default=False, metavar="FILE")] = None,
-    top: Annotated[int, typer.Option("--top", help="Findings to print.", min=0)] = 20,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Findings to print (0: none).")] = 20,
 ) -> None:
     """Train labels that are likely wrong, person by person: a person's gender and age from
     the seven photos together (the age knowing the folder's years), the seven files' mask
@@ -526,6 +568,8 @@ def audit(
     from ..evaluate.audit import audit as run_audit
     from ..pipeline.recipe import parse_recipe
 
+    if top < 0:
+        raise EnsError(f"--top {top}: the number of findings to print, 0 or more")
     texts = [*(recipe or []), *(parts or [])]
     project = _project(ctx)
     result = run_audit(project, parse_recipe(texts, project.competition.space) if texts else None)
@@ -562,15 +606,15 @@ class DemoCompetition(str, Enum):
     LEAVES = "leaves"
 
 
-@app.command()
+@app.command(**command("Run the whole flow on a synthetic competition.", "ens demo --dir my-demo --seed 1"))
 def demo(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Folder to create for the demo (must be empty or absent). Default: the first of ens-demo, ens-demo-2, … that does not exist.", show_default=False)] = None,
     competition: Annotated[DemoCompetition, typer.Option("--competition", help="mask: the face-mask competition (built in). leaves: a second competition declared in model_zoo.yaml (one task, four diseases, photos grouped by plant, scored by accuracy).")] = DemoCompetition.MASK,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the folds and the training.")] = 0,
     people: Annotated[Optional[int], typer.Option("--people", help="Train people (7 images each). Default: 300; with --competition leaves, train plants (3 images each), default 200.", show_default=False)] = None,
     eval_people: Annotated[int, typer.Option("--eval-people", help="Eval people (7 images each); with --competition leaves, eval plants (3 images each).")] = 200,
-    image_size: Annotated[Optional[str], typer.Option("--image-size", help="Drawn image size WIDTHxHEIGHT. Default: 192x256 for mask (the real data is 384x512), 128x128 for leaves.", show_default=False)] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per model.")] = 6,
+    image_size: Annotated[Optional[str], typer.Option("--image-size", metavar="WxH", help="Drawn image size WIDTHxHEIGHT. Default: 96x128 for mask (the real data is 384x512; the models see 48x64 and 72x96), 128x128 for leaves.", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs per model. Default: 5; with --competition leaves, 6.", show_default=False)] = None,
 ) -> None:
     """The whole flow on a synthetic competition, on CPU in a few minutes: draws the data in the
     real layout (eval answers kept aside), writes the fold file, trains a small team (mask: an
@@ -585,19 +629,19 @@ def demo(
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     if competition is DemoCompetition.LEAVES:
-        result = side.run_leaves_demo(dir, seed, people or 200, 3 * eval_people, _size(image_size or "128x128"), epochs, log=log)
+        result = side.run_leaves_demo(dir, seed, people or 200, 3 * eval_people, _size(image_size or "128x128"), epochs or 6, log=log)
     else:
-        result = side.run_demo(dir, seed, people or 300, eval_people, _size(image_size or "192x256"), epochs, log=log)
+        result = side.run_demo(dir, seed, people or 300, eval_people, _size(image_size or "96x128"), epochs or 5, log=log)
     out.print(report_table(result.report, result.labels, out.width))
     if result.metric is None:
         out.print(priors_table(result.report))
     out.print(eval_table(result.eval_scores, result.metric))
     done = f"done in {time.perf_counter() - start:.0f} s."
     if result.metric is None:
-        out.print(f"{done} Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && ens report   (or ens zoo list, ens compose --auto …)")
+        out.print(f"{done} Open {_rel(result.root / 'report.html')} in a browser; next: cd {_rel(result.root)} && {_ens_from(result.root)} report   (or zoo list, or compose --recipe … --method auto)")
     else:
         recipe = next(iter(result.labels))
-        out.print(f"{done} Next: cd {_rel(result.root)} && ens report --recipe '{recipe}' --method soft --method auto --html report.html   (model_zoo.yaml holds the declaration)")
+        out.print(f"{done} Next: cd {_rel(result.root)} && {_ens_from(result.root)} report --recipe '{recipe}' --method soft --method auto --html report.html   (model_zoo.yaml holds the declaration)")
 
 
 def main() -> None:
