@@ -3,7 +3,7 @@
 Every function takes a `Project` (`load_project`) and mirrors one command; the CLI runs the
 same code. Nothing here imports torch except `predict`, and only when it is called.
 
-Example (the README's; the test suite runs it)::
+Example (docs/how-to/notebook.md's; the test suite runs it)::
 
     import ensembler as ens
 

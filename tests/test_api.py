@@ -1,4 +1,4 @@
-"""The public API: the README's notebook example runs, and each function does what its command does."""
+"""The public API: the notebook page's example (docs/how-to/notebook.md) runs, and each function does what its command does."""
 
 import os
 import re
@@ -15,13 +15,11 @@ import ensembler as ens
 from ensembler.data.labels import Task, decode
 from ensembler.data.toy import teammate_csv
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "notebook.md"
 
 
 def readme_example() -> str:
-    text = README.read_text()
-    section = text[text.index("## In a notebook"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", NOTEBOOK.read_text(), re.S).group(1)
 
 
 @pytest.fixture
@@ -40,7 +38,7 @@ def teammates(toy, tmp_path):
 
 def test_the_readme_notebook_example_runs(teammates, monkeypatch, capsys):
     monkeypatch.chdir(teammates)
-    exec(compile(readme_example(), "README.md", "exec"), {})
+    exec(compile(readme_example(), str(NOTEBOOK), "exec"), {})
     printed = capsys.readouterr().out
     assert "gender: not named; from polar, the recipe's only source with gender" in printed
     assert (teammates / "submissions" / "v1.csv").is_file() and (teammates / "submissions" / "v1.json").is_file()

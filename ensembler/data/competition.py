@@ -328,7 +328,7 @@ def parse_competition(raw: Any, source: Path) -> Competition:
         raise EnsError(f"{source}: competition.joint: product needs two tasks or more; one task is its own answer")
     for key in ("train", "eval", "submission"):
         if key not in section:
-            raise EnsError(f"{source}: competition.{key}: required (see the competition: section in README)")
+            raise EnsError(f"{source}: competition.{key}: required (see docs/how-to/declare-a-competition.md)")
     train_raw = _mapping(section["train"], "train", source, {"csv", "id", "images", "labels", "group", "folders"})
     names = {t.name for t in tasks}
     if "folders" in train_raw:
