@@ -304,3 +304,17 @@ def test_tables_fit_the_terminal(team, width):
         assert "m,g,a" in shown and legend == "tasks: m mask, g gender, a age"
     else:
         assert "mask,gender,age" in shown and legend is None
+
+
+def test_the_demo_hint_names_the_ens_that_ran_as_it_runs_from_the_demo_folder(tmp_path, monkeypatch):
+    from ensembler.cli import _ens_from
+
+    venv_ens = tmp_path / ".venv" / "bin" / "ens"
+    venv_ens.parent.mkdir(parents=True)
+    venv_ens.write_text("#!/bin/sh\n")
+    venv_ens.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(venv_ens), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv not activated: another ens, or none, on PATH
+    assert _ens_from(tmp_path / "ens-demo") == "../.venv/bin/ens"
+    monkeypatch.setenv("PATH", f"{venv_ens.parent}:/usr/bin:/bin")  # activated: its ens is the one found
+    assert _ens_from(tmp_path / "ens-demo") == "ens"

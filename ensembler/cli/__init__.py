@@ -203,7 +203,8 @@ def split(
     """Write the team's fold file: people (all 7 images) grouped, stratified by gender x age (a
     declared competition: its groups, stratified by the answer class).
 
-    Also names the fold file and the validation fold in model_zoo.yaml (created when absent).
+    Also names the fold file and the validation fold in model_zoo.yaml (created when absent),
+    and the data folder (--data) when the file names none.
     """
     from ..data.dataset import split_project
 
