@@ -22,6 +22,8 @@ def test_the_docs_site_builds_strict(tmp_path):
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert "ens compose" in cli and "--tta" in cli  # the command line's own help, generated
     assert "load_project" in (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
+    shots = sorted((ROOT / "docs" / "img").glob("*.png"))  # made by docs/screenshots.py from a demo run
+    assert [p.name for p in shots] == ["audit.png", "report.png"] and all(p.stat().st_size < 300_000 for p in shots)
 
 
 def test_the_readme_is_a_front_door_whose_links_resolve():
@@ -63,3 +65,45 @@ def test_the_readme_quickstart_runs_as_printed(toy, tmp_path, monkeypatch):
         assert result.exit_code == 0, (shlex.join(args), result.output)
     assert (folder / "submissions" / "v1.csv").is_file() and (folder / "report.html").is_file()
     assert "pick 1:" in result.output  # the last line proposes the final submissions
+
+
+def test_every_import_of_the_teammate_files_page_runs_as_printed(toy, tmp_path, monkeypatch):
+    import shlex
+
+    import numpy as np
+    import pandas as pd
+    from conftest import write_csv
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+    from ensembler.data.labels import Task
+    from ensembler.data.toy import teammate_csv
+
+    page = (ROOT / "docs" / "how-to" / "teammate-files.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    commands = [shlex.split(c) for row in rows for c in re.findall(r"`(ens import [^`]+)`", row)]
+    truth = pd.concat([toy.eval, toy.train])
+    skill = {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 2.0}
+    probs = teammate_csv(truth, skill, seed=0)
+    per_task = pd.DataFrame({"ImageID": probs["ImageID"]})
+    for task in (Task.MASK, Task.GENDER, Task.AGE):
+        per_task = per_task.join(teammate_csv(truth, skill, seed=1, task=task).drop(columns="ImageID").add_prefix(f"{task}_"))
+    files = {
+        "sub.csv": teammate_csv(truth, skill, seed=2, hard=True),
+        "p.csv": probs,
+        "l.csv": probs.assign(**{str(c): np.log(probs[str(c)]) for c in range(18)}),
+        "t.csv": per_task,
+        "ages.csv": teammate_csv(truth, skill, seed=3, hard=True, task=Task.AGE),
+        "ages_p.csv": teammate_csv(truth, skill, seed=4, task=Task.AGE),
+        "f.csv": probs.rename(columns={str(c): f"score_{c}_p" for c in range(18)}),
+        "k5_oof.csv": teammate_csv(truth, skill, seed=5),
+    }
+    monkeypatch.chdir(tmp_path)
+    for name, frame in files.items():
+        write_csv(tmp_path / name, frame)
+    runner = CliRunner()
+    assert runner.invoke(app, ["--data", str(toy.data), "split"]).exit_code == 0  # --oof is checked against the fold file
+    assert {c[2] for c in commands} == set(files)  # every file the page names is made here, and imported
+    for args in commands:
+        result = runner.invoke(app, args[1:])
+        assert result.exit_code == 0, (shlex.join(args), result.output)

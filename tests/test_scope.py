@@ -91,7 +91,7 @@ def test_cli_import_oof_and_report_intervals_and_picks(project, toy, tmp_path):
     assert "90% CI" in result.output and "P(gain>0)" in result.output and "resamples of 40 people" in result.output
     assert "pick 1: " in result.output and "pick 2: " in result.output
     bad = runner.invoke(app, [*zoo, "report", "--pick", "3"])
-    assert bad.exit_code == 1 and bad.stderr.splitlines() == ["Error: Invalid value for '--pick': Input should be less than or equal to 2 (see 'ens report --help')"], bad.output
+    assert bad.exit_code == 1 and bad.stderr.splitlines() == ["Error: --pick 3: the competition takes 2 final submissions (--pick 2)"], bad.output
     assert "pick 1" not in bad.stdout
 
 
