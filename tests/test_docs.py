@@ -107,3 +107,17 @@ def test_every_import_of_the_teammate_files_page_runs_as_printed(toy, tmp_path, 
     for args in commands:
         result = runner.invoke(app, args[1:])
         assert result.exit_code == 0, (shlex.join(args), result.output)
+
+
+def test_the_tutorial_prints_what_a_fresh_run_prints(tmp_path):
+    """Every `$ ens …` line of docs/tutorial.md run in a fresh project prints exactly the output
+    the page shows (`python docs/tutorial.py` writes them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tutorial", ROOT / "docs" / "tutorial.py")
+    tutorial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tutorial)
+    page = tutorial.PAGE.read_text()
+    assert page.count("$ ens ") >= 8  # split, imports, report, pick, compose
+    tutorial.make_project(tmp_path)
+    assert tutorial.run_page(page, tmp_path) == page

@@ -98,3 +98,19 @@ def test_image_weights_match_weighted_macro_f1_on_the_drawn_people():
     for r in range(15):
         for k in range(2):
             assert fast[r, k] == pytest.approx(macro_f1(labels, predictions[k], 18, weights * draws[r][persons]), abs=1e-12)
+
+
+def test_pick_two_never_picks_a_row_that_decides_as_the_first():
+    """An exact copy of the best row (auto that kept the soft vote) is within the noise and its
+    errors correlate 1.0 with the first's: it hedges nothing and is skipped for the runner-up."""
+    from ensembler.scoring.evidence import pick_two
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 18, 140)
+    persons = np.repeat(np.arange(20), 7)
+    best = np.where(rng.random(140) < 0.8, labels, rng.integers(0, 18, 140))
+    other = np.where(rng.random(140) < 0.5, labels, rng.integers(0, 18, 140))
+    pick = pick_two(labels, np.stack([best, best.copy(), other]), persons, replicates=200)
+    assert pick.first == 0 and pick.copies == (1,) and pick.second == 2
+    alone = pick_two(labels, np.stack([best, best.copy()]), persons, replicates=200)
+    assert alone.second is None and alone.copies == (1,)

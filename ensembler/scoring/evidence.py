@@ -151,8 +151,9 @@ class Pick:
     """`pick_two`'s answer (row indices into the predictions it was given).
 
     first: the best row by F1. second: the row to submit beside it, or None when there is a
-    single row. difference: the paired 90 % interval of ``second - first``. correlation: each
-    row's error correlation with the first (phi coefficient of the two rows' wrong-image
+    single row or every other row decides as the first. copies: the rows that decide as the
+    first on every scored image (never the second: they hedge nothing). difference: the paired
+    90 % interval of ``second - first``. correlation: each row's error correlation with the first (phi coefficient of the two rows' wrong-image
     indicators; NaN for the first itself). within: the rows not worse than the first by more
     than the noise (their paired interval of ``row - first`` reaches 0), the first included.
     """
@@ -162,6 +163,7 @@ class Pick:
     difference: tuple[float, float] | None
     correlation: np.ndarray
     within: tuple[int, ...]
+    copies: tuple[int, ...] = ()
 
 
 def error_correlation(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -176,8 +178,10 @@ def error_correlation(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float
 def pick_two(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarray, replicates: int = REPLICATES, seed: int = 0) -> Pick:
     """Two final submissions: the best row by 18-class macro F1, and, among the rows not worse
     than it by more than the noise (paired person bootstrap), the one whose errors correlate
-    least with it; when no other row is that close, the runner-up. A second pick that errs on
-    other images hedges the private board, where a near-copy of the first does not.
+    least with it; when no other row is that close, the runner-up. A row that decides as the
+    first on every scored image is never the second (an auto that kept the soft vote, a
+    composition scored again as a source). A second pick that errs on other images hedges the
+    private board, where a near-copy of the first does not.
 
     labels ``(n,)``; predictions ``(rows, n)`` joint classes; persons ``(n,)``."""
     from .metrics import macro_f1
@@ -190,9 +194,13 @@ def pick_two(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarray, r
         return Pick(first, None, None, correlation, (first,))
     found = bootstrap(labels, predictions, persons, first, replicates, seed)
     within = tuple(i for i in range(len(predictions)) if i == first or found.gain_high[i] >= 0)
-    others = [i for i in within if i != first]
+    copies = tuple(i for i in range(len(predictions)) if i != first and np.array_equal(predictions[i], predictions[first]))
+    others = [i for i in within if i != first and i not in copies]
+    rest = [i for i in range(len(predictions)) if i != first and i not in copies]
     if others:
         second = min(others, key=lambda i: (correlation[i], -f1[i], i))
+    elif rest:
+        second = max(rest, key=lambda i: (f1[i], -i))
     else:
-        second = max((i for i in range(len(predictions)) if i != first), key=lambda i: (f1[i], -i))
-    return Pick(first, second, (float(found.gain_low[second]), float(found.gain_high[second])), correlation, within)
+        return Pick(first, None, None, correlation, within, copies)
+    return Pick(first, second, (float(found.gain_low[second]), float(found.gain_high[second])), correlation, within, copies)
