@@ -121,3 +121,39 @@ def test_the_tutorial_prints_what_a_fresh_run_prints(tmp_path):
     assert page.count("$ ens ") >= 8  # split, imports, report, pick, compose
     tutorial.make_project(tmp_path)
     assert tutorial.run_page(page, tmp_path) == page
+
+
+CODE = re.compile(r"^```(bash|console|python|yaml)$")
+
+
+def test_every_code_block_of_the_docs_names_the_test_that_runs_it_or_why_none_does():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    blocks = 0
+    for page in pages:
+        lines = page.read_text().splitlines()
+        inside = False
+        for i, line in enumerate(lines):
+            if not line.startswith("```"):
+                continue
+            if not inside and CODE.match(line):
+                blocks += 1
+                mark = re.fullmatch(r"<!-- (run|not run): (\S+)(.*) -->", lines[i - 1] if i else "")
+                where = f"{page.relative_to(ROOT)}:{i + 1}"
+                assert mark, f"{where}: say which test runs the block (<!-- run: tests/…::test_… -->) or why none does (<!-- not run: … -->)"
+                if mark.group(1) == "run":
+                    path, _, test = mark.group(2).partition("::")
+                    assert (ROOT / path).is_file(), where
+                    assert not test or f"def {test}(" in (ROOT / path).read_text(), f"{where}: no {test} in {path}"
+            inside = not inside
+    assert blocks >= 15
+
+
+def test_the_declaration_of_the_how_to_reads_as_written():
+    import yaml
+
+    from ensembler.data.competition import parse_competition
+
+    page = (ROOT / "docs" / "how-to" / "declare-a-competition.md").read_text()
+    raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", page, re.S).group(1))
+    competition = parse_competition(raw["competition"], ROOT / "model_zoo.yaml")
+    assert [t.name for t in competition.tasks] == ["label"] and str(competition.metric) == "accuracy"
