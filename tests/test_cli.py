@@ -138,7 +138,17 @@ def test_compose_never_overwrites_from_the_cli(team):
     assert result.exit_code == 1 and "x.csv exists" in result.stderr
 
 
-def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
+def run_the_next_command_printed(output: str, monkeypatch) -> None:
+    """The demo's closing line, ``next: cd DIR && ens …  (…)``, runs as printed."""
+    import shlex
+
+    folder, command = re.search(r"[Nn]ext: cd (\S+) && (ens .*?) \(", " ".join(output.split())).groups()
+    monkeypatch.chdir(folder)
+    result = ens(*shlex.split(command)[1:])
+    assert result.exit_code == 0, (command, result.output)
+
+
+def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     args = ("demo", "--dir", tmp_path / "d", "--people", 40, "--eval-people", 6, "--image-size", "48x64", "--epochs", 1)
     result = ens(*args)
@@ -155,9 +165,10 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path):
     assert [done for done, _ in steps] == list(range(1, len(steps) + 1)) and {total for _, total in steps} == {len(steps)}  # every step counted, the total right
     again = ens(*args)
     assert again.exit_code == 1 and "not empty" in again.stderr
+    run_the_next_command_printed(result.output, monkeypatch)
 
 
-def test_demo_of_a_declared_competition_at_a_tiny_size(tmp_path):
+def test_demo_of_a_declared_competition_at_a_tiny_size(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     args = ("demo", "--competition", "leaves", "--dir", tmp_path / "d", "--people", 40, "--eval-people", 4, "--image-size", "48x48", "--epochs", 1)
     result = ens(*args)
@@ -172,6 +183,7 @@ def test_demo_of_a_declared_competition_at_a_tiny_size(tmp_path):
         assert {line.split(",")[1] for line in written[1:]} <= {"healthy", "rust", "spot", "blight"}  # class names, as declared (as: name)
     out = " ".join(result.output.split())
     assert "hidden eval answers (never read by ens): accuracy" in out and "ana-r10" in out and "chose " in out
+    run_the_next_command_printed(result.output, monkeypatch)
 
 
 def test_compose_and_report_do_not_import_torch(team, tmp_path):
