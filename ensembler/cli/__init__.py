@@ -623,6 +623,8 @@ def demo(
     mask-and-gender model; leaves: three 4-class models), registers them, predicts with TTA,
     composes, reports, and scores each submission on the hidden eval answers. Needs torch
     (pip install -e ".[predict]")."""
+    if epochs is not None and epochs < 1:
+        raise EnsError(f"--epochs {epochs}: at least 1")
     side = _torch_side("demo")
 
     if dir is None:
@@ -630,9 +632,9 @@ def demo(
     start = time.perf_counter()
     log = lambda line: out.print(f"[{time.perf_counter() - start:5.0f}s] {line}", markup=False)  # noqa: E731
     if competition is DemoCompetition.LEAVES:
-        result = side.run_leaves_demo(dir, seed, people or 200, 3 * eval_people, _size(image_size or "128x128"), epochs or 6, log=log)
+        result = side.run_leaves_demo(dir, seed, people or 200, 3 * eval_people, _size(image_size or "128x128"), 6 if epochs is None else epochs, log=log)
     else:
-        result = side.run_demo(dir, seed, people or 300, eval_people, _size(image_size or "96x128"), epochs or 5, log=log)
+        result = side.run_demo(dir, seed, people or 300, eval_people, _size(image_size or "96x128"), 5 if epochs is None else epochs, log=log)
     out.print(report_table(result.report, result.labels, out.width))
     if result.metric is None:
         out.print(priors_table(result.report))

@@ -153,8 +153,9 @@ class Pick:
     first: the best row by F1. second: the row to submit beside it, or None when there is a
     single row or every other row decides as the first. copies: the rows that decide as the
     first on every scored image (never the second: they hedge nothing). difference: the paired
-    90 % interval of ``second - first``. correlation: each row's error correlation with the first (phi coefficient of the two rows' wrong-image
-    indicators; NaN for the first itself). within: the rows not worse than the first by more
+    90 % interval of ``second - first``. correlation: each row's error correlation with the
+    first (phi coefficient of the two rows' wrong-image indicators; NaN for the first itself).
+    within: the rows not worse than the first by more
     than the noise (their paired interval of ``row - first`` reaches 0), the first included.
     """
 
