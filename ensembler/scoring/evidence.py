@@ -155,8 +155,8 @@ class Pick:
     first on every scored image (never the second: they hedge nothing). difference: the paired
     90 % interval of ``second - first``. correlation: each row's error correlation with the
     first (phi coefficient of the two rows' wrong-image indicators; NaN for the first itself).
-    within: the rows not worse than the first by more
-    than the noise (their paired interval of ``row - first`` reaches 0), the first included.
+    within: the rows not worse than the first by more than the noise (their paired interval of
+    ``row - first`` reaches 0), the first included.
     """
 
     first: int
