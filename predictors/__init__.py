@@ -13,5 +13,5 @@ pays: sleeping threads made the whole demo's training 2.7x slower in one run (10
 
 import os
 
-if os.getloadavg()[0] >= 1.0:
+if hasattr(os, "getloadavg") and os.getloadavg()[0] >= 1.0:  # Unix only
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

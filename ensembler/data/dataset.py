@@ -286,12 +286,12 @@ def folds_of(folds: pd.Series, keys: Sequence[str], path: Path, unit: str = "gro
 
 def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, force: bool = False) -> pd.DataFrame:
     """`ens split`: write the project's fold file and name it (and the validation fold) in the
-    zoo file, and the data folder when the file names none (`project.remember_data`).
+    zoo file, and the data folder when the file names none (`project.unnamed_data`).
 
     project: an `ensembler.data.project.Project`. Returns ``profile, fold`` as written (a
     declared competition: ``group, fold``, grouped by its declared group, stratified by label).
     """
-    from .project import remember_data, update_project
+    from .project import unnamed_data, update_project
 
     if not 0 <= val_fold < n_folds:
         raise EnsError(f"--val-fold must lie in 0..{n_folds - 1}, got {val_fold}")
@@ -304,6 +304,5 @@ def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, 
 
         folds = make_group_folds(read_labelled(project.competition, project.require_data(declared=True)), n_folds, seed)
     write_folds(project.folds, folds, overwrite=force)
-    update_project(project.zoo, folds=project.folds, val_fold=val_fold)
-    remember_data(project)
+    update_project(project.zoo, folds=project.folds, val_fold=val_fold, **unnamed_data(project))
     return folds

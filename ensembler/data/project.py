@@ -212,11 +212,12 @@ def update_project(zoo: Path, **settings: Any) -> None:
     write_bytes(zoo, yaml.safe_dump(out, sort_keys=False).encode())
 
 
-def remember_data(project: Project) -> None:
-    """Name the project's data folder in ``model_zoo.yaml`` when the file names none: a
-    ``--data DIR`` given to the first command (``ens split``) holds for the commands after it."""
-    if project.data is not None and not (_read_yaml(Path(project.zoo).absolute()).get("project") or {}).get("data"):
-        update_project(project.zoo, data=project.data)
+def unnamed_data(project: Project) -> dict[str, Path]:
+    """``{"data": project.data}`` when ``model_zoo.yaml`` names no data folder (else ``{}``), for
+    `update_project`: a ``--data DIR`` given to the first command (``ens split``) holds for the
+    commands after it."""
+    named = (_read_yaml(Path(project.zoo).absolute()).get("project") or {}).get("data")
+    return {"data": project.data} if project.data is not None and not named else {}
 
 
 def add_model(zoo: Path, entry: dict[str, Any]) -> None:

@@ -331,9 +331,7 @@ def pick_final(report: Report, replicates: int = REPLICATES) -> list[FinalPick]:
     out = [FinalPick(first, f"the best 18-class F1 on these images, {first.scores.f1_18:.4f}")]
     copies = f"; skipped, deciding as the first on every image: {', '.join(rows[i].label for i in pick.copies)}" if pick.copies else ""
     if pick.second is None:
-        if pick.copies:
-            out[0] = FinalPick(first, out[0].why + copies + " (no other row to pick)")
-        return out
+        return [FinalPick(first, out[0].why + copies + " (no other row to pick)")] if pick.copies else out
     second, (low, high) = rows[pick.second], pick.difference
     close = sorted((i for i in pick.within if i not in (pick.first, pick.second, *pick.copies)), key=lambda i: pick.correlation[i])
     near = [f"{rows[i].label} {pick.correlation[i]:.2f}" for i in close[:4]] + ([f"{len(close) - 4} more"] if len(close) > 4 else [])
@@ -342,12 +340,10 @@ def pick_final(report: Report, replicates: int = REPLICATES) -> list[FinalPick]:
             f"18-class F1 {second.scores.f1_18:.4f}, within the noise of the first (paired difference {second.scores.f1_18 - first.scores.f1_18:+.4f}, "
             f"90% CI {low:+.4f} to {high:+.4f}); its errors correlate {pick.correlation[pick.second]:.2f} with the first's, the least of the rows that close"
             + (f" (others: {', '.join(near)})" if near else "")
-            + copies
         )
     else:
         why = (
             f"the runner-up, 18-class F1 {second.scores.f1_18:.4f}: no other row is within the noise of the first "
             f"(paired difference 90% CI {low:+.4f} to {high:+.4f}); errors correlate {pick.correlation[pick.second]:.2f}"
-            + copies
         )
-    return out + [FinalPick(second, why)]
+    return out + [FinalPick(second, why + copies)]

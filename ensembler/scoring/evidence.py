@@ -196,12 +196,9 @@ def pick_two(labels: np.ndarray, predictions: np.ndarray, persons: np.ndarray, r
     found = bootstrap(labels, predictions, persons, first, replicates, seed)
     within = tuple(i for i in range(len(predictions)) if i == first or found.gain_high[i] >= 0)
     copies = tuple(i for i in range(len(predictions)) if i != first and np.array_equal(predictions[i], predictions[first]))
-    others = [i for i in within if i != first and i not in copies]
     rest = [i for i in range(len(predictions)) if i != first and i not in copies]
-    if others:
-        second = min(others, key=lambda i: (correlation[i], -f1[i], i))
-    elif rest:
-        second = max(rest, key=lambda i: (f1[i], -i))
-    else:
+    if not rest:
         return Pick(first, None, None, correlation, within, copies)
+    close = [i for i in rest if i in within]
+    second = min(close, key=lambda i: (correlation[i], -f1[i], i)) if close else max(rest, key=lambda i: (f1[i], -i))
     return Pick(first, second, (float(found.gain_low[second]), float(found.gain_high[second])), correlation, within, copies)
