@@ -46,6 +46,19 @@ def test_the_readme_notebook_example_runs(teammates, monkeypatch, capsys):
     assert "['stack', 'tune_f1']" in printed
 
 
+def test_the_add_a_step_example_runs(teammates, monkeypatch, capsys):
+    from ensembler.pipeline.engine import REGISTRY
+
+    page = NOTEBOOK.parent / "add-a-step.md"
+    monkeypatch.chdir(teammates)
+    monkeypatch.setitem(REGISTRY, "max", None)  # the page registers its step; undone after the test
+    del REGISTRY["max"]
+    exec(compile(re.search(r"```python\n(.*?)```", page.read_text(), re.S).group(1), str(page), "exec"), {})
+    name, maximum, soft = capsys.readouterr().out.split()
+    assert name == "max" and REGISTRY["max"].__name__ == "MaxVote"
+    assert 0 < float(maximum) <= 1 and 0 < float(soft) <= 1
+
+
 def test_compose_writes_only_when_asked(project, toy, tmp_path):
     write_csv(tmp_path / "p.csv", teammate_csv(toy.eval, {Task.MASK: 2.0, Task.GENDER: 2.0, Task.AGE: 1.0}, seed=1))
     ens.import_source(project, tmp_path / "p.csv", "p")

@@ -166,6 +166,49 @@ def test_demo_runs_the_whole_flow_at_a_tiny_size(tmp_path, monkeypatch):
     again = ens(*args)
     assert again.exit_code == 1 and "not empty" in again.stderr
     run_the_next_command_printed(result.output, monkeypatch)
+    run_every_help_example(root, monkeypatch)
+
+
+# the one command whose --help example is not run as printed: the full-size demo takes minutes;
+# the two tiny demo tests run it with the example's options and size flags
+EXAMPLES_NOT_RUN = {("demo",): "the full-size demo takes 150 s; the tiny demo tests run it"}
+
+
+def run_every_help_example(root, monkeypatch) -> None:
+    """Each command's --help example runs as printed in the demo's project folder (`root`), given
+    the files an example names: a teammate's CSV (ana-eff's validation probabilities written
+    out) and a baseline run folder; `ens split` in a copy without its fold file (the demo's
+    models were trained against it)."""
+    import shlex
+    import shutil
+
+    from ensembler.data.project import load_project
+
+    monkeypatch.chdir(root)
+    project = load_project(root / "model_zoo.yaml")
+    held = project.store.read("ana-eff", "val")
+    pd.DataFrame(held.joint, columns=[str(c) for c in range(18)]).assign(ImageID=held.image_ids).iloc[:, [18, *range(18)]].to_csv("ken_val.csv", index=False)
+    (root / "model" / "exp3").mkdir(parents=True)
+    (root / "model.py").write_text("class BaseModel:\n    def __init__(self, num_classes):\n        pass\n")
+    (root / "model" / "exp3" / "best.pth").write_bytes(b"x")
+    (root / "model" / "exp3" / "config.json").write_text('{"model": "BaseModel", "resize": [128, 96]}')
+    fresh = root.parent / "fresh"
+    shutil.copytree(root, fresh, ignore=shutil.ignore_patterns("predictions*", "submissions", "models"))
+    (fresh / "folds.csv").unlink()
+    ran = set()
+    for path in commands(get_command(app)):
+        cmd = get_command(app)
+        for name in path:
+            cmd = cmd.commands[name]
+        if hasattr(cmd, "commands") or path in EXAMPLES_NOT_RUN:
+            continue
+        example = shlex.split(cmd.epilog)
+        assert example[: 1 + len(path)] == ["ens", *path], example
+        monkeypatch.chdir(fresh if path == ("split",) else root)
+        result = ens(*example[1:])
+        assert result.exit_code == 0, (cmd.epilog, result.output)
+        ran.add(path)
+    assert ("import",) in ran and ("zoo", "add-baseline") in ran and len(ran) >= 10
 
 
 def test_demo_of_a_declared_competition_at_a_tiny_size(tmp_path, monkeypatch):
