@@ -41,7 +41,7 @@ def one_team(job: tuple[str, str, int, int, int]) -> dict:
         project = write_team(team, Path(tmp))
         for method in FIXED:
             out[method] = score(team.answers, ens.compose(project, recipe, method).eval.labels).f1_18
-        for label, step in (("auto", ens.Auto()), ("plain", ens.Auto(cautious=False))):
+        for label, step in (("auto", ens.Auto()), ("before", ens.Auto(blends=False)), ("plain", ens.Auto(cautious=False))):
             result = ens.compose(project, recipe, step)
             out[label] = score(team.answers, result.eval.labels).f1_18
             out[f"{label}_kept_soft"] = result.step("auto")["auto"]["chosen"].startswith("soft vote ")
@@ -58,7 +58,7 @@ def summary(rows: list[dict], auto: str) -> str:
     vs_best = np.array([r[auto] - max(r[m] for m in FIXED) for r in rows])
     kept = np.mean([r[f"{auto}_kept_soft"] for r in rows])
     return (
-        f"{len(rows):5d}  {vs_soft.mean():+8.4f} {vs_soft.min():+8.4f} {int((vs_soft < -0.005).sum()):5d} {int((vs_soft < -0.02).sum()):5d}"
+        f"{len(rows):5d}  {vs_soft.mean():+8.4f} {vs_soft.min():+8.4f} {int((vs_soft < -0.005).sum()):5d} {int((vs_soft < -0.02).sum()):5d} {int((vs_soft > 0.005).sum()):5d}"
         f"   {vs_best.mean():+8.4f} {vs_best.min():+8.4f} {int((vs_best < -0.005).sum()):5d}   {kept:6.0%}"
     )
 
@@ -82,8 +82,12 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(one_team, jobs))
     print(f"{len(rows)} teams: {len(kinds)} kinds x {len(shifts)} shifts x {len(sizes)} sizes x {len(seeds(args.seeds))} seeds, {args.eval_people} eval people each; {time.perf_counter() - start:.0f} s")
-    header = "teams   mean-soft  worst  <-.005 <-.02   mean-best   worst  <-.005   kept soft"
-    for auto, title in (("auto", "cautious auto (Auto(), the default)"), ("plain", "plain auto (Auto(cautious=False), issue 11)")):
+    header = "teams   mean-soft  worst  <-.005 <-.02 >+.005   mean-best   worst  <-.005   kept soft"
+    for auto, title in (
+        ("auto", "auto (Auto(), the default: moves from the soft vote toward a candidate, at most half-way)"),
+        ("before", "all-or-nothing auto (Auto(blends=False): the soft vote unless a candidate's gain is beyond the noise; last round's default)"),
+        ("plain", "plain auto (Auto(cautious=False), issue 11)"),
+    ):
         print(f"\n{title}: auto - soft vote, and auto - the best fixed method ({', '.join(FIXED)}; chosen on the hidden answers)")
         print(f"{'people':>6s} {header}")
         for n in sizes:

@@ -9,7 +9,10 @@ the hidden eval answers, plain and with ``--prior em`` / ``--prior bbse`` (appli
 labelled check says so), and ``em-raw``, the uncalibrated EM against the composition's own mean
 posterior that `ens` ran before (for comparison; never offered).
 
-    python bench/quality.py [--kinds all] [--shifts age,mask,none] [--methods soft,hard,geo,select,stack,auto] [--seed 1]
+    python bench/quality.py [--kinds all] [--shifts age,mask,none] [--methods soft,hard,geo,select,stack,auto] [--priors none,em,bbse] [--seed 1]
+
+`--methods` also takes ``auto-before``: auto's all-or-nothing rule of the last round
+(`Auto(blends=False)`), to hold today's auto against it team by team.
 """
 
 from __future__ import annotations
@@ -41,13 +44,18 @@ def raw_em(composition) -> np.ndarray:
     return encode(*(probs[t].argmax(1) for t in TASKS))
 
 
+STEPS = {"auto-before": lambda: ens.Auto(blends=False)}  # methods that are a step with options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="all")
     parser.add_argument("--shifts", default=",".join(SHIFTS))
     parser.add_argument("--methods", default="soft,hard,geo,select,stack,auto")
+    parser.add_argument("--priors", default=",".join(PRIORS), help="the prior corrections to try (none: plain)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    priors = tuple(args.priors.split(","))
     kinds = KINDS if args.kinds == "all" else tuple(args.kinds.split(","))
     methods = args.methods.split(",")
     start = time.perf_counter()
@@ -68,8 +76,8 @@ def main() -> None:
                 soft_plain, plain = None, {}
                 for method in methods:
                     row, checks, raw = {p: float("nan") for p in PRIORS}, [], float("nan")
-                    for prior in PRIORS if method != "hard" else ("none",):  # a hard vote has no probabilities to re-weight
-                        result = ens.compose(project, recipe, [method] + ([ens.Priors(prior)] if prior != "none" else []))
+                    for prior in priors if method != "hard" else ("none",):  # a hard vote has no probabilities to re-weight
+                        result = ens.compose(project, recipe, [STEPS.get(method, lambda: method)()] + ([ens.Priors(prior)] if prior != "none" else []))
                         row[prior] = f1(result.eval.labels)
                         record = (result.step("priors") or {}).get("prior")
                         if record:
@@ -86,8 +94,13 @@ def main() -> None:
                     if method == "auto" and soft_plain is not None and row["none"] < soft_plain - 0.005:
                         losses.append(f"{kind}/{shift}: auto {row['none']:.4f} < soft vote {soft_plain:.4f} - 0.005")
                     print(f"{method:10s} {row['none']:7.4f} {row['em']:7.4f} {row['bbse']:7.4f} {raw:7.4f}   {' / '.join(checks)}")
-                if "auto" in plain and len(plain) > 1:
-                    other = max((m for m in plain if m != "auto"), key=plain.get)
+                if "auto-before" in plain and "auto" in plain:
+                    print(f"auto - auto-before (the last round's rule): {plain['auto'] - plain['auto-before']:+.4f}")
+                    if plain["auto"] < plain["auto-before"] - 0.005:
+                        losses.append(f"{kind}/{shift}: auto {plain['auto']:.4f} < the last round's auto {plain['auto-before']:.4f} - 0.005")
+                fixed = [m for m in plain if not m.startswith("auto")]
+                if "auto" in plain and fixed:
+                    other = max(fixed, key=plain.get)
                     gap = plain["auto"] - plain[other]
                     print(f"auto - best other method ({other}): {gap:+.4f}")
                     if gap < -0.01:

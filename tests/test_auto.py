@@ -139,3 +139,22 @@ def test_a_declared_metrics_paired_gain_is_a_plain_loop_over_the_same_group_draw
     assert positive == pytest.approx(np.mean(np.array(gains) > 0), abs=1.5 / REPLICATES)  # a tie of the two (gain 0) may come out 1e-17 on either side
     judge = MetricJudge(Metric.LOG_LOSS, parts, groups)  # lower is better: scores are signed so that higher is
     assert judge.scores(rows, None) == pytest.approx([-metric_value("log_loss", y[rows], 2, p[0][2][rows]) for p in parts])
+
+
+def test_a_blend_is_the_weighted_mean_of_two_compositions_decided():
+    from ensembler.data.labels import MASK_SPACE, marginals
+    from ensembler.pipeline.auto import BLEND_WEIGHTS, MAX_MOVE, blend
+    from ensembler.pipeline.engine import Composed
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"e{i}.jpg" for i in range(50)], dtype=object)
+    joints = [rng.dirichlet(np.ones(18), 50) for _ in range(2)]
+    a, b = (Composed.decided(ids, marginals(j), j, "joint") for j in joints)
+    assert blend(a, b, 0.0) is a and blend(a, b, 1.0) is b
+    mixed = blend(a, b, 0.3)
+    assert np.allclose(mixed.joint, 0.7 * joints[0] + 0.3 * joints[1]) and (mixed.labels == mixed.joint.argmax(1)).all()
+    assert all(np.allclose(mixed.probs[t], 0.7 * a.probs[t] + 0.3 * b.probs[t]) for t in MASK_SPACE.tasks)
+    per_task = Composed.decided(ids, {t: p for t, p in b.probs.items()}, None, "per-task")  # one without a joint: the blend is per task
+    half = blend(a, per_task, 0.5)
+    assert half.joint is None and (MASK_SPACE.decode(half.labels)[Task.AGE] == (0.5 * a.probs[Task.AGE] + 0.5 * b.probs[Task.AGE]).argmax(1)).all()
+    assert BLEND_WEIGHTS == (0.1, 0.2, 0.3, 0.4, 0.5) and MAX_MOVE == 0.5  # at most half-way from the soft vote

@@ -1,0 +1,146 @@
+"""Rules of auto's final choice, replayed on `bench/auto_study.py capture`'s teams (see there)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ensembler.data.labels import MASK_SPACE, N_JOINT, TASKS
+from ensembler.data.stable import decide
+from ensembler.pipeline.auto import paired_gain
+from ensembler.scoring.metrics import macro_f1
+
+FIXED = ("soft", "hard", "geo", "select", "stack")
+GRID = np.round(np.linspace(0, 1, 11), 1)  # 0.6, not 0.6000000000000001
+
+
+class Team:
+    def __init__(self, path: Path) -> None:
+        self.meta = json.loads(path.with_suffix(".json").read_text())
+        z = np.load(path)
+        self.z = {k: z[k] for k in z}
+        self.y, self.persons, self.w, self.allowed = self.z["labels"], self.z["persons"], self.z["weights"], self.z["allowed"]
+        self.answers = self.z["answers"]
+        self.c = len(self.z["oof_labels"])
+        self.oof_scores = np.array([macro_f1(self.y, d, N_JOINT, self.w) for d in self.z["oof_labels"]])
+        self.hidden = np.array([macro_f1(self.answers, d, N_JOINT) for d in self.z["eval_labels"]])
+
+    @property
+    def best_fixed(self) -> float:
+        return max(self.meta[m] for m in FIXED)
+
+    def blend(self, split: str, other: int, lam: float) -> np.ndarray:
+        """Joint decisions of (1 - lam) * soft + lam * candidate `other`, per task."""
+        if lam <= 0:
+            return self.z[f"{split}_labels"][0]
+        if lam >= 1:
+            return self.z[f"{split}_labels"][other]
+        return MASK_SPACE.encode(*(decide((1 - lam) * self.z[f"{split}_{t}"][0] + lam * self.z[f"{split}_{t}"][other]) for t in TASKS))
+
+    def best(self) -> int:
+        return int(np.argmax(np.where(self.allowed, self.oof_scores, -np.inf)))
+
+    def gain(self, other: int, oof: np.ndarray | None = None) -> tuple[float, float, float]:
+        mine = self.z["oof_labels"][other] if oof is None else oof
+        return paired_gain(self.y, self.z["oof_labels"][0], mine, self.persons, N_JOINT, self.w)
+
+
+Rule = Callable[[Team], float]  # a team -> the hidden macro F1 of what the rule submits
+
+
+def today(t: Team) -> float:
+    b = t.best()
+    return t.hidden[b] if b != 0 and t.gain(b)[0] > 0 else t.hidden[0]
+
+
+def positive_at(q: float) -> Rule:
+    def rule(t: Team) -> float:
+        b = t.best()
+        return t.hidden[b] if b != 0 and t.gain(b)[2] >= q else t.hidden[0]
+
+    return rule
+
+
+def plain(t: Team) -> float:
+    return t.hidden[t.best()]
+
+
+def fitted_weight(t: Team, c: int, weights: np.ndarray) -> tuple[float, float]:
+    """The out-of-fold score and mixing weight of the best blend of soft with candidate `c`."""
+    scores = [macro_f1(t.y, t.blend("oof", c, lam), N_JOINT, t.w) for lam in weights]
+    best = int(np.argmax(scores))
+    return scores[best], float(weights[best])
+
+
+def blend_fitted(t: Team) -> float:
+    """Toward the best candidate, the mixing weight (0 to 1) chosen on the out-of-fold score."""
+    b = t.best()
+    return t.hidden[0] if b == 0 else macro_f1(t.answers, t.blend("eval", b, fitted_weight(t, b, GRID)[1]), N_JOINT)
+
+
+def blend_by_evidence(t: Team) -> float:
+    """Move toward the best candidate by the share of resamples it wins, beyond a coin toss."""
+    b = t.best()
+    if b == 0:
+        return t.hidden[0]
+    lam = float(np.clip((t.gain(b)[2] - 0.5) / 0.45, 0, 1))
+    return macro_f1(t.answers, t.blend("eval", b, lam), N_JOINT)
+
+
+def blend_any(cap: float) -> Rule:
+    """The pair (allowed candidate, mixing weight up to `cap`) with the best out-of-fold score
+    (ties: soft, the earlier candidate, the smaller weight): `Auto()`'s rule at cap 0.5, but for
+    blending joint compositions per task here."""
+
+    def rule(t: Team) -> float:
+        best, choice = t.oof_scores[0], (0, 0.0)
+        for c in np.flatnonzero(t.allowed)[1:]:
+            score, lam = fitted_weight(t, int(c), GRID[(GRID > 0) & (GRID <= cap)])
+            if score > best:
+                best, choice = score, (int(c), lam)
+        return macro_f1(t.answers, t.blend("eval", *choice), N_JOINT)
+
+    return rule
+
+
+RULES: dict[str, Rule] = {
+    "today (90% interval above 0)": today,
+    "P(gain>0) >= 0.90": positive_at(0.90),
+    "P(gain>0) >= 0.80": positive_at(0.80),
+    "P(gain>0) >= 0.70": positive_at(0.70),
+    "plain (best OOF)": plain,
+    "blend toward the best, 0..1": blend_fitted,
+    "blend by evidence": blend_by_evidence,
+    "blend, any candidate, 0..1": blend_any(1.0),
+    "blend, any candidate, 0..0.8": blend_any(0.8),
+    "blend, any, 0..0.5 (Auto())": blend_any(0.5),
+}
+
+
+def table(teams: list[Team], results: dict[str, np.ndarray]) -> None:
+    sizes = sorted({t.meta["people"] for t in teams})
+    soft = np.array([t.meta["soft"] for t in teams])
+    best = np.array([t.best_fixed for t in teams])
+    people = np.array([t.meta["people"] for t in teams])
+    print(f"{'rule':32s} {'people':>6s} {'-soft mean':>10s} {'worst':>7s} {'<-.005':>6s} {'<-.02':>5s} {'-best mean':>10s} {'worst':>7s} {'>+.005':>6s}")
+    for name, hidden in results.items():
+        for n in [*sizes, 0]:
+            m = people == n if n else np.ones(len(teams), bool)
+            vs_soft, vs_best = hidden[m] - soft[m], hidden[m] - best[m]
+            print(
+                f"{name if n == sizes[0] else '':32s} {n or 'all':>6} {vs_soft.mean():+10.4f} {vs_soft.min():+7.4f} {int((vs_soft < -0.005).sum()):6d} {int((vs_soft < -0.02).sum()):5d}"
+                f" {vs_best.mean():+10.4f} {vs_best.min():+7.4f} {int((vs_soft > 0.005).sum()):6d}"
+            )
+
+
+def main(folder: Path) -> None:
+    teams = [Team(p) for p in sorted(folder.glob("*.npz"))]
+    recorded = np.array([t.meta["auto"] for t in teams])
+    results = {"auto as captured": recorded}
+    for name, rule in RULES.items():
+        results[name] = np.array([rule(t) for t in teams])
+    print(f"{len(teams)} teams; today's rule replayed equals the captured auto on {np.mean(np.isclose(results['today (90% interval above 0)'], recorded)):.0%}")
+    table(teams, results)
