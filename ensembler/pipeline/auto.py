@@ -563,8 +563,9 @@ class Auto(Step):
             return soft, {"chosen": soft.label, "why": why, "candidates": listed, **record}
         other = candidates[c]
         label = f"{1 - w:.1f} x {soft.label} + {w:.1f} x {other.label}"
-        low, high, positive = judge.gain(0, best, every, None if weights is None else weights[every])
-        spread = float(np.std([judge.sign * judge.scores(held, None if weights is None else weights[held])[best] for _, held in folds]))
+        pair = judge_of(ctx.competition, labels, persons, [scored[0], scored[best]])  # the soft vote and the blend alone: their gain and folds
+        low, high, positive = pair.gain(0, 1, every, None if weights is None else weights[every])
+        spread = float(np.std([pair.sign * pair.scores(held, None if weights is None else weights[held])[1] for _, held in folds]))
         why = {
             "rule": f"moved {w:.0%} of the way from the soft vote toward {other.label}, the blend with the best cross-validated score (moves capped at {MAX_MOVE:.0%}: learned weights shrunk toward the vote's)",
             "margin": round(float(values[best] - values[0]), 4),
