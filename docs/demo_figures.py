@@ -93,6 +93,16 @@ def paragraph(out: str, seconds: float, seed: int) -> str:
     )
 
 
+def auto_choice(chose: str) -> str:
+    """Auto's choice as the demo printed it, in words: ``moved 20 % of the way from the soft vote
+    toward the geo vote`` for a blend, ``kept the soft vote``, else ``chose the stack``."""
+    blend = re.fullmatch(r"(\d\.\d) x soft vote .+? \+ (\d\.\d) x (.+)", chose)
+    if blend:
+        return f"moved {float(blend[2]):.0%} of the way from the soft vote toward the {blend[3].split(' ana-')[0]}".replace("%", " %")
+    name = chose.split(" ana-")[0]
+    return "kept the soft vote" if name == "soft vote" else f"chose the {name}"
+
+
 def leaves_paragraph(out: str, seconds: float, seed: int) -> str:
     flat = " ".join(out.split())
     images, plants = find(r"validation: validation fold 0 of folds\.csv: (\d+) images of (\d+) groups", flat)
@@ -104,7 +114,7 @@ def leaves_paragraph(out: str, seconds: float, seed: int) -> str:
     best = max(models, key=models.get)
     return (
         f"On seed {seed} ({seconds:.0f} s on this machine, written by `python docs/demo_figures.py`): validation on "
-        f"{images} images of {plants} plants; auto chose the {chose.split(' ana-')[0]}; hidden answers: {ranked}; "
+        f"{images} images of {plants} plants; auto {auto_choice(chose)}; hidden answers: {ranked}; "
         f"the best model alone ({best}) {models[best]:.3f}."
     )
 
