@@ -9,15 +9,21 @@ per evidence size, the distribution of auto - soft and of auto - the best fixed 
 after the fact on the hidden answers): mean, worst, and how many teams fall below -0.005 and
 -0.02; and how often auto kept the soft vote.
 
-    python bench/evidence.py [--sizes 60,150,300,540] [--seeds 100-104] [--kinds all] [--shifts all] [--jobs 2]
+    python bench/evidence.py [--sizes 60,150,300,540] [--seeds 100-104] [--kinds all] [--shifts all] [--jobs 2] [--rows FILE]
+
+Each finished team is printed to stderr as it comes (the run takes an hour or more on 2 cores)
+and appended to `--rows` (JSON lines); `--summarise FILE` prints the tables from such a file,
+so a run cut short still counts what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -73,24 +79,42 @@ def main() -> None:
     parser.add_argument("--shifts", default="all")
     parser.add_argument("--eval-people", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=2, help="processes")
+    parser.add_argument("--rows", type=Path, help="append each finished team to this file (JSON lines)")
+    parser.add_argument("--summarise", type=Path, help="print the tables of a --rows file and stop")
     args = parser.parse_args()
+    if args.summarise:
+        rows = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+        report(rows, sorted({r["people"] for r in rows}), f"{len(rows)} teams from {args.summarise}")
+        return
     kinds = KINDS if args.kinds == "all" else tuple(args.kinds.split(","))
     shifts = SHIFTS if args.shifts == "all" else tuple(args.shifts.split(","))
     sizes = [int(s) for s in args.sizes.split(",")]
-    jobs = [(k, s, n, seed, args.eval_people) for n in sizes for k in kinds for s in shifts for seed in seeds(args.seeds)]
+    jobs = [(k, s, n, seed, args.eval_people) for seed in seeds(args.seeds) for n in sizes for k in kinds for s in shifts]  # seed by seed: a run cut short holds whole seeds
     start = time.perf_counter()
+    rows = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(one_team, jobs))
-    print(f"{len(rows)} teams: {len(kinds)} kinds x {len(shifts)} shifts x {len(sizes)} sizes x {len(seeds(args.seeds))} seeds, {args.eval_people} eval people each; {time.perf_counter() - start:.0f} s")
+        for done in as_completed([pool.submit(one_team, job) for job in jobs]):
+            row = done.result()
+            rows.append(row)
+            print(f"[{len(rows)}/{len(jobs)}] {time.perf_counter() - start:5.0f} s  {row['kind']}/{row['shift']}/{row['people']}/seed {row['seed']}: auto - soft {row['auto'] - row['soft']:+.4f}", file=sys.stderr, flush=True)
+            if args.rows:
+                with args.rows.open("a") as out:
+                    out.write(json.dumps(row) + "\n")
+    report(rows, sizes, f"{len(rows)} teams: {len(kinds)} kinds x {len(shifts)} shifts x {len(sizes)} sizes x {len(seeds(args.seeds))} seeds, {args.eval_people} eval people each; {time.perf_counter() - start:.0f} s")
+
+
+def report(rows: list[dict], sizes: list[int], title: str) -> None:
+    """The tables: per evidence size, each auto against the soft vote and the hindsight-best."""
+    print(title)
     header = "teams   mean-soft  worst  <-.005 <-.02 >+.005   mean-best   worst  <-.005   kept soft"
-    for auto, title in (
+    for auto, heading in (
         ("auto", "auto (Auto(), the default: moves from the soft vote toward a candidate, at most half-way)"),
         ("before", "all-or-nothing auto (Auto(blends=False): the soft vote unless a candidate's gain is beyond the noise; last round's default)"),
         ("plain", "plain auto (Auto(cautious=False), issue 11)"),
     ):
-        print(f"\n{title}: auto - soft vote, and auto - the best fixed method ({', '.join(FIXED)}; chosen on the hidden answers)")
+        print(f"\n{heading}: auto - soft vote, and auto - the best fixed method ({', '.join(FIXED)}; chosen on the hidden answers)")
         print(f"{'people':>6s} {header}")
-        for n in sizes:
+        for n in (n for n in sizes if any(r["people"] == n for r in rows)):
             print(f"{n:6d} " + summary([r for r in rows if r["people"] == n], auto))
         print(f"{'all':>6s} " + summary(rows, auto))
     worst = sorted(rows, key=lambda r: r["auto"] - r["soft"])[:5]
