@@ -245,15 +245,18 @@ def pick_final(result: Tables | Report, replicates: int = 1000) -> list[Any]:
 
 
 def audit(project: Project, recipe: Recipe | str | Sequence[str] | None = None, write: bool = False, accept: float | None = None, html: str | Path | None = None) -> Any:
-    """Train labels that are likely wrong, person by person (``ens audit``): a person's gender
-    and age from the seven photos together, the seven files' mask states as one assignment,
-    from the sources' calibrated out-of-fold predictions (`recipe` chooses and weights them;
-    default: every model and import with labelled predictions). Returns
-    `ensembler.evaluate.audit.LabelAudit` (``findings``: a DataFrame with ``profile, image,
-    task, given, suggested, p_wrong, sources, …``, most likely wrong first; ``scope``;
-    ``audit.problems``). `write`: also ``audit/train.csv`` and ``.json``; `accept`: append the
-    findings at least this likely wrong to the label-fix file; `html`: the page of flagged
-    people's photos."""
+    """Train labels that are likely wrong (``ens audit``), from the sources' calibrated
+    out-of-fold predictions (`recipe` chooses and weights them; default: every model and import
+    with labelled predictions). The mask competition person by person: a person's gender and
+    age from the seven photos together, the seven files' mask states as one assignment. A
+    declared competition image by image (each task of a multi-label one: a missing positive
+    and a false positive are both findings), and group by group for a task its groups share
+    (``train: {group: …, shared: [task]}``). Returns `ensembler.evaluate.audit.LabelAudit`
+    (``findings``: a DataFrame with ``profile, image, task, given, suggested, p_wrong, sources,
+    …``, a declared competition's ``image, group, task, …``, most likely wrong first;
+    ``scope``; ``audit.problems``; ``audit.rates``). `write`: also ``audit/train.csv`` and
+    ``.json``; `accept`: append the findings at least this likely wrong to the label-fix file;
+    `html`: the page of flagged people's (images', groups') photos."""
     from .evaluate import audit as _audit
 
     result = _audit.audit(project, _recipe(project, recipe))

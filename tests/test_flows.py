@@ -8,8 +8,9 @@ declared one (four findings, a probability column each), and one for each metric
 otherwise (ordered grades by quadratic kappa, imbalanced lesions by balanced accuracy, whales
 answered by their three likeliest names, MAP@3).
 
-After every step: each call succeeded or raised one `EnsError`; a stored set carries the data
-folder's labels as given, never a fix; the labels every score is taken on are the data folder's
+Audit and accept, and fixes edited by hand, run on every kind (a declared competition's fix
+file is ``image,group,task,label``). After every step: each call succeeded or raised one
+`EnsError`; a stored set carries the data folder's labels as given, never a fix; the labels every score is taken on are the data folder's
 with the fix file in force (computed here, apart from the code under test); a report run again
 on the same sources, folds and fixes gives the same numbers (so undoing a fix restores them);
 `report`'s score of a recipe and method equals `compose`'s; every submission is the sample
@@ -255,7 +256,13 @@ class Flows(RuleBasedStateMachine):
         self.fixes: dict[tuple[str, str, str], str] = {}  # the fix file's rows, as this test wrote or read them
         self.fix_named = False
         self.seen: dict[tuple, pd.DataFrame] = {}  # (folds, fixes, sources) -> the report's scores
-        self.raw = None if kind != "mask" else read_train(self.project.data).set_index("ImageID")["label"]
+        if kind == "mask":
+            self.raw = read_train(self.project.data).set_index("ImageID")["label"]
+        else:
+            from ensembler.data.declared import read_labelled
+
+            table = read_labelled(self.project.competition, self.project.data).set_index("ImageID")
+            self.raw, self.groups = table["label"], table["group"]
 
     def teardown(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -272,20 +279,23 @@ class Flows(RuleBasedStateMachine):
 
     def expected_labels(self, ids: np.ndarray) -> np.ndarray:
         """The data folder's labels of `ids` with the fixes in force (this test's own account of them)."""
-        if not self.mask:
-            from ensembler.data.declared import read_labelled
-
-            return read_labelled(self.project.competition, self.project.data).set_index("ImageID")["label"].reindex(ids).to_numpy()
+        fixes = self.fixes.items() if self.fix_named else ()
+        if not self.mask:  # (group, image, task): an image's own label, or a shared task's group
+            space = self.project.competition.space
+            parts = space.decode(self.raw.reindex(ids).to_numpy())
+            groups = self.groups.reindex(ids).to_numpy()
+            for (group, image, task), label in fixes:
+                classes = self.project.competition.task(task).classes
+                parts[task][(ids == image) if image else (groups == group)] = classes.index(label) if label in classes else int(label)
+            return space.encode(*(parts[t] for t in space.tasks))
         parts = decode(self.raw.reindex(ids).to_numpy())
-        for (profile, image, task), label in (self.fixes.items() if self.fix_named else ()):
+        for (profile, image, task), label in fixes:
             rows = np.array([i.startswith(profile + "/") and (not image or i.endswith("/" + image)) for i in ids])
             value = CLASS_NAMES[Task(task)].index(label) if label in CLASS_NAMES[Task(task)] else int(label)
             parts[Task(task)][rows] = value
         return encode(parts[Task.MASK], parts[Task.GENDER], parts[Task.AGE])
 
     def given_labels(self, ids: np.ndarray) -> np.ndarray:
-        if not self.mask:
-            return self.expected_labels(ids)
         return self.raw.reindex(ids).to_numpy()
 
     def _read_fix_file(self) -> None:
@@ -294,7 +304,8 @@ class Flows(RuleBasedStateMachine):
         if path.is_file():
             with open(path, newline="") as handle:
                 for row in csv.DictReader(handle):
-                    self.fixes.setdefault((row["profile"], row["image"], row["task"]), row["label"])
+                    key = (row["profile"], row["image"], row["task"]) if self.mask else (row.get("group") or "", row["image"], row["task"])
+                    self.fixes.setdefault(key, row["label"])
         self.fix_named = self.project.label_fixes is not None
 
     # --- the rules -------------------------------------------------------------------------------
@@ -383,7 +394,7 @@ class Flows(RuleBasedStateMachine):
             pd.testing.assert_frame_equal(scores, self.seen[key])
         self.seen[key] = scores
 
-    @precondition(lambda self: self.mask and self.sources)
+    @precondition(lambda self: self.sources)
     @rule(p=st.sampled_from([0.5, 0.9]))
     def audit_and_accept(self, p):
         try:
@@ -392,22 +403,21 @@ class Flows(RuleBasedStateMachine):
             return
         self._read_fix_file()
 
-    @precondition(lambda self: self.mask)
-    @rule(action=st.sampled_from(["add", "drop", "empty", "unname", "name"]), person=st.integers(0, 23), task=st.sampled_from(["gender", "age", "mask"]))
+    @rule(action=st.sampled_from(["add", "drop", "empty", "unname", "name"]), person=st.integers(0, 23), task=st.integers(0, 3))
     def edit_fixes(self, action, person, task):
         path = self.zoo.parent / "label_fixes.csv"
         if action == "add":
-            profile = sorted({i.split("/")[0] for i in self.raw.index})[person]
-            image = next(i.split("/")[1] for i in self.raw.index if i.startswith(profile + "/") and "normal" in i) if task == "mask" else ""
-            label = {"gender": "female", "age": "60+", "mask": "incorrect"}[task]
-            self.fixes.pop((profile, image, task), None)
-            self.fixes[(profile, image, task)] = label
+            key, label = self._a_fix(person, task)
+            self.fixes.pop(key, None)
+            self.fixes[key] = label
         elif action == "drop" and self.fixes:
             self.fixes.pop(next(reversed(self.fixes)))
         elif action == "empty":
             self.fixes = {}
         if action in ("add", "drop", "empty"):
-            path.write_text("profile,image,task,label\n" + "".join(f"{p},{i},{t},{lab}\n" for (p, i, t), lab in self.fixes.items()))
+            header = "profile,image,task,label" if self.mask else "image,group,task,label"
+            rows = (f"{u},{i},{t},{lab}" if self.mask else f"{i},{u},{t},{lab}" for (u, i, t), lab in self.fixes.items())
+            path.write_text(header + "\n" + "".join(f"{row}\n" for row in rows))
         if action == "unname":
             update_project(self.zoo, label_fixes=None)
         elif action == "name" or (action == "add" and not self.fix_named):
@@ -415,11 +425,21 @@ class Flows(RuleBasedStateMachine):
                 update_project(self.zoo, label_fixes="label_fixes.csv")
         self.fix_named = self.project.label_fixes is not None
 
+    def _a_fix(self, person: int, task: int) -> tuple[tuple[str, str, str], str]:
+        """A fix of the `person`-th person (group) or image: its key in the fix file and a label."""
+        if self.mask:
+            name = ("gender", "age", "mask")[task % 3]
+            profile = sorted({i.split("/")[0] for i in self.raw.index})[person]
+            image = next(i.split("/")[1] for i in self.raw.index if i.startswith(profile + "/") and "normal" in i) if name == "mask" else ""
+            return (profile, image, name), {"gender": "female", "age": "60+", "mask": "incorrect"}[name]
+        spec = self.project.competition.tasks[task % len(self.project.competition.tasks)]
+        return ("", sorted(self.raw.index)[person], spec.name), spec.classes[-1]
+
     @invariant()
     def the_fix_file_in_force_is_what_this_test_thinks(self):
-        if self.mask and self.fix_named:
+        if self.fix_named:
             fixes = self.project.fixes
-            assert {(p, i, str(t)) for p, i, t in fixes.fixes} == set(self.fixes)
+            assert {(u, i, str(t)) for u, i, t in fixes.fixes} == set(self.fixes)
 
     # --- helpers -----------------------------------------------------------------------------------
 

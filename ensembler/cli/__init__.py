@@ -554,16 +554,19 @@ def audit(
     parts: Annotated[Optional[list[str]], typer.Argument(help="More parts of the recipe.", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help="The sources to audit with, and their weights, per task (TASK:SRC+SRC*W …). Default: every model and import with labelled predictions, alike.", show_default=False, metavar="RECIPE")] = None,
     accept: Annotated[Optional[float], typer.Option("--accept", help="Append the findings at least P likely wrong to the label-fix file (project.label_fixes; absent: label_fixes.csv, named in model_zoo.yaml). The team's own lines are kept and win.", show_default=False, metavar="P")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write one self-contained page with each flagged person's seven photos beside the given and suggested labels, to confirm by eye. Replaces FILE.", show_default=False, metavar="FILE")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write one self-contained page with each flagged person's seven photos (a declared competition: each flagged image, or group's images) beside the given and suggested labels, to confirm by eye. Replaces FILE.", show_default=False, metavar="FILE")] = None,
     top: Annotated[int, typer.Option("--top", metavar="N", help="Findings to print (0: none).")] = 20,
 ) -> None:
-    """Train labels that are likely wrong, person by person: a person's gender and age from
-    the seven photos together (the age knowing the folder's years), the seven files' mask
-    states as one assignment (five worn, one incorrect, one not worn), from the sources'
-    calibrated out-of-fold predictions. Writes audit/train.csv (profile, image, task, given,
-    suggested, p_wrong, sources, …; most likely wrong first) and audit/train.json; prints the
-    top. With project.label_fixes set, the fixes are in force (an accepted fix is not found
-    again), and every score, fit and split reads the fixed labels."""
+    """Train labels that are likely wrong, from the sources' calibrated out-of-fold
+    predictions. The mask competition person by person: a person's gender and age from the
+    seven photos together (the age knowing the folder's years), the seven files' mask states as
+    one assignment (five worn, one incorrect, one not worn). A declared competition image by
+    image (each finding of a multi-label one), and group by group for a task its groups share
+    (competition.train.shared). Writes audit/train.csv (profile, image, task, given, suggested,
+    p_wrong, sources, …; a declared competition's image, group, task, …; most likely wrong
+    first) and audit/train.json; prints the top. With project.label_fixes set, the fixes are in
+    force (an accepted fix is not found again), and every score, fit and split reads the fixed
+    labels."""
     from ..evaluate.audit import FLAG, write_audit
     from ..evaluate.audit import accept as accept_findings
     from ..evaluate.audit import audit as run_audit
@@ -578,8 +581,10 @@ def audit(
     out.print(f"audited {result.scope}", markup=False)
     for note in result.notes + result.audit.problems:
         out.print(f"note: {note}", markup=False)
+    if result.audit.rates:
+        out.print("label errors learnt from the evidence: " + ", ".join(f"{task} {rate:.1%}" for task, rate in result.audit.rates.items()), markup=False)
     flagged = result.audit.flagged()
-    counts = ", ".join(f"{task} {int((flagged['task'] == task).sum())}" for task in ("gender", "age", "mask"))
+    counts = ", ".join(f"{task} {int((flagged['task'] == task).sum())}" for task in result.tasks)
     out.print(f"wrote {_rel(path)}: {len(result.findings)} findings, {len(flagged)} at p_wrong >= {FLAG} ({counts})")
     if top and len(result.findings):
         out.print(audit_table(result.findings.head(top), out.width))

@@ -197,8 +197,9 @@ def audit_table(findings: pd.DataFrame, width: int = NARROW) -> Table:
     """`ens audit`'s top findings: who, which file, given -> suggested, how likely wrong, how
     many sources point the same way; long folder names wrap, never cut."""
     table = Table(title="likely wrong labels (p_wrong: the probability that the given label is wrong)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("profile", "image", "task", "given", "suggested", "p_wrong", "sources"):
+    who = ("profile", "image") if "profile" in findings else ("image", "group")  # a declared competition: the image, and its group
+    for col in (*who, "task", "given", "suggested", "p_wrong", "sources"):
         table.add_column(col, justify="right" if col in ("p_wrong", "sources") else "left", overflow="fold", no_wrap=col == "profile")
     for r in findings.itertuples(index=False):
-        table.add_row(r.profile, r.image or "-", r.task, r.given, r.suggested, f"{r.p_wrong:.3f}", f"{r.sources}/{r.of_sources}")
+        table.add_row(*(getattr(r, col) or "-" for col in who), r.task, r.given, r.suggested, f"{r.p_wrong:.3f}", f"{r.sources}/{r.of_sources}")
     return table

@@ -14,6 +14,7 @@ competition, the built-in preset `MASK`, exactly as `labels` compiles it in::
         labels: {label: label}     # task -> column; a class index or a class name
         # labels: {label: [healthy, rust, scab]}   one-hot: a 0/1 column per class, in class order
         group: patient_id          # optional: folds and intervals resample whole groups
+        shared: [diagnosis]        # optional: tasks whose label every image of a group shares (the audit judges the group)
       # train: {folders: train}    # ... or a folder per class (single task; names as declared)
       eval:
         csv: sample_submission.csv # the sample submission: its rows and columns are the submission's
@@ -114,7 +115,8 @@ class TaskSpec:
 class TrainSpec:
     """Where the labelled images and their labels are: a CSV (`csv`, `id`, `images`, `labels`
     task -> its column of class names or indices, or its classes' one-hot columns in class
-    order; optional `group`) or a folder per class (`folders`)."""
+    order; optional `group`, and `shared`: the tasks whose label every image of a group
+    carries, judged by group in the audit) or a folder per class (`folders`)."""
 
     csv: str | None = None
     id: str | None = None
@@ -122,6 +124,7 @@ class TrainSpec:
     labels: Mapping[str, str | tuple[str, ...]] | None = None
     group: str | None = None
     folders: str | None = None
+    shared: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,23 @@ def _label_columns(value: Any, task: Any, tasks: tuple[TaskSpec, ...], source: P
     return str(value).strip()
 
 
+def _shared(raw: Any, group: str | None, names: set[str], source: Path) -> tuple[str, ...]:
+    """The tasks whose label a group shares (``shared: [diagnosis]``): declared tasks, and a
+    group column to share it by."""
+    if raw is None:
+        return ()
+    where = f"{source}: competition.train.shared"
+    if not isinstance(raw, list) or not raw:
+        raise EnsError(f"{where}: a list of tasks whose label every image of a group carries, e.g. [{sorted(names)[0]}]")
+    if group is None:
+        raise EnsError(f"{where}: a shared label needs the group column it is shared by (competition.train.group)")
+    shared = tuple(dict.fromkeys(str(t).strip() for t in raw))
+    strange = [t for t in shared if t not in names]
+    if strange:
+        raise unknown(f"task in {source.name} competition.train.shared", strange[0], names)
+    return shared
+
+
 def _proba_class(name: str, column: str, tasks: tuple[TaskSpec, ...], source: Path) -> tuple[str, int]:
     """The (task, class index) a probability column holds: ``task.class``, or a class name one
     task alone has; a name several tasks share (multi-label ``[no, yes]``) is an error listing
@@ -329,7 +349,7 @@ def parse_competition(raw: Any, source: Path) -> Competition:
     for key in ("train", "eval", "submission"):
         if key not in section:
             raise EnsError(f"{source}: competition.{key}: required (see docs/how-to/declare-a-competition.md)")
-    train_raw = _mapping(section["train"], "train", source, {"csv", "id", "images", "labels", "group", "folders"})
+    train_raw = _mapping(section["train"], "train", source, {"csv", "id", "images", "labels", "group", "folders", "shared"})
     names = {t.name for t in tasks}
     if "folders" in train_raw:
         if set(train_raw) - {"folders"}:
@@ -348,12 +368,14 @@ def parse_competition(raw: Any, source: Path) -> Competition:
         missing = sorted(names - set(labels))
         if missing:
             raise EnsError(f"{source}: competition.train.labels: no column for task {missing[0]!r}")
+        group = _text(train_raw, "group", "competition.train", source, required=False)
         train = TrainSpec(
             csv=_text(train_raw, "csv", "competition.train", source),
             id=_text(train_raw, "id", "competition.train", source),
             images=_images(_text(train_raw, "images", "competition.train", source), "competition.train", source),
             labels=labels,
-            group=_text(train_raw, "group", "competition.train", source, required=False),
+            group=group,
+            shared=_shared(train_raw.get("shared"), group, names, source),
         )
     eval_raw = _mapping(section["eval"], "eval", source, {"csv", "id", "images"})
     eval_ = EvalSpec(

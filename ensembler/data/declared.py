@@ -127,6 +127,12 @@ def read_labelled(competition: Competition, data: Path) -> pd.DataFrame:
         else:
             tasks[task.name] = _one_hot(raw[list(column)], task.name, path)
         table[task.name] = tasks[task.name]
+    for name in spec.shared:  # the declaration promises one label a group
+        held = table.groupby("group", sort=False)[name].nunique()
+        if (held > 1).any():
+            group = held.index[int(np.argmax(held.to_numpy() > 1))]
+            classes = sorted({competition.task(name).classes[c] for c in table.loc[table["group"] == group, name]})
+            raise EnsError(f"{path}: group {group!r} ({spec.group}) holds {len(classes)} labels of {name} ({', '.join(classes)}), which competition.train.shared says its images share; give them one, or take {name} out of shared")
     table["label"] = _answer(competition, tasks)
     _check_present(list(table["path"]), str(path))
     return table

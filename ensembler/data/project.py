@@ -89,7 +89,7 @@ class Project:
         """The label fixes of `label_fixes` (read once), or None when none is named. Checked
         against the train images by the readers that apply them (`dataset.read_train`,
         `scope.labelled_scope`)."""
-        return None if self.label_fixes is None else read_fixes(self.label_fixes)
+        return None if self.label_fixes is None else read_fixes(self.label_fixes, self.competition)
 
     @property
     def root(self) -> Path:
@@ -130,7 +130,7 @@ class Project:
         rather than read its layout as the mask competition's."""
         if not self.competition.is_preset and not declared:
             tasks = ", ".join(f"{t.name} {t.n_classes}" for t in self.competition.tasks)
-            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version splits, predicts, imports, composes by vote and reports it (ens split, predict, import, compose, report); the other commands run the mask competition only (remove competition: to run it)")
+            raise EnsError(f"{self.zoo}: declares its own competition (tasks {tasks}; {self.competition.metric}); this version splits, predicts, imports, composes, reports and audits it (ens split, predict, import, compose, report, audit); the other commands run the mask competition only (remove competition: to run it)")
         if self.data is None:
             raise EnsError(f"no data folder: pass --data DIR (or set project.data in {self.zoo.name})")
         if not self.data.is_dir():

@@ -29,7 +29,7 @@ The findings are one row per label whose probability of being wrong reaches `REP
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,110 +39,25 @@ from scipy.special import logsumexp
 
 from ..data.fixes import LabelFixes, append_fixes
 from ..data.io import atomic_write, write_json
-from ..data.labels import CLASS_NAMES, N_CLASSES, TASKS, Task, age_band, decode
+from ..data.labels import CLASS_NAMES, N_CLASSES, Task, age_band, decode
 from ..data.people import profile_of
 from ..data.project import Project
 from ..data.store import LABELLED_SPLITS
 from ..errors import EnsError
-from ..pipeline.calibration import Calibrator, fit
+from ..pipeline.folds import Folds
 from ..pipeline.recipe import Recipe, complete_recipe
-from ..pipeline.folds import Folds, filled, out_of_fold
-from ..pipeline.scope import guard_leakage, labelled_scope, load_labelled
+from ..pipeline.scope import declared_groups, guard_leakage, labelled_scope, load_labelled
+from .audit_declared import audit_images
+from .label_errors import FLAG, REPORTED, Audit, Findings, Noise, calibrated_logs, findings_table, judge_units, pooled, reported
+
+__all__ = ["FLAG", "REPORTED", "Audit", "Noise", "LabelAudit", "audit", "audit_labels", "audit_images", "accept", "write_audit", "write_audit_html", "calibrated_logs", "pooled", "judge_units"]
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FLAG = 0.5  # a label at least this likely wrong is flagged
-REPORTED = 0.1  # the findings table holds the labels at least this likely wrong
-EPS = 1e-7
-MAX_LOG_RATIO = 50.0  # a likelihood ratio beyond e^50 says nothing more (and far tails underflow)
 CANONICAL = np.array([0, 0, 0, 0, 0, 1, 2])  # a person's files ordered by given mask state
 ASSIGNMENTS = np.array(list(itertools.product(range(3), repeat=7)))  # (2187, 7)
 AGE_EDGES = (30, 60)  # the first year of bands 1 and 2
-
-
-@dataclass(frozen=True)
-class Noise:
-    """The prior of label errors (a team's published fixes put them at 0.3 to 1.5 % of images).
-
-    person: a person's gender, or age band far from an edge, is wrong; near_edge: an age band
-    is wrong at the edge itself, decaying by e every `edge_years` years away from it; swap: a
-    person's mask files are assigned wrongly within the rule (a swapped pair); file: one more
-    file's mask state is wrong, breaking the rule."""
-
-    person: float = 0.01
-    near_edge: float = 0.05
-    edge_years: float = 2.0
-    swap: float = 0.01  # half of it on the incorrect_mask / normal swap, the one teams report
-    file: float = 0.002
-
-
-@dataclass(frozen=True)
-class Audit:
-    """What `audit_labels` found.
-
-    findings: one row a label (``profile, image, task, given, suggested, p_wrong, sources,
-    of_sources, evidence``), sorted by `p_wrong`, descending; people: how many people were
-    audited per task; problems: the data problems seen on the way (a person without seven
-    images, a person id used by two folders)."""
-
-    findings: pd.DataFrame
-    people: dict[str, int]
-    problems: list[str] = field(default_factory=list)
-
-    def flagged(self, threshold: float = FLAG) -> pd.DataFrame:
-        """The findings at least `threshold` likely wrong."""
-        return self.findings[self.findings["p_wrong"] >= threshold]
-
-
-# --- evidence -----------------------------------------------------------------------------------
-
-
-def calibrated_logs(probs: Sequence[np.ndarray], given: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """Each source's out-of-fold temperature-scaled log-probabilities ``(n, k)`` (`probs`: each
-    ``(n, k)``, the temperature fitted against the `given` labels ``(n,)`` on the other folds'
-    people: `calibration.fit`)."""
-    out = []
-    for p in probs:
-        parts = out_of_fold(lambda rows, p=p: (lambda held, t=fit(Calibrator.TS, p[rows], given[rows]): t.apply(p[held])), folds)
-        out.append(np.log(np.clip(filled(parts, len(given)), EPS, 1.0)))
-    return out
-
-
-def pooled(logs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """The weighted mean of the sources' log-probabilities ``(n, k)``, renormalised per image."""
-    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    mean = sum(wi * li for wi, li in zip(w, logs))
-    return mean - logsumexp(mean, axis=1, keepdims=True)
-
-
-def log_density(at: np.ndarray, sample: np.ndarray, weights: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
-    """log of a weighted Gaussian kernel density of `sample` ``(m,)`` at `at` ``(t,)``, the
-    bandwidth by Silverman's robust rule (the few wrong labels far out do not widen it), mixed
-    with a share 1/m of one Gaussian three times as wide as the sample (a defensive mixture: a
-    class of twenty people does not make its own tail impossible, one of a thousand hardly
-    changes); `leave_out` ``(t,)``: the sample position of each point's own term, left out
-    (-1: none)."""
-    broad = 1 / (len(sample) + 1)
-    w = np.clip(weights, 1e-12, None)
-    w = w / w.sum()
-    mean = float(np.sum(w * sample))
-    spread = np.sqrt(float(np.sum(w * (sample - mean) ** 2)))
-    q1, q3 = np.percentile(sample, [25, 75])
-    robust = max(min(spread, (q3 - q1) / 1.34), 0.5)  # nats: closer margins are not told apart (and sure sources clip alike)
-    h = 0.9 * robust * len(sample) ** -0.2
-    z = (at[:, None] - sample[None, :]) / h
-    terms = -0.5 * z**2 + np.log(w)[None, :]
-    if leave_out is not None:
-        own = leave_out >= 0
-        terms[np.flatnonzero(own), leave_out[own]] = -np.inf
-    top = terms.max(axis=1, keepdims=True)  # logsumexp by hand: scipy's checks cost more than the sum here
-    top[~np.isfinite(top)] = 0.0
-    with np.errstate(divide="ignore"):  # a class of one person, left out: no kernel, the broad part stands
-        kernel = np.log(np.exp(terms - top).sum(axis=1)) + top[:, 0] - np.log(h * np.sqrt(2 * np.pi))
-    wide = 3 * robust
-    tail = -0.5 * ((at - float(np.median(sample))) / wide) ** 2 - np.log(wide * np.sqrt(2 * np.pi))
-    return np.logaddexp(np.log(1 - broad) + kernel, np.log(broad) + tail)
 
 
 def age_prior(years: np.ndarray, given: np.ndarray, noise: Noise) -> np.ndarray:
@@ -166,85 +81,15 @@ def age_prior(years: np.ndarray, given: np.ndarray, noise: Noise) -> np.ndarray:
 # --- the three tasks --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Findings:
-    """One task's findings: row per audited label, as arrays."""
-
-    people: np.ndarray  # person index (p,)
-    image: np.ndarray  # image row, or -1 for a person's label
-    given: np.ndarray
-    suggested: np.ndarray
-    p_wrong: np.ndarray
-    sources: np.ndarray  # sources whose own evidence points to `suggested`
-    evidence: np.ndarray  # P(suggested) from the photos alone (person tasks) or the file's (mask)
-
-
-def audit_person_task(task: Task, logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, persons: np.ndarray, years: np.ndarray | None, noise: Noise, rounds: int = 4) -> _Findings:
+def audit_person_task(task: Task, logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, persons: np.ndarray, years: np.ndarray | None, noise: Noise, rounds: int = 4) -> Findings:
     """A person label (gender, age): per person, the probability that the given class is wrong
-    and the likeliest other. `logs`: each source's calibrated log-probabilities ``(n, k)``;
-    `given` ``(n,)`` and `persons` ``(n,)`` (codes 0..p-1); `years` ``(n,)`` for age.
-
-    A person's evidence for class c over class g is the margin sum_photos (log p_g - log p_c);
-    the photos of one person are not independent, so the margin is not a likelihood ratio. Its
-    distribution is learnt from the people instead (the two-groups model of Efron et al. 2001,
-    the local false discovery rate): a person labelled g whose true class is c shows the margin
-    a correctly labelled person of c shows over g, mirrored. So the likelihood ratio of "truly
-    c" to "truly g" at margin d is f_cg(-d) / f_gc(d), the densities (Gaussian kernels) of the
-    margins of the people labelled c and g; each person's own margin is left out, and the
-    people likely wrong are weighted down in `rounds` of EM (a run of six wrong people in one
-    class would otherwise vouch for each other)."""
-    k, n_people = N_CLASSES[task], int(persons.max()) + 1
-    first = np.unique(persons, return_index=True)[1]
-    label = given[first]
-    prior = np.bincount(label, minlength=k) / n_people
-    prior = np.clip(prior, 1e-3, None) / np.clip(prior, 1e-3, None).sum()
-
-    def summed(log_p: np.ndarray) -> np.ndarray:
-        out = np.zeros((n_people, k))
-        np.add.at(out, persons, log_p)
-        return out
-
-    evidence = summed(pooled(list(logs.values()), list(weights.values())))  # sum over the photos of log P(class | photo)
+    and the likeliest other (`judge_units`, a person's photos one unit). For age, the prior of
+    an error knows the folder's age in years (`age_prior`; `years` ``(n,)``)."""
+    label_prior = None
     if task is Task.AGE and years is not None:
-        label_prior = age_prior(years[first], label, noise)  # P(true | the folder's years)
-    else:
-        as_given = np.arange(k)[None, :] == label[:, None]
-        label_prior = np.where(as_given, 1 - noise.person, noise.person / (k - 1)) * prior[None, :]  # P(given | true) P(true)
-        label_prior /= label_prior.sum(axis=1, keepdims=True)
-    rows = np.arange(n_people)
-    mean = evidence / np.bincount(persons, minlength=n_people)[:, None]  # the mean photo's say
-    mean = np.exp(mean - logsumexp(mean, axis=1, keepdims=True))
-    right = mean[rows, label]  # EM starts from what the mean photo says of the given class
-    for _ in range(rounds):
-        trusted = np.where(right > 0.5, 1.0, 1e-6)  # classification EM: a person more likely wrong than right does not vouch for its label
-        log_post = np.log(label_prior)
-        for g in range(k):
-            mine = np.flatnonzero(label == g)
-            if not len(mine):
-                continue
-            for c in range(k):
-                theirs = np.flatnonzero(label == c)
-                if c == g or not len(theirs):
-                    continue
-                d = evidence[mine, g] - evidence[mine, c]
-                other = evidence[theirs, c] - evidence[theirs, g]
-                # a margin surer than most of a class's is read as that class's 95th percentile:
-                # beyond it, the ratio of two far tails would be noise (a sure source's clipped
-                # probabilities put a wrong person further out than any right one)
-                as_labelled = log_density(np.minimum(d, np.percentile(d, 95)), d, trusted[mine], np.arange(len(mine)))
-                as_other = log_density(np.minimum(-d, np.percentile(other, 95)), other, trusted[theirs])
-                order = np.argsort(-d, kind="stable")  # less evidence for the given class never makes it likelier right:
-                log_lr = np.empty(len(d))  # far out, the ratio of two sparse tails is noise; the bulk's ratio bounds it from below
-                log_lr[order] = np.maximum.accumulate(np.clip(as_other - as_labelled, -MAX_LOG_RATIO, MAX_LOG_RATIO)[order])
-                log_post[mine, c] += log_lr
-        post = np.exp(log_post - logsumexp(log_post, axis=1, keepdims=True))
-        right = post[rows, label]
-    p_wrong = 1 - right
-    other = post.copy()
-    other[rows, label] = -1
-    suggested = other.argmax(axis=1)
-    agree = sum((summed(log_p).argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
-    return _Findings(rows, np.full(n_people, -1), label, suggested, p_wrong, agree, mean[rows, suggested])
+        first = np.unique(persons, return_index=True)[1]
+        label_prior = age_prior(years[first], given[first], noise)  # P(true | the folder's years)
+    return judge_units(logs, weights, given, persons, N_CLASSES[task], noise, label_prior, rounds)
 
 
 def _assignment_prior(noise: Noise) -> np.ndarray:
@@ -260,7 +105,7 @@ def _assignment_prior(noise: Noise) -> np.ndarray:
     return out
 
 
-def audit_mask(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, persons: np.ndarray, noise: Noise, chunk: int = 512) -> tuple[_Findings, list[int]]:
+def audit_mask(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, persons: np.ndarray, noise: Noise, chunk: int = 512) -> tuple[Findings, list[int]]:
     """Mask state, file by file through the person's assignment (module doc); people whose
     files are not five worn, one incorrect, one not worn (by their names) are judged file by
     file with the per-file prior. Returns the findings and the people judged file by file."""
@@ -296,7 +141,7 @@ def audit_mask(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], giv
         post[np.arange(len(extra)), given[extra]] = -1
         suggested = np.concatenate([suggested, post.argmax(axis=1)])
     agree = sum((log_p[image].argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
-    return _Findings(persons[image], image, given[image], suggested, p_wrong, agree, np.exp(pool[image, suggested])), loose
+    return Findings(persons[image], image, given[image], suggested, p_wrong, agree, np.exp(pool[image, suggested])), loose
 
 
 # --- the audit -------------------------------------------------------------------------------------
@@ -345,20 +190,9 @@ def audit_labels(
         else:
             found = audit_person_task(task, logs, chosen, labels[task], persons, years, noise)
         people[task.value] = int(len(np.unique(found.people)))
-        names = np.array(CLASS_NAMES[task], dtype=object)
-        tables.append(pd.DataFrame({
-            "profile": profiles[first[found.people]],
-            "image": np.where(found.image >= 0, [image_ids[i].split("/", 1)[-1] if i >= 0 else "" for i in found.image], ""),
-            "task": task.value,
-            "given": names[found.given],
-            "suggested": names[found.suggested],
-            "p_wrong": np.round(found.p_wrong, 6),
-            "sources": found.sources,
-            "of_sources": len(chosen),
-            "evidence": np.round(found.evidence, 4),
-        }))
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["profile", "image", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence"])
-    table = table[table["p_wrong"] >= REPORTED].sort_values(["p_wrong", "profile", "image"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
+        who = {"profile": profiles[first[found.people]], "image": np.where(found.image >= 0, [image_ids[i].split("/", 1)[-1] if i >= 0 else "" for i in found.image], "")}
+        tables.append(findings_table(who, task.value, CLASS_NAMES[task], found, len(chosen)))
+    table = reported(tables, ("profile", "image"))
     return Audit(table, people, problems)
 
 
@@ -376,13 +210,15 @@ def years_of(image_ids: np.ndarray, given_age: np.ndarray) -> np.ndarray | None:
 @dataclass(frozen=True)
 class LabelAudit:
     """`audit`'s answer: the findings (`Audit`), the sources and their weights per task, the
-    scope line (which labelled images, how many people), and the fix file in force."""
+    scope line (which labelled images, how many people or groups), the fix file in force, and
+    the tasks audited in order (the mask competition's gender, age, mask by default)."""
 
     audit: Audit
     sources: dict[str, dict[str, float]]
     scope: str
     fixes: LabelFixes | None
     notes: list[str] = field(default_factory=list)
+    tasks: tuple[str, ...] = tuple(t.value for t in (Task.GENDER, Task.AGE, Task.MASK))
 
     @property
     def findings(self) -> pd.DataFrame:
@@ -398,12 +234,13 @@ class LabelAudit:
             "problems": self.audit.problems,
             "notes": self.notes,
             "threshold": FLAG,
-            "flagged": {t.value: int((flagged["task"] == t.value).sum()) for t in TASKS},
+            **({"error_rates": self.audit.rates} if self.audit.rates else {}),
+            "flagged": {t: int((flagged["task"] == t).sum()) for t in self.tasks},
             "label_fixes": None if self.fixes is None else self.fixes.describe(),
         }
 
 
-def audit_sources(project: Project, recipe: Recipe | None = None) -> dict[Task, dict[str, float]]:
+def audit_sources(project: Project, recipe: Recipe | None = None) -> dict[str, dict[str, float]]:
     """Per task, the sources audited and their weights: the recipe's (complete: a task it does
     not name takes its named sources that predict it), or every model and import with labelled
     predictions (compositions left out: they repeat their sources)."""
@@ -411,7 +248,8 @@ def audit_sources(project: Project, recipe: Recipe | None = None) -> dict[Task, 
         recipe = complete_recipe(recipe, project.coverage())
         return {t: {term.source: term.weight for term in terms} for t, terms in recipe.tasks.items()}
     store = project.store
-    out: dict[Task, dict[str, float]] = {t: {} for t in TASKS}
+    space = project.competition.space
+    out: dict[str, dict[str, float]] = {t: {} for t in space.tasks}
     for name in store.sources():
         split = next((s for s in LABELLED_SPLITS if store.has(name, s)), None)
         if split is None:
@@ -420,34 +258,42 @@ def audit_sources(project: Project, recipe: Recipe | None = None) -> dict[Task, 
         if (meta.get("origin") or {}).get("type") == "ensemble":
             continue
         for task in meta.get("tasks", ()):
-            out[Task(task)][name] = 1.0
+            out[space.task(task)][name] = 1.0
     if not any(out.values()):
         raise EnsError("no source with labelled predictions to audit with (ens predict --split oof or val, or ens import a CSV with train rows)")
     return {t: w for t, w in out.items() if w}
 
 
 def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()) -> LabelAudit:
-    """Audit the project's train labels (module doc) from the labelled predictions of its
-    sources (`audit_sources`): out of fold on every train image when every source has them,
-    else the validation fold (`scope.labelled_scope`), with the label fixes in force applied
-    (an accepted fix is not found again)."""
-    if not project.competition.is_preset:
-        project.require_data()  # refuses in one line: the audit knows the mask competition's persons only, so far
+    """Audit the project's train labels from the labelled predictions of its sources
+    (`audit_sources`): out of fold on every train image when every source has them, else the
+    validation fold (`scope.labelled_scope`), with the label fixes in force applied (an accepted
+    fix is not found again). The mask competition person by person (module doc); a declared
+    one image by image, and group by group for a task its groups share
+    (`audit_declared.audit_images`)."""
+    competition = project.competition
     weights = audit_sources(project, recipe)
     names = list(dict.fromkeys(s for w in weights.values() for s in w))
     store = project.store
     sets = load_labelled(store, names, store.sources())
-    guard_leakage(project, sets)  # a label judged by a model that trained on it looks right: as a learned compose, refused
-    labelled = labelled_scope(project, sets)
+    group_of = declared_groups(project)
+    guard_leakage(project, sets, group_of)  # a label judged by a model that trained on it looks right: as a learned compose, refused
+    labelled = labelled_scope(project, sets, group_of)
     ids = labelled.ids
-    truth = decode(labelled.labels)
     probs = {name: dict(pset.probs) for name, pset in labelled.sets.items()}
-    found = audit_labels(probs, truth, ids, years_of(ids, truth[Task.AGE]), weights, noise)
     notes = [n for n in labelled.notes]
     if not labelled.oof and project.folds.is_file():
         notes.append("not every source predicts every train image out of fold: only the scope above is audited (ens predict --split oof, ens import --oof for all)")
-    scope = f"{labelled.scope}; audited {labelled.people} people"
-    return LabelAudit(found, {t.value: w for t, w in weights.items()}, scope, project.fixes, notes)
+    sources = {str(t): w for t, w in weights.items()}
+    if competition.is_preset:
+        truth = decode(labelled.labels)
+        found = audit_labels(probs, truth, ids, years_of(ids, truth[Task.AGE]), weights, noise)
+        return LabelAudit(found, sources, f"{labelled.scope}; audited {labelled.people} people", project.fixes, notes)
+    train = competition.train
+    groups = labelled.groups if train.group else None
+    found = audit_images(probs, competition.space.decode(labelled.labels), ids, {t.name: t.classes for t in competition.tasks}, groups, train.shared, weights, noise)
+    shared = f", {len(set(groups))} groups ({', '.join(train.shared)} judged by group)" if train.shared else (f" of {len(set(groups))} groups" if groups is not None else "")
+    return LabelAudit(found, sources, f"{labelled.scope}; audited {len(ids)} images{shared}", project.fixes, notes, competition.task_names)
 
 
 def audit_dir(project: Project) -> Path:
@@ -475,8 +321,13 @@ def accept(project: Project, result: LabelAudit, threshold: float) -> tuple[Path
     if not 0 < threshold <= 1:
         raise EnsError(f"--accept {threshold}: a probability in (0, 1], e.g. 0.9")
     path = project.label_fixes or project.root / "label_fixes.csv"
-    rows = [(r.profile, r.image, Task(r.task), CLASS_NAMES[Task(r.task)].index(r.suggested)) for r in result.findings.itertuples(index=False) if r.p_wrong >= threshold]
-    added = append_fixes(path, rows)
+    chosen = result.findings[result.findings["p_wrong"] >= threshold]
+    competition = project.competition
+    if competition.is_preset:
+        rows = [(r.profile, r.image, Task(r.task), CLASS_NAMES[Task(r.task)].index(r.suggested)) for r in chosen.itertuples(index=False)]
+    else:  # an image's fix names the image; a shared task's names the group
+        rows = [("" if r.image else r.group, r.image, r.task, competition.task(r.task).classes.index(r.suggested)) for r in chosen.itertuples(index=False)]
+    added = append_fixes(path, rows, competition)
     if project.label_fixes is None and path.is_file():
         update_project(project.zoo, label_fixes=path)
     return path, added
@@ -509,16 +360,42 @@ def _thumbnail(path: Path) -> str | None:
 def write_audit_html(project: Project, result: LabelAudit, path: Path, limit: int = 100) -> Path:
     """One self-contained page (thumbnails embedded; opens offline): the `limit` flagged people
     most likely wrong, each with its findings (given struck out, suggested) and its seven
-    photos, a flagged file framed in red. Written atomically; replaces `path`."""
+    photos, a flagged file framed in red; in a declared competition, the flagged images (and
+    groups, with up to `GROUP_PHOTOS` of their images). Written atomically; replaces `path`."""
     from datetime import datetime, timezone
 
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from .. import __version__
+
+    flagged = result.audit.flagged()
+    if project.competition.is_preset:
+        units, word = _people(project, flagged, limit), "people"
+    else:
+        units, word = _declared_units(project, flagged, limit), "images and groups" if project.competition.train.shared else "images"
+    env = Environment(loader=PackageLoader("ensembler", "templates"), autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("audit.html.j2").render(
+        title="ens audit: train labels likely wrong",
+        scope=result.scope,
+        shown=len(units),
+        flagged=int(_unit_keys(flagged).nunique()),
+        units=word,
+        notes=result.notes + result.audit.problems,
+        people=units,
+        version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    path = Path(path)
+    with atomic_write(path) as handle:
+        handle.write(html.encode())
+    return path
+
+
+def _people(project: Project, flagged: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+    """The page's flagged people (the mask competition): findings and seven photos each."""
     from ..data.dataset import TRAIN_IMAGES
     from ..data.labels import MASK_STEMS
 
-    flagged = result.audit.flagged()
     order = list(dict.fromkeys(flagged["profile"]))
     images = project.data / TRAIN_IMAGES if project.data is not None else None
     mask_names = CLASS_NAMES[Task.MASK]
@@ -537,18 +414,40 @@ def write_audit_html(project: Project, result: LabelAudit, path: Path, limit: in
                 label = f"{marked[name]['given']} -> {marked[name]['suggested']}?"
             photos.append({"name": name, "data": _thumbnail(folder / name) if folder is not None else None, "flagged": name in marked, "label": label})
         people.append({"profile": profile, "findings": findings, "photos": photos})
-    env = Environment(loader=PackageLoader("ensembler", "templates"), autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("audit.html.j2").render(
-        title="ens audit: train labels likely wrong",
-        scope=result.scope,
-        shown=len(people),
-        flagged=len(order),
-        notes=result.notes + result.audit.problems,
-        people=people,
-        version=__version__,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    path = Path(path)
-    with atomic_write(path) as handle:
-        handle.write(html.encode())
-    return path
+    return people
+
+
+GROUP_PHOTOS = 12  # a flagged group's images shown on the page, at most
+
+
+def _unit_keys(flagged: pd.DataFrame) -> pd.Series:
+    """What each finding is about: its person (the mask competition), else its image, or
+    ``group:<name>`` for a shared task's group."""
+    if "profile" in flagged:
+        return flagged["profile"]
+    return flagged["image"].where(flagged["image"] != "", "group:" + flagged["group"].astype(str))
+
+
+def _declared_units(project: Project, flagged: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+    """The page's flagged images and groups (a declared competition): an image with its
+    findings (every task of it flagged), a group of a shared task with up to `GROUP_PHOTOS` of
+    its images."""
+    from ..data.declared import read_labelled
+
+    table = read_labelled(project.competition, project.require_data(declared=True))
+    path_of = dict(zip(table["ImageID"], table["path"]))
+    members = table.groupby("group", sort=False)["ImageID"].agg(list).to_dict()
+    keys = _unit_keys(flagged)
+    units = []
+    for key in list(dict.fromkeys(keys))[:limit]:
+        findings = flagged[keys == key].to_dict("records")
+        if key.startswith("group:"):
+            name = key[len("group:"):]
+            shown = members.get(name, [])[:GROUP_PHOTOS]
+            label = f"{findings[0]['given']} -> {findings[0]['suggested']}?"
+        else:
+            name, shown = key, [key]
+            label = "; ".join(f"{f['task']}: {f['given']} -> {f['suggested']}?" for f in findings)
+        photos = [{"name": image, "data": _thumbnail(Path(path_of[image])) if image in path_of else None, "flagged": True, "label": label} for image in shown]
+        units.append({"profile": name, "findings": findings, "photos": photos})
+    return units

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from ..data.dataset import TRAIN_CSV, folds_of, read_folds, read_train
-from ..data.fixes import apply_fixes
+from ..data.fixes import apply_declared_fixes, apply_fixes, check_declared
 from ..data.people import person_codes, profile_of
 from ..data.project import Project
 from ..data.store import PredictionSet, Split, Store
@@ -128,6 +128,21 @@ def fixed_labels(project: Project, ids: np.ndarray, given: np.ndarray, sources: 
     return apply_fixes(ids, given, fixes), [fixes.line()]
 
 
+def declared_fixed_labels(project: Project, ids: np.ndarray, groups: np.ndarray | None, given: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A declared competition's labels in force for the labelled images `ids` ``(n,)`` (their
+    declared `groups` ``(n,)``): the project's fix file applied (`fixes.apply_declared_fixes`),
+    after checking it names only images and groups of the train labels. Returns ``(labels,
+    notes)``."""
+    from ..data.declared import read_labelled
+
+    fixes = project.fixes
+    if fixes is None:
+        return given, []
+    train = read_labelled(project.competition, project.require_data(declared=True))
+    check_declared(fixes, train["ImageID"], train["group"])
+    return apply_declared_fixes(ids, groups, given, fixes, project.competition.space), [fixes.line()]
+
+
 @dataclass(frozen=True)
 class Labelled:
     """The labelled images a composition is fitted, scored and kept on, with its sources there.
@@ -195,12 +210,15 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of
     ids, scope, notes = scoring_images(project, sets, group_of)
     aligned, given = aligned_sets(sets, ids)
     labels = given
-    if group_of is None:  # the sets carry the labels as given; the fix file in force is applied now (a label-fix file is the mask competition's)
+    groups = None if group_of is None else group_of(ids)
+    if group_of is None:  # the sets carry the labels as given; the fix file in force is applied now
         labels, fixed = fixed_labels(project, ids, given, list(sets))
         notes += fixed
-        if labels is not given:
-            aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
-    groups = None if group_of is None else group_of(ids)
+    elif project.fixes is not None:
+        labels, fixed = declared_fixed_labels(project, ids, groups, given)
+        notes += fixed
+    if labels is not given:
+        aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
     return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups, given)
 
 

@@ -1,0 +1,84 @@
+"""The label audit of a declared competition (DESIGN.md §4): image by image, group by group.
+
+The evidence is the mask audit's (`label_errors`): every source's labelled out-of-fold probabilities,
+calibrated out of fold (temperature scaling, per source and task) and pooled per image as the
+weighted mean of their logs. What is judged is each label as it was given:
+
+- a task whose label belongs to the image (a leaf's disease, a finding of a multi-label
+  competition: each of its ``[no, yes]`` tasks is judged, so a missing positive and a false
+  positive are both findings): the image alone;
+- a task the declaration marks as shared by a group (``train: {group: patient_id, shared:
+  [diagnosis]}``: every image of a patient carries one diagnosis): the group as one label, from
+  all its images together, as the mask audit judges a person's gender.
+
+Both are `label_errors.judge_units` (the two-groups model of Efron et al. 2001 on the summed
+margins of a unit's images, over the square root of its images where groups differ in size),
+a unit being an image or a group; the prior rate of label errors is learnt per task in its
+rounds of EM (`Audit.rates`; nobody has published a declared competition's), starting from
+`Noise.person`. Image by image this is close in spirit to confident learning (Northcutt, Jiang and
+Chuang 2021, `cleanlab.filter.find_label_issues`): both compare an image's evidence for its
+given class with what the other images of each class show; here the comparison is a density
+ratio and the answer a probability, so one threshold (`label_errors.FLAG`) means the same in every
+competition. Groups not marked shared only keep the folds (calibration) honest.
+
+The findings: one row a label (``image, group, task, given, suggested, p_wrong, sources,
+of_sources, evidence``; `image` empty for a shared task's group, `group` empty where none is
+declared), sorted by `p_wrong`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..pipeline.folds import Folds
+from .label_errors import Audit, Noise, calibrated_logs, findings_table, judge_units, reported
+
+if TYPE_CHECKING:
+    pass
+
+COLUMNS = ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
+
+
+def audit_images(
+    probs: Mapping[str, Mapping[str, np.ndarray]],
+    labels: Mapping[str, np.ndarray],
+    image_ids: np.ndarray,
+    class_names: Mapping[str, Sequence[str]],
+    groups: np.ndarray | None = None,
+    shared: Sequence[str] = (),
+    weights: Mapping[str, Mapping[str, float]] | None = None,
+    noise: Noise = Noise(),
+) -> Audit:
+    """Audit the given labels of a declared competition's labelled images (module doc).
+
+    probs: ``{source: {task: (n, k)}}`` out-of-fold probabilities (a source may cover some
+    tasks); labels: ``{task: (n,)}`` the given classes; image_ids: ``(n,)``; class_names:
+    ``{task: names}`` in class order (the tasks audited, in this order); groups: ``(n,)`` each
+    image's declared group (None: each image its own), which the calibration's folds keep
+    together; shared: the tasks whose label a group shares (every image of a group carries one
+    label: judged once per group); weights: ``{task: {source: weight}}`` (default: every source
+    that covers the task, alike)."""
+    ids = np.asarray(image_ids, dtype=object)
+    n = len(ids)
+    group_names = np.asarray(groups, dtype=object) if groups is not None else None
+    group_codes = np.unique(group_names.astype(str), return_inverse=True)[1] if group_names is not None else np.arange(n)
+    folds = Folds.of(ids, groups=group_names)
+    tables, units, rates = [], {}, {}
+    for task, names in class_names.items():
+        chosen = dict((weights or {}).get(task) or {s: 1.0 for s, p in probs.items() if task in p})
+        if not chosen or task not in labels:
+            continue
+        given = np.asarray(labels[task], dtype=np.int64)
+        logs = dict(zip(chosen, calibrated_logs([probs[s][task] for s in chosen], given, folds)))
+        by_group = task in shared and group_names is not None
+        codes = group_codes if by_group else np.arange(n)
+        found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group)
+        first = np.unique(codes, return_index=True)[1][found.people]
+        units[task], rates[task] = int(len(found.people)), round(found.rate, 5)
+        who = {"image": np.full(len(first), "", dtype=object) if by_group else ids[first], "group": group_names[first] if group_names is not None else ""}
+        tables.append(findings_table(who, task, names, found, len(chosen)))
+    table = reported(tables, ("group", "image"))[list(COLUMNS)]
+    return Audit(table, units, rates=rates)

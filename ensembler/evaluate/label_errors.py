@@ -1,0 +1,274 @@
+"""The model of label errors both audits share (`audit`: the mask competition's, person by
+person; `audit_declared`: a declared competition's, image by image and group by group).
+
+- **evidence**: every source's out-of-fold probabilities, calibrated out of fold first
+  (temperature scaling, per source and task; `calibration.fit`), pooled per image as the
+  weighted mean of their logs (a logarithmic opinion pool, Genest and Zidek 1986);
+- **a unit's label** (a person's gender, a patient's diagnosis, an image's own class): the
+  margins of its rows summed, turned into a likelihood ratio by the margins the other units
+  show (the two-groups model, `judge_units`), then Bayes' rule with the rate of label errors
+  (`Noise`) as prior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ..pipeline.calibration import Calibrator, fit
+from ..pipeline.folds import filled, out_of_fold
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLAG = 0.5  # a label at least this likely wrong is flagged
+REPORTED = 0.1  # the findings table holds the labels at least this likely wrong
+EPS = 1e-7
+ALTERNATIVES = 5  # a unit is weighed against its likeliest other classes, at most this many (the rest: no evidence for them)
+RATE_BOUNDS = (0.002, 0.2)  # a learnt rate of label errors stays within these
+MAX_LOG_RATIO = 50.0  # a likelihood ratio beyond e^50 says nothing more (and far tails underflow)
+
+@dataclass(frozen=True)
+class Noise:
+    """The prior of label errors (a team's published fixes put them at 0.3 to 1.5 % of images).
+
+    person: a person's gender, or age band far from an edge, is wrong; near_edge: an age band
+    is wrong at the edge itself, decaying by e every `edge_years` years away from it; swap: a
+    person's mask files are assigned wrongly within the rule (a swapped pair); file: one more
+    file's mask state is wrong, breaking the rule."""
+
+    person: float = 0.01
+    near_edge: float = 0.05
+    edge_years: float = 2.0
+    swap: float = 0.01  # half of it on the incorrect_mask / normal swap, the one teams report
+    file: float = 0.002
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What an audit found (`audit.audit_labels`, `audit_declared.audit_images`).
+
+    findings: one row a label (``profile, image, task, given, suggested, p_wrong, sources,
+    of_sources, evidence``; a declared competition's ``image, group, …``), sorted by
+    `p_wrong`, descending; people: how many people (images, groups) were audited per task;
+    problems: the data problems seen on the way (a person without seven images, a person id
+    used by two folders); rates: per task, the rate of label errors learnt (declared
+    competitions; `judge_units`' `learn_rate`)."""
+
+    findings: pd.DataFrame
+    people: dict[str, int]
+    problems: list[str] = field(default_factory=list)
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def flagged(self, threshold: float = FLAG) -> pd.DataFrame:
+        """The findings at least `threshold` likely wrong."""
+        return self.findings[self.findings["p_wrong"] >= threshold]
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+def calibrated_logs(probs: Sequence[np.ndarray], given: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Each source's out-of-fold temperature-scaled log-probabilities ``(n, k)`` (`probs`: each
+    ``(n, k)``, the temperature fitted against the `given` labels ``(n,)`` on the other folds'
+    people: `calibration.fit`)."""
+    out = []
+    for p in probs:
+        parts = out_of_fold(lambda rows, p=p: (lambda held, t=fit(Calibrator.TS, p[rows], given[rows]): t.apply(p[held])), folds)
+        out.append(np.log(np.clip(filled(parts, len(given)), EPS, 1.0)))
+    return out
+
+
+def pooled(logs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """The weighted mean of the sources' log-probabilities ``(n, k)``, renormalised per image."""
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    mean = sum(wi * li for wi, li in zip(w, logs))
+    return mean - logsumexp(mean, axis=1, keepdims=True)
+
+
+def sample_quantiles(sample: np.ndarray) -> tuple[float, float, float]:
+    """The quartiles and median of `sample` ``(m,)`` that `log_density` reads (unweighted)."""
+    q1, q3 = np.percentile(sample, [25, 75])
+    return float(q1), float(q3), float(np.median(sample))
+
+
+def log_density(at: np.ndarray, sample: np.ndarray, weights: np.ndarray, leave_out: np.ndarray | None = None, quantiles: tuple[float, float, float] | None = None) -> np.ndarray:
+    """log of a weighted Gaussian kernel density of `sample` ``(m,)`` at `at` ``(t,)``, the
+    bandwidth by Silverman's robust rule (the few wrong labels far out do not widen it), mixed
+    with a share 1/m of one Gaussian three times as wide as the sample (a defensive mixture: a
+    class of twenty people does not make its own tail impossible, one of a thousand hardly
+    changes); `leave_out` ``(t,)``: the sample position of each point's own term, left out
+    (-1: none); `quantiles`: `sample_quantiles(sample)` when the caller kept them."""
+    broad = 1 / (len(sample) + 1)
+    q1, q3, median = quantiles or sample_quantiles(sample)
+    w = np.clip(weights, 1e-12, None)
+    w = w / w.sum()
+    mean = float(np.sum(w * sample))
+    spread = np.sqrt(float(np.sum(w * (sample - mean) ** 2)))
+    robust = max(min(spread, (q3 - q1) / 1.34), 0.5)  # nats: closer margins are not told apart (and sure sources clip alike)
+    h = 0.9 * robust * len(sample) ** -0.2
+    z = (at[:, None] - sample[None, :]) / h
+    terms = -0.5 * z**2 + np.log(w)[None, :]
+    if leave_out is not None:
+        own = leave_out >= 0
+        terms[np.flatnonzero(own), leave_out[own]] = -np.inf
+    top = terms.max(axis=1, keepdims=True)  # logsumexp by hand: scipy's checks cost more than the sum here
+    top[~np.isfinite(top)] = 0.0
+    with np.errstate(divide="ignore"):  # a class of one person, left out: no kernel, the broad part stands
+        kernel = np.log(np.exp(terms - top).sum(axis=1)) + top[:, 0] - np.log(h * np.sqrt(2 * np.pi))
+    wide = 3 * robust
+    tail = -0.5 * ((at - median) / wide) ** 2 - np.log(wide * np.sqrt(2 * np.pi))
+    return np.logaddexp(np.log(1 - broad) + kernel, np.log(broad) + tail)
+
+
+
+@dataclass(frozen=True)
+class Findings:
+    """One task's findings: row per audited label, as arrays."""
+
+    people: np.ndarray  # person index (p,)
+    image: np.ndarray  # image row, or -1 for a person's label
+    given: np.ndarray
+    suggested: np.ndarray
+    p_wrong: np.ndarray
+    sources: np.ndarray  # sources whose own evidence points to `suggested`
+    evidence: np.ndarray  # P(suggested) from the photos alone (person tasks) or the file's (mask)
+    rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
+
+
+
+def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False) -> Findings:
+    """A label the rows of a unit share (a person's gender, a patient's diagnosis; an image's
+    own label is a unit of one row): per unit, the probability that the given class is wrong
+    and the likeliest other. `logs`: each source's calibrated log-probabilities ``(n, k)``;
+    `given` ``(n,)`` (one class per unit) and `units` ``(n,)`` (codes 0..u-1); `label_prior`
+    ``(u, k)``: P(true class | what the label says) where more is known than the flat error
+    rate `noise.person` (None: that rate, shared by the other classes by their share);
+    `learn_rate`: the flat rate is learnt in the rounds of EM instead, as the mean probability
+    of being wrong (the mixing weight of the two groups; `noise.person` its start, kept within
+    `RATE_BOUNDS`), for a competition whose rate of label errors nobody has published.
+
+    A unit's evidence for class c over class g is the margin sum_rows (log p_g - log p_c); the
+    rows of one unit are not independent (a person's photos), so the margin is not a
+    likelihood ratio. Its distribution is learnt from the units instead (the two-groups model
+    of Efron et al. 2001, the local false discovery rate): a unit labelled g whose true class is
+    c shows the margin a correctly labelled unit of c shows over g, mirrored. So the likelihood
+    ratio of "truly c" to "truly g" at margin d is f_cg(-d) / f_gc(d), the densities (Gaussian
+    kernels) of the margins of the units labelled c and g; each unit's own margin is left out,
+    and the units likely wrong are weighted down in `rounds` of EM (a run of six wrong people
+    in one class would otherwise vouch for each other). With more than `ALTERNATIVES` + 1
+    classes, a unit is weighed against its `ALTERNATIVES` likeliest other classes by its
+    evidence, and the others get no likelihood (a 50-class audit of 20,000 images would weigh
+    49 classes a unit, nearly all of them hopeless; the densities still learn from every unit)."""
+    k, n_units = n_classes, int(units.max()) + 1
+    first = np.unique(units, return_index=True)[1]
+    label = given[first]
+    prior = np.bincount(label, minlength=k) / n_units
+    prior = np.clip(prior, 1e-3, None) / np.clip(prior, 1e-3, None).sum()
+
+    def summed(log_p: np.ndarray) -> np.ndarray:
+        if len(first) == len(units):  # a unit a row: nothing to add up
+            return log_p[np.argsort(units, kind="stable")]
+        out = np.zeros((n_units, k))
+        np.add.at(out, units, log_p)
+        return out
+
+    evidence = summed(pooled(list(logs.values()), list(weights.values())))  # sum over the unit's rows of log P(class | row)
+    sizes = np.bincount(units, minlength=n_units)
+    margins = evidence / np.sqrt(sizes)[:, None] if by_size else evidence  # what the units' margins are taken from
+    as_given = np.arange(k)[None, :] == label[:, None]
+
+    def flat(rate: float) -> np.ndarray:
+        out = np.where(as_given, 1 - rate, rate / (k - 1)) * prior[None, :]  # P(given | true) P(true)
+        return out / out.sum(axis=1, keepdims=True)
+
+    learn_rate = learn_rate and label_prior is None
+    rate = noise.person
+    if label_prior is None:
+        label_prior = flat(rate)
+    rows = np.arange(n_units)
+    mean = evidence / sizes[:, None]  # the mean row's say
+    mean = np.exp(mean - logsumexp(mean, axis=1, keepdims=True))
+    right = mean[rows, label]  # EM starts from what the mean row says of the given class
+    alternatives = None
+    if k - 1 > ALTERNATIVES:
+        ranked = margins.copy()
+        ranked[rows, label] = -np.inf
+        alternatives = np.argpartition(-ranked, ALTERNATIVES - 1, axis=1)[:, :ALTERNATIVES]  # (u, A)
+    pairs = []  # what every round reads of each pair of classes (g labelled, c the alternative)
+    for g in range(k):
+        mine = np.flatnonzero(label == g)
+        for c in range(k):
+            theirs = np.flatnonzero(label == c)
+            if c == g or not len(mine) or not len(theirs):
+                continue
+            at = np.arange(len(mine)) if alternatives is None else np.flatnonzero((alternatives[mine] == c).any(axis=1))
+            d = margins[mine, g] - margins[mine, c]
+            other = margins[theirs, c] - margins[theirs, g]
+            # a margin surer than most of a class's is read as that class's 95th percentile:
+            # beyond it, the ratio of two far tails would be noise (a sure source's clipped
+            # probabilities put a wrong person further out than any right one)
+            points = (np.minimum(d[at], np.percentile(d, 95)), np.minimum(-d[at], np.percentile(other, 95))) if len(at) else None
+            pairs.append((g, c, mine, theirs, at, d, other, points, sample_quantiles(d) if len(at) else None, sample_quantiles(other) if len(at) else None))
+    trusted = None
+    for _ in range(rounds):
+        now = np.where(right > 0.5, 1.0, 1e-6)  # classification EM: a unit more likely wrong than right does not vouch for its label
+        if trusted is not None and np.array_equal(now, trusted) and not learn_rate:
+            break  # the same units vouch as in the last round: its posterior stands
+        trusted = now
+        log_post = np.log(label_prior)
+        for g, c, mine, theirs, at, d, other, points, mine_q, other_q in pairs:
+            if points is None:
+                log_post[mine, c] -= MAX_LOG_RATIO
+                continue
+            as_labelled = log_density(points[0], d, trusted[mine], at, mine_q)
+            as_other = log_density(points[1], other, trusted[theirs], quantiles=other_q)
+            order = np.argsort(-d[at], kind="stable")  # less evidence for the given class never makes it likelier right:
+            log_lr = np.full(len(d), -MAX_LOG_RATIO)  # far out, the ratio of two sparse tails is noise; the bulk's ratio bounds it from below
+            log_lr[at[order]] = np.maximum.accumulate(np.clip(as_other - as_labelled, -MAX_LOG_RATIO, MAX_LOG_RATIO)[order])
+            log_post[mine, c] += log_lr
+        post = np.exp(log_post - logsumexp(log_post, axis=1, keepdims=True))
+        right = post[rows, label]
+        if learn_rate:
+            rate = float(np.clip(np.mean(1 - right), *RATE_BOUNDS))
+            label_prior = flat(rate)
+    p_wrong = 1 - right
+    other = post.copy()
+    other[rows, label] = -1
+    suggested = other.argmax(axis=1)
+    agree = sum((summed(log_p).argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
+    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate)
+
+
+def findings_table(who: Mapping[str, object], task: str, names: Sequence[str], found: Findings, of_sources: int) -> pd.DataFrame:
+    """One task's findings as rows: the columns `who` names (the unit: a person's profile and
+    image, or an image and its group), then ``task, given, suggested, p_wrong, sources,
+    of_sources, evidence``."""
+    import pandas as pd
+
+    names = np.array(list(names), dtype=object)
+    return pd.DataFrame({
+        **who,
+        "task": task,
+        "given": names[found.given],
+        "suggested": names[found.suggested],
+        "p_wrong": np.round(found.p_wrong, 6),
+        "sources": found.sources,
+        "of_sources": of_sources,
+        "evidence": np.round(found.evidence, 4),
+    })
+
+
+def reported(tables: Sequence[pd.DataFrame], who: Sequence[str]) -> pd.DataFrame:
+    """The tasks' findings in one table: those at least `REPORTED` likely wrong, most likely
+    first (ties: by the `who` columns)."""
+    import pandas as pd
+
+    columns = [*who, "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    return table[table["p_wrong"] >= REPORTED].sort_values(["p_wrong", *who], ascending=[False, *[True] * len(who)], kind="stable").reset_index(drop=True)
+

@@ -1,0 +1,230 @@
+"""The label audit of a declared competition: image by image (one task, multi-label) and group
+by group (a shared task), on hand-made sources whose wrong labels are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensembler.evaluate.audit import FLAG, judge_units
+from ensembler.evaluate.audit_declared import COLUMNS, audit_images
+
+CLASSES = ("a", "b", "c", "d")
+
+
+def sources(truth: np.ndarray, k: int, rng: np.random.Generator, n_sources: int = 3, margin: float = 3.0, face: np.ndarray | None = None) -> list[np.ndarray]:
+    """Probabilities ``(n, k)`` drawn from the true classes (`face` ``(n, k)``: what a group's
+    images share)."""
+    out = []
+    for _ in range(n_sources):
+        z = rng.normal(0, 1, (len(truth), k)) + (0 if face is None else face)
+        z[np.arange(len(truth)), truth] += margin
+        out.append(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
+    return out
+
+
+def test_images_labelled_as_another_class_are_found_and_few_others():
+    rng = np.random.default_rng(0)
+    n = 1200
+    truth = rng.integers(0, 4, n)
+    given = truth.copy()
+    wrong = rng.choice(n, 12, replace=False)
+    given[wrong] = (truth[wrong] + 1) % 4
+    probs = {f"s{i}": {"label": p} for i, p in enumerate(sources(truth, 4, rng))}
+    ids = np.array([f"img{i}.png" for i in range(n)], dtype=object)
+    result = audit_images(probs, {"label": given}, ids, {"label": CLASSES})
+    table = result.findings
+    assert tuple(table.columns) == COLUMNS
+    assert result.people == {"label": n}
+    flagged = result.flagged()
+    found = set(flagged["image"])
+    assert len(found & set(ids[wrong])) >= 10  # recall
+    assert len(found - set(ids[wrong])) <= 2  # precision
+    row = flagged.iloc[0]
+    assert row["given"] == CLASSES[given[ids.tolist().index(row["image"])]]
+    assert row["suggested"] == CLASSES[truth[ids.tolist().index(row["image"])]]
+    assert (table["group"] == "").all() and list(table["p_wrong"]) == sorted(table["p_wrong"], reverse=True)
+
+
+def test_a_missing_positive_and_a_false_positive_are_both_findings():
+    rng = np.random.default_rng(1)
+    n = 800
+    truth = {f"f{t}": (rng.random(n) < 0.25).astype(int) for t in range(2)}
+    given = {t: v.copy() for t, v in truth.items()}
+    missing = np.flatnonzero(truth["f0"] == 1)[:4]
+    false = np.flatnonzero(truth["f1"] == 0)[:4]
+    given["f0"][missing] = 0
+    given["f1"][false] = 1
+    probs = {f"s{i}": {} for i in range(3)}
+    for task, y in truth.items():
+        for i, p in enumerate(sources(y, 2, rng)):
+            probs[f"s{i}"][task] = p
+    ids = np.array([f"x{i}" for i in range(n)], dtype=object)
+    flagged = audit_images(probs, given, ids, {"f0": ("no", "yes"), "f1": ("no", "yes")}).flagged()
+    f0, f1 = flagged[flagged["task"] == "f0"], flagged[flagged["task"] == "f1"]
+    assert set(ids[missing]) <= set(f0["image"]) and set(f0["suggested"]) == {"yes"}
+    assert set(ids[false]) <= set(f1["image"]) and set(f1["suggested"]) == {"no"}
+
+
+def test_a_shared_label_is_judged_once_per_group_from_all_its_images():
+    rng = np.random.default_rng(2)
+    n_groups, size = 300, 6
+    group_truth = rng.integers(0, 4, n_groups)
+    member = np.repeat(np.arange(n_groups), size)
+    face = rng.normal(0, 0.2, (n_groups, 4))[member]  # a patient's images lean alike
+    truth = group_truth[member]
+    given_group = group_truth.copy()
+    wrong = np.array([5, 50, 150])
+    given_group[wrong] = (group_truth[wrong] + 2) % 4
+    given = given_group[member]
+    # each image alone is unsure (margin 1.5): only the group's images together are sure
+    probs = {f"s{i}": {"dx": p} for i, p in enumerate(sources(truth, 4, rng, margin=1.5, face=face))}
+    ids = np.array([f"im{i}.jpg" for i in range(len(member))], dtype=object)
+    groups = np.array([f"p{g:03d}" for g in member], dtype=object)
+    shared = audit_images(probs, {"dx": given}, ids, {"dx": CLASSES}, groups, shared=("dx",))
+    assert shared.people == {"dx": n_groups}
+    flagged = shared.flagged()
+    assert set(flagged["group"]) == {f"p{g:03d}" for g in wrong}
+    assert (flagged["image"] == "").all()
+    alone = audit_images(probs, {"dx": given}, ids, {"dx": CLASSES}, groups).flagged()
+    assert alone["image"].str.len().gt(0).all()
+    assert len(set(alone["image"]) & set(ids[np.isin(member, wrong)])) < 3 * size  # image by image, not every image of a wrong group is sure
+
+
+def test_a_unit_of_one_row_is_the_row_and_unit_codes_in_any_order_give_the_same_answer():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, 400)
+    given = truth.copy()
+    given[:5] = (truth[:5] + 1) % 3
+    logs = {f"s{i}": np.log(p) for i, p in enumerate(sources(truth, 3, rng, 2))}
+    weights = {s: 1.0 for s in logs}
+    plain = judge_units(logs, weights, given, np.arange(400), 3)
+    order = rng.permutation(400)
+    codes = np.empty(400, dtype=np.int64)
+    codes[order] = np.arange(400)  # row order[j] is unit j
+    shuffled = judge_units(logs, weights, given, codes, 3)
+    np.testing.assert_allclose(shuffled.p_wrong, plain.p_wrong[order])
+    np.testing.assert_array_equal(shuffled.suggested, plain.suggested[order])
+    assert (plain.p_wrong[:5] >= FLAG).all()
+
+
+@pytest.mark.parametrize("shared", [(), ("label",)])
+def test_no_labelled_source_for_a_task_leaves_it_out(shared):
+    rng = np.random.default_rng(4)
+    truth = rng.integers(0, 4, 100)
+    probs = {"s0": {"label": sources(truth, 4, rng, 1)[0]}}
+    ids = np.array([f"i{i}" for i in range(100)], dtype=object)
+    result = audit_images(probs, {"label": truth, "other": truth}, ids, {"label": CLASSES, "other": CLASSES}, np.array([f"g{i // 2}" for i in range(100)], dtype=object), shared)
+    assert set(result.people) == {"label"}
+
+
+def test_ens_audit_in_a_declared_competition_finds_flipped_images_and_writes_the_files(tmp_path):
+    import json
+
+    import pandas as pd
+    from test_declared import LEAF, simulated_project
+    from typer.testing import CliRunner
+
+    from ensembler.api import import_source
+    from ensembler.cli import app
+
+    project, team = simulated_project(tmp_path, LEAF, "classifiers", n_groups=300, n_eval=9)
+    train = pd.read_csv(tmp_path / "train.csv")
+    sure = np.argsort(-np.mean([m[0][np.arange(len(team.labels)), team.labels] for m in team.members.values()], axis=0), kind="stable")[:4]  # the images the members are surest of
+    classes = LEAF["tasks"]["label"]
+    train.loc[sure, "label"] = [(int(c) + 2) % 5 for c in train.loc[sure, "label"]]  # four sure images relabelled
+    train.to_csv(tmp_path / "train.csv", index=False)
+    for name in team.members:
+        import_source(project, tmp_path / f"{name}.csv", name, force=True)
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "audit", "--html", str(tmp_path / "audit.html")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "audited" in result.output and "images of" in result.output and "groups" in result.output
+    assert "label errors learnt from the evidence: label " in result.output
+    findings = pd.read_csv(tmp_path / "audit" / "train.csv", keep_default_na=False)
+    assert tuple(findings.columns) == ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
+    flagged = findings[findings["p_wrong"] >= 0.5]
+    assert set(team.labelled_ids[sure]) <= set(flagged["image"])
+    row = flagged.set_index("image").loc[team.labelled_ids[sure[0]]]
+    assert row["given"] == classes[(team.labels[sure[0]] + 2) % 5] and row["suggested"] == classes[team.labels[sure[0]]]
+    assert row["group"] == f"g{team.groups[sure[0]]}"
+    record = json.loads((tmp_path / "audit" / "train.json").read_text())
+    assert record["flagged"] == {"label": len(flagged)} and "images" in record["scope"] and 0.002 <= record["error_rates"]["label"] <= 0.2
+    page = (tmp_path / "audit.html").read_text()
+    assert f"{len(flagged)} flagged images shown" in page or "flagged images shown" in page
+    assert team.labelled_ids[sure[0]] in page
+
+
+def test_accepted_fixes_reach_every_reader_and_undoing_gives_back_the_numbers(tmp_path):
+    import pandas as pd
+    from test_declared import LEAF, simulated_project
+    from typer.testing import CliRunner
+
+    import ensembler as ens
+    from ensembler.api import import_source
+    from ensembler.cli import app
+    from ensembler.data.project import load_project, update_project
+
+    project, team = simulated_project(tmp_path, LEAF, "classifiers", n_groups=300, n_eval=9)
+    train = pd.read_csv(tmp_path / "train.csv")
+    sure = np.argsort(-np.mean([m[0][np.arange(len(team.labels)), team.labels] for m in team.members.values()], axis=0), kind="stable")[:4]
+    train.loc[sure, "label"] = [(int(c) + 2) % 5 for c in train.loc[sure, "label"]]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    for name in team.members:
+        import_source(project, tmp_path / f"{name}.csv", name, force=True)
+    zoo = tmp_path / "model_zoo.yaml"
+    score = lambda project: float(ens.report(project, ["c0"], replicates=0).scores.set_index("name").loc["c0", "accuracy"])  # noqa: E731
+    before = score(load_project(zoo))
+    result = CliRunner().invoke(app, ["--zoo", str(zoo), "audit", "--accept", "0.5", "--top", "0"])
+    assert result.exit_code == 0, result.output
+    fixes = pd.read_csv(tmp_path / "label_fixes.csv", keep_default_na=False)
+    assert list(fixes.columns) == ["image", "group", "task", "label"] and set(team.labelled_ids[sure]) <= set(fixes["image"]) and (fixes["group"] == "").all()
+    project = load_project(zoo)
+    assert project.label_fixes == tmp_path / "label_fixes.csv"
+    again = ens.audit(project)
+    assert not set(team.labelled_ids[sure]) & set(again.audit.flagged()["image"])  # a fix in force is not found again
+    tables = ens.report(project, ["c0"], replicates=0)
+    assert any(note.startswith(f"labels: {len(fixes)} fixes from label_fixes.csv") for note in tables.notes)
+    assert score(project) > before  # the source's score on the fixed labels
+    from ensembler.data.dataset import split_project
+
+    assert set(split_project(project)["fold"]) == set(range(5))  # stratified by the labels in force
+    load_project(zoo).folds.unlink()  # scored on every image again, as before
+    update_project(zoo, label_fixes=None)
+    assert score(load_project(zoo)) == before  # undone: the numbers of before
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("profile,image,task,label\np,,label,cbb\n", "the mask competition's"),
+        ("image,group,task,label\n1000.jpg,,colour,cbb\n", "task 'colour' is not one of label"),
+        ("image,group,task,label\n1000.jpg,,label,blue\n", "'blue' is not a label class"),
+        ("image,group,task,label\n,g1,label,cbb\n", "an image's own label: name the image"),
+        ("image,group,task,label\n1000.jpg,,label,cbb\n1000.jpg,,label,cmd\n", "fixed twice with two answers"),
+    ],
+)
+def test_a_declared_fix_file_refuses_bad_rows(tmp_path, text, match):
+    from conftest import CASSAVA
+
+    from ensembler.data.competition import parse_competition
+    from ensembler.data.fixes import read_fixes
+    from ensembler.errors import EnsError
+
+    (tmp_path / "fixes.csv").write_text(text)
+    with pytest.raises(EnsError, match=match):
+        read_fixes(tmp_path / "fixes.csv", parse_competition(CASSAVA, tmp_path / "model_zoo.yaml"))
+
+
+def test_a_shared_tasks_fix_names_the_group_and_applies_to_all_its_images(tmp_path):
+    from conftest import MELANOMA
+
+    from ensembler.data.competition import parse_competition
+    from ensembler.data.fixes import append_fixes, apply_declared_fixes, read_fixes
+
+    competition = parse_competition({**MELANOMA, "train": {**MELANOMA["train"], "shared": ["target"]}}, tmp_path / "model_zoo.yaml")
+    path = tmp_path / "fixes.csv"
+    assert append_fixes(path, [("p2", "", "target", 1), ("p2", "", "target", 1)], competition) == 1
+    assert path.read_text() == "image,group,task,label\n,p2,target,malignant\n"
+    fixes = read_fixes(path, competition)
+    labels = apply_declared_fixes(["a", "b", "c"], ["p1", "p2", "p2"], np.array([0, 0, 0]), fixes, competition.space)
+    assert labels.tolist() == [0, 1, 1]
