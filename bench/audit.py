@@ -188,7 +188,7 @@ def declared(seeds: int, images: int) -> None:
         mine = [r for r in rows if r[0] == kind]
         cells = lambda i: f"{min(r[i][0] for r in mine):.3f} {min(r[i][1] for r in mine):.3f} {np.mean([r[i][2] for r in mine]):.3f}"  # noqa: E731
         behind = sum(r[2][0] < r[3][0] or r[2][1] < r[3][1] for r in mine)
-        print(f"  {kind:<10} {cells(2)} | {cells(3)} | behind in {behind} of {len(mine)}; |accuracy on given - on true| {np.mean([r[4] for r in mine]):.4f} -> {np.mean([r[5] for r in mine]):.4f} after the fixes")
+        print(f"  {kind:<12} {cells(2)} | {cells(3)} | behind in {behind} of {len(mine)}; |accuracy on given - on true| {np.mean([r[4] for r in mine]):.4f} -> {np.mean([r[5] for r in mine]):.4f} after the fixes")
     big = noisy_team("single", 7, n=20000, k=50)
     runs = []
     for _ in range(3):

@@ -10,7 +10,9 @@ class, not uniformly:
 - ``multilabel``: several ``[no, yes]`` findings; positives left unmarked (missing positives, the
   common error of a radiologist's report) and a few false positives;
 - ``shared``: a diagnosis shared by each patient's 1-8 images (``shared: [diagnosis]``), whole
-  patients relabelled to a look-alike.
+  patients relabelled to a look-alike, the sources as sure of each image as in ``single``;
+- ``shared-faint``: the same with each image saying little (the true class's logit up by 1.5
+  instead of 2.5: a mean probability of about 0.3 for it), where a patient's few images decide.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DECLARED_KINDS = ("single", "multilabel", "shared")
+DECLARED_KINDS = ("single", "multilabel", "shared", "shared-faint")
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def noisy_team(kind: str, seed: int, n: int = 3000, k: int = 5, n_sources: int =
                 probs[f"src{s}"][task] = p
             given[task], truth[task], wrong[task] = g, y, set(missing.tolist()) | set(extra.tolist())
         return NoisyTeam(kind, probs, given, truth, ids, None, (), {t: ("no", "yes") for t in tasks}, wrong)
-    if kind == "shared":
+    if kind in ("shared", "shared-faint"):
         sizes = rng.integers(1, 9, size=n)  # images per patient
         group_of = np.repeat(np.arange(n), sizes)[:n]
         n_groups = int(group_of.max()) + 1
@@ -122,7 +124,7 @@ def noisy_team(kind: str, seed: int, n: int = 3000, k: int = 5, n_sources: int =
         look = look_group[group_of] * rng.uniform(0.5, 1.5, (n, 1))  # a patient looks alike in every image, some more
         g_given, changed = _flip_toward(rng, per_group, look_group, rate)
         given = g_given[group_of]
-        probs = {f"src{s}": {"diagnosis": p} for s, p in enumerate(_sources(rng, truth, k, look, n_sources, strength=1.5))}
+        probs = {f"src{s}": {"diagnosis": p} for s, p in enumerate(_sources(rng, truth, k, look, n_sources, strength=1.5 if kind == "shared-faint" else 2.5))}
         groups = np.array([f"patient{g:05d}" for g in group_of], dtype=object)
         classes = {"diagnosis": tuple(f"d{c}" for c in range(k))}
         return NoisyTeam(kind, probs, {"diagnosis": given}, {"diagnosis": truth}, ids, groups, ("diagnosis",), classes, {"diagnosis": set(changed.tolist())})

@@ -228,3 +228,45 @@ def test_a_shared_tasks_fix_names_the_group_and_applies_to_all_its_images(tmp_pa
     fixes = read_fixes(path, competition)
     labels = apply_declared_fixes(["a", "b", "c"], ["p1", "p2", "p2"], np.array([0, 0, 0]), fixes, competition.space)
     assert labels.tolist() == [0, 1, 1]
+
+
+def test_ens_audit_judges_a_shared_label_by_group_on_the_page_and_in_the_fix_file(tmp_path):
+    import pandas as pd
+    from conftest import CASSAVA, declared_project, touch
+    from typer.testing import CliRunner
+
+    from ensembler.api import import_source
+    from ensembler.cli import app
+
+    rng = np.random.default_rng(5)
+    classes = CASSAVA["tasks"]["label"]
+    plants = rng.choice(5, 80)
+    truth = np.repeat(plants, 3)
+    given = truth.copy()
+    given[15:18] = (truth[15] + 1) % 5  # plant p5's three images relabelled together
+    ids = [f"{i:04d}.jpg" for i in range(len(truth))]
+    pd.DataFrame({"image_id": ids, "label": [classes[c] for c in given], "plant": [f"p{i // 3}" for i in range(len(truth))]}).to_csv(tmp_path / "train.csv", index=False)
+    tests = [f"t{i}.jpg" for i in range(3)]
+    pd.DataFrame({"image_id": tests, "label": 0}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    for i in ids:
+        touch(tmp_path / "train_images" / i)
+    for i in tests:
+        touch(tmp_path / "test_images" / i)
+    project = declared_project(tmp_path, {**CASSAVA, "train": {**CASSAVA["train"], "group": "plant", "shared": ["label"]}})
+    for s in range(2):
+        z = rng.normal(0, 1, (len(ids) + 3, 5))
+        z[np.arange(len(ids)), truth] += 3.0
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        frame = pd.DataFrame(p, columns=classes)
+        frame.insert(0, "image_id", ids + tests)
+        frame.to_csv(tmp_path / f"s{s}.csv", index=False)
+        import_source(project, tmp_path / f"s{s}.csv", f"s{s}")
+    result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "audit", "--html", str(tmp_path / "a.html"), "--accept", "0.5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "audited 240 images, 80 groups (label judged by group)" in result.output
+    findings = pd.read_csv(tmp_path / "audit" / "train.csv", keep_default_na=False)
+    top = findings.iloc[0]
+    assert (top["group"], top["image"], top["given"], top["suggested"]) == ("p5", "", classes[given[15]], classes[truth[15]]) and top["p_wrong"] >= 0.5
+    page = (tmp_path / "a.html").read_text()
+    assert "1 of 1 flagged images and groups shown" in page and all(i in page for i in ids[15:18])  # the group's three images on the page
+    assert f",p5,label,{classes[truth[15]]}\n" in (tmp_path / "label_fixes.csv").read_text()
