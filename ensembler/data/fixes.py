@@ -45,7 +45,6 @@ class LabelFixes:
     path: Path
     sha256: str
     fixes: dict[tuple[str, str, str], int]
-    declared: bool = False
 
     def __len__(self) -> int:
         return len(self.fixes)
@@ -140,7 +139,7 @@ def _read_declared(path: Path, competition: Competition) -> LabelFixes:
         if task.name not in shared and (group or not image):
             raise EnsError(f"{where}: {task.name} is an image's own label: name the image, leave group empty")
         _add(fixes, (group, image, task.name), _class(task.classes, task.name, label, where), task.classes, where)
-    return LabelFixes(path, sha256_file(path), fixes, declared=True)
+    return LabelFixes(path, sha256_file(path), fixes)
 
 
 def apply_fixes(image_ids: Sequence[str], labels: np.ndarray, fixes: LabelFixes | None) -> np.ndarray:
