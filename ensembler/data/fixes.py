@@ -120,10 +120,9 @@ def _read_declared(path: Path, competition: Competition) -> LabelFixes:
     """A declared competition's fix file: ``image,group,task,label`` (module doc)."""
     import pandas as pd
 
-    head = pd.read_csv(path, nrows=0).columns.str.strip().tolist()
-    if "profile" in head:
-        raise EnsError(f"{path}: a fix file with a profile column is the mask competition's; {competition.name}'s is {','.join(DECLARED_COLUMNS)} (group may be left out)")
     table = read_table(path, ("image", "task", "label"))
+    if "profile" in table.columns:
+        raise EnsError(f"{path}: a fix file with a profile column is the mask competition's; {competition.name}'s is {','.join(DECLARED_COLUMNS)} (group may be left out)")
     groups = table["group"] if "group" in table else pd.Series("", index=table.index)
     shared = set(competition.train.shared if competition.train else ())
     fixes: dict[tuple[str, str, str], int] = {}

@@ -29,15 +29,11 @@ declared), sorted by `p_wrong`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..pipeline.folds import Folds
 from .label_errors import Audit, Noise, calibrated_logs, findings_table, judge_units, reported
-
-if TYPE_CHECKING:
-    pass
 
 COLUMNS = ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
 

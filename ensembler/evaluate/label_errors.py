@@ -140,7 +140,6 @@ class Findings:
     rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
 
 
-
 def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False) -> Findings:
     """A label the rows of a unit share (a person's gender, a patient's diagnosis; an image's
     own label is a unit of one row): per unit, the probability that the given class is wrong
@@ -150,7 +149,10 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     rate `noise.person` (None: that rate, shared by the other classes by their share);
     `learn_rate`: the flat rate is learnt in the rounds of EM instead, as the mean probability
     of being wrong (the mixing weight of the two groups; `noise.person` its start, kept within
-    `RATE_BOUNDS`), for a competition whose rate of label errors nobody has published.
+    `RATE_BOUNDS`), for a competition whose rate of label errors nobody has published;
+    `by_size`: units of different sizes (patients of 1 to 8 images) are compared by their
+    margin over the square root of their rows (independent rows' sums would spread by it; the
+    mask competition's people, all seven photos, keep the plain sum).
 
     A unit's evidence for class c over class g is the margin sum_rows (log p_g - log p_c); the
     rows of one unit are not independent (a person's photos), so the margin is not a
