@@ -301,12 +301,11 @@ def split_project(project, n_folds: int = 5, seed: int = 42, val_fold: int = 0, 
         folds = make_folds(read_people(project.require_data(), checked_fixes(project)), n_folds, seed)
     else:
         from .declared import make_group_folds, read_labelled
-        from .fixes import apply_declared_fixes, check_declared
+        from .fixes import declared_in_force
 
         table = read_labelled(project.competition, project.require_data(declared=True))
         if project.fixes is not None:  # stratified by the labels in force
-            check_declared(project.fixes, table["ImageID"], table["group"])
-            table["label"] = apply_declared_fixes(table["ImageID"], table["group"], table["label"], project.fixes, project.competition.space)
+            table["label"] = declared_in_force(project.fixes, table, table["ImageID"], table["group"], table["label"], project.competition.space)
         folds = make_group_folds(table, n_folds, seed)
     write_folds(project.folds, folds, overwrite=force)
     update_project(project.zoo, folds=project.folds, val_fold=val_fold, **unnamed_data(project))

@@ -29,6 +29,8 @@ from .io import atomic_write, read_table, sha256_file
 from .labels import CLASS_NAMES, LabelSpace, Task, decode, encode
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .competition import Competition
 
 COLUMNS = ("profile", "image", "task", "label")
@@ -176,6 +178,15 @@ def apply_declared_fixes(image_ids: Sequence[str], groups: Sequence[str] | None,
         else:
             tasks[task][groups == group] = value
     return space.encode(*(tasks[t] for t in space.tasks))
+
+
+def declared_in_force(fixes: LabelFixes, train: pd.DataFrame, image_ids: Sequence[str], groups: Sequence[str] | None, labels: np.ndarray, space: LabelSpace) -> np.ndarray:
+    """A declared competition's labels in force: `fixes` checked against the whole `train`
+    table (``ImageID, group, …``: `declared.read_labelled`; a fix naming an image or group not
+    there is an error, `check_declared`), then applied to the `labels` ``(n,)`` of `image_ids`
+    ``(n,)`` in `groups` (`apply_declared_fixes`)."""
+    check_declared(fixes, train["ImageID"], train["group"])
+    return apply_declared_fixes(image_ids, groups, labels, fixes, space)
 
 
 def check_declared(fixes: LabelFixes, image_ids: Iterable[str], groups: Iterable[str]) -> None:

@@ -12,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.dataset import TRAIN_CSV, folds_of, read_folds, read_train
-from ..data.fixes import apply_declared_fixes, apply_fixes, check_declared
+from ..data.fixes import apply_fixes, declared_in_force
 from ..data.people import person_codes, profile_of
 from ..data.project import Project
 from ..data.store import PredictionSet, Split, Store
 from ..errors import EnsError, preview, unknown
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def shared_ids(sets: Mapping[str, PredictionSet]) -> np.ndarray:
@@ -128,19 +132,19 @@ def fixed_labels(project: Project, ids: np.ndarray, given: np.ndarray, sources: 
     return apply_fixes(ids, given, fixes), [fixes.line()]
 
 
-def declared_fixed_labels(project: Project, ids: np.ndarray, groups: np.ndarray | None, given: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def declared_fixed_labels(project: Project, ids: np.ndarray, groups: np.ndarray | None, given: np.ndarray, train: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str]]:
     """A declared competition's labels in force for the labelled images `ids` ``(n,)`` (their
-    declared `groups` ``(n,)``): the project's fix file applied (`fixes.apply_declared_fixes`),
-    after checking it names only images and groups of the train labels. Returns ``(labels,
-    notes)``."""
+    declared `groups` ``(n,)``): the project's fix file applied after checking it names only
+    images and groups of the `train` labels (`fixes.declared_in_force`; None: read here).
+    Returns ``(labels, notes)``."""
     from ..data.declared import read_labelled
 
     fixes = project.fixes
     if fixes is None:
         return given, []
-    train = read_labelled(project.competition, project.require_data(declared=True))
-    check_declared(fixes, train["ImageID"], train["group"])
-    return apply_declared_fixes(ids, groups, given, fixes, project.competition.space), [fixes.line()]
+    if train is None:
+        train = read_labelled(project.competition, project.require_data(declared=True))
+    return declared_in_force(fixes, train, ids, groups, given, project.competition.space), [fixes.line()]
 
 
 @dataclass(frozen=True)
@@ -191,16 +195,27 @@ class Labelled:
         return replace(self, sets={n: self.sets[n] for n in names})
 
 
-def declared_groups(project: Project) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A declared competition's labelled ImageIDs -> their declared groups (patients, …; each
-    image its own without a group column); None for the mask competition, whose persons are
+class TrainGroups:
+    """A declared competition's labelled ImageIDs ``(n,)`` -> their declared groups ``(n,)``
+    (patients, …; each image its own without a group column), over the train labels read once
+    (`train`: `declared.read_labelled`'s table, which the fix file is checked against too)."""
+
+    def __init__(self, train: pd.DataFrame) -> None:
+        self.train = train
+        self._group = train.set_index("ImageID")["group"]
+
+    def __call__(self, chosen: np.ndarray) -> np.ndarray:
+        return self._group.reindex(chosen).to_numpy(object)
+
+
+def declared_groups(project: Project) -> TrainGroups | None:
+    """A declared competition's `TrainGroups`; None for the mask competition, whose persons are
     read from the paths (`people.profile_of`)."""
     if project.competition.is_preset:
         return None
     from ..data.declared import read_labelled
 
-    group = read_labelled(project.competition, project.require_data(declared=True)).set_index("ImageID")["group"]
-    return lambda chosen: group.reindex(chosen).to_numpy(object)
+    return TrainGroups(read_labelled(project.competition, project.require_data(declared=True)))
 
 
 def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> Labelled:
@@ -215,7 +230,7 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of
         labels, fixed = fixed_labels(project, ids, given, list(sets))
         notes += fixed
     elif project.fixes is not None:
-        labels, fixed = declared_fixed_labels(project, ids, groups, given)
+        labels, fixed = declared_fixed_labels(project, ids, groups, given, group_of.train if isinstance(group_of, TrainGroups) else None)
         notes += fixed
     if labels is not given:
         aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
