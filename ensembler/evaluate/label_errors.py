@@ -217,18 +217,24 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
             points = (np.minimum(d[at], np.percentile(d, 95)), np.minimum(-d[at], np.percentile(other, 95))) if len(at) else None
             pairs.append((g, c, mine, theirs, at, d, other, points, sample_quantiles(d) if len(at) else None, sample_quantiles(other) if len(at) else None))
     trusted = None
+    kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # each pair's two densities of the last round
     for _ in range(rounds):
         now = np.where(right > 0.5, 1.0, 1e-6)  # classification EM: a unit more likely wrong than right does not vouch for its label
         if trusted is not None and np.array_equal(now, trusted) and not learn_rate:
             break  # the same units vouch as in the last round: its posterior stands
+        # a class whose units vouch as in the last round keeps its densities (most classes, after the first round)
+        same = np.ones(k, bool) if trusted is None else ~np.bincount(label, weights=now != trusted, minlength=k).astype(bool)
+        fresh = trusted is None
         trusted = now
         log_post = np.log(label_prior)
         for g, c, mine, theirs, at, d, other, points, mine_q, other_q in pairs:
             if points is None:
                 log_post[mine, c] -= MAX_LOG_RATIO
                 continue
-            as_labelled = log_density(points[0], d, trusted[mine], at, mine_q)
-            as_other = log_density(points[1], other, trusted[theirs], quantiles=other_q)
+            last = kept.get((g, c))
+            as_labelled = last[0] if not fresh and same[g] else log_density(points[0], d, trusted[mine], at, mine_q)
+            as_other = last[1] if not fresh and same[c] else log_density(points[1], other, trusted[theirs], quantiles=other_q)
+            kept[(g, c)] = as_labelled, as_other
             order = np.argsort(-d[at], kind="stable")  # less evidence for the given class never makes it likelier right:
             log_lr = np.full(len(d), -MAX_LOG_RATIO)  # far out, the ratio of two sparse tails is noise; the bulk's ratio bounds it from below
             log_lr[at[order]] = np.maximum.accumulate(np.clip(as_other - as_labelled, -MAX_LOG_RATIO, MAX_LOG_RATIO)[order])

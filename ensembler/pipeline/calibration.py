@@ -18,7 +18,7 @@ Each is fitted by minimising the mean negative log-likelihood of the labels with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -116,6 +116,26 @@ def _nll_and_residual(scores: np.ndarray, labels: np.ndarray, onehot: np.ndarray
     return float(-np.log(np.clip(q[np.arange(n), labels], 1e-300, None)).mean()), (q - onehot) / n
 
 
+def _temperature_loss(z: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """`fit`'s loss of temperature scaling, ``theta = [1 / T]``, on log-probabilities `z`
+    ``(n, k)``: the mean NLL of ``softmax(theta z)`` plus the ridge ``RIDGE k (theta - 1)^2``
+    (every class's weight pulled to 1), and its gradient."""
+    n, k = z.shape
+    picked = z[np.arange(n), labels]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        t = float(theta[0])
+        s = t * z
+        top = s.max(axis=1)
+        e = np.exp(s - top[:, None])
+        total = e.sum(axis=1)
+        value = float(np.mean(np.log(total) + top - t * picked)) + RIDGE * k * (t - 1) ** 2
+        grad = float(np.mean(np.einsum("nk,nk->n", e, z) / total - picked)) + 2 * RIDGE * k * (t - 1)
+        return value, np.array([grad])
+
+    return loss
+
+
 def _onehot(labels: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros((len(labels), k))
     out[np.arange(len(labels)), labels] = 1.0
@@ -134,7 +154,7 @@ def fit(method: Calibrator | str, probs: np.ndarray, labels: np.ndarray) -> Cali
     if method is Calibrator.AUTO:
         raise EnsError("auto is a choice among calibrators (calibration.choose), not one to fit")
     z = _logits(probs)
-    onehot = _onehot(labels, k)
+    onehot = None if method is Calibrator.TS else _onehot(labels, k)
 
     def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if method is Calibrator.TS:
@@ -155,6 +175,8 @@ def fit(method: Calibrator | str, probs: np.ndarray, labels: np.ndarray) -> Cali
             return value, np.concatenate([[grad_w.sum()], grad_b[1:]])
         return value, np.concatenate([grad_w, grad_b[1:]])
 
+    if method is Calibrator.TS:  # one parameter: the loss without the (n, k) residual, in half the passes over z
+        loss = _temperature_loss(z, labels)
     start = {Calibrator.TS: [1.0], Calibrator.BCTS: [1.0] + [0.0] * (k - 1), Calibrator.VS: [1.0] * k + [0.0] * (k - 1)}[method]
     result = minimize(loss, np.array(start), jac=True, method="L-BFGS-B")
     w, b = unpack(result.x)
