@@ -56,7 +56,7 @@ def capture_team(job: tuple[str, str, int, int, int, str]) -> str:
         chosen = choose(self, recipe, x, labels, folds, per_task, target, expected, weights, ctx)
         if len(labels) == len(team.labels):
             ids = next(iter(x.values())).image_ids
-            seen.update(n=len(labels), weights=weights, persons=ctx.groups(ids), folds=folds, labels=labels, chosen=chosen[0].label)
+            seen.update(n=len(labels), weights=weights, persons=ctx.groups(ids), folds=folds, labels=labels, chosen=chosen[0].label, whole=chosen[0])
             raise Captured
         return chosen
 
@@ -86,7 +86,8 @@ def capture_team(job: tuple[str, str, int, int, int, str]) -> str:
         answers = np.array([answer_of[i] for i in eval_ids.tolist()])
     hidden = {c.label: score(answers, e.labels).f1_18 for c, e in zip(whole, eval_sets)}
     fixed["select"], fixed["stack"] = hidden["selection per task"], hidden["stack per task"]
-    fixed["auto"] = hidden[seen["chosen"]]
+    chosen_eval = seen["whole"].fitted.apply(seen["target"])  # a candidate, or a blend of the soft vote with one
+    fixed["auto"] = score(np.array([answer_of[i] for i in chosen_eval.image_ids.tolist()]), chosen_eval.labels).f1_18
     tasks = list(TASKS)
     folds = np.zeros(seen["n"], np.int64)
     for f, (_, held) in enumerate(seen["folds"]):
