@@ -107,6 +107,13 @@ def blend_lifted(only_best: bool) -> Rule:
     return rule
 
 
+def sure_else_blend(t: Team) -> float:
+    """Last round's rule where it moves (the best candidate, whole, where its paired gain's 90 %
+    interval lies above 0), else `blend_any(0.5)`."""
+    b = t.best()
+    return t.hidden[b] if b != 0 and t.gain(b)[0] > 0 else blend_any(0.5)(t)
+
+
 def blend_any(cap: float) -> Rule:
     """The pair (allowed candidate, mixing weight up to `cap`) with the best out-of-fold score
     (ties: soft, the earlier candidate, the smaller weight): `Auto()`'s rule at cap 0.5, but for
@@ -136,6 +143,7 @@ RULES: dict[str, Rule] = {
     "blend, any, 0..0.5 (Auto())": blend_any(0.5),
     "0..0.5, 0..1 where sure": blend_lifted(False),
     "0..0.5, 0..1 where best, sure": blend_lifted(True),
+    "the best whole where sure, else 0..0.5": sure_else_blend,
 }
 
 

@@ -94,6 +94,8 @@ def main() -> None:
                     if method == "auto" and soft_plain is not None and row["none"] < soft_plain - 0.005:
                         losses.append(f"{kind}/{shift}: auto {row['none']:.4f} < soft vote {soft_plain:.4f} - 0.005")
                     print(f"{method:10s} {row['none']:7.4f} {row['em']:7.4f} {row['bbse']:7.4f} {raw:7.4f}   {' / '.join(checks)}")
+                    if method.startswith("auto") and (record := (result.step("auto") or {}).get("auto")):
+                        print(f"{'':10s} chose {record['chosen']}: {record['why']['rule']}")
                 if "auto-before" in plain and "auto" in plain:
                     print(f"auto - auto-before (the last round's rule): {plain['auto'] - plain['auto-before']:+.4f}")
                     if plain["auto"] < plain["auto-before"] - 0.005:

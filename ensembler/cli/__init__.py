@@ -460,7 +460,7 @@ def compose(
     parts: Annotated[Optional[list[str]], typer.Argument(help="More recipe parts (those after the first --recipe value).", show_default=False, metavar="PART...")] = None,
     recipe: Annotated[Optional[list[str]], typer.Option("--recipe", help=RECIPE_HELP, show_default=False, metavar="PART")] = None,
     method: Annotated[Optional[Method], typer.Option("--method", help=METHOD_HELP + " Default: soft.", show_default=False)] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Move from the soft vote toward the composition (votes, per-task choices, stacks) whose blend with it has the best cross-validated 18-class macro F1, at most half-way, and say how far and why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Move from the soft vote toward the composition (votes, per-task choices, stacks) whose blend with it has the best cross-validated 18-class macro F1, at most half-way unless that one wins beyond the noise, and say how far and why (--method auto). Without --recipe, the candidates are every model and import with eval and labelled predictions.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Output name: submissions/NAME.csv + NAME.json, and the source NAME. Default: sub-<date>-<time>.", show_default=False)] = None,
     per_task: Annotated[bool, typer.Option("--per-task", help="Vote each task on its marginals even when all sources carry the 18-way joint.")] = False,
     balanced: Annotated[bool, typer.Option("--balanced", help="With --method stack: weight classes inversely to their frequency (for macro F1).")] = False,
