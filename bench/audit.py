@@ -147,7 +147,7 @@ def declared(seeds: int, images: int) -> None:
     from ensembler.evaluate.audit_declared import audit_images
 
     print(f"{'team':<20} {'task':<10} {'errors':>6} | {'ens audit: P':>12} {'R':>5} {'F1':>5} | {'cleanlab: P':>11} {'R':>5} {'F1':>5} | {'acc given - true':>16} {'after fixes':>11}")
-    rows = []
+    rows, reliability = [], {kind: ([], []) for kind in DECLARED_KINDS}
     for kind in DECLARED_KINDS:
         for seed in range(seeds):
             team = noisy_team(kind, 2000 + seed, n=images)
@@ -155,6 +155,7 @@ def declared(seeds: int, images: int) -> None:
             flagged = result.flagged()
             folds = Folds.of(team.ids, groups=team.groups)
             present = {}  # multi-label: each finding's calibrated, pooled probability of yes
+            row_of = {i: r for r, i in enumerate(team.ids)}
             for task in team.classes:
                 mine = flagged[flagged["task"] == task]
                 codes = np.unique(team.groups.astype(str), return_inverse=True)[1] if task in team.shared else None
@@ -162,7 +163,6 @@ def declared(seeds: int, images: int) -> None:
                     names = {g: c for g, c in zip(team.groups, codes)}
                     units = {names[g] for g in mine["group"]}
                 else:
-                    row_of = {i: r for r, i in enumerate(team.ids)}
                     units = {row_of[i] for i in mine["image"]}
                 sources = [s for s in team.probs if task in team.probs[s]]
                 logs = calibrated_logs([team.probs[s][task] for s in sources], team.given[task], folds)
@@ -175,6 +175,10 @@ def declared(seeds: int, images: int) -> None:
                 else:
                     theirs = set(np.flatnonzero(flags).tolist())
                 wrong = team.wrong[task]
+                found = result.findings[result.findings["task"] == task]  # every label at least REPORTED likely wrong
+                keys = found["group"].map(names) if codes is not None else found["image"].map(row_of)
+                reliability[kind][0].extend(found["p_wrong"])
+                reliability[kind][1].extend(k in wrong for k in keys)
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
                 fixed = team.given[task].copy()
                 suggested = dict(zip(mine["group"] if codes is not None else mine["image"], mine["suggested"]))
@@ -188,7 +192,6 @@ def declared(seeds: int, images: int) -> None:
             if kind == "multilabel":  # image by image against cleanlab's multi-label mode: an image is wrong when any finding is
                 tasks = list(team.classes)
                 wrong = set().union(*team.wrong.values())
-                row_of = {i: r for r, i in enumerate(team.ids)}
                 given = [[t for t, task in enumerate(tasks) if team.given[task][i] == 1] for i in range(len(team.ids))]
                 theirs = set(np.flatnonzero(find_label_issues(given, np.stack([present[t] for t in tasks], axis=1), multi_label=True)).tolist())
                 a, b = detection({row_of[i] for i in flagged["image"]}, wrong, [], 1), detection(theirs, wrong, [], 1)
@@ -201,6 +204,12 @@ def declared(seeds: int, images: int) -> None:
         behind = sum(r[2][0] < r[3][0] or r[2][1] < r[3][1] for r in mine)
         shift = "" if kind == "multilabel-image" else f"; |accuracy on given - on true| {np.mean([r[4] for r in mine]):.4f} -> {np.mean([r[5] for r in mine]):.4f} after the fixes"
         print(f"  {kind:<16} {cells(2)} | {cells(3)} | behind in {behind} of {len(mine)}{shift}")
+    print("\nis p_wrong calibrated? per kind, the share of findings truly wrong by p_wrong (reported labels, p_wrong >= 0.1)")
+    edges = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+    for kind, (p, hit) in reliability.items():
+        p, hit = np.array(p), np.array(hit, dtype=bool)
+        cells = [f"{lo:.1f}-{hi:.1f}: {hit[m].mean():.2f} of {m.sum()}" if (m := (p >= lo) & ((p < hi) | (hi == 1.0))).any() else f"{lo:.1f}-{hi:.1f}: none" for lo, hi in zip(edges, edges[1:])]
+        print(f"  {kind:<13} " + "; ".join(cells))
     big = noisy_team("single", 7, n=20000, k=50)
     runs = []
     for _ in range(3):

@@ -201,21 +201,27 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         ranked = margins.copy()
         ranked[rows, label] = -np.inf
         alternatives = np.argpartition(-ranked, ALTERNATIVES - 1, axis=1)[:, :ALTERNATIVES]  # (u, A)
+    members = [np.flatnonzero(label == g) for g in range(k)]
+    # per class g: its units' margins for g over every class ``(n_g, k)``, and per column the
+    # quartiles, median and 95th percentile (one call a class, not three a pair of classes)
+    over: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for g, mine in enumerate(members):
+        if len(mine):
+            m = margins[mine, g][:, None] - margins[mine]
+            over[g] = m, np.vstack([np.percentile(m, [25, 75], axis=0), np.median(m, axis=0)[None], np.percentile(m, 95, axis=0)[None]])
     pairs = []  # what every round reads of each pair of classes (g labelled, c the alternative)
-    for g in range(k):
-        mine = np.flatnonzero(label == g)
-        for c in range(k):
-            theirs = np.flatnonzero(label == c)
+    for g, mine in enumerate(members):
+        for c, theirs in enumerate(members):
             if c == g or not len(mine) or not len(theirs):
                 continue
             at = np.arange(len(mine)) if alternatives is None else np.flatnonzero((alternatives[mine] == c).any(axis=1))
-            d = margins[mine, g] - margins[mine, c]
-            other = margins[theirs, c] - margins[theirs, g]
+            d, other = over[g][0][:, c], over[c][0][:, g]
+            mine_q, other_q = over[g][1][:, c], over[c][1][:, g]
             # a margin surer than most of a class's is read as that class's 95th percentile:
             # beyond it, the ratio of two far tails would be noise (a sure source's clipped
             # probabilities put a wrong person further out than any right one)
-            points = (np.minimum(d[at], np.percentile(d, 95)), np.minimum(-d[at], np.percentile(other, 95))) if len(at) else None
-            pairs.append((g, c, mine, theirs, at, d, other, points, sample_quantiles(d) if len(at) else None, sample_quantiles(other) if len(at) else None))
+            points = (np.minimum(d[at], mine_q[3]), np.minimum(-d[at], other_q[3])) if len(at) else None
+            pairs.append((g, c, mine, theirs, at, d, other, points, tuple(map(float, mine_q[:3])), tuple(map(float, other_q[:3]))))
     trusted = None
     kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # each pair's two densities of the last round
     for _ in range(rounds):
