@@ -229,8 +229,7 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         if trusted is not None and np.array_equal(now, trusted) and not learn_rate:
             break  # the same units vouch as in the last round: its posterior stands
         # a class whose units vouch as in the last round keeps its densities (most classes, after the first round)
-        same = np.ones(k, bool) if trusted is None else ~np.bincount(label, weights=now != trusted, minlength=k).astype(bool)
-        fresh = trusted is None
+        same = np.zeros(k, bool) if trusted is None else ~np.bincount(label, weights=now != trusted, minlength=k).astype(bool)
         trusted = now
         log_post = np.log(label_prior)
         for g, c, mine, theirs, at, d, other, points, mine_q, other_q in pairs:
@@ -238,8 +237,8 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
                 log_post[mine, c] -= MAX_LOG_RATIO
                 continue
             last = kept.get((g, c))
-            as_labelled = last[0] if not fresh and same[g] else log_density(points[0], d, trusted[mine], at, mine_q)
-            as_other = last[1] if not fresh and same[c] else log_density(points[1], other, trusted[theirs], quantiles=other_q)
+            as_labelled = last[0] if same[g] else log_density(points[0], d, trusted[mine], at, mine_q)
+            as_other = last[1] if same[c] else log_density(points[1], other, trusted[theirs], quantiles=other_q)
             kept[(g, c)] = as_labelled, as_other
             order = np.argsort(-d[at], kind="stable")  # less evidence for the given class never makes it likelier right:
             log_lr = np.full(len(d), -MAX_LOG_RATIO)  # far out, the ratio of two sparse tails is noise; the bulk's ratio bounds it from below

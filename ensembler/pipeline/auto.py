@@ -542,12 +542,12 @@ class Auto(Step):
         judge = judge_of(ctx.competition, labels, persons, [c.scored for c in candidates])
         scores, _, chosen, why = evidence_choice([c.label for c in candidates], judge, folds, 0, allowed, self.cautious and not self.blends, weights)
         if self.cautious and self.blends:
-            return self._move(candidates, allowed, scores, labels, folds, persons, weights, record, ctx)
+            return self._move(candidates, allowed, scores, judge, labels, folds, persons, weights, record, ctx)
         best = candidates[chosen]
         return best, {"chosen": best.label, "why": why, "candidates": [c.as_dict() for c in scores], **record}
 
     def _move(
-        self, candidates: Sequence[_Whole], allowed: np.ndarray, scores: Sequence[Candidate], labels: np.ndarray, folds: Folds, persons: np.ndarray, weights: np.ndarray | None, record: dict[str, Any], ctx: Context
+        self, candidates: Sequence[_Whole], allowed: np.ndarray, scores: Sequence[Candidate], wholes: Judge, labels: np.ndarray, folds: Folds, persons: np.ndarray, weights: np.ndarray | None, record: dict[str, Any], ctx: Context
     ) -> tuple[_Whole, dict[str, Any]]:
         """How far to move from the soft vote (candidate 0) toward another candidate: among the
         blends ``(1 - w) x soft + w x candidate`` (`BLEND_WEIGHTS`, every allowed candidate),
@@ -559,14 +559,13 @@ class Auto(Step):
         2009; shrinkage toward equal weights, Diebold and Shin 2019). Not toward the best
         candidate where its paired gain over the soft vote is beyond the noise (the 90 %
         interval above 0, the all-or-nothing rule's test): there the variance the cap guards
-        against is measured small, and the blends go all the way (`SURE_WEIGHTS`)."""
+        against is measured small, and the blends go all the way (`SURE_WEIGHTS`). `wholes`:
+        the judge of the candidates themselves (`_choose`'s)."""
         soft = candidates[0]
         every = np.arange(len(labels))
         mix = None if weights is None else weights[every]
-        wholes = judge_of(ctx.competition, labels, persons, [c.scored for c in candidates])
-        top = int(np.argmax(np.where(allowed, wholes.scores(every, mix), -np.inf)))
-        sure = top != 0 and wholes.gain(0, top, every, mix)[0] > 0  # the all-or-nothing rule's test: this one may be moved to fully
-        moves = [(0, 0.0)] + [(c, w) for c in range(1, len(candidates)) if allowed[c] for w in (SURE_WEIGHTS if sure and c == top else BLEND_WEIGHTS)]
+        top = pick(wholes.scores(every, mix), wholes, every, 0, allowed, True, mix)[0]  # the all-or-nothing rule: the candidate it moves to whole, or 0 (none)
+        moves = [(0, 0.0)] + [(c, w) for c in range(1, len(candidates)) if allowed[c] for w in (SURE_WEIGHTS if c == top else BLEND_WEIGHTS)]
         scored = [blend(soft.scored, candidates[c].scored, w) for c, w in moves]
         judge = judge_of(ctx.competition, labels, persons, scored)
         values = judge.scores(every, mix)
@@ -583,7 +582,7 @@ class Auto(Step):
         spread = float(np.std([pair.sign * pair.scores(held, None if weights is None else weights[held])[1] for _, held in folds]))
         cap = (
             f"{other.label} wins beyond the noise (the 90% interval of its paired gain over the soft vote is above 0), so the move may go all the way"
-            if sure and c == top
+            if c == top
             else f"moves capped at {MAX_MOVE:.0%} toward a candidate not beyond the noise: learned weights shrunk toward the vote's"
         )
         why = {
