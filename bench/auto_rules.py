@@ -90,16 +90,19 @@ def blend_by_evidence(t: Team) -> float:
     return macro_f1(t.answers, t.blend("eval", b, lam), N_JOINT)
 
 
-def blend_lifted(only_best: bool) -> Rule:
+def blend_lifted(only_best: bool, whole: bool = False) -> Rule:
     """`blend_any(0.5)`, but the cap lifted to 1 toward a candidate whose paired gain's 90 %
     interval over the soft vote lies above 0 (last round's test; `only_best`: only when that
-    candidate is the best out of fold, as last round's rule)."""
+    candidate is the best out of fold, as last round's rule); `whole`: where a blend toward it
+    scores best, the candidate itself (`Auto()`)."""
 
     def rule(t: Team) -> float:
         best, choice, top = t.oof_scores[0], (0, 0.0), t.best()
         for c in np.flatnonzero(t.allowed)[1:]:
             sure = (not only_best or c == top) and t.gain(int(c))[0] > 0
-            score, lam = fitted_weight(t, int(c), GRID[(GRID > 0) & (GRID <= (1.0 if sure else 0.5))])
+            weights = GRID[(GRID > 0) & (GRID <= (1.0 if sure else 0.5))]
+            score, lam = fitted_weight(t, int(c), weights)
+            lam = 1.0 if sure and whole else lam
             if score > best:
                 best, choice = score, (int(c), lam)
         return macro_f1(t.answers, t.blend("eval", *choice), N_JOINT)
@@ -140,9 +143,10 @@ RULES: dict[str, Rule] = {
     "blend by evidence": blend_by_evidence,
     "blend, any candidate, 0..1": blend_any(1.0),
     "blend, any candidate, 0..0.8": blend_any(0.8),
-    "blend, any, 0..0.5 (Auto())": blend_any(0.5),
+    "blend, any, 0..0.5 (capped)": blend_any(0.5),
     "0..0.5, 0..1 where sure": blend_lifted(False),
     "0..0.5, 0..1 where best, sure": blend_lifted(True),
+    "... and there whole (Auto())": blend_lifted(True, whole=True),
     "the best whole where sure, else 0..0.5": sure_else_blend,
 }
 
@@ -169,5 +173,6 @@ def main(folder: Path) -> None:
     results = {"auto as captured": recorded}
     for name, rule in RULES.items():
         results[name] = np.array([rule(t) for t in teams])
-    print(f"{len(teams)} teams; Auto()'s rule replayed equals the captured auto on {np.mean(np.isclose(results['blend, any, 0..0.5 (Auto())'], recorded)):.0%}")
+    same = {name: f"{np.mean(np.isclose(results[name], recorded)):.0%}" for name in ("blend, any, 0..0.5 (capped)", "0..0.5, 0..1 where best, sure", "... and there whole (Auto())")}
+    print(f"{len(teams)} teams; the captured auto equals, replayed: " + ", ".join(f"{name} on {share}" for name, share in same.items()))
     table(teams, results)
