@@ -26,7 +26,9 @@ flagged fixes; and the time of one audit.
 of bench/audit_declared_teams.py (one task of 5 look-alike classes, a multi-label one with
 missing positives, a diagnosis shared by each patient's images) against cleanlab on the same
 calibrated, pooled probabilities (image by image; a group counts as flagged when most of its
-images are), then times an audit of 20,000 images x 5 sources x 50 classes.
+images are); whether p_wrong is calibrated; where ens's ranking stands at cleanlab's operating
+point (its precision at cleanlab's recall, its recall at cleanlab's precision: the ranking
+apart from the threshold); then times an audit of 20,000 images x 5 sources x 50 classes.
 
 Needs cleanlab (``pip install -e ".[bench]"``): a bench dependency only.
 """
@@ -48,6 +50,7 @@ from ensembler.data.people import person_codes  # noqa: E402
 from ensembler.pipeline.folds import Folds  # noqa: E402
 from ensembler.data.teams import simulate_team  # noqa: E402
 from ensembler.evaluate.audit import FLAG, audit_labels, calibrated_logs, pooled  # noqa: E402
+from ensembler.evaluate.label_errors import REPORTED  # noqa: E402
 from ensembler.scoring.metrics import macro_f1  # noqa: E402
 
 KINDS = ("specialists", "classifiers18", "overconfident", "mixed")
@@ -106,6 +109,17 @@ def detection(flagged: set, wrong: set, ranked: list, k: int) -> tuple[float, fl
     return p, r, f, len(set(ranked[:k]) & wrong) / k
 
 
+def at_their_point(hits: np.ndarray, n_wrong: int, precision: float, recall: float) -> tuple[float, float, float, float]:
+    """A ranking (`hits` ``(m,)``: whether each ranked label is truly wrong, most likely first)
+    at another method's operating point: its precision where it first reaches that `recall`,
+    and the best recall it holds at that `precision` or above; then the point itself."""
+    found = np.cumsum(hits)
+    prec, rec = found / np.arange(1, len(hits) + 1), found / max(n_wrong, 1)
+    reach = np.flatnonzero(rec >= recall - 1e-12)
+    held = rec[prec >= precision - 1e-12]
+    return (float(prec[reach[0]]) if len(reach) else 0.0), (float(held.max()) if len(held) else 0.0), precision, recall
+
+
 def reference(probs, given, ids, persons):
     """cleanlab's image flags per task on the calibrated pooled probabilities: ``{task: (n,) bool}``
     and the image scores (its self-confidence ranking)."""
@@ -147,11 +161,11 @@ def declared(seeds: int, images: int) -> None:
     from ensembler.evaluate.audit_declared import audit_images
 
     print(f"{'team':<20} {'task':<10} {'errors':>6} | {'ens audit: P':>12} {'R':>5} {'F1':>5} | {'cleanlab: P':>11} {'R':>5} {'F1':>5} | {'acc given - true':>16} {'after fixes':>11}")
-    rows, reliability = [], {kind: ([], []) for kind in DECLARED_KINDS}
+    rows, reliability, dominance = [], {kind: ([], []) for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}
     for kind in DECLARED_KINDS:
         for seed in range(seeds):
             team = noisy_team(kind, 2000 + seed, n=images)
-            result = audit_images(team.probs, team.given, team.ids, team.classes, team.groups, team.shared)
+            result = audit_images(team.probs, team.given, team.ids, team.classes, team.groups, team.shared, least=0.0)  # every label, ranked
             flagged = result.flagged()
             folds = Folds.of(team.ids, groups=team.groups)
             present = {}  # multi-label: each finding's calibrated, pooled probability of yes
@@ -175,11 +189,13 @@ def declared(seeds: int, images: int) -> None:
                 else:
                     theirs = set(np.flatnonzero(flags).tolist())
                 wrong = team.wrong[task]
-                found = result.findings[result.findings["task"] == task]  # every label at least REPORTED likely wrong
+                found = result.findings[result.findings["task"] == task]  # every label, most likely wrong first
                 keys = found["group"].map(names) if codes is not None else found["image"].map(row_of)
-                reliability[kind][0].extend(found["p_wrong"])
-                reliability[kind][1].extend(k in wrong for k in keys)
+                shown = (found["p_wrong"] >= REPORTED).to_numpy()
+                reliability[kind][0].extend(found["p_wrong"][shown])
+                reliability[kind][1].extend(k in wrong for k in keys[shown])
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
+                dominance[kind].append(at_their_point(np.array([k in wrong for k in keys]), len(wrong), b[0], b[1]))
                 fixed = team.given[task].copy()
                 suggested = dict(zip(mine["group"] if codes is not None else mine["image"], mine["suggested"]))
                 index = {c: i for i, c in enumerate(team.classes[task])}
@@ -210,6 +226,11 @@ def declared(seeds: int, images: int) -> None:
         p, hit = np.array(p), np.array(hit, dtype=bool)
         cells = [f"{lo:.1f}-{hi:.1f}: {hit[m].mean():.2f} of {m.sum()}" if (m := (p >= lo) & ((p < hi) | (hi == 1.0))).any() else f"{lo:.1f}-{hi:.1f}: none" for lo, hi in zip(edges, edges[1:])]
         print(f"  {kind:<13} " + "; ".join(cells))
+    print("\nthe ranking apart from the threshold: ens's p_wrong ranking at cleanlab's operating point, per kind (tasks where ens's precision at cleanlab's recall")
+    print("and its recall at cleanlab's precision are both at least cleanlab's; the mean of each)")
+    for kind, cells in dominance.items():
+        print(f"  {kind:<13} dominates in {sum(p >= cp and r >= cr for p, r, cp, cr in cells)} of {len(cells)}; precision at cleanlab's recall {np.mean([c[0] for c in cells]):.3f} (cleanlab {np.mean([c[2] for c in cells]):.3f}),"
+              f" recall at cleanlab's precision {np.mean([c[1] for c in cells]):.3f} (cleanlab {np.mean([c[3] for c in cells]):.3f})")
     big = noisy_team("single", 7, n=20000, k=50)
     runs = []
     for _ in range(3):

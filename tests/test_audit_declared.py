@@ -8,6 +8,7 @@ import pytest
 
 from ensembler.evaluate.audit import FLAG, judge_units
 from ensembler.evaluate.audit_declared import COLUMNS, audit_images
+from ensembler.evaluate.label_errors import REPORTED
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -44,6 +45,9 @@ def test_images_labelled_as_another_class_are_found_and_few_others():
     assert row["given"] == CLASSES[given[ids.tolist().index(row["image"])]]
     assert row["suggested"] == CLASSES[truth[ids.tolist().index(row["image"])]]
     assert (table["group"] == "").all() and list(table["p_wrong"]) == sorted(table["p_wrong"], reverse=True)
+    assert table["p_wrong"].min() >= REPORTED and len(table) < n
+    every = audit_images(probs, {"label": given}, ids, {"label": CLASSES}, least=0.0).findings  # every label, ranked
+    assert sorted(every["image"]) == sorted(ids) and every.iloc[: len(table)].equals(table)
 
 
 def test_a_missing_positive_and_a_false_positive_are_both_findings():
@@ -261,6 +265,13 @@ def test_ens_audit_judges_a_shared_label_by_group_on_the_page_and_in_the_fix_fil
         frame.insert(0, "image_id", ids + tests)
         frame.to_csv(tmp_path / f"s{s}.csv", index=False)
         import_source(project, tmp_path / f"s{s}.csv", f"s{s}")
+    from ensembler.evaluate.audit import audit, write_audit_html
+
+    found = audit(project)  # the page is drawn from the train labels the audit read, not from a second read
+    (tmp_path / "train.csv").rename(tmp_path / "aside.csv")
+    page = write_audit_html(project, found, tmp_path / "b.html").read_text()
+    assert len(found.train) == 240 and all(i in page for i in ids[15:18])
+    (tmp_path / "aside.csv").rename(tmp_path / "train.csv")
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "audit", "--html", str(tmp_path / "a.html"), "--accept", "0.5"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "audited 240 images, 80 groups (label judged by group)" in result.output

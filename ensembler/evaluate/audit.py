@@ -210,8 +210,10 @@ def years_of(image_ids: np.ndarray, given_age: np.ndarray) -> np.ndarray | None:
 @dataclass(frozen=True)
 class LabelAudit:
     """`audit`'s answer: the findings (`Audit`), the sources and their weights per task, the
-    scope line (which labelled images, how many people or groups), the fix file in force, and
-    the tasks audited in order (the mask competition's gender, age, mask by default)."""
+    scope line (which labelled images, how many people or groups), the fix file in force, the
+    tasks audited in order (the mask competition's gender, age, mask by default), and a declared
+    competition's train labels as read for the audit (`declared.read_labelled`'s table: the
+    page finds the images' files and groups there; None: read again when needed)."""
 
     audit: Audit
     sources: dict[str, dict[str, float]]
@@ -219,6 +221,7 @@ class LabelAudit:
     fixes: LabelFixes | None
     notes: list[str] = field(default_factory=list)
     tasks: tuple[str, ...] = tuple(t.value for t in (Task.GENDER, Task.AGE, Task.MASK))
+    train: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def findings(self) -> pd.DataFrame:
@@ -293,7 +296,7 @@ def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()
     groups = labelled.groups if train.group else None
     found = audit_images(probs, competition.space.decode(labelled.labels), ids, {t.name: t.classes for t in competition.tasks}, groups, train.shared, weights, noise)
     shared = f", {len(set(groups))} groups ({', '.join(train.shared)} judged by group)" if train.shared else (f" of {len(set(groups))} groups" if groups is not None else "")
-    return LabelAudit(found, sources, f"{labelled.scope}; audited {len(ids)} images{shared}", project.fixes, notes, competition.task_names)
+    return LabelAudit(found, sources, f"{labelled.scope}; audited {len(ids)} images{shared}", project.fixes, notes, competition.task_names, group_of.train)
 
 
 def audit_dir(project: Project) -> Path:
@@ -372,7 +375,7 @@ def write_audit_html(project: Project, result: LabelAudit, path: Path, limit: in
     if project.competition.is_preset:
         units, word = _people(project, flagged, limit), "people"
     else:
-        units, word = _declared_units(project, flagged, limit), "images and groups" if project.competition.train.shared else "images"
+        units, word = _declared_units(project, flagged, limit, result.train), "images and groups" if project.competition.train.shared else "images"
     env = Environment(loader=PackageLoader("ensembler", "templates"), autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("audit.html.j2").render(
         title="ens audit: train labels likely wrong",
@@ -428,13 +431,14 @@ def _unit_keys(flagged: pd.DataFrame) -> pd.Series:
     return flagged["image"].where(flagged["image"] != "", "group:" + flagged["group"].astype(str))
 
 
-def _declared_units(project: Project, flagged: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+def _declared_units(project: Project, flagged: pd.DataFrame, limit: int, table: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """The page's flagged images and groups (a declared competition): an image with its
     findings (every task of it flagged), a group of a shared task with up to `GROUP_PHOTOS` of
-    its images."""
-    from ..data.declared import read_labelled
+    its images; `table`: the train labels as the audit read them (None: read here)."""
+    if table is None:
+        from ..data.declared import read_labelled
 
-    table = read_labelled(project.competition, project.require_data(declared=True))
+        table = read_labelled(project.competition, project.require_data(declared=True))
     path_of = dict(zip(table["ImageID"], table["path"]))
     members = table.groupby("group", sort=False)["ImageID"].agg(list).to_dict()
     keys = _unit_keys(flagged)

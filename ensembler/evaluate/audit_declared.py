@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..pipeline.folds import Folds
-from .label_errors import Audit, Noise, calibrated_logs, findings_table, judge_units, reported
+from .label_errors import REPORTED, Audit, Noise, calibrated_logs, findings_table, judge_units, reported
 
 COLUMNS = ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
 
@@ -47,6 +47,7 @@ def audit_images(
     shared: Sequence[str] = (),
     weights: Mapping[str, Mapping[str, float]] | None = None,
     noise: Noise = Noise(),
+    least: float = REPORTED,
 ) -> Audit:
     """Audit the given labels of a declared competition's labelled images (module doc).
 
@@ -56,7 +57,8 @@ def audit_images(
     image's declared group (None: each image its own), which the calibration's folds keep
     together; shared: the tasks whose label a group shares (every image of a group carries one
     label: judged once per group); weights: ``{task: {source: weight}}`` (default: every source
-    that covers the task, alike)."""
+    that covers the task, alike); least: the findings hold the labels at least this likely wrong
+    (0: every label, ranked)."""
     ids = np.asarray(image_ids, dtype=object)
     n = len(ids)
     group_names = np.asarray(groups, dtype=object) if groups is not None else None
@@ -76,5 +78,5 @@ def audit_images(
         units[task], rates[task] = int(len(found.people)), round(found.rate, 5)
         who = {"image": np.full(len(first), "", dtype=object) if by_group else ids[first], "group": group_names[first] if group_names is not None else ""}
         tables.append(findings_table(who, task, names, found, len(chosen)))
-    table = reported(tables, ("group", "image"))[list(COLUMNS)]
+    table = reported(tables, ("group", "image"), least)[list(COLUMNS)]
     return Audit(table, units, rates=rates)

@@ -276,12 +276,12 @@ def findings_table(who: Mapping[str, object], task: str, names: Sequence[str], f
     })
 
 
-def reported(tables: Sequence[pd.DataFrame], who: Sequence[str]) -> pd.DataFrame:
-    """The tasks' findings in one table: those at least `REPORTED` likely wrong, most likely
+def reported(tables: Sequence[pd.DataFrame], who: Sequence[str], least: float = REPORTED) -> pd.DataFrame:
+    """The tasks' findings in one table: those at least `least` likely wrong, most likely
     first (ties: by the `who` columns)."""
     import pandas as pd
 
     columns = [*who, "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence"]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
-    return table[table["p_wrong"] >= REPORTED].sort_values(["p_wrong", *who], ascending=[False, *[True] * len(who)], kind="stable").reset_index(drop=True)
+    return table[table["p_wrong"] >= least].sort_values(["p_wrong", *who], ascending=[False, *[True] * len(who)], kind="stable").reset_index(drop=True)
 

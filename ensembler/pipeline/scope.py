@@ -218,7 +218,7 @@ def declared_groups(project: Project) -> TrainGroups | None:
     return TrainGroups(read_labelled(project.competition, project.require_data(declared=True)))
 
 
-def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> Labelled:
+def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of: TrainGroups | None = None) -> Labelled:
     """`sets` (each source's labelled set) on the images they are all scored on (`scoring_images`).
     group_of: `declared_groups(project)` when the caller has read it already (None: read here)."""
     group_of = group_of or declared_groups(project)
@@ -230,14 +230,14 @@ def labelled_scope(project: Project, sets: Mapping[str, PredictionSet], group_of
         labels, fixed = fixed_labels(project, ids, given, list(sets))
         notes += fixed
     elif project.fixes is not None:
-        labels, fixed = declared_fixed_labels(project, ids, groups, given, group_of.train if isinstance(group_of, TrainGroups) else None)
+        labels, fixed = declared_fixed_labels(project, ids, groups, given, group_of.train)
         notes += fixed
     if labels is not given:
         aligned = {name: replace(s, labels=labels) for name, s in aligned.items()}
     return Labelled(aligned, labels, scope, project.folds.is_file() and out_of_fold(sets), tuple(notes), groups, given)
 
 
-def guard_leakage(project: Project, sets: Mapping[str, PredictionSet], group_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+def guard_leakage(project: Project, sets: Mapping[str, PredictionSet], group_of: TrainGroups | None = None) -> None:
     """Refuse labelled predictions of a zoo model on people (a declared competition's groups) it
     trained on: outside its held-out fold. group_of: as `labelled_scope`'s."""
     if not project.folds.is_file():
