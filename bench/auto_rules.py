@@ -93,8 +93,8 @@ def blend_by_evidence(t: Team) -> float:
 def blend_lifted(only_best: bool, whole: bool = False) -> Rule:
     """`blend_any(0.5)`, but the cap lifted to 1 toward a candidate whose paired gain's 90 %
     interval over the soft vote lies above 0 (last round's test; `only_best`: only when that
-    candidate is the best out of fold, as last round's rule); `whole`: where a blend toward it
-    scores best, the candidate itself (`Auto()`)."""
+    candidate is the best out of fold, as last round's rule: `Auto()` with `only_best`); `whole`:
+    where a blend toward it scores best, the candidate itself (tried and dropped: docs/explanation/auto.md)."""
 
     def rule(t: Team) -> float:
         best, choice, top = t.oof_scores[0], (0, 0.0), t.best()
@@ -119,7 +119,7 @@ def sure_else_blend(t: Team) -> float:
 
 def blend_any(cap: float) -> Rule:
     """The pair (allowed candidate, mixing weight up to `cap`) with the best out-of-fold score
-    (ties: soft, the earlier candidate, the smaller weight): `Auto()`'s rule at cap 0.5, but for
+    (ties: soft, the earlier candidate, the smaller weight): the capped rule (before the lift) at cap 0.5, but for
     blending joint compositions per task here."""
 
     def rule(t: Team) -> float:
@@ -145,8 +145,8 @@ RULES: dict[str, Rule] = {
     "blend, any candidate, 0..0.8": blend_any(0.8),
     "blend, any, 0..0.5 (capped)": blend_any(0.5),
     "0..0.5, 0..1 where sure": blend_lifted(False),
-    "0..0.5, 0..1 where best, sure": blend_lifted(True),
-    "... and there whole (Auto())": blend_lifted(True, whole=True),
+    "0..0.5, 0..1 where best, sure (Auto())": blend_lifted(True),
+    "... and there whole": blend_lifted(True, whole=True),
     "the best whole where sure, else 0..0.5": sure_else_blend,
 }
 
@@ -173,6 +173,6 @@ def main(folder: Path) -> None:
     results = {"auto as captured": recorded}
     for name, rule in RULES.items():
         results[name] = np.array([rule(t) for t in teams])
-    same = {name: f"{np.mean(np.isclose(results[name], recorded)):.0%}" for name in ("blend, any, 0..0.5 (capped)", "0..0.5, 0..1 where best, sure", "... and there whole (Auto())")}
+    same = {name: f"{np.mean(np.isclose(results[name], recorded)):.0%}" for name in ("blend, any, 0..0.5 (capped)", "0..0.5, 0..1 where best, sure (Auto())", "... and there whole")}
     print(f"{len(teams)} teams; the captured auto equals, replayed: " + ", ".join(f"{name} on {share}" for name, share in same.items()))
     table(teams, results)

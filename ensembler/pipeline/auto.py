@@ -33,15 +33,11 @@ default, moves from the soft vote only as far as the evidence carries it:
   soft vote by 0.005; moving all the way (the cap at 1) fell below it by 0.035 on one team.
   The cap is lifted toward the best candidate where the all-or-nothing rule's test holds (its
   paired gain's 90 % interval above 0: there the variance the cap guards against is measured
-  small): its blends are scored all the way, and where one of them scores best, auto moves
-  all the way, to the candidate itself (its blends' best point out of fold is set by folds
-  fitted on four fifths of the people, short of the fit eval gets). At 600 labelled people
-  (`bench/quality.py`) the half-way cap had stopped short of stacks that won beyond the noise,
-  up to 0.051 below the rule of before; stopping where the best blend did still left 4 of 15
-  teams below it by more than 0.005, all the way none. Replayed (seeds 100-104 and 105-107,
-  480 teams), the mean trail behind the hindsight-best is within 0.006 from 150 people up, and
-  the teams below the all-or-nothing rule by more than 0.005 fall from 25 (stopping where the
-  best blend did) to 10.
+  small), so ``w`` runs to 1 toward it: at 600 labelled people (`bench/quality.py`) the cap
+  had stopped half-way toward stacks that won beyond the noise, up to 0.051 below the rule of
+  before; lifted there, 4 of 15 teams stay below it by more than 0.005 (6 capped), and on the
+  replayed teams the worst trail behind the hindsight-best falls from 0.037 to 0.029 (300
+  people) and from 0.096 to 0.088 (540), the mean within 0.002 of the capped rule's.
   Inside the per-task candidate each task keeps its soft vote unless another option's paired
   gain is beyond the noise, as before.
 - **thin classes**: a class of a task held by fewer than `MIN_PEOPLE` labelled people is too
@@ -563,14 +559,8 @@ class Auto(Step):
         2009; shrinkage toward equal weights, Diebold and Shin 2019). Not toward the best
         candidate where its paired gain over the soft vote is beyond the noise (the 90 %
         interval above 0, the all-or-nothing rule's test): there the variance the cap guards
-        against is measured small: its blends are scored all the way (`SURE_WEIGHTS`), and where
-        one of them scores best the move goes all the way, to the candidate itself. A learned
-        candidate's out-of-fold score understates the same candidate fitted on every labelled
-        person (each fold's fit sees four fifths of them: cross-validation's pessimism, Kohavi
-        1995), and a blend's shrinkage is tuned to the folds' noisier fits, so stopping short of
-        a candidate that wins beyond the noise costs more than it guards (bench/quality.py:
-        4 of 15 teams below the all-or-nothing rule by over 0.005 when it stopped where its best
-        blend did, none whole). `wholes`: the judge of the candidates themselves (`_choose`'s)."""
+        against is measured small, and the blends go all the way (`SURE_WEIGHTS`). `wholes`:
+        the judge of the candidates themselves (`_choose`'s)."""
         soft = candidates[0]
         every = np.arange(len(labels))
         mix = None if weights is None else weights[every]
@@ -580,9 +570,6 @@ class Auto(Step):
         judge = judge_of(ctx.competition, labels, persons, scored)
         values = judge.scores(every, mix)
         best = int(np.argmax(values))  # the first of equals: the soft vote, then the earlier candidate, then the smaller move
-        led = moves[best][1]  # where the best blend stands
-        if moves[best][0] == top != 0:  # toward the candidate beyond the noise: all the way
-            best = moves.index((top, 1.0))
         c, w = moves[best]
         listed = [s.as_dict() for s in scores]
         if c == 0:
@@ -593,13 +580,13 @@ class Auto(Step):
         pair = judge_of(ctx.competition, labels, persons, [scored[0], scored[best]])  # the soft vote and the blend alone: their gain and folds
         low, high, positive = pair.gain(0, 1, every, mix)
         spread = float(np.std([pair.sign * pair.scores(held, None if weights is None else weights[held])[1] for _, held in folds]))
-        rule = (
-            f"moved all the way from the soft vote to {other.label}: a blend toward it scores best cross-validated (at {led:.0%}) and it wins beyond the noise (the 90% interval of its paired gain over the soft vote is above 0)"
+        cap = (
+            f"{other.label} wins beyond the noise (the 90% interval of its paired gain over the soft vote is above 0), so the move may go all the way"
             if c == top
-            else f"moved {w:.0%} of the way from the soft vote toward {other.label}, the blend with the best cross-validated score (moves capped at {MAX_MOVE:.0%} toward a candidate not beyond the noise: learned weights shrunk toward the vote's)"
+            else f"moves capped at {MAX_MOVE:.0%} toward a candidate not beyond the noise: learned weights shrunk toward the vote's"
         )
         why = {
-            "rule": rule,
+            "rule": f"moved {w:.0%} of the way from the soft vote toward {other.label}, the blend with the best cross-validated score ({cap})",
             "margin": round(float(values[best] - values[0]), 4),
             "interval": [round(low, 4), round(high, 4)],
             "positive": round(positive, 3),
