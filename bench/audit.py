@@ -28,7 +28,8 @@ missing positives, a diagnosis shared by each patient's images) against cleanlab
 calibrated, pooled probabilities (image by image; a group counts as flagged when most of its
 images are); whether p_wrong is calibrated; where ens's ranking stands at cleanlab's operating
 point (its precision at cleanlab's recall, its recall at cleanlab's precision: the ranking
-apart from the threshold); then times an audit of 20,000 images x 5 sources x 50 classes.
+apart from the threshold); the most a threshold could give each ranking (its F1 at the threshold
+that suits it best on the true errors, chosen after the fact); then times an audit of 20,000 images x 5 sources x 50 classes.
 
 Needs cleanlab (``pip install -e ".[bench]"``): a bench dependency only.
 """
@@ -120,6 +121,13 @@ def at_their_point(hits: np.ndarray, n_wrong: int, precision: float, recall: flo
     return (float(prec[reach[0]]) if len(reach) else 0.0), (float(held.max()) if len(held) else 0.0), precision, recall
 
 
+def best_f1(hits: np.ndarray, n_wrong: int) -> float:
+    """The F1 of a ranking (`hits` ``(m,)``, most likely wrong first) at the threshold that suits
+    it best, chosen after the fact on the true errors: the most any threshold could give it."""
+    found = np.cumsum(hits)
+    return float(np.max(2 * found / (np.arange(1, len(hits) + 1) + max(n_wrong, 1)), initial=0.0))
+
+
 def reference(probs, given, ids, persons):
     """cleanlab's image flags per task on the calibrated pooled probabilities: ``{task: (n,) bool}``
     and the image scores (its self-confidence ranking)."""
@@ -161,7 +169,8 @@ def declared(seeds: int, images: int) -> None:
     from ensembler.evaluate.audit_declared import audit_images
 
     print(f"{'team':<20} {'task':<10} {'errors':>6} | {'ens audit: P':>12} {'R':>5} {'F1':>5} | {'cleanlab: P':>11} {'R':>5} {'F1':>5} | {'acc given - true':>16} {'after fixes':>11}")
-    rows, reliability, dominance = [], {kind: ([], []) for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}
+    rows, reliability = [], {kind: ([], []) for kind in DECLARED_KINDS}
+    dominance, ceiling = {kind: [] for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}
     for kind in DECLARED_KINDS:
         for seed in range(seeds):
             team = noisy_team(kind, 2000 + seed, n=images)
@@ -196,6 +205,11 @@ def declared(seeds: int, images: int) -> None:
                 reliability[kind][1].extend(k in wrong for k in keys[shown])
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
                 dominance[kind].append(at_their_point(np.array([k in wrong for k in keys]), len(wrong), b[0], b[1]))
+                score = 1 - pool[np.arange(len(pool)), team.given[task]]  # cleanlab's ranking: self-confidence, a group by its images' mean
+                if codes is not None:
+                    score = np.bincount(codes, weights=score) / np.bincount(codes)
+                theirs_ranked = np.argsort(-score, kind="stable")
+                ceiling[kind].append((best_f1(np.array([k in wrong for k in keys]), len(wrong)), best_f1(np.isin(theirs_ranked, list(wrong)), len(wrong)), a[2], b[2]))
                 fixed = team.given[task].copy()
                 suggested = dict(zip(mine["group"] if codes is not None else mine["image"], mine["suggested"]))
                 index = {c: i for i, c in enumerate(team.classes[task])}
@@ -231,6 +245,11 @@ def declared(seeds: int, images: int) -> None:
     for kind, cells in dominance.items():
         print(f"  {kind:<13} dominates in {sum(p >= cp and r >= cr for p, r, cp, cr in cells)} of {len(cells)}; precision at cleanlab's recall {np.mean([c[0] for c in cells]):.3f} (cleanlab {np.mean([c[2] for c in cells]):.3f}),"
               f" recall at cleanlab's precision {np.mean([c[1] for c in cells]):.3f} (cleanlab {np.mean([c[3] for c in cells]):.3f})")
+    print("\nthe most a threshold could give: per kind, the mean F1 of each ranking at the threshold that suits it best on the true errors (chosen after the fact),")
+    print("beside the F1 at the default (ens: p_wrong >= 0.5; cleanlab: find_label_issues)")
+    for kind, cells in ceiling.items():
+        c = np.array(cells)
+        print(f"  {kind:<13} ens {c[:, 0].mean():.3f} (at the default {c[:, 2].mean():.3f}); cleanlab's self-confidence ranking {c[:, 1].mean():.3f} (at its default {c[:, 3].mean():.3f})")
     big = noisy_team("single", 7, n=20000, k=50)
     runs = []
     for _ in range(3):

@@ -15,7 +15,13 @@ Both are `label_errors.judge_units` (the two-groups model of Efron et al. 2001 o
 margins of a unit's images, over the square root of its images where groups differ in size),
 a unit being an image or a group; the prior rate of label errors is learnt per task in its
 rounds of EM (`Audit.rates`; nobody has published a declared competition's), starting from
-`Noise.person`. Image by image this is close in spirit to confident learning (Northcutt, Jiang and
+`Noise.person`. A unit counts in its labelled class's densities only when it is at least
+`VOUCH` likely right (the mask audit: more likely right than wrong): real noise relabels alike
+images alike (a look-alike class's images, a series of one patient), and wrong labels that
+came out just under one half in one round would vouch for each other in the next, pulling the
+whole cluster back to "right" and the learnt rate down with it; fitting the densities on the
+surely right units only is trimmed estimation (Neykov, Filzmoser, Dimova and Neytchev 2007,
+trimmed likelihood for mixtures). Image by image this is close in spirit to confident learning (Northcutt, Jiang and
 Chuang 2021, `cleanlab.filter.find_label_issues`): both compare an image's evidence for its
 given class with what the other images of each class show; here the comparison is a density
 ratio and the answer a probability, so one threshold (`label_errors.FLAG`) means the same in every
@@ -36,6 +42,7 @@ from ..pipeline.folds import Folds
 from .label_errors import REPORTED, Audit, Noise, calibrated_logs, findings_table, judge_units, reported
 
 COLUMNS = ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
+VOUCH = 0.8  # how likely right a unit must be to shape its class's densities (module doc; bench/audit.py --declared)
 
 
 def audit_images(
@@ -73,7 +80,7 @@ def audit_images(
         logs = dict(zip(chosen, calibrated_logs([probs[s][task] for s in chosen], given, folds)))
         by_group = task in shared and group_names is not None
         codes = group_codes if by_group else np.arange(n)
-        found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group)
+        found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group, vouch=VOUCH)
         first = np.unique(codes, return_index=True)[1][found.people]
         units[task], rates[task] = int(len(found.people)), round(found.rate, 5)
         who = {"image": np.full(len(first), "", dtype=object) if by_group else ids[first], "group": group_names[first] if group_names is not None else ""}

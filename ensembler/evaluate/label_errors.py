@@ -140,7 +140,7 @@ class Findings:
     rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
 
 
-def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False) -> Findings:
+def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5) -> Findings:
     """A label the rows of a unit share (a person's gender, a patient's diagnosis; an image's
     own label is a unit of one row): per unit, the probability that the given class is wrong
     and the likeliest other. `logs`: each source's calibrated log-probabilities ``(n, k)``;
@@ -152,7 +152,9 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     `RATE_BOUNDS`), for a competition whose rate of label errors nobody has published;
     `by_size`: units of different sizes (patients of 1 to 8 images) are compared by their
     margin over the square root of their rows (independent rows' sums would spread by it; the
-    mask competition's people, all seven photos, keep the plain sum).
+    mask competition's people, all seven photos, keep the plain sum); `vouch`: how likely
+    right a unit must be to count in its labelled class's densities (0.5: the likelier
+    reading, classification EM; higher: only the surely right, a trimmed fit of the densities).
 
     A unit's evidence for class c over class g is the margin sum_rows (log p_g - log p_c); the
     rows of one unit are not independent (a person's photos), so the margin is not a
@@ -225,7 +227,7 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     trusted = None
     kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # each pair's two densities of the last round
     for _ in range(rounds):
-        now = np.where(right > 0.5, 1.0, 1e-6)  # classification EM: a unit more likely wrong than right does not vouch for its label
+        now = np.where(right > vouch, 1.0, 1e-6)  # classification EM: a unit not likely enough right does not vouch for its label
         if trusted is not None and np.array_equal(now, trusted) and not learn_rate:
             break  # the same units vouch as in the last round: its posterior stands
         # a class whose units vouch as in the last round keeps its densities (most classes, after the first round)
