@@ -29,7 +29,8 @@ calibrated, pooled probabilities (image by image; a group counts as flagged when
 images are); whether p_wrong is calibrated; where ens's ranking stands at cleanlab's operating
 point (its precision at cleanlab's recall, its recall at cleanlab's precision: the ranking
 apart from the threshold); the most a threshold could give each ranking (its F1 at the threshold
-that suits it best on the true errors, chosen after the fact); then times an audit of 20,000 images x 5 sources x 50 classes.
+that suits it best on the true errors, chosen after the fact); then times an audit of 20,000
+images x 5 sources x 50 classes.
 
 Needs cleanlab (``pip install -e ".[bench]"``): a bench dependency only.
 """
