@@ -201,16 +201,17 @@ def declared(seeds: int, images: int) -> None:
                 wrong = team.wrong[task]
                 found = result.findings[result.findings["task"] == task]  # every label, most likely wrong first
                 keys = found["group"].map(names) if codes is not None else found["image"].map(row_of)
+                hits = np.array([k in wrong for k in keys])  # whether each ranked label is truly wrong
                 shown = (found["p_wrong"] >= REPORTED).to_numpy()
                 reliability[kind][0].extend(found["p_wrong"][shown])
-                reliability[kind][1].extend(k in wrong for k in keys[shown])
+                reliability[kind][1].extend(hits[shown])
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
-                dominance[kind].append(at_their_point(np.array([k in wrong for k in keys]), len(wrong), b[0], b[1]))
+                dominance[kind].append(at_their_point(hits, len(wrong), b[0], b[1]))
                 score = 1 - pool[np.arange(len(pool)), team.given[task]]  # cleanlab's ranking: self-confidence, a group by its images' mean
                 if codes is not None:
                     score = np.bincount(codes, weights=score) / np.bincount(codes)
                 theirs_ranked = np.argsort(-score, kind="stable")
-                ceiling[kind].append((best_f1(np.array([k in wrong for k in keys]), len(wrong)), best_f1(np.isin(theirs_ranked, list(wrong)), len(wrong)), a[2], b[2]))
+                ceiling[kind].append((best_f1(hits, len(wrong)), best_f1(np.isin(theirs_ranked, list(wrong)), len(wrong)), a[2], b[2]))
                 fixed = team.given[task].copy()
                 suggested = dict(zip(mine["group"] if codes is not None else mine["image"], mine["suggested"]))
                 index = {c: i for i, c in enumerate(team.classes[task])}
