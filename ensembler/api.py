@@ -163,7 +163,8 @@ class Tables:
     """`report`'s answer. scores: one row per source and per recipe x method, best first
     (``name, kind, method, f1_mask, f1_gender, f1_age, f1_18, accuracy, f1_18_low, f1_18_high,
     gain, gain_low, gain_high, gain_positive, spread``);
-    priors: one row per source, task and class (``truth``, ``labelled``, ``eval_em`` shares).
+    priors: one row per source, task and class (``truth``, ``labelled``, ``eval_em`` shares;
+        ``em_holds``: whether EM gives back the labelled mix from the labelled probabilities).
     `report` is the full `Report`, for `ensembler.evaluate.htmlreport.write_html_report` and
     `ensembler.evaluate.report.pick_final` (what ``ens report --pick 2`` prints)."""
 
@@ -214,7 +215,7 @@ def report(
     )
     priors = pd.DataFrame(
         [
-            {"source": p.source, "task": str(p.task), "class": k, "truth": result.truth_priors[p.task][k], "labelled": p.labelled[k], "eval_em": p.eval[k]}
+            {"source": p.source, "task": str(p.task), "class": k, "truth": result.truth_priors[p.task][k], "labelled": p.labelled[k], "eval_em": p.eval[k], "em_holds": p.holds}
             for p in result.priors
             for k in range(len(p.labelled))
         ],

@@ -245,3 +245,33 @@ def test_a_one_class_task_is_never_written_silently(project, toy, tmp_path):
     assert json.loads(sub.manifest.read_text())["warnings"] == sub.warnings
     result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "--data", str(project.data), "compose", "--recipe", "*:young", "--name", "again"])
     assert result.exit_code == 0 and "WARNING: every eval image is called age '<30'" in result.stderr
+
+
+def test_self_check_flags_probabilities_that_believe_in_another_mix():
+    """EM on the labelled images' own probabilities must give back their mix: posteriors fitted
+    under a flat mix (temperature scaling cannot move a class's mean) believe 60+ is a third of
+    the people where 7 % are, and EM reads that belief as a shift."""
+    from ensembler.pipeline.priors import SELF_CHECK, self_check
+
+    train = np.array([0.47, 0.46, 0.07])
+    _, right = simulated(train, 20000, seed=3)
+    assert self_check(right, train) is None
+    _, flat = simulated(train, 20000, seed=3, train=(1 / 3, 1 / 3, 1 / 3))
+    estimate = self_check(flat, train)
+    assert estimate is not None and np.abs(estimate - train).sum() > SELF_CHECK and estimate[2] > train[2]
+
+
+def test_an_em_estimate_whose_calibration_fails_the_self_check_is_dropped(tmp_path):
+    """An 18-class team whose joint is calibrated by temperature alone (a gender x age class too
+    thin for a bias): EM on eval ran 60+ up from 7 % to over half, a run-away upward that no
+    class below a quarter of its share betrays. Now the estimate is dropped, and says why."""
+    import ensembler as ens
+    from ensembler.data.teams import simulate_team, write_team
+
+    team = simulate_team("classifiers18", "none", n_train_people=150, n_eval_people=300, seed=108)
+    project = write_team(team, tmp_path / "team")
+    fixed = ens.compose(project, _all_members(team), [ens.Soft(), ens.Priors("em")])
+    age = fixed.step("priors")["prior"]["tasks"]["age"]
+    assert "calibration does not hold for EM" in age["dropped"]
+    assert age["eval"][2] > 0.3 and age["train"][2] < 0.1  # what it would have done
+    assert "age left uncorrected" in fixed.step("priors")["prior"]["reason"]

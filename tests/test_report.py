@@ -115,3 +115,26 @@ def test_report_shows_the_true_mix_and_each_sources_em_estimate_of_eval(project,
 
     result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "report"])
     assert result.exit_code == 0 and "class priors" in result.output and "eval (EM)" in result.output
+
+
+def test_the_priors_table_says_where_em_fails_on_the_labelled_images(project, toy, tmp_path):
+    """A weak age model that ignores the class mix (its probabilities believe 60+ is about a
+    quarter of the people where one in forty is): EM on its calibrated labelled probabilities
+    does not give back their mix, and the table says its eval estimate is not to be trusted;
+    its strong gender probabilities hold."""
+    from conftest import write_csv
+
+    from ensembler.data.toy import teammate_csv
+
+    truth = pd.concat([toy.eval, toy.train])
+    import_source(project, write_csv(tmp_path / "p.csv", teammate_csv(truth, {Task.MASK: 3.0, Task.GENDER: 3.0, Task.AGE: 0.7}, seed=2)), "p")
+    report = build_report(project)
+    holds = {r.task: r.holds for r in report.priors}
+    assert holds[Task.GENDER] and not holds[Task.AGE]
+    from typer.testing import CliRunner
+
+    from ensembler.cli import app
+
+    result = CliRunner().invoke(app, ["--zoo", str(project.zoo), "report"])
+    table = [row for line in result.output.splitlines() if (row := line.split())[:1] == ["p"] and row[1] in {str(t) for t in holds}]
+    assert result.exit_code == 0 and [(row[1], row[-1]) for row in table] == [(str(t), "ok" if h else "fails") for t, h in holds.items()]

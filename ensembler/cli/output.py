@@ -147,17 +147,18 @@ def priors_table(result: Report) -> Table:
         title="class priors (share of each class, in class order)",
         caption="truth: the labels of the scored images; labelled: the source's mean probabilities on them; "
         "eval (EM): the eval mix estimated from its eval probabilities, calibrated on the labelled images (Saerens et al. 2002). "
-        "A shift suggests compose --prior em, which applies a correction only where the labelled check says it helps.",
+        "A shift suggests compose --prior em, which applies a correction only where the labelled check says it helps; "
+        "EM check: 'fails' where EM does not give back the labelled images' own mix from their calibrated probabilities, so its eval estimate is not to be trusted.",
         title_justify="left",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("source", "task", "truth", "labelled", "eval (EM)"):
+    for col in ("source", "task", "truth", "labelled", "eval (EM)", "EM check"):
         table.add_column(col, no_wrap=True)
     fmt = lambda p: " ".join(f"{v:.2f}" for v in p)  # noqa: E731
     for row in result.priors:
-        table.add_row(row.source, str(row.task), fmt(result.truth_priors[row.task]), fmt(row.labelled), fmt(row.eval))
+        table.add_row(row.source, str(row.task), fmt(result.truth_priors[row.task]), fmt(row.labelled), fmt(row.eval), "ok" if row.holds else "fails")
     return table
 
 

@@ -88,7 +88,7 @@ def _score_table(report: Report) -> HtmlTable:
 def _priors_table(report: Report) -> HtmlTable:
     fmt = lambda p: " ".join(f"{v:.3f}" for v in p)  # noqa: E731
     rows = [["truth (scored images)", str(t), fmt(report.truth_priors[t]), ""] for t in TASKS if t in report.truth_priors]
-    rows += [[p.source, str(p.task), fmt(p.labelled), fmt(p.eval)] for p in report.priors]
+    rows += [[p.source, str(p.task), fmt(p.labelled), fmt(p.eval) + ("" if p.holds else " (EM fails on labelled: not to be trusted)")] for p in report.priors]
     return HtmlTable("priors", ["source", "task", "labelled images", "eval (EM estimate)"], rows, 2)
 
 

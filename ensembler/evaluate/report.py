@@ -28,7 +28,7 @@ from ..errors import EnsError, preview
 from ..pipeline.calibration import Calibrator, fit
 from ..pipeline.composition import check_competition, eval_target
 from ..pipeline.engine import Context, Pipeline, run
-from ..pipeline.priors import em_priors, implied_priors
+from ..pipeline.priors import em_priors, implied_priors, self_check
 from ..pipeline.recipe import Recipe, complete_recipe
 from ..pipeline.scope import Labelled, labelled_scope, load_labelled
 from ..pipeline.steps import Method, combining
@@ -77,12 +77,15 @@ class ReportRow:
 @dataclass(frozen=True)
 class PriorRow:
     """A source's class priors for one task: the mean of its posteriors on the scored labelled
-    images (the priors its probabilities stand for) and the EM estimate on eval, both ``(k,)``."""
+    images (the priors its probabilities stand for) and the EM estimate on eval, both ``(k,)``;
+    `holds`: whether EM gives back the labelled images' own mix from their calibrated
+    probabilities (`priors.self_check`), without which its eval estimate is not to be trusted."""
 
     source: str
     task: Task
     labelled: np.ndarray
     eval: np.ndarray
+    holds: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,8 @@ def standing(value: float | None, higher_is_better: bool = True) -> float:
 
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
     """Each source's implied priors on its labelled rows and EM-estimated eval priors (on its
-    eval probabilities calibrated by temperature on the labelled rows, against their true mix), per task
-    it covers (ensembles, which re-use their sources' predictions, and sources without eval
+    eval probabilities calibrated by temperature on the labelled rows, against their true mix,
+    and whether EM holds there: `priors.self_check`), per task it covers (ensembles, which re-use their sources' predictions, and sources without eval
     predictions are left out)."""
     rows = []
     for name, labelled in aligned.items():
@@ -128,8 +131,9 @@ def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list
             if task in labelled.tasks and task in evaluated.tasks:
                 # EM assumes calibrated posteriors and the true train mix (priors.correct_shift)
                 mix = np.bincount(truth[task], minlength=N_CLASSES[task]) / len(truth[task])
-                calibrated = fit(Calibrator.TS, labelled.probs[task], truth[task]).apply(evaluated.probs[task])
-                rows.append(PriorRow(name, task, implied_priors(labelled.probs[task]), em_priors(calibrated, mix)[0]))
+                calibration = fit(Calibrator.TS, labelled.probs[task], truth[task])
+                holds = self_check(calibration.apply(labelled.probs[task]), mix) is None
+                rows.append(PriorRow(name, task, implied_priors(labelled.probs[task]), em_priors(calibration.apply(evaluated.probs[task]), mix)[0], holds))
     return rows
 
 

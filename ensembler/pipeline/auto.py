@@ -35,9 +35,10 @@ default, moves from the soft vote only as far as the evidence carries it:
   paired gain's 90 % interval above 0: there the variance the cap guards against is measured
   small), so ``w`` runs to 1 toward it: at 600 labelled people (`bench/quality.py`) the cap
   had stopped half-way toward stacks that won beyond the noise, up to 0.051 below the rule of
-  before; lifted there, 4 of 15 teams stay below it by more than 0.005 (6 capped), and on the
-  replayed teams the worst trail behind the hindsight-best falls from 0.037 to 0.029 (300
-  people) and from 0.096 to 0.088 (540), the mean within 0.002 of the capped rule's.
+  before; lifted there, 3 of 15 teams stay below it by more than 0.005 (6 capped; 4 before
+  the eval mix's self-check), and on the replayed teams the worst trail behind the
+  hindsight-best falls from 0.037 to 0.029 (300 people) and from 0.096 to 0.088 (540), the mean
+  within 0.002 of the capped rule's.
   Inside the per-task candidate each task keeps its soft vote unless another option's paired
   gain is beyond the noise, as before.
 - **thin classes**: a class of a task held by fewer than `MIN_PEOPLE` labelled people is too
@@ -48,7 +49,10 @@ default, moves from the soft vote only as far as the evidence carries it:
   mix that EM estimates from the calibrated soft vote (`eval_mix`): a stack that learned from
   the labelled images that 60+ is rare is judged on an eval set that may hold three times as
   many (without it, on simulated teams whose eval is older, auto chose such stacks beyond the
-  noise and lost up to 0.069 to the soft vote on the hidden answers).
+  noise and lost up to 0.069 to the soft vote on the hidden answers). An estimate is dropped
+  where EM fails its premise on the labelled images (`priors.self_check`): there it had run
+  upward, 60+ at over half of eval where 7 % are, and judged the stacks that call 60+ rightly
+  as rare 0.08 to 0.19 below the soft vote.
 - **run-aways**: a candidate whose eval decisions give a class less than `COLLAPSE` (a quarter)
   of what it can be expected to get (the labelled share, or the members' own eval calls if
   fewer; `expected_shares`) is not chosen (the guard of the prior step, `priors.degenerate`,
@@ -287,10 +291,10 @@ def run_away(decided: Mapping[Task | str, np.ndarray], expected: Mapping[Task | 
 def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, target: Sources) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Image weights ``(n,)`` that re-weight the labelled images to the eval mix: EM's estimate
     on the soft vote's eval probabilities, calibrated out of fold first, against the labelled
-    images' true mix (`priors.fit_correction`, estimates that run away dropped); each image
-    weighs the product over tasks of (estimated eval share / labelled share) of its true class
-    (importance weighting under label shift: Saerens, Latinne and Decaestecker 2002; Lipton,
-    Wang and Smola 2018). A candidate tuned to the labelled mix (a stack that learned that 60+ is
+    images' true mix (`priors.fit_correction`: estimates that run away, or whose EM fails its
+    self-check on the labelled images, dropped); each image weighs the product over tasks of
+    (estimated eval share / labelled share) of its true class (importance weighting under label
+    shift: Saerens, Latinne and Decaestecker 2002; Lipton, Wang and Smola 2018). A candidate tuned to the labelled mix (a stack that learned that 60+ is
     rare) is then judged where it is used, on an eval set that may be older. None when no
     estimate stands; and the estimates, per task."""
     soft = FittedVote(recipe, Soft())
