@@ -119,8 +119,8 @@ def standing(value: float | None, higher_is_better: bool = True) -> float:
 def estimated_priors(store: Store, aligned: Mapping[str, PredictionSet]) -> list[PriorRow]:
     """Each source's implied priors on its labelled rows and EM-estimated eval priors (on its
     eval probabilities calibrated by temperature on the labelled rows, against their true mix,
-    and whether EM holds there: `priors.self_check`), per task it covers (ensembles, which re-use their sources' predictions, and sources without eval
-    predictions are left out)."""
+    and whether EM holds there: `priors.self_check`), per task it covers (ensembles, which
+    re-use their sources' predictions, and sources without eval predictions are left out)."""
     rows = []
     for name, labelled in aligned.items():
         if kind_of(labelled.meta) == "ensemble" or not store.has(name, Split.EVAL):
