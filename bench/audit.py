@@ -129,21 +129,22 @@ def best_f1(hits: np.ndarray, n_wrong: int) -> float:
     return float(np.max(2 * found / (np.arange(1, len(hits) + 1) + max(n_wrong, 1)), initial=0.0))
 
 
+def their_task(task_probs, given, folds):
+    """cleanlab on one task: the sources' probabilities ``[(n, k)]`` calibrated out of `folds` and
+    pooled ``(n, k)``, its image flags ``(n,) bool`` (`find_label_issues`) and image scores ``(n,)``
+    (its self-confidence ranking: 1 - the pooled probability of the given class)."""
+    from cleanlab.filter import find_label_issues
+
+    pool = np.exp(pooled(calibrated_logs(task_probs, given, folds), [1.0] * len(task_probs)))
+    return pool, find_label_issues(given, pool), 1 - pool[np.arange(len(pool)), given]
+
+
 def reference(probs, given, ids, persons):
     """cleanlab's image flags per task on the calibrated pooled probabilities: ``{task: (n,) bool}``
     and the image scores (its self-confidence ranking)."""
-    from cleanlab.filter import find_label_issues
-
     folds = Folds.of(ids)
     g = decode(given)
-    out = {}
-    for task in TASKS:
-        names = [s for s in probs if task in probs[s]]
-        logs = calibrated_logs([probs[s][task] for s in names], g[task], folds)
-        pool = np.exp(pooled(logs, [1.0] * len(names)))
-        flags = find_label_issues(g[task], pool)
-        out[task] = (flags, 1 - pool[np.arange(len(pool)), g[task]])
-    return out
+    return {task: their_task([probs[s][task] for s in probs if task in probs[s]], g[task], folds)[1:] for task in TASKS}
 
 
 def person_units(flags: np.ndarray, persons: np.ndarray, wrong: set, score: np.ndarray) -> tuple[set, set, list, int]:
@@ -189,10 +190,8 @@ def declared(seeds: int, images: int) -> None:
                 else:
                     units = {row_of[i] for i in mine["image"]}
                 sources = [s for s in team.probs if task in team.probs[s]]
-                logs = calibrated_logs([team.probs[s][task] for s in sources], team.given[task], folds)
-                pool = np.exp(pooled(logs, [1.0] * len(sources)))
+                pool, flags, score = their_task([team.probs[s][task] for s in sources], team.given[task], folds)
                 present[task] = pool[:, -1]
-                flags = find_label_issues(team.given[task], pool)
                 if codes is not None:
                     share = np.bincount(codes, weights=flags.astype(float)) / np.bincount(codes)
                     theirs = set(np.flatnonzero(share > 0.5).tolist())
@@ -207,8 +206,7 @@ def declared(seeds: int, images: int) -> None:
                 reliability[kind][1].extend(hits[shown])
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
                 dominance[kind].append(at_their_point(hits, len(wrong), b[0], b[1]))
-                score = 1 - pool[np.arange(len(pool)), team.given[task]]  # cleanlab's ranking: self-confidence, a group by its images' mean
-                if codes is not None:
+                if codes is not None:  # cleanlab's ranking of a group: its images' mean self-confidence score
                     score = np.bincount(codes, weights=score) / np.bincount(codes)
                 theirs_ranked = np.argsort(-score, kind="stable")
                 ceiling[kind].append((best_f1(hits, len(wrong)), best_f1(np.isin(theirs_ranked, list(wrong)), len(wrong)), a[2], b[2]))

@@ -85,7 +85,7 @@ class PriorRow:
     task: Task
     labelled: np.ndarray
     eval: np.ndarray
-    holds: bool = True
+    holds: bool
 
 
 @dataclass(frozen=True)

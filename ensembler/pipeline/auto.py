@@ -294,9 +294,10 @@ def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, targe
     images' true mix (`priors.fit_correction`: estimates that run away, or whose EM fails its
     self-check on the labelled images, dropped); each image weighs the product over tasks of
     (estimated eval share / labelled share) of its true class (importance weighting under label
-    shift: Saerens, Latinne and Decaestecker 2002; Lipton, Wang and Smola 2018). A candidate tuned to the labelled mix (a stack that learned that 60+ is
-    rare) is then judged where it is used, on an eval set that may be older. None when no
-    estimate stands; and the estimates, per task."""
+    shift: Saerens, Latinne and Decaestecker 2002; Lipton, Wang and Smola 2018). A candidate
+    tuned to the labelled mix (a stack that learned that 60+ is rare) is then judged where it is
+    used, on an eval set that may be older. None when no estimate stands; and the estimates, per
+    task."""
     soft = FittedVote(recipe, Soft())
     correction = fit_correction(soft.apply(x), labels, folds, soft.apply(target), PriorSpec("em"))
     record = {t: {key: v for key, v in entry.items() if key in ("train", "eval", "dropped")} for t, entry in correction.record.get("tasks", {}).items()}

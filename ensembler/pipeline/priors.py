@@ -354,10 +354,10 @@ def fit_correction(
             continue
         entry = {"train": train[task].round(4).tolist(), "eval": target.round(4).tolist(), "from": how}
         lost = degenerate(target, train[task]) if how != "given" else []
-        unfit = self_check(cal_val[task], train[task]) if how == "em" and not lost else None
+        unfit = self_check(cal_val[task], train[task]) if how == "em" and not lost and not force else None
         if lost and not force:
             entry["dropped"] = f"takes class(es) {lost} below a quarter of their labelled share (EM running away)"
-        elif unfit is not None and not force:
+        elif unfit is not None:
             entry["dropped"] = f"EM on the labelled images' calibrated probabilities gives {unfit.round(4).tolist()} where their mix is {entry['train']}: the calibration does not hold for EM"
         if "dropped" in entry:
             notes.append(f"{task}: the {how} estimate {entry['eval']} {entry['dropped']}; {task} left uncorrected")
