@@ -12,20 +12,23 @@ weighted mean of their logs. What is judged is each label as it was given:
   all its images together, as the mask audit judges a person's gender.
 
 Both are `label_errors.judge_units` (the two-groups model of Efron et al. 2001 on the summed
-margins of a unit's images, over the square root of its images where groups differ in size),
-a unit being an image or a group; the prior rate of label errors is learnt per task in its
-rounds of EM (`Audit.rates`; nobody has published a declared competition's), starting from
-`Noise.person`. A unit counts in its labelled class's densities only when it is at least
-`VOUCH` likely right (the mask audit: more likely right than wrong): real noise relabels alike
-images alike (a look-alike class's images, a series of one patient), and wrong labels that
-came out just under one half in one round would vouch for each other in the next, pulling the
-whole cluster back to "right" and the learnt rate down with it; fitting the densities on the
-surely right units only is trimmed estimation (Neykov, Filzmoser, Dimova and Neytchev 2007,
-trimmed likelihood for mixtures). Image by image this is close in spirit to confident learning (Northcutt, Jiang and
-Chuang 2021, `cleanlab.filter.find_label_issues`): both compare an image's evidence for its
-given class with what the other images of each class show; here the comparison is a density
-ratio and the answer a probability, so one threshold (`label_errors.FLAG`) means the same in every
-competition. Groups not marked shared only keep the folds (calibration) honest.
+margins of a unit's images, over the square root of its images where groups differ in size), a
+unit being an image or a group; the prior rate of label errors is learnt per task and given
+class in its rounds of EM (`Audit.rates` holds each task's mean; nobody has published a declared
+competition's), starting from `Noise.person`: a given class's own rate, shrunk toward the flat
+model's, lets a multi-label finding's missing positives (a "no" wrong more often than the flat
+model allows a common class) be found. A unit counts in its labelled class's densities only when
+it is at least `VOUCH` likely right (the mask audit: more likely right than wrong): real noise
+relabels alike images alike (a look-alike class's images, a series of one patient), and wrong
+labels that came out just under one half in one round would vouch for each other in the next,
+pulling the whole cluster back to "right" and the learnt rate down with it; fitting the
+densities on the surely right units only is trimmed estimation (Neykov, Filzmoser, Dimova and
+Neytchev 2007, trimmed likelihood for mixtures). Image by image this is close in spirit to
+confident learning (Northcutt, Jiang and Chuang 2021, `cleanlab.filter.find_label_issues`): both
+compare an image's evidence for its given class with what the other images of each class show;
+here the comparison is a density ratio and the answer a probability, so one threshold
+(`label_errors.FLAG`) means the same in every competition. Groups not marked shared only keep
+the folds (calibration) honest.
 
 The findings: one row a label (``image, group, task, given, suggested, p_wrong, sources,
 of_sources, evidence``; `image` empty for a shared task's group, `group` empty where none is

@@ -30,6 +30,7 @@ REPORTED = 0.1  # the findings table holds the labels at least this likely wrong
 EPS = 1e-7
 ALTERNATIVES = 5  # a unit is weighed against its likeliest other classes, at most this many (the rest: no evidence for them)
 RATE_BOUNDS = (0.002, 0.2)  # a learnt rate of label errors stays within these
+RATE_SHRINK = 300.0  # a given class's learnt rate of errors weighs the flat model's as this many units (`judge_units`; bench/audit.py --declared)
 MAX_LOG_RATIO = 50.0  # a likelihood ratio beyond e^50 says nothing more (and far tails underflow)
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Findings:
     sources: np.ndarray  # sources whose own evidence points to `suggested`
     evidence: np.ndarray  # P(suggested) from the photos alone (person tasks) or the file's (mask)
     rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
+    class_rates: np.ndarray | None = None  # (k,) the learnt rate of errors per given class (`judge_units`' learn_rate)
 
 
 def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5) -> Findings:
@@ -147,9 +149,15 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     `given` ``(n,)`` (one class per unit) and `units` ``(n,)`` (codes 0..u-1); `label_prior`
     ``(u, k)``: P(true class | what the label says) where more is known than the flat error
     rate `noise.person` (None: that rate, shared by the other classes by their share);
-    `learn_rate`: the flat rate is learnt in the rounds of EM instead, as the mean probability
-    of being wrong (the mixing weight of the two groups; `noise.person` its start, kept within
-    `RATE_BOUNDS`), for a competition whose rate of label errors nobody has published;
+    `learn_rate`: the rate is learnt in the rounds of EM instead, for a competition whose rate
+    of label errors nobody has published: per given class, as the mean probability of being
+    wrong of the units that carry it (a row of the noise matrix P(true | given), as confident
+    learning's confident joint estimates it: Northcutt, Jiang and Chuang 2021), shrunk toward
+    what the pooled mean rate implies for that class under the flat model by `RATE_SHRINK`
+    units (empirical Bayes: a class of few units keeps the flat model, a large one its own
+    rate; real noise is not symmetric: a multi-label finding's errors are mostly missing
+    positives, which the flat model, putting a rare class's labels at many times the rate of a
+    common one's, misses); `noise.person` the start, every rate within `RATE_BOUNDS`;
     `by_size`: units of different sizes (patients of 1 to 8 images) are compared by their
     margin over the square root of their rows (independent rows' sums would spread by it; the
     mask competition's people, all seven photos, keep the plain sum); `vouch`: how likely
@@ -190,8 +198,24 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         out = np.where(as_given, 1 - rate, rate / (k - 1)) * prior[None, :]  # P(given | true) P(true)
         return out / out.sum(axis=1, keepdims=True)
 
+    def per_class(wrong: np.ndarray, pooled_rate: float) -> np.ndarray:
+        # each given class's rate of errors (wrong: (u,) each unit's probability of being
+        # wrong), shrunk toward P(wrong | given) under flat(pooled_rate) by RATE_SHRINK units
+        kept = (1 - pooled_rate) * prior
+        implied = pooled_rate * (1 - prior) / (k - 1)
+        implied = implied / (implied + kept)
+        count = np.bincount(label, minlength=k)
+        return np.clip((np.bincount(label, weights=wrong, minlength=k) + RATE_SHRINK * implied) / (count + RATE_SHRINK), *RATE_BOUNDS)
+
+    def by_given(rates: np.ndarray) -> np.ndarray:
+        # P(true | given): the given class 1 - its rate, the rest to the other classes by their share
+        others = np.where(as_given, 0.0, prior[None, :])
+        others /= others.sum(axis=1, keepdims=True)
+        r = rates[label][:, None]
+        return np.where(as_given, 1 - r, r * others)
+
     learn_rate = learn_rate and label_prior is None
-    rate = noise.person
+    rate, class_rates = noise.person, None
     if label_prior is None:
         label_prior = flat(rate)
     rows = np.arange(n_units)
@@ -250,13 +274,14 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         right = post[rows, label]
         if learn_rate:
             rate = float(np.clip(np.mean(1 - right), *RATE_BOUNDS))
-            label_prior = flat(rate)
+            class_rates = per_class(1 - right, rate)
+            label_prior = by_given(class_rates)
     p_wrong = 1 - right
     other = post.copy()
     other[rows, label] = -1
     suggested = other.argmax(axis=1)
     agree = sum((summed(log_p).argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
-    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate)
+    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates)
 
 
 def findings_table(who: Mapping[str, object], task: str, names: Sequence[str], found: Findings, of_sources: int) -> pd.DataFrame:
