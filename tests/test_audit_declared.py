@@ -198,7 +198,7 @@ def test_ens_audit_in_a_declared_competition_finds_flipped_images_and_writes_the
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "audit", "--html", str(tmp_path / "audit.html")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "audited" in result.output and "images of" in result.output and "groups" in result.output
-    assert "label errors learnt from the evidence: label " in result.output
+    assert "label errors learnt from the evidence: label " in result.output and f"({classes[0]} " in result.output  # each given class's rate
     findings = pd.read_csv(tmp_path / "audit" / "train.csv", keep_default_na=False)
     assert tuple(findings.columns) == ("image", "group", "task", "given", "suggested", "p_wrong", "sources", "of_sources", "evidence")
     flagged = findings[findings["p_wrong"] >= 0.5]
@@ -208,6 +208,8 @@ def test_ens_audit_in_a_declared_competition_finds_flipped_images_and_writes_the
     assert row["group"] == f"g{team.groups[sure[0]]}"
     record = json.loads((tmp_path / "audit" / "train.json").read_text())
     assert record["flagged"] == {"label": len(flagged)} and "images" in record["scope"] and 0.002 <= record["error_rates"]["label"] <= 0.2
+    by_class = record["error_rates_by_class"]["label"]
+    assert list(by_class) == list(classes) and all(0.002 <= r <= 0.2 for r in by_class.values())
     page = (tmp_path / "audit.html").read_text()
     assert f"{len(flagged)} flagged images shown" in page or "flagged images shown" in page
     assert team.labelled_ids[sure[0]] in page

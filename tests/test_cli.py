@@ -373,3 +373,12 @@ def test_the_demo_hint_names_the_ens_that_ran_as_it_runs_from_the_demo_folder(tm
     assert _ens_from(tmp_path / "ens-demo") == "../.venv/bin/ens"
     monkeypatch.setenv("PATH", f"{venv_ens.parent}:/usr/bin:/bin")  # activated: its ens is the one found
     assert _ens_from(tmp_path / "ens-demo") == "ens"
+
+
+def test_a_learnt_rate_of_label_errors_reads_per_given_class_and_names_the_worst_past_six():
+    from ensembler.cli.output import learnt_rate
+
+    assert learnt_rate("finding0", 0.015, {"no": 0.017, "yes": 0.009}) == "finding0 1.5% (no 1.7%, yes 0.9%)"
+    assert learnt_rate("label", 0.02, {}) == "label 2.0%"
+    many = {f"c{i}": 0.01 + 0.001 * (i == 4) for i in range(50)}
+    assert learnt_rate("label", 0.01, many) == "label 1.0% (most often c4 1.1%)"

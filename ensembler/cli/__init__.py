@@ -36,6 +36,7 @@ from .output import (
     audit_table,
     compose_summary,
     eval_table,
+    learnt_rate,
     priors_table,
     report_table,
     sources_table,
@@ -582,7 +583,7 @@ def audit(
     for note in result.notes + result.audit.problems:
         out.print(f"note: {note}", markup=False)
     if result.audit.rates:
-        out.print("label errors learnt from the evidence: " + ", ".join(f"{task} {rate:.1%}" for task, rate in result.audit.rates.items()), markup=False)
+        out.print("label errors learnt from the evidence: " + "; ".join(learnt_rate(task, rate, result.audit.class_rates.get(task, {})) for task, rate in result.audit.rates.items()), markup=False)
     flagged = result.audit.flagged()
     counts = ", ".join(f"{task} {int((flagged['task'] == task).sum())}" for task in result.tasks)
     out.print(f"wrote {_rel(path)}: {len(result.findings)} findings, {len(flagged)} at p_wrong >= {FLAG} ({counts})")

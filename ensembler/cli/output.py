@@ -34,6 +34,18 @@ def task_letters(tasks: Sequence[str]) -> str:
 TASK_LEGEND = "tasks: m mask, g gender, a age"
 
 
+def learnt_rate(task: str, rate: float, by_class: Mapping[str, float], shown: int = 6) -> str:
+    """``"finding0 1.5% (no 1.7%, yes 0.9%)"``: a task's learnt rate of label errors, then each
+    given class's (`Audit.class_rates`); past `shown` classes, the class whose labels are wrong
+    most often only."""
+    if not by_class:
+        return f"{task} {rate:.1%}"
+    if len(by_class) > shown:
+        name = max(by_class, key=by_class.__getitem__)
+        return f"{task} {rate:.1%} (most often {name} {by_class[name]:.1%})"
+    return f"{task} {rate:.1%} (" + ", ".join(f"{name} {r:.1%}" for name, r in by_class.items()) + ")"
+
+
 def compose_summary(sub: Submission) -> list[str]:
     """The lines `ens compose` prints after writing `sub`: the tasks the recipe did not name, how
     it composed and what each step says of itself (`Submission.lines`: the steps' own words),

@@ -74,7 +74,7 @@ def audit_images(
     group_names = np.asarray(groups, dtype=object) if groups is not None else None
     group_codes = np.unique(group_names.astype(str), return_inverse=True)[1] if group_names is not None else np.arange(n)
     folds = Folds.of(ids, groups=group_names)
-    tables, units, rates = [], {}, {}
+    tables, units, rates, class_rates = [], {}, {}, {}
     for task, names in class_names.items():
         chosen = dict((weights or {}).get(task) or {s: 1.0 for s, p in probs.items() if task in p})
         if not chosen or task not in labels:
@@ -86,7 +86,8 @@ def audit_images(
         found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group, vouch=VOUCH)
         first = np.unique(codes, return_index=True)[1][found.people]
         units[task], rates[task] = int(len(found.people)), round(found.rate, 5)
+        class_rates[task] = {name: round(float(r), 5) for name, r in zip(names, found.class_rates)}
         who = {"image": np.full(len(first), "", dtype=object) if by_group else ids[first], "group": group_names[first] if group_names is not None else ""}
         tables.append(findings_table(who, task, names, found, len(chosen)))
     table = reported(tables, ("group", "image"), least)[list(COLUMNS)]
-    return Audit(table, units, rates=rates)
+    return Audit(table, units, rates=rates, class_rates=class_rates)

@@ -58,12 +58,14 @@ class Audit:
     `p_wrong`, descending; people: how many people (images, groups) were audited per task;
     problems: the data problems seen on the way (a person without seven images, a person id
     used by two folders); rates: per task, the rate of label errors learnt (declared
-    competitions; `judge_units`' `learn_rate`)."""
+    competitions; `judge_units`' `learn_rate`), the mean over its labels; class_rates: per
+    task and given class (its name), the rate learnt for the labels that name it."""
 
     findings: pd.DataFrame
     people: dict[str, int]
     problems: list[str] = field(default_factory=list)
     rates: dict[str, float] = field(default_factory=dict)
+    class_rates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def flagged(self, threshold: float = FLAG) -> pd.DataFrame:
         """The findings at least `threshold` likely wrong."""
