@@ -277,3 +277,29 @@ def test_the_page_shows_the_flagged_peoples_photos_and_renders_in_chromium(chrom
     done = render(chromium, page, tmp_path, "--dump-dom")
     assert done.returncode == 0 and not console_errors(done.stderr), done.stderr[-2000:]
     assert wrong in done.stdout
+
+
+def test_log_density_is_the_weighted_kernel_mixture_with_its_broad_tail():
+    # by hand: Silverman's robust bandwidth, each point's own term left out, a share 1/(m+1) of
+    # one Gaussian three times as wide; a point far past every kernel keeps the broad part
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    from ensembler.evaluate.label_errors import log_density
+
+    rng = np.random.default_rng(3)
+    sample = rng.normal(0, 2.0, 50)
+    weights = rng.uniform(0.5, 1.5, 50)
+    at = np.array([sample[4], 0.3, 1e4])
+    leave_out = np.array([4, -1, -1])
+    w = weights / weights.sum()
+    mean = np.sum(w * sample)
+    q1, q3 = np.percentile(sample, [25, 75])
+    robust = max(min(np.sqrt(np.sum(w * (sample - mean) ** 2)), (q3 - q1) / 1.34), 0.5)
+    h = 0.9 * robust * 50**-0.2
+    kernel = [logsumexp(norm.logpdf(x, sample, h)[keep], b=w[keep]) for x, own in zip(at, leave_out) for keep in [np.arange(50) != own]]
+    tail = norm.logpdf(at, np.median(sample), 3 * robust)
+    expected = np.logaddexp(np.log(50 / 51) + np.array(kernel), np.log(1 / 51) + tail)
+    got = log_density(at, sample, weights, leave_out)
+    np.testing.assert_allclose(got[:2], expected[:2], rtol=1e-12)
+    assert np.isfinite(got[2]) and got[2] == pytest.approx(np.log(1 / 51) + tail[2], rel=1e-12)
