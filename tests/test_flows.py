@@ -23,6 +23,7 @@ per kind); a longer walk: ``ENS_FLOW_EXAMPLES=200 ENS_FLOW_STEPS=25 pytest tests
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
 import shutil
@@ -184,6 +185,7 @@ def template(kind: str) -> Template:
     """The kind's template, made once per test session."""
     if kind not in _TEMPLATES:
         root = Path(tempfile.mkdtemp(prefix=f"ens-flow-{kind}-"))
+        atexit.register(shutil.rmtree, root, True)  # made once a session, gone with it
         _TEMPLATES[kind] = _mask_template(root) if kind == "mask" else _declared_template(root, kind)
     return _TEMPLATES[kind]
 
