@@ -194,25 +194,28 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     margins = evidence / np.sqrt(sizes)[:, None] if by_size else evidence  # what the units' margins are taken from
     as_given = np.arange(k)[None, :] == label[:, None]
 
-    def flat(rate: float) -> np.ndarray:
-        out = np.where(as_given, 1 - rate, rate / (k - 1)) * prior[None, :]  # P(given | true) P(true)
-        return out / out.sum(axis=1, keepdims=True)
-
-    def per_class(wrong: np.ndarray, pooled_rate: float) -> np.ndarray:
-        # each given class's rate of errors (wrong: (u,) each unit's probability of being
-        # wrong), shrunk toward P(wrong | given) under flat(pooled_rate) by RATE_SHRINK units
-        kept = (1 - pooled_rate) * prior
-        implied = pooled_rate * (1 - prior) / (k - 1)
-        implied = implied / (implied + kept)
-        count = np.bincount(label, minlength=k)
-        return np.clip((np.bincount(label, weights=wrong, minlength=k) + RATE_SHRINK * implied) / (count + RATE_SHRINK), *RATE_BOUNDS)
-
     def by_given(rates: np.ndarray) -> np.ndarray:
-        # P(true | given): the given class 1 - its rate, the rest to the other classes by their share
+        # P(true | given) (u, k): the given class 1 - its rate, the rest to the other classes by their share
         others = np.where(as_given, 0.0, prior[None, :])
         others /= others.sum(axis=1, keepdims=True)
         r = rates[label][:, None]
         return np.where(as_given, 1 - r, r * others)
+
+    def implied(rate: float) -> np.ndarray:
+        # P(wrong | given class) (k,) under the flat model: a true class's label flips to each
+        # other class alike with `rate` in all, P(given | true) P(true) by Bayes' rule
+        kept = (1 - rate) * prior
+        flips = rate * (1 - prior) / (k - 1)
+        return flips / (flips + kept)
+
+    def flat(rate: float) -> np.ndarray:
+        return by_given(implied(rate))
+
+    def per_class(wrong: np.ndarray, pooled_rate: float) -> np.ndarray:
+        # each given class's rate of errors (wrong: (u,) each unit's probability of being
+        # wrong), shrunk toward the flat model's by RATE_SHRINK units
+        count = np.bincount(label, minlength=k)
+        return np.clip((np.bincount(label, weights=wrong, minlength=k) + RATE_SHRINK * implied(pooled_rate)) / (count + RATE_SHRINK), *RATE_BOUNDS)
 
     learn_rate = learn_rate and label_prior is None
     rate, class_rates = noise.person, None
