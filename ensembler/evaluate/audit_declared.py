@@ -11,9 +11,13 @@ weighted mean of their logs. What is judged is each label as it was given:
   [diagnosis]}``: every image of a patient carries one diagnosis): the group as one label, from
   all its images together, as the mask audit judges a person's gender.
 
-Both are `label_errors.judge_units` (the two-groups model of Efron et al. 2001 on the summed
-margins of a unit's images, over the square root of its images where groups differ in size), a
-unit being an image or a group; the prior rate of label errors is learnt per task and given
+Both are `label_errors.judge_units` (the two-groups model of Efron et al. 2001), a unit being
+an image or a group, judged by the given class's log-odds against all the others summed over
+the unit's images (`versus_rest`: with five classes and images that each say little, the margin
+over one other class carries that class's noise, the log-odds against all of them averages it
+out; the suggestion is the other class the images favour most), over its images to the power
+`label_errors.SIZE_POWER` where groups differ in size (a patient's images are alike, so their
+sum spreads faster than for independent images); the prior rate of label errors is learnt per task and given
 class in its rounds of EM (`Audit.rates` holds each task's mean; nobody has published a declared
 competition's), starting from `Noise.person`: a given class's own rate, shrunk toward the flat
 model's, lets a multi-label finding's missing positives (a "no" wrong more often than the flat
@@ -83,7 +87,7 @@ def audit_images(
         logs = dict(zip(chosen, calibrated_logs([probs[s][task] for s in chosen], given, folds)))
         by_group = task in shared and group_names is not None
         codes = group_codes if by_group else np.arange(n)
-        found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group, vouch=VOUCH)
+        found = judge_units(logs, chosen, given, codes, len(names), noise, learn_rate=True, by_size=by_group, vouch=VOUCH, versus_rest=True)
         first = np.unique(codes, return_index=True)[1][found.people]
         units[task], rates[task] = int(len(found.people)), round(found.rate, 5)
         class_rates[task] = {name: round(float(r), 5) for name, r in zip(names, found.class_rates)}

@@ -31,6 +31,7 @@ EPS = 1e-7
 ALTERNATIVES = 5  # a unit is weighed against its likeliest other classes, at most this many (the rest: no evidence for them)
 RATE_BOUNDS = (0.002, 0.2)  # a learnt rate of label errors stays within these
 RATE_SHRINK = 300.0  # a given class's learnt rate of errors weighs the flat model's as this many units (`judge_units`; bench/audit.py --declared)
+SIZE_POWER = 0.75  # units of different sizes are compared by their summed evidence over their rows to this power (`judge_units`' by_size)
 MAX_LOG_RATIO = 50.0  # a likelihood ratio beyond e^50 says nothing more (and far tails underflow)
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Findings:
     class_rates: np.ndarray | None = None  # (k,) the learnt rate of errors per given class (`judge_units`' learn_rate)
 
 
-def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5) -> Findings:
+def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5, versus_rest: bool = False) -> Findings:
     """A label the rows of a unit share (a person's gender, a patient's diagnosis; an image's
     own label is a unit of one row): per unit, the probability that the given class is wrong
     and the likeliest other. `logs`: each source's calibrated log-probabilities ``(n, k)``;
@@ -159,10 +160,21 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     positives, which the flat model, putting a rare class's labels at many times the rate of a
     common one's, misses); `noise.person` the start, every rate within `RATE_BOUNDS`;
     `by_size`: units of different sizes (patients of 1 to 8 images) are compared by their
-    margin over the square root of their rows (independent rows' sums would spread by it; the
-    mask competition's people, all seven photos, keep the plain sum); `vouch`: how likely
+    summed evidence over their rows to the power `SIZE_POWER` (independent rows' sums spread as
+    the square root of their count, one row repeated as the count; a patient's images, alike,
+    lie between: at 0.5 a large patient's sum spreads past what the pooled density expects and
+    is flagged over-confidently, bench/audit.py --declared; the mask competition's people, all
+    seven photos, keep the plain sum); `vouch`: how likely
     right a unit must be to count in its labelled class's densities (0.5: the likelier
-    reading, classification EM; higher: only the surely right, a trimmed fit of the densities).
+    reading, classification EM; higher: only the surely right, a trimmed fit of the densities);
+    `versus_rest`: a unit is judged by the given class's log-odds against all the others (its
+    rows' ``log p_g - log(1 - p_g)`` summed) instead of its margin over each other class: for
+    "truly c", the density of that statistic among the units of c (no mirroring); the
+    suggestion is then the other class its own rows favour most. With more than two classes
+    and rows that each say little, the margin over one other class carries that class's noise
+    where the log-odds against all of them averages it out (bench/audit.py --declared: a
+    patient's faint images; the ranking cleanlab's self-confidence takes, the given class's
+    probability, gains the same way); with two classes the two are one statistic.
 
     A unit's evidence for class c over class g is the margin sum_rows (log p_g - log p_c); the
     rows of one unit are not independent (a person's photos), so the margin is not a
@@ -189,9 +201,13 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         np.add.at(out, units, log_p)
         return out
 
-    evidence = summed(pooled(list(logs.values()), list(weights.values())))  # sum over the unit's rows of log P(class | row)
+    log_p = pooled(list(logs.values()), list(weights.values()))
+    evidence = summed(log_p)  # sum over the unit's rows of log P(class | row)
     sizes = np.bincount(units, minlength=n_units)
-    margins = evidence / np.sqrt(sizes)[:, None] if by_size else evidence  # what the units' margins are taken from
+    scale = (sizes ** SIZE_POWER)[:, None] if by_size else 1.0
+    margins = evidence / scale  # what the units' margins are taken from
+    if versus_rest:  # each class's log-odds against the rest, summed over the unit's rows (u, k)
+        odds = summed(log_p - np.log1p(-np.clip(np.exp(log_p), None, 1 - EPS))) / scale
     as_given = np.arange(k)[None, :] == label[:, None]
 
     def by_given(rates: np.ndarray) -> np.ndarray:
@@ -231,25 +247,35 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         ranked[rows, label] = -np.inf
         alternatives = np.argpartition(-ranked, ALTERNATIVES - 1, axis=1)[:, :ALTERNATIVES]  # (u, A)
     members = [np.flatnonzero(label == g) for g in range(k)]
-    # per class g: its units' margins for g over every class ``(n_g, k)``, and per column the
-    # quartiles, median and 95th percentile (one call a class, not three a pair of classes)
+    # per class g: its units' margins for g over every class (versus the rest: each class's
+    # log-odds) ``(n_g, k)``, and per column the quartiles, median, 95th and 5th percentiles
+    # (one call a class, not three a pair of classes)
     over: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for g, mine in enumerate(members):
         if len(mine):
-            m = margins[mine, g][:, None] - margins[mine]
-            over[g] = m, np.vstack([np.percentile(m, [25, 75], axis=0), np.median(m, axis=0)[None], np.percentile(m, 95, axis=0)[None]])
+            m = odds[mine] if versus_rest else margins[mine, g][:, None] - margins[mine]
+            over[g] = m, np.vstack([np.percentile(m, [25, 75], axis=0), np.median(m, axis=0)[None], np.percentile(m, [95, 5], axis=0)])
     pairs = []  # what every round reads of each pair of classes (g labelled, c the alternative)
     for g, mine in enumerate(members):
         for c, theirs in enumerate(members):
             if c == g or not len(mine) or not len(theirs):
                 continue
             at = np.arange(len(mine)) if alternatives is None else np.flatnonzero((alternatives[mine] == c).any(axis=1))
-            d, other = over[g][0][:, c], over[c][0][:, g]
-            mine_q, other_q = over[g][1][:, c], over[c][1][:, g]
-            # a margin surer than most of a class's is read as that class's 95th percentile:
+            # d: the statistic of g's units (their margin of g over c, or g's log-odds); other:
+            # what c's units show of it (their margin of c over g, mirrored at reading; or the
+            # same log-odds of g)
+            d, other = over[g][0][:, g if versus_rest else c], over[c][0][:, g]
+            mine_q, other_q = over[g][1][:, g if versus_rest else c], over[c][1][:, g]
+            # a margin surer than most of a class's is read as that class's 95th percentile
+            # (versus the rest: a log-odds of g lower than most of c's units show, as their 5th):
             # beyond it, the ratio of two far tails would be noise (a sure source's clipped
             # probabilities put a wrong person further out than any right one)
-            points = (np.minimum(d[at], mine_q[3]), np.minimum(-d[at], other_q[3])) if len(at) else None
+            if not len(at):
+                points = None
+            elif versus_rest:
+                points = (np.minimum(d[at], mine_q[3]), np.maximum(d[at], other_q[4]))
+            else:
+                points = (np.minimum(d[at], mine_q[3]), np.minimum(-d[at], other_q[3]))
             pairs.append((g, c, mine, theirs, at, d, other, points, tuple(map(float, mine_q[:3])), tuple(map(float, other_q[:3]))))
     trusted = None
     kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # each pair's two densities of the last round
@@ -280,8 +306,8 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
             class_rates = per_class(1 - right, rate)
             label_prior = by_given(class_rates)
     p_wrong = 1 - right
-    other = post.copy()
-    other[rows, label] = -1
+    other = (evidence if versus_rest else post).copy()  # versus the rest, the posterior does not tell the other classes apart
+    other[rows, label] = -np.inf
     suggested = other.argmax(axis=1)
     agree = sum((summed(log_p).argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
     return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates)
