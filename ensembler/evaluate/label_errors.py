@@ -309,7 +309,7 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     other = (evidence if versus_rest else post).copy()  # versus the rest, the posterior does not tell the other classes apart
     other[rows, label] = -np.inf
     suggested = other.argmax(axis=1)
-    agree = sum((summed(log_p).argmax(axis=1) == suggested).astype(int) for log_p in logs.values())
+    agree = sum((summed(own).argmax(axis=1) == suggested).astype(int) for own in logs.values())  # each source alone
     return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates)
 
 
