@@ -272,13 +272,14 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
             # probabilities put a wrong person further out than any right one)
             if not len(at):
                 points = None
-            elif versus_rest:
-                points = (np.minimum(d[at], mine_q[3]), np.maximum(d[at], other_q[4]))
+            elif versus_rest:  # g's own density is read from `whole`
+                points = (None, np.maximum(d[at], other_q[4]))
             else:
                 points = (np.minimum(d[at], mine_q[3]), np.minimum(-d[at], other_q[3]))
             pairs.append((g, c, mine, theirs, at, d, other, points, tuple(map(float, mine_q[:3])), tuple(map(float, other_q[:3]))))
     trusted = None
     kept: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # each pair's two densities of the last round
+    whole: dict[int, np.ndarray] = {}  # versus the rest: each class's density at all its units' own log-odds (n_g,), of the last round it changed
     for _ in range(rounds):
         now = np.where(right > vouch, 1.0, 1e-6)  # classification EM: a unit not likely enough right does not vouch for its label
         if trusted is not None and np.array_equal(now, trusted) and not learn_rate:
@@ -286,13 +287,18 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
         # a class whose units vouch as in the last round keeps its densities (most classes, after the first round)
         same = np.zeros(k, bool) if trusted is None else ~np.bincount(label, weights=now != trusted, minlength=k).astype(bool)
         trusted = now
+        if versus_rest:  # class g's density at its own units' log-odds is the same whatever the alternative: once a class
+            for g, mine in enumerate(members):
+                if len(mine) and not same[g]:
+                    d, q = over[g][0][:, g], over[g][1][:, g]
+                    whole[g] = log_density(np.minimum(d, q[3]), d, trusted[mine], np.arange(len(mine)), tuple(map(float, q[:3])))
         log_post = np.log(label_prior)
         for g, c, mine, theirs, at, d, other, points, mine_q, other_q in pairs:
             if points is None:
                 log_post[mine, c] -= MAX_LOG_RATIO
                 continue
             last = kept.get((g, c))
-            as_labelled = last[0] if same[g] else log_density(points[0], d, trusted[mine], at, mine_q)
+            as_labelled = whole[g][at] if versus_rest else last[0] if same[g] else log_density(points[0], d, trusted[mine], at, mine_q)
             as_other = last[1] if same[c] else log_density(points[1], other, trusted[theirs], quantiles=other_q)
             kept[(g, c)] = as_labelled, as_other
             order = np.argsort(-d[at], kind="stable")  # less evidence for the given class never makes it likelier right:
