@@ -250,6 +250,9 @@ def test_ens_audit_writes_the_findings_prints_the_top_and_accepts(project, toy, 
     again = runner.invoke(app, ["--zoo", str(project.zoo), "audit", "--accept", "0.9"])
     assert again.exit_code == 0 and "labels: 1 fix from label_fixes.csv" in again.output and "0 fixes added" in again.output
     assert wrong not in pd.read_csv(project.root / "audit" / "train.csv", keep_default_na=False).query("task == 'gender' and p_wrong >= 0.5")["profile"].tolist()
+    assert runner.invoke(app, ["--zoo", str(project.zoo), "split"]).exit_code == 0
+    held = runner.invoke(app, ["--zoo", str(project.zoo), "audit", "--top", "0"])  # the scope line counts the people once
+    assert held.exit_code == 0 and "audited validation fold 0 of folds.csv: " in held.output and held.output.count(" people") == 1, held.output
 
 
 def test_ens_audit_without_labelled_predictions_is_one_error(project):

@@ -401,7 +401,7 @@ def test_ens_audit_judges_a_shared_label_by_group_on_the_page_and_in_the_fix_fil
     (tmp_path / "aside.csv").rename(tmp_path / "train.csv")
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "audit", "--html", str(tmp_path / "a.html"), "--accept", "0.5"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "audited 240 images, 80 groups (label judged by group)" in result.output
+    assert "audited 240 images of 80 groups (label judged by group)" in result.output
     findings = pd.read_csv(tmp_path / "audit" / "train.csv", keep_default_na=False)
     top = findings.iloc[0]
     assert (top["group"], top["image"], top["given"], top["suggested"]) == ("p5", "", classes[given[15]], classes[truth[15]]) and top["p_wrong"] >= 0.5

@@ -288,15 +288,17 @@ def audit(project: Project, recipe: Recipe | None = None, noise: Noise = Noise()
     if not labelled.oof and project.folds.is_file():
         notes.append("not every source predicts every train image out of fold: only the scope above is audited (ens predict --split oof, ens import --oof for all)")
     sources = {str(t): w for t, w in weights.items()}
+    counted = project.folds.is_file()  # the scope line counts the images and their people (groups) but without a fold file
     if competition.is_preset:
         truth = decode(labelled.labels)
         found = audit_labels(probs, truth, ids, years_of(ids, truth[Task.AGE]), weights, noise)
-        return LabelAudit(found, sources, f"{labelled.scope}; audited {labelled.people} people", project.fixes, notes)
+        return LabelAudit(found, sources, labelled.scope if counted else f"{labelled.scope}; audited {labelled.people} people", project.fixes, notes)
     train = competition.train
     groups = labelled.groups if train.group else None
     found = audit_images(probs, competition.space.decode(labelled.labels), ids, {t.name: t.classes for t in competition.tasks}, groups, train.shared, weights, noise)
-    shared = f", {len(set(groups))} groups ({', '.join(train.shared)} judged by group)" if train.shared else (f" of {len(set(groups))} groups" if groups is not None else "")
-    return LabelAudit(found, sources, f"{labelled.scope}; audited {len(ids)} images{shared}", project.fixes, notes, competition.task_names, group_of.train)
+    count = "" if counted else f"; audited {len(ids)} images" + (f" of {len(set(groups))} groups" if groups is not None else "")
+    judged = f" ({', '.join(train.shared)} judged by group)" if train.shared else ""
+    return LabelAudit(found, sources, f"{labelled.scope}{count}{judged}", project.fixes, notes, competition.task_names, group_of.train)
 
 
 def audit_dir(project: Project) -> Path:
