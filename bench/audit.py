@@ -168,11 +168,11 @@ def declared(seeds: int, images: int) -> None:
     from cleanlab.filter import find_label_issues
 
     from audit_declared_teams import DECLARED_KINDS, noisy_team
-    from ensembler.evaluate.audit_declared import audit_images
+    from ensembler.evaluate.audit_declared import audit_images, faint
 
     print(f"{'team':<20} {'task':<10} {'errors':>6} | {'ens audit: P':>12} {'R':>5} {'F1':>5} | {'cleanlab: P':>11} {'R':>5} {'F1':>5} | {'acc given - true':>16} {'after fixes':>11}")
     rows, reliability = [], {kind: ([], []) for kind in DECLARED_KINDS}
-    dominance, ceiling = {kind: [] for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}
+    dominance, ceiling, faintness = {kind: [] for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}, {kind: [] for kind in DECLARED_KINDS}
     for kind in DECLARED_KINDS:
         for seed in range(seeds):
             team = noisy_team(kind, 2000 + seed, n=images)
@@ -218,6 +218,8 @@ def declared(seeds: int, images: int) -> None:
                 shift = np.mean([abs(np.mean(team.probs[s][task].argmax(1) == team.given[task]) - np.mean(team.probs[s][task].argmax(1) == team.truth[task])) for s in sources])
                 after = np.mean([abs(np.mean(team.probs[s][task].argmax(1) == fixed) - np.mean(team.probs[s][task].argmax(1) == team.truth[task])) for s in sources])
                 rows.append((kind, task, a, b, shift, after))
+                doubted, rate = result.disagree[task], result.rates[task]
+                faintness[kind].append((faint(doubted, rate), doubted - rate, (doubted - rate) / rate, a[0], len(units), after < shift))
                 print(f"{kind + ' seed ' + str(seed):<20} {task:<10} {len(wrong):>6} | {a[0]:>12.3f} {a[1]:>5.3f} {a[2]:>5.3f} | {b[0]:>11.3f} {b[1]:>5.3f} {b[2]:>5.3f} | {shift:>16.4f} {after:>11.4f}")
             if kind == "multilabel":  # image by image against cleanlab's multi-label mode: an image is wrong when any finding is
                 tasks = list(team.classes)
@@ -250,6 +252,13 @@ def declared(seeds: int, images: int) -> None:
     for kind, cells in ceiling.items():
         c = np.array(cells)
         print(f"  {kind:<13} ens {c[:, 0].mean():.3f} (at the default {c[:, 2].mean():.3f}); cleanlab's self-confidence ranking {c[:, 1].mean():.3f} (at its default {c[:, 3].mean():.3f})")
+    print("\nthe caution on faint evidence (audit_declared.faint), per kind: tasks cautioned; the share of labels the sources doubt and the audit believes,")
+    print("and that share over the rate learnt (min-max); flag precision (min-max, tasks with flags); tasks where accepting the flags moves toward the truth")
+    for kind, cells in faintness.items():
+        c = np.array(cells, dtype=float)
+        p = c[c[:, 4] > 0, 3]
+        print(f"  {kind:<13} cautioned {int(c[:, 0].sum())} of {len(c)}; {c[:, 1].min():.3f}-{c[:, 1].max():.3f} ({c[:, 2].min():.1f}-{c[:, 2].max():.1f}x the rate);"
+              f" precision {p.min():.2f}-{p.max():.2f}; toward the truth {int(c[:, 5].sum())} of {len(c)}")
     big = noisy_team("single", 7, n=20000, k=50)
     runs = []
     for _ in range(3):

@@ -255,8 +255,10 @@ def audit(project: Project, recipe: Recipe | str | Sequence[str] | None = None, 
     (``train: {group: …, shared: [task]}``). Returns `ensembler.evaluate.audit.LabelAudit`
     (``findings``: a DataFrame with ``profile, image, task, given, suggested, p_wrong, sources,
     …``, a declared competition's ``image, group, task, …``, most likely wrong first;
-    ``scope``; ``audit.problems``; ``audit.rates`` and ``audit.class_rates``, the rates of
-    label errors a declared competition's audit learnt per task and per given class). `write`:
+    ``scope``; ``audit.problems``, what to know before trusting the findings, a declared
+    task's faint evidence among them; ``audit.rates`` and ``audit.class_rates``, the rates of
+    label errors a declared competition's audit learnt per task and per given class;
+    ``audit.disagree``, per task the share of labels its sources' evidence doubts). `write`:
     also ``audit/train.csv`` and ``.json``; `accept`: append the findings at least this likely
     wrong to the label-fix file; `html`: the page of flagged people's (images', groups') photos."""
     from .evaluate import audit as _audit

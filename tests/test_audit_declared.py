@@ -78,6 +78,38 @@ def test_alike_images_relabelled_alike_do_not_vouch_for_each_other(monkeypatch):
     assert found()[0] <= 10
 
 
+def flipped_team(margin: float, share: float, seed: int = 0, n: int = 1200) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Sources of `margin` over four classes, `share` of the labels moved to the next class:
+    the probabilities, the given labels, the ids and the wrong rows."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, n)
+    given = truth.copy()
+    wrong = rng.choice(n, int(share * n), replace=False)
+    given[wrong] = (truth[wrong] + 1) % 4
+    probs = {f"s{i}": {"label": p} for i, p in enumerate(sources(truth, 4, rng, margin=margin))}
+    return probs, given, np.array([f"img{i}.png" for i in range(n)], dtype=object), wrong
+
+
+def test_a_task_whose_sources_doubt_many_more_labels_than_are_wrong_is_cautioned(monkeypatch):
+    from ensembler.evaluate import audit_declared
+
+    def audited(margin: float, share: float) -> tuple[object, float]:
+        probs, given, ids, wrong = flipped_team(margin, share)
+        result = audit_images(probs, {"label": given}, ids, {"label": CLASSES})
+        flagged = set(result.flagged()["image"])
+        return result, len(flagged & set(ids[wrong])) / max(len(flagged), 1)
+
+    strong, precision = audited(3.0, 0.01)
+    assert strong.problems == [] and precision >= 0.9 and strong.disagree["label"] < 0.02
+    weak, precision = audited(1.0, 0.01)  # a quarter of the labels doubted, 2 % learnt wrong: most flags are right labels
+    assert weak.disagree["label"] > 0.2 and precision < 0.5
+    assert len(weak.problems) == 1 and weak.problems[0].startswith("label: the sources favour another class") and "--html" in weak.problems[0]
+    many, precision = audited(1.6, 0.10)  # many labels wrong: the sources' own doubts (4.5 %) are under twice the errors
+    assert many.problems == [] and precision >= 0.9 and many.disagree["label"] - many.rates["label"] >= audit_declared.FAINT[0]
+    monkeypatch.setattr(audit_declared, "FAINT", (audit_declared.FAINT[0], 0.0))
+    assert len(audited(1.6, 0.10)[0].problems) == 1
+
+
 def test_a_missing_positive_and_a_false_positive_are_both_findings():
     rng = np.random.default_rng(1)
     n = 800
@@ -218,6 +250,20 @@ def test_a_large_patients_summed_evidence_is_not_read_as_independent_images(monk
     assert hits >= 24 and others <= 10
     monkeypatch.setattr(label_errors, "SIZE_POWER", 0.5)
     assert flags()[1] >= 13
+
+
+def test_the_share_of_units_the_evidence_doubts_is_counted_on_the_pooled_sums():
+    from ensembler.evaluate.label_errors import pooled
+
+    rng = np.random.default_rng(4)
+    units = np.repeat(np.arange(300), 3)
+    given = np.repeat(rng.integers(0, 4, 300), 3)
+    logs = {s: np.log(p) for s, p in zip("ab", sources(given, 4, rng, n_sources=2, margin=0.8))}
+    found = judge_units(logs, {"a": 1.0, "b": 2.0}, given, units, 4)
+    evidence = np.zeros((300, 4))
+    np.add.at(evidence, units, pooled(list(logs.values()), [1.0, 2.0]))
+    expected = np.mean(evidence.argmax(axis=1) != given[::3])
+    assert 0.05 < expected < 0.5 and found.disagree == pytest.approx(expected, abs=1e-12)
 
 
 def test_a_unit_of_one_row_is_the_row_and_unit_codes_in_any_order_give_the_same_answer():

@@ -400,10 +400,16 @@ class Flows(RuleBasedStateMachine):
     @rule(p=st.sampled_from([0.5, 0.9]))
     def audit_and_accept(self, p):
         try:
-            ens.audit(self.project, accept=p)
+            found = ens.audit(self.project, accept=p).audit
         except ens.EnsError:
             return
         self._read_fix_file()
+        if found.rates:  # a declared competition: a task is cautioned exactly where its evidence is faint
+            from ensembler.evaluate.audit_declared import faint
+
+            cautioned = {line.split(":")[0] for line in found.problems if "the evidence is faint" in line}
+            assert cautioned == {t for t, rate in found.rates.items() if faint(found.disagree[t], rate)}
+            assert set(found.disagree) == set(found.rates) and all(0 <= d <= 1 for d in found.disagree.values())
 
     @rule(action=st.sampled_from(["add", "drop", "empty", "unname", "name"]), person=st.integers(0, 23), task=st.integers(0, 3))
     def edit_fixes(self, action, person, task):

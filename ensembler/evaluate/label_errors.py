@@ -57,16 +57,20 @@ class Audit:
     findings: one row a label (``profile, image, task, given, suggested, p_wrong, sources,
     of_sources, evidence``; a declared competition's ``image, group, …``), sorted by
     `p_wrong`, descending; people: how many people (images, groups) were audited per task;
-    problems: the data problems seen on the way (a person without seven images, a person id
-    used by two folders); rates: per task, the rate of label errors learnt (declared
-    competitions; `judge_units`' `learn_rate`), the mean over its labels; class_rates: per
-    task and given class (its name), the rate learnt for the labels that name it."""
+    problems: what a reader must know before trusting the findings (a person without seven
+    images, a person id used by two folders; a declared task whose evidence is too faint for
+    its flags, `audit_declared.faint`); rates: per task, the rate of label errors learnt
+    (declared competitions; `judge_units`' `learn_rate`), the mean over its labels;
+    class_rates: per task and given class (its name), the rate learnt for the labels that name
+    it; disagree: per task, the share of its labels (images, groups) whose sources' pooled
+    evidence favours another class (declared competitions)."""
 
     findings: pd.DataFrame
     people: dict[str, int]
     problems: list[str] = field(default_factory=list)
     rates: dict[str, float] = field(default_factory=dict)
     class_rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    disagree: dict[str, float] = field(default_factory=dict)
 
     def flagged(self, threshold: float = FLAG) -> pd.DataFrame:
         """The findings at least `threshold` likely wrong."""
@@ -141,6 +145,7 @@ class Findings:
     evidence: np.ndarray  # P(suggested) from the photos alone (person tasks) or the file's (mask)
     rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
     class_rates: np.ndarray | None = None  # (k,) the learnt rate of errors per given class (`judge_units`' learn_rate)
+    disagree: float = float("nan")  # the share of units whose pooled evidence favours another class than the given one
 
 
 def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5, versus_rest: bool = False) -> Findings:
@@ -316,7 +321,8 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
     other[rows, label] = -np.inf
     suggested = other.argmax(axis=1)
     agree = sum((summed(own).argmax(axis=1) == suggested).astype(int) for own in logs.values())  # each source alone
-    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates)
+    disagree = float(np.mean(evidence.argmax(axis=1) != label))
+    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates, disagree)
 
 
 def findings_table(who: Mapping[str, object], task: str, names: Sequence[str], found: Findings, of_sources: int) -> pd.DataFrame:
