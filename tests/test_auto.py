@@ -42,6 +42,7 @@ def test_the_paired_gain_is_the_person_bootstrap_of_ens_report():
     low, high, positive = paired_gain(y, a, b, person_codes(ids), 18)
     found = bootstrap(y, np.stack([a, b]), person_codes(ids), reference=0)  # the report's engine, same draws
     assert (low, high) == pytest.approx((found.gain_low[1], found.gain_high[1])) and positive == pytest.approx(found.positive[1])
+    assert F1Judge([a, b], y, 18, person_codes(ids)).gain(0, 1, np.arange(len(y)), None) == (low, high, positive)  # auto's judge: the same numbers
 
 
 def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():

@@ -138,9 +138,10 @@ def _gain_interval(gains: np.ndarray) -> tuple[float, float, float]:
 
 class Judge(ABC):
     """How auto compares its candidates on some of the labelled images (row positions `rows`,
-    image `weights` or None): their scores, higher better (`scores` ``(c,)``), and the paired
-    bootstrap of one's gain over another, groups resampled with their images (`gain`). `key`
-    names the score in the record; `sign` turns a score back into the metric (-1 for log-loss)."""
+    image `weights` or None): their scores, higher better (`scores` ``(c,)``), and their scores
+    in each resample of the groups, the same draws for every candidate (`replicates`), which
+    give the paired bootstrap of one's gain over another (`gain`). `key` names the score in the
+    record; `sign` turns a score back into the metric (-1 for log-loss)."""
 
     key: str = "f1"
     sign: float = 1.0
@@ -149,7 +150,16 @@ class Judge(ABC):
     def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray: ...
 
     @abstractmethod
-    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]: ...
+    def replicates(self, rows: np.ndarray, weights: np.ndarray | None, which: Sequence[int]) -> np.ndarray:
+        """The scores of the candidates `which` in each of `REPLICATES` resamples of the groups
+        of `rows` (their images with them; seed 0, so every call draws alike), higher better
+        ``(REPLICATES, len(which))``; NaN where a resample cannot score a metric."""
+
+    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
+        """The 90 % interval of `other`'s paired gain over `reference`, and the share of
+        resamples in which it is positive."""
+        values = self.replicates(rows, weights, (reference, other))
+        return _gain_interval(values[:, 1] - values[:, 0])
 
 
 class F1Judge(Judge):
@@ -163,8 +173,9 @@ class F1Judge(Judge):
     def scores(self, rows: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         return np.array([macro_f1(self.y[rows], d[rows], self.k, weights) for d in self.decisions])
 
-    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
-        return paired_gain(self.y[rows], self.decisions[reference][rows], self.decisions[other][rows], self.persons[rows], self.k, weights)
+    def replicates(self, rows: np.ndarray, weights: np.ndarray | None, which: Sequence[int]) -> np.ndarray:
+        codes = np.unique(self.persons[rows], return_inverse=True)[1]
+        return f1_replicates(self.y[rows], np.stack([self.decisions[c][rows] for c in which]), codes, person_draws(int(codes.max()) + 1, REPLICATES), self.k, weights)
 
 
 class MetricJudge(Judge):
@@ -182,13 +193,13 @@ class MetricJudge(Judge):
         w = (np.ones(len(rows)) if weights is None else weights)[None, :]
         return np.array([self.sign * np.mean([metric_replicates(self.metric, y[rows], k, w, p[rows], d[rows])[0] for y, k, p, d in parts]) for parts in self.parts])
 
-    def gain(self, reference: int, other: int, rows: np.ndarray, weights: np.ndarray | None) -> tuple[float, float, float]:
+    def replicates(self, rows: np.ndarray, weights: np.ndarray | None, which: Sequence[int]) -> np.ndarray:
         codes = np.unique(self.groups[rows], return_inverse=True)[1]
         draws = person_draws(int(codes.max()) + 1, REPLICATES)[:, codes].astype(np.float64)
         if weights is not None:
             draws *= weights
         value = lambda c: np.mean([metric_replicates(self.metric, y[rows], k, draws, p[rows], d[rows]) for y, k, p, d in self.parts[c]], axis=0)  # noqa: E731
-        return _gain_interval(self.sign * (value(other) - value(reference)))
+        return np.stack([self.sign * value(c) for c in which], axis=1)
 
 
 def judge_of(competition: Competition, labels: np.ndarray, persons: np.ndarray, compositions: Sequence[Composed]) -> Judge:
