@@ -6,7 +6,7 @@ import pytest
 
 from ensembler.data.labels import Task, encode
 from ensembler.data.people import person_codes, thin_classes, thin_pairs, thin_text
-from ensembler.pipeline.auto import F1Judge, evidence_choice, paired_gain, pick, run_away
+from ensembler.pipeline.auto import F1Judge, evidence_choice, paired_gain, pick, run_away, steadiest
 from ensembler.scoring.evidence import bootstrap
 
 
@@ -43,6 +43,28 @@ def test_the_paired_gain_is_the_person_bootstrap_of_ens_report():
     found = bootstrap(y, np.stack([a, b]), person_codes(ids), reference=0)  # the report's engine, same draws
     assert (low, high) == pytest.approx((found.gain_low[1], found.gain_high[1])) and positive == pytest.approx(found.positive[1])
     assert F1Judge([a, b], y, 18, person_codes(ids)).gain(0, 1, np.arange(len(y)), None) == (low, high, positive)  # auto's judge: the same numbers
+
+
+def test_a_move_whose_gain_rests_on_one_person_gives_way_to_a_steadier_one():
+    rng = np.random.default_rng(3)
+    persons = person_codes(_ids(60))
+    y = np.r_[np.zeros(30, int), np.ones(27, int), np.full(3, 2)][persons]  # class 2: three people
+    soft = np.where(rng.random(len(y)) < 0.7, y, 1 - np.minimum(y, 1))
+    soft[y == 2] = 1  # the soft vote never calls class 2
+    risky = soft.copy()
+    risky[persons == 57] = 2  # one of its three people called right: a big gain, all of it on one person
+    steady = soft.copy()
+    wrong = np.flatnonzero((soft != y) & (y < 2))
+    fixed = rng.choice(wrong, len(wrong) // 2, replace=False)
+    steady[fixed] = y[fixed]  # half the soft vote's errors on the common classes mended, across 57 people
+    judge = F1Judge([soft, risky, steady, soft.copy()], y, 3, persons)
+    every = np.arange(len(y))
+    scores, replicates = judge.scores(every, None), judge.replicates(every, None, range(4))
+    gain, spread = scores - scores[0], np.std(replicates - replicates[:, :1], axis=0)
+    assert gain[1] > gain[2] + 0.05 and spread[1] > 5 * spread[2] and spread[0] == spread[3] == 0
+    assert steadiest(scores, replicates, penalty=0.0) == 1  # by the point estimate alone: the risky move
+    assert steadiest(scores, replicates) == 2  # less a standard deviation of its gain: the steady one
+    assert steadiest(scores[[0, 3]], replicates[:, [0, 3]]) == 0  # a move equal to the soft vote: the soft vote
 
 
 def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():

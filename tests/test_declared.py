@@ -590,7 +590,7 @@ def test_cli_compose_auto_in_a_declared_competition(tmp_path):
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "compose", "--method", "auto", "--name", "auto"])
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "the soft vote, moved toward the candidate (votes, per-task choices, stacks) whose blend with it has the best cross-validated accuracy, at most half-way unless it wins beyond the noise" in out
+    assert "the soft vote, moved toward the candidate (votes, per-task choices, stacks) whose blend with it has the best cross-validated accuracy less a standard deviation of its gain, at most half-way unless it wins beyond the noise" in out
     assert "chosen: " in out and "(CV accuracy 0." in out and "of the way from the soft vote toward " in out and "of the group resamples)" in out
     assert "validation (all 120 labelled images the sources share" in out
     # the stack's last digits follow the BLAS kernel (lbfgs), so its score is matched by shape; the sources' are exact
