@@ -10,8 +10,7 @@ import numpy as np
 
 from ensembler.data.labels import MASK_SPACE, N_JOINT, TASKS
 from ensembler.data.stable import decide
-from ensembler.pipeline.auto import MOVE_PENALTY, paired_gain, steadiest
-from ensembler.scoring.evidence import f1_replicates, person_draws
+from ensembler.pipeline.auto import MOVE_PENALTY, F1Judge, paired_gain, steadiest
 from ensembler.scoring.metrics import macro_f1
 
 FIXED = ("soft", "hard", "geo", "select", "stack")
@@ -118,11 +117,8 @@ def blend_steadiest(t: Team) -> float:
     top = t.best()
     top = top if top != 0 and t.gain(top)[0] > 0 else 0
     moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
-    rows = np.stack([t.blend("oof", c, lam) for c, lam in moves])
-    codes = np.unique(t.persons, return_inverse=True)[1]
-    replicates = f1_replicates(t.y, rows, codes, person_draws(int(codes.max()) + 1), N_JOINT, t.w)
-    scores = np.array([macro_f1(t.y, r, N_JOINT, t.w) for r in rows])
-    best = steadiest(scores, replicates, np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves]))
+    judge, every = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons), np.arange(len(t.y))
+    best = steadiest(judge.scores(every, t.w), judge.replicates(every, t.w, range(len(moves))), np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves]))
     return macro_f1(t.answers, t.blend("eval", *moves[best]), N_JOINT)
 
 

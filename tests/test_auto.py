@@ -42,7 +42,8 @@ def test_the_paired_gain_is_the_person_bootstrap_of_ens_report():
     low, high, positive = paired_gain(y, a, b, person_codes(ids), 18)
     found = bootstrap(y, np.stack([a, b]), person_codes(ids), reference=0)  # the report's engine, same draws
     assert (low, high) == pytest.approx((found.gain_low[1], found.gain_high[1])) and positive == pytest.approx(found.positive[1])
-    assert F1Judge([a, b], y, 18, person_codes(ids)).gain(0, 1, np.arange(len(y)), None) == (low, high, positive)  # auto's judge: the same numbers
+    rows = np.arange(70, len(y))  # all but the first ten people: auto's judge on some of the images resamples theirs alone
+    assert F1Judge([a, b], y, 18, person_codes(ids)).gain(0, 1, rows, None) == paired_gain(y[rows], a[rows], b[rows], person_codes(ids)[rows], 18)
 
 
 def test_a_move_whose_gain_rests_on_one_person_gives_way_to_a_steadier_one():

@@ -131,14 +131,12 @@ class Candidate:
 # --- the rule ------------------------------------------------------------------------------------
 
 
-def paired_gain(y: np.ndarray, reference: np.ndarray, other: np.ndarray, persons: np.ndarray, k: int, weights: np.ndarray | None = None, replicates: int = REPLICATES) -> tuple[float, float, float]:
+def paired_gain(y: np.ndarray, reference: np.ndarray, other: np.ndarray, persons: np.ndarray, k: int, weights: np.ndarray | None = None) -> tuple[float, float, float]:
     """The `LEVEL` (90 %) interval of the macro F1 (over `k` classes) gain of `other` over
     `reference` (decisions ``(n,)``) on `y` ``(n,)``, people resampled with their images
     (`persons` ``(n,)``; `weights` ``(n,)``: image weights, as `metrics.macro_f1`'s); and the
-    share of resamples in which the gain is positive."""
-    codes = np.unique(persons, return_inverse=True)[1]
-    values = f1_replicates(y, np.stack([reference, other]), codes, person_draws(int(codes.max()) + 1, replicates), k, weights)
-    return _gain_interval(values[:, 1] - values[:, 0])
+    share of resamples in which the gain is positive (`F1Judge.gain` on every image)."""
+    return F1Judge([reference, other], y, k, persons).gain(0, 1, np.arange(len(y)), weights)
 
 
 def _gain_interval(gains: np.ndarray) -> tuple[float, float, float]:
@@ -612,7 +610,8 @@ class Auto(Step):
         judge = judge_of(ctx.competition, labels, persons, scored)
         values = judge.scores(every, mix)
         penalty = np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves])  # toward the candidate beyond the noise, its test has spoken
-        best = steadiest(values, judge.replicates(every, mix, range(len(moves))), penalty)
+        replicates = judge.replicates(every, mix, range(len(moves)))
+        best = steadiest(values, replicates, penalty)
         c, w = moves[best]
         listed = [s.as_dict() for s in scores]
         if c == 0:
@@ -620,8 +619,8 @@ class Auto(Step):
             return soft, {"chosen": soft.label, "why": why, "candidates": listed, **record}
         other = candidates[c]
         label = other.label if w == 1 else f"{1 - w:.1f} x {soft.label} + {w:.1f} x {other.label}"  # all the way: the candidate itself
-        pair = judge_of(ctx.competition, labels, persons, [scored[0], scored[best]])  # the soft vote and the blend alone: their gain and folds
-        low, high, positive = pair.gain(0, 1, every, mix)
+        low, high, positive = _gain_interval(replicates[:, best] - replicates[:, 0])  # the paired gain the rule read
+        pair = judge_of(ctx.competition, labels, persons, [scored[0], scored[best]])  # the soft vote and the blend alone: the blend's folds
         spread = float(np.std([pair.sign * pair.scores(held, None if weights is None else weights[held])[1] for _, held in folds]))
         cap = (
             f"{other.label} wins beyond the noise (the 90% interval of its paired gain over the soft vote is above 0), so the move may go all the way"
