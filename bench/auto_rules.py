@@ -110,16 +110,34 @@ def blend_lifted(only_best: bool, whole: bool = False) -> Rule:
     return rule
 
 
-def blend_steadiest(t: Team) -> float:
+def steadiest_rule(anchored: float | None = None) -> Rule:
     """`blend_lifted(True)` (the lift toward the best candidate beyond the noise), each blend
     toward another candidate scored by its out-of-fold score less `MOVE_PENALTY` bootstrap
-    standard deviations of its paired gain over the soft vote (`auto.steadiest`): `Auto()`."""
-    top = t.best()
-    top = top if top != 0 and t.gain(top)[0] > 0 else 0
-    moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
-    judge, every = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons), np.arange(len(t.y))
-    best = steadiest(judge.scores(every, t.w), judge.replicates(every, t.w, range(len(moves))), np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves]))
-    return macro_f1(t.answers, t.blend("eval", *moves[best]), N_JOINT)
+    standard deviations of its paired gain over the soft vote (`auto.steadiest`): `Auto()`.
+    `anchored` (tried, not kept: docs/explanation/auto.md): where a candidate is beyond the
+    noise, every move is measured from that candidate whole instead (the all-or-nothing rule's
+    choice): a blend short of it scored less `anchored` standard deviations of its paired gain
+    over it, a blend toward another candidate less `MOVE_PENALTY` of its, the soft vote as it is."""
+
+    def rule(t: Team) -> float:
+        top = t.best()
+        top = top if top != 0 and t.gain(top)[0] > 0 else 0
+        moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
+        judge, every = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons), np.arange(len(t.y))
+        scores, replicates = judge.scores(every, t.w), judge.replicates(every, t.w, range(len(moves)))
+        penalty = np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves])
+        order = list(range(len(moves)))
+        if anchored is not None and top:  # from the candidate whole (first: the reference, and ties)
+            whole = moves.index((top, 1.0))
+            order = [whole, *(i for i in order if i != whole)]
+            penalty = np.array([anchored if c == top else 0.0 if c == 0 else MOVE_PENALTY for c, _ in moves])
+        best = order[steadiest(scores[order], replicates[:, order], penalty[order])]
+        return macro_f1(t.answers, t.blend("eval", *moves[best]), N_JOINT)
+
+    return rule
+
+
+blend_steadiest = steadiest_rule()
 
 
 def sure_else_blend(t: Team) -> float:
@@ -145,8 +163,9 @@ def blend_any(cap: float) -> Rule:
     return rule
 
 
+ALL_OR_NOTHING = "all or nothing (90% interval above 0)"  # the last round's rule: `Auto(blends=False)`, `bench/quality.py`'s auto-before
 RULES: dict[str, Rule] = {
-    "all or nothing (90% interval above 0)": today,
+    ALL_OR_NOTHING: today,
     "P(gain>0) >= 0.90": positive_at(0.90),
     "P(gain>0) >= 0.80": positive_at(0.80),
     "P(gain>0) >= 0.70": positive_at(0.70),
@@ -160,6 +179,8 @@ RULES: dict[str, Rule] = {
     "0..0.5, 0..1 where best, sure": blend_lifted(True),
     "... and there whole": blend_lifted(True, whole=True),
     "0..0.5 less 1 sd of the gain, 0..1 where best, sure (Auto())": blend_steadiest,
+    "... toward the sure one from it whole, less 0.5 sd": steadiest_rule(anchored=0.5),
+    "... toward the sure one from it whole, less 1 sd": steadiest_rule(anchored=1.0),
     "the best whole where sure, else 0..0.5": sure_else_blend,
 }
 
@@ -169,14 +190,16 @@ def table(teams: list[Team], results: dict[str, np.ndarray]) -> None:
     soft = np.array([t.meta["soft"] for t in teams])
     best = np.array([t.best_fixed for t in teams])
     people = np.array([t.meta["people"] for t in teams])
-    print(f"{'rule':32s} {'people':>6s} {'-soft mean':>10s} {'worst':>7s} {'<-.005':>6s} {'<-.02':>5s} {'-best mean':>10s} {'worst':>7s} {'>+.005':>6s}")
+    before = results.get(ALL_OR_NOTHING)
+    print(f"{'rule':32s} {'people':>6s} {'-soft mean':>10s} {'worst':>7s} {'<-.005':>6s} {'<-.02':>5s} {'-best mean':>10s} {'worst':>7s} {'>+.005':>6s} {'-aon mean':>9s} {'worst':>7s} {'<-.005':>6s}")
     for name, hidden in results.items():
         for n in [*sizes, 0]:
             m = people == n if n else np.ones(len(teams), bool)
             vs_soft, vs_best = hidden[m] - soft[m], hidden[m] - best[m]
+            vs_before = hidden[m] - before[m] if before is not None else np.full(m.sum(), np.nan)
             print(
                 f"{name if n == sizes[0] else '':32s} {n or 'all':>6} {vs_soft.mean():+10.4f} {vs_soft.min():+7.4f} {int((vs_soft < -0.005).sum()):6d} {int((vs_soft < -0.02).sum()):5d}"
-                f" {vs_best.mean():+10.4f} {vs_best.min():+7.4f} {int((vs_soft > 0.005).sum()):6d}"
+                f" {vs_best.mean():+10.4f} {vs_best.min():+7.4f} {int((vs_soft > 0.005).sum()):6d} {vs_before.mean():+9.4f} {vs_before.min():+7.4f} {int((vs_before < -0.005).sum()):6d}"
             )
 
 
