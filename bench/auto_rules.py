@@ -125,12 +125,13 @@ def steadiest_rule(anchored: float | None = None) -> Rule:
         moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
         judge, every = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons), np.arange(len(t.y))
         scores, replicates = judge.scores(every, t.w), judge.replicates(every, t.w, range(len(moves)))
-        penalty = np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves])
+        from_whole = anchored is not None and top != 0  # every move measured from the candidate whole (first: the reference, and ties)
+        toward_top = anchored if from_whole else 0.0
+        penalty = np.array([toward_top if c == top else 0.0 if c == 0 else MOVE_PENALTY for c, _ in moves])  # the soft vote: none
         order = list(range(len(moves)))
-        if anchored is not None and top:  # from the candidate whole (first: the reference, and ties)
+        if from_whole:
             whole = moves.index((top, 1.0))
             order = [whole, *(i for i in order if i != whole)]
-            penalty = np.array([anchored if c == top else 0.0 if c == 0 else MOVE_PENALTY for c, _ in moves])
         best = order[steadiest(scores[order], replicates[:, order], penalty[order])]
         return macro_f1(t.answers, t.blend("eval", *moves[best]), N_JOINT)
 

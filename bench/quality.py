@@ -104,7 +104,7 @@ def main() -> None:
                 if "auto-before" in plain and "auto" in plain:
                     versus_before.append(plain["auto"] - plain["auto-before"])
                     print(f"auto - auto-before (the last round's rule): {versus_before[-1]:+.4f}")
-                    if plain["auto"] < plain["auto-before"] - 0.005:
+                    if versus_before[-1] < -0.005:
                         losses.append(f"{kind}/{shift}: auto {plain['auto']:.4f} < the last round's auto {plain['auto-before']:.4f} - 0.005")
                 fixed = [m for m in plain if not m.startswith("auto")]
                 if "auto" in plain and fixed:
