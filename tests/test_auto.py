@@ -6,8 +6,8 @@ import pytest
 
 from ensembler.data.labels import Task, encode
 from ensembler.data.people import person_codes, thin_classes, thin_pairs, thin_text
-from ensembler.pipeline.auto import F1Judge, evidence_choice, paired_gain, pick, run_away, steadiest
-from ensembler.scoring.evidence import bootstrap
+from ensembler.pipeline.auto import F1Judge, bagged, evidence_choice, paired_gain, pick, run_away
+from ensembler.scoring.evidence import bootstrap, person_draws
 
 
 def _ids(people, per=7):
@@ -46,7 +46,20 @@ def test_the_paired_gain_is_the_person_bootstrap_of_ens_report():
     assert F1Judge([a, b], y, 18, person_codes(ids)).gain(0, 1, rows, None) == paired_gain(y[rows], a[rows], b[rows], person_codes(ids)[rows], 18)
 
 
-def test_a_move_whose_gain_rests_on_one_person_gives_way_to_a_steadier_one():
+def test_the_bagged_move_is_the_mean_of_each_resamples_best_move():
+    moves = [(0, 0.0), (1, 0.5), (1, 1.0), (2, 0.3)]
+    replicates = np.array([
+        [0.1, 0.2, 0.3, 0.0],  # candidate 1 all the way
+        [0.1, 0.2, 0.4, 0.0],  # again
+        [0.1, 0.0, 0.0, 0.2],  # 0.3 toward candidate 2
+        [0.5, 0.5, 0.1, 0.1],  # a tie with the soft vote: the soft vote
+        [np.nan] * 4,  # a resample that scores nothing: left out
+    ])
+    assert bagged(replicates, moves) == {1: 0.5, 2: 0.07}  # (1 + 1) / 4, and 0.3 / 4 = 0.075 rounded down
+    assert bagged(replicates[3:], moves) == {} and bagged(replicates[[0]], moves) == {1: 1.0}
+
+
+def test_a_gain_that_rests_on_one_person_is_taken_only_where_the_resamples_hold_that_person():
     rng = np.random.default_rng(3)
     persons = person_codes(_ids(60))
     y = np.r_[np.zeros(30, int), np.ones(27, int), np.full(3, 2)][persons]  # class 2: three people
@@ -61,11 +74,10 @@ def test_a_move_whose_gain_rests_on_one_person_gives_way_to_a_steadier_one():
     judge = F1Judge([soft, risky, steady, soft.copy()], y, 3, persons)
     every = np.arange(len(y))
     scores, replicates = judge.scores(every, None), judge.replicates(every, None, range(4))
-    gain, spread = scores - scores[0], np.std(replicates - replicates[:, :1], axis=0)
-    assert gain[1] > gain[2] + 0.05 and spread[1] > 5 * spread[2] and spread[0] == spread[3] == 0
-    assert steadiest(scores, replicates, penalty=0.0) == 1  # by the point estimate alone: the risky move
-    assert steadiest(scores, replicates) == 2  # less a standard deviation of its gain: the steady one
-    assert steadiest(scores[[0, 3]], replicates[:, [0, 3]]) == 0  # a move equal to the soft vote: the soft vote
+    assert scores[1] > scores[2] + 0.05  # the best single move out of fold: the risky one
+    held = np.mean(person_draws(60, len(replicates))[:, 57] > 0)  # the judge's draws: the share of resamples that hold person 57
+    shares = bagged(replicates, [(0, 0.0), (1, 1.0), (2, 1.0), (3, 1.0)])
+    assert shares[1] <= held + 0.01 and shares[2] >= 1 - held - 0.01 and 3 not in shares  # a move equal to the soft vote never wins a resample
 
 
 def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():
@@ -174,11 +186,14 @@ def test_a_blend_is_the_weighted_mean_of_two_compositions_decided():
     ids = np.array([f"e{i}.jpg" for i in range(50)], dtype=object)
     joints = [rng.dirichlet(np.ones(18), 50) for _ in range(2)]
     a, b = (Composed.decided(ids, marginals(j), j, "joint") for j in joints)
-    assert blend(a, b, 0.0) is a and blend(a, b, 1.0) is b
-    mixed = blend(a, b, 0.3)
+    assert blend(a, [b], [0.0]) is a and blend(a, [b], [1.0]) is b and blend(a, [], []) is a
+    mixed = blend(a, [b], [0.3])
     assert np.allclose(mixed.joint, 0.7 * joints[0] + 0.3 * joints[1]) and (mixed.labels == mixed.joint.argmax(1)).all()
     assert all(np.allclose(mixed.probs[t], 0.7 * a.probs[t] + 0.3 * b.probs[t]) for t in MASK_SPACE.tasks)
+    third = Composed.decided(ids, marginals(joints[0][::-1]), joints[0][::-1], "joint")
+    several = blend(a, [b, third], [0.3, 0.2])  # toward two candidates at once: the rest stays the reference's
+    assert np.allclose(several.joint, 0.5 * joints[0] + 0.3 * joints[1] + 0.2 * joints[0][::-1]) and (several.labels == several.joint.argmax(1)).all()
     per_task = Composed.decided(ids, {t: p for t, p in b.probs.items()}, None, "per-task")  # one without a joint: the blend is per task
-    half = blend(a, per_task, 0.5)
+    half = blend(a, [per_task], [0.5])
     assert half.joint is None and (MASK_SPACE.decode(half.labels)[Task.AGE] == (0.5 * a.probs[Task.AGE] + 0.5 * b.probs[Task.AGE]).argmax(1)).all()
     assert BLEND_WEIGHTS == (0.1, 0.2, 0.3, 0.4, 0.5) and MAX_MOVE == 0.5  # at most half-way from the soft vote

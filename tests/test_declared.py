@@ -558,7 +558,7 @@ def test_stack_select_and_auto_compose_a_declared_competition_scored_by_its_metr
     votes = [f"{v.name} vote b0+b1+b2+b3" for v in __import__("ensembler.pipeline.auto", fromlist=["vote_candidates"]).vote_candidates()]  # the registered candidates
     assert [c["label"] for c in record["candidates"]] == [*votes, "label stack of b0+b1+b2+b3"] and votes[:2] == ["soft vote b0+b1+b2+b3", "geo vote b0+b1+b2+b3"]
     assert all(set(c) == {"label", "accuracy", "spread"} for c in record["candidates"]) and "label" in record["tasks"]
-    assert record["why"]["rule"].startswith("moved ") and record["blend"]["toward"] == "label stack of b0+b1+b2+b3"  # 0.13 better out of fold: toward it
+    assert record["why"]["rule"].startswith("moved ") and max(record["blend"]["toward"], key=record["blend"]["toward"].get) == "label stack of b0+b1+b2+b3"  # 0.13 better out of fold: toward it
     assert set(record["blend"]) == {"label", "accuracy", "spread", "weight", "toward"} and record["blend"]["accuracy"] > record["candidates"][0]["accuracy"]
     assert record["why"]["interval"][0] > 0 and auto.validation["recipe"]["accuracy"] > soft.validation["recipe"]["accuracy"]
     for method, match in (("pool", r"^pool: a declared competition.s sources are composed by --method .*; pool run\(s\) on the mask competition"), (["soft", ens.Priors("em")], r"^soft -> priors: a declared competition's sources are composed by --method soft, geo, hard, rank, stack, select, auto")):
@@ -590,8 +590,8 @@ def test_cli_compose_auto_in_a_declared_competition(tmp_path):
     result = CliRunner().invoke(app, ["--zoo", str(tmp_path / "model_zoo.yaml"), "compose", "--method", "auto", "--name", "auto"])
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "the soft vote, moved toward the candidate (votes, per-task choices, stacks) whose blend with it has the best cross-validated accuracy less a standard deviation of its gain, at most half-way unless it wins beyond the noise" in out
-    assert "chosen: " in out and "(CV accuracy 0." in out and "of the way from the soft vote toward " in out and "of the group resamples)" in out
+    assert "the soft vote, moved toward the candidates (votes, per-task choices, stacks) by the mean over 1,000 resamples of the blend with the best cross-validated accuracy, at most half-way toward one unless it wins beyond the noise" in out
+    assert "chosen: " in out and "(CV accuracy 0." in out and "of the way from the soft vote (" in out and "resamples of the groups (moves capped" in out and "of the group resamples)" in out
     assert "validation (all 120 labelled images the sources share" in out
     # the stack's last digits follow the BLAS kernel (lbfgs), so its score is matched by shape; the sources' are exact
     assert re.search(r"accuracy 0\.\d{4} \(±0\.\d{3} across folds\); the sources alone: b0 0\.4083, b1 0\.5500", out)
@@ -664,7 +664,7 @@ def test_hundreds_of_classes_from_a_folder_per_class_keep_the_vote_and_refuse_a_
         ens.import_source(project, tmp_path / f"{source}.csv", source)
     auto = ens.compose(project, None, "auto", name="auto", write=True)
     record = auto.step("auto")["auto"]
-    assert record["chosen"] == "soft vote cnn+vit" or record["blend"]["toward"] == "geo vote cnn+vit"  # every word in 2 images: too thin to learn, only the votes
+    assert record["chosen"] == "soft vote cnn+vit" or set(record["blend"]["toward"]) == {"geo vote cnn+vit"}  # every word in 2 images: too thin to learn, only the votes
     assert record["thin"]["word"].startswith("word 2 (2 groups), 3 (2 groups), 4 (2 groups), 5 (2 groups), 6 (2 groups) and 305 more classes: fewer than 5 labelled groups")
     assert record["stack"] == {"word": "not offered: a stack of word would fit 310 classes x 620 features = 192,200 weights, more than 1,000"}
     written = auto.files[0].read_text().splitlines()

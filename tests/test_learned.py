@@ -240,9 +240,10 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     # on 18 classes the soft vote of two specialists is far behind what weighs each one's strengths: auto moves toward it, at most half-way
     f1 = {c["label"]: c["f1"] for c in whole["candidates"]}
     moved = whole["blend"]
-    assert moved["toward"] == max(f1, key=f1.get) and 0 < moved["weight"] <= 0.5 and moved["f1"] > f1["soft vote g+m (18-way joint)"] + 0.1
-    assert whole["chosen"] == f"{1 - moved['weight']:.1f} x soft vote g+m (18-way joint) + {moved['weight']:.1f} x {moved['toward']}" == moved["label"]
-    assert whole["why"]["rule"].startswith(f"moved {moved['weight']:.0%} of the way from the soft vote toward ") and whole["why"]["interval"][0] > 0
+    toward = moved["toward"]  # the bagged move: each candidate's share
+    assert max(toward, key=toward.get) == max(f1, key=f1.get) and 0 < moved["weight"] == round(sum(toward.values()), 2) <= 0.5 and moved["f1"] > f1["soft vote g+m (18-way joint)"] + 0.1
+    assert whole["chosen"] == " + ".join([f"{1 - moved['weight']:.2f} x soft vote g+m (18-way joint)", *(f"{w:.2f} x {c}" for c, w in toward.items())]) == moved["label"]
+    assert whole["why"]["rule"].startswith(f"moved {moved['weight']:.0%} of the way from the soft vote (") and whole["why"]["interval"][0] > 0
     auto = whole["tasks"]
     chosen = {t: auto[t]["chosen"] for t in auto}
     assert chosen["mask"] == "m" and chosen["age"] == "g" and chosen["gender"] in ("m", "stack of g+m")  # never g alone
@@ -280,7 +281,7 @@ def test_auto_library_leaves_out_ensembles_and_the_cli_prints_the_reasons(projec
     assert result.output.index("chosen (18-class): ") < result.output.index("per-task candidate, mask: ")  # the choice first, then what the per-task candidate chose
     lines = result.output.splitlines()
     why = lines[[i for i, line in enumerate(lines) if line.startswith("chosen (18-class): ")][0] + 1]
-    assert why.startswith("  why: moved ") and "of the way from the soft vote toward per task: " in why and "(margin +0." in why and "90% CI +0." in why
+    assert why.startswith("  why: moved ") and "of the way from the soft vote (per task: " in why and "(margin +0." in why and "90% CI +0." in why
     assert "too thin to learn: age 60+ (1 person): fewer than 5 labelled people; no selection or stack for age" in lines
     assert any(line.startswith("the stack on the 18-way joint is not offered: too few labelled people of ") for line in lines)
     bad = runner.invoke(app, ["--zoo", str(project.zoo), "compose", "--auto", "--method", "stack"])
@@ -410,12 +411,13 @@ def test_auto_moves_from_the_soft_vote_at_most_half_way_and_plain_auto_keeps_iss
     else:
         moved = record["blend"]
         allowed = {c["label"]: c["f1"] for c in record["candidates"][1:] if c["label"] not in away}
-        sure = record["why"]["rule"].endswith("so the move may go all the way)")  # toward the best allowed candidate, beyond the noise
-        assert 0 < moved["weight"] <= (1.0 if sure else 0.5) and moved["toward"] in allowed
-        assert not sure or moved["toward"] == max(allowed, key=allowed.get)
-        whole = moved["toward"] if moved["weight"] == 1 else f"{1 - moved['weight']:.1f} x {soft['label']} + {moved['weight']:.1f} x {moved['toward']}"
+        sure = record["why"]["rule"].endswith("all the way)")  # toward the best allowed candidate, beyond the noise
+        toward = moved["toward"]
+        assert 0 < moved["weight"] == round(sum(toward.values()), 2) <= 1.0 and set(toward) <= set(allowed)
+        assert sure or (moved["weight"] <= 0.5 and all(w <= 0.5 for w in toward.values()))
+        whole = next(iter(toward)) if list(toward.values()) == [1.0] else " + ".join([f"{1 - moved['weight']:.2f} x {soft['label']}", *(f"{w:.2f} x {c}" for c, w in toward.items())])
         assert record["chosen"] == moved["label"] == whole
-        assert record["why"]["margin"] > 0 and moved["f1"] >= soft["f1"]  # scored on the eval mix's weights: the margin is of those scores
+        assert record["why"]["margin"] == pytest.approx(moved["f1"] - soft["f1"], abs=2e-4)  # scored on the eval mix's weights: the margin is of those scores (a bagged move may score below the soft vote on all the images)
         low, high = record["why"]["interval"]
         assert low <= record["why"]["margin"] + 1e-4 and high >= record["why"]["margin"] - 1e-4
 
@@ -444,8 +446,8 @@ def test_all_or_nothing_auto_keeps_the_soft_vote_unless_the_gain_is_beyond_the_n
     assert before["chosen"] not in before.get("run_away", {}) and "blend" not in before
     # today's rule: the cap is lifted toward the candidate whose gain is beyond the noise, and only toward it
     record = learn(recipe, labelled, team.labels, targets, Auto())[3]["auto"]
-    lifted = record["why"]["rule"].endswith("so the move may go all the way)")
-    assert lifted == (leaves and record["blend"]["toward"] == before["chosen"])
+    lifted = record["why"]["rule"].endswith("all the way)")
+    assert lifted == (leaves and before["chosen"] in record["blend"]["toward"])
     assert lifted or record.get("blend", {}).get("weight", 0) <= 0.5
 
 

@@ -17,37 +17,33 @@ of the people, eval's on all of them (at 150 labelled people a stack's out-of-fo
 short of its hidden one by 0.025 more than the soft vote's). So `Auto(cautious=True)`, the
 default, moves from the soft vote only as far as the evidence carries it:
 
-- **the rule**: among the blends ``(1 - w) x soft vote + w x candidate`` of the soft vote with
-  each allowed candidate, ``w`` in 0.1 .. `MAX_MOVE` (one half), the one with the best
-  out-of-fold score less `MOVE_PENALTY` (one) bootstrap standard deviation of its paired gain
-  over the soft vote is applied (`steadiest`; ties: the soft vote, then the earlier candidate,
-  then the smaller move). The blend is of
-  the two compositions' probabilities, so each candidate's own choices (per task, inside the
-  CV loop) stay as they were; the cap shrinks what was learned toward the vote's equal weights
-  (Stock and Watson 2004; Smith and Wallis 2009). The record says how far it moved, toward what,
-  and the paired person-bootstrap interval of the blend's gain over the soft vote (Efron and
-  Tibshirani 1993, the cluster bootstrap). Replayed on `bench/evidence.py`'s 300 teams
-  (`bench/auto_study.py`), the all-or-nothing rule of before (`Auto(blends=False)`: the best
-  candidate only where its gain's 90 % interval lies above 0) trailed the best fixed method
-  chosen in hindsight by 0.017 (60 people), 0.029 (150), 0.009 (300) and 0.009 (540); this
-  rule by 0.002 and 0.004 at 60 and 150, and led it by 0.009 at 300 and 540, never below the
-  soft vote by 0.005; moving all the way (the cap at 1) fell below it by 0.035 on one team.
-  The cap is lifted toward the best candidate where the all-or-nothing rule's test holds (its
-  paired gain's 90 % interval above 0: there the variance the cap guards against is measured
-  small), so ``w`` runs to 1 toward it: at 600 labelled people (`bench/quality.py`) the cap
-  had stopped half-way toward stacks that won beyond the noise, up to 0.051 below the rule of
-  before; lifted there, 3 of 15 teams stay below it by more than 0.005 (6 capped; 4 before
-  the eval mix's self-check), and on the replayed teams the worst trail behind the
-  hindsight-best falls from 0.037 to 0.029 (300 people) and from 0.096 to 0.088 (540), the mean
-  within 0.002 of the capped rule's.
-  The penalty (not on the blends toward the candidate beyond the noise, whose test has
-  spoken) discounts a move whose gain rests on a few people: with 150 labelled people, stacks
-  per task that called 60+ for 2.5 % and 4.4 % of eval images where 21 % are (the gain
-  out of fold resting on about nine people of that band, weighted up to the eval mix) had won
-  the half-way blend and fallen below the soft vote by 0.030 and 0.023 on the hidden answers;
-  with it auto moves 0.3 and 0.4 of the way, +0.002 and -0.011 (`bench/auto_study.py`, seeds
-  111 and 112, 3,000 eval people). It costs up to 0.004 of the mean gain over the soft vote
-  from 150 labelled people up (docs/explanation/auto.md).
+- **the rule**: the moves are the blends ``(1 - w) x soft vote + w x candidate`` of the soft
+  vote with each allowed candidate, ``w`` in 0.1 .. `MAX_MOVE` (one half); in each of
+  `REPLICATES` resamples of the people (their images with them) the move with the best
+  out-of-fold score is taken, and the move applied is their mean (`bagged`; ties: the soft
+  vote, then the earlier candidate, then the smaller move): the soft vote moved toward as many
+  candidates as won resamples, each as far as its winning moves average. The blend is of the
+  compositions' probabilities, so each candidate's own choices (per task, inside the CV loop)
+  stay as they were; the cap shrinks what was learned toward the vote's equal weights (Stock
+  and Watson 2004; Smith and Wallis 2009). The record says how far it moved, toward what, and
+  the paired person-bootstrap interval of the move's gain over the soft vote (Efron and
+  Tibshirani 1993, the cluster bootstrap). The cap is lifted toward the best candidate where
+  the all-or-nothing rule's test holds (its paired gain's 90 % interval above 0: there the
+  variance the cap guards against is measured small), so ``w`` runs to 1 toward it: at 600
+  labelled people (`bench/quality.py`) the cap had stopped half-way toward stacks that won
+  beyond the noise, up to 0.051 below the rule of before.
+  Why a mean over resamples (bootstrap smoothing of a choice: bagging, Breiman 1996; the
+  bootstrap's model weights, Buckland, Burnham and Augustin 1997; smoothed estimates after
+  model selection, Efron 2014): the single best move out of fold jumps with the few people a
+  gain rests on (with 150 labelled people, stacks per task that called 60+ for 2.5 % and 4.4 %
+  of eval images where 21 % are, their gain out of fold resting on about nine people of that
+  band, had won the half-way blend and fallen below the soft vote by 0.030 and 0.023 on the
+  hidden answers); the resamples without those people do not show the gain and vote for a
+  smaller move. The rule before it took the single best move less a bootstrap standard
+  deviation of its gain (a lower confidence bound, Breiman et al. 1984's one-standard-error
+  rule); on the same simulated teams (`bench/auto_study.py`, three seed sets of 300 teams)
+  the bagged move trails the hindsight-best less on average at every size, and falls below the
+  soft vote by more than 0.005 on 13 of 900 teams (docs/explanation/auto.md has the figures).
   Inside the per-task candidate each task keeps its soft vote unless another option's paired
   gain is beyond the noise, as before.
 - **thin classes**: a class of a task held by fewer than `MIN_PEOPLE` labelled people is too
@@ -109,7 +105,6 @@ if TYPE_CHECKING:
 REPLICATES = 1000
 MAX_MOVE = 0.5  # the furthest auto moves from the soft vote toward a candidate not beyond the noise: half-way (bench/auto_study.py)
 BLEND_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, round(MAX_MOVE * 10) + 1))  # 0.1 .. MAX_MOVE
-MOVE_PENALTY = 1.0  # a move is scored by its out-of-fold score less this many bootstrap standard deviations of its paired gain over the soft vote
 SURE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # 0.1 .. 1: toward the best candidate where its gain is beyond the noise
 
 
@@ -242,20 +237,34 @@ def pick(f1: np.ndarray, judge: Judge, rows: np.ndarray, reference: int, allowed
     return reference, {"rule": "within the noise: the 90% interval of the best candidate's paired gain over the reference holds 0, so the reference is kept", "best": None, **why}
 
 
-def steadiest(scores: np.ndarray, replicates: np.ndarray, penalty: float | np.ndarray = MOVE_PENALTY) -> int:
-    """The move (blend) to apply: the best by its out-of-fold score ``(m,)`` less `penalty`
-    (a number, or one a move) standard deviations of its paired gain over the first move (the
-    soft vote), read from the judge's `replicates` ``(r, m)`` (the same resamples of the people
-    for every move). Ties: the first (the soft vote, then the earlier candidate, then the
-    smaller move).
+def bagged(replicates: np.ndarray, moves: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """How far to move toward each candidate: in each resample of the people (the judge's
+    `replicates` ``(r, m)``, the same draws for every move) the move with the best score is
+    taken (ties: the first: the soft vote, then the earlier candidate, then the smaller move),
+    and the moves are averaged: ``{candidate: share}``, each move ``(candidate, weight)`` of
+    `moves` (candidate 0, the soft vote, first) adding its weight over the number of resamples
+    to its candidate's share; each share rounded down to the hundredth, none below it kept.
+    Resamples that score no move (NaN: a metric a resample cannot compute) are left out.
 
-    A move whose gain rests on a few people (a stack's calls for a class nine labelled people
-    hold, weighted up threefold to the eval mix) is discounted by the spread those people give
-    its gain; a move whose gain is spread over many keeps nearly all of it (the lower confidence
-    bound in place of the point estimate, as Breiman et al. 1984's one-standard-error rule
-    prefers the simpler tree within a standard error of the best)."""
-    noise = np.nan_to_num(np.nanstd(replicates - replicates[:, :1], axis=0))
-    return int(np.argmax(np.asarray(scores) - penalty * noise))
+    Bootstrap smoothing of a choice (bagging, Breiman 1996; the bootstrap's model weights,
+    Buckland, Burnham and Augustin 1997; the smoothed estimate after model selection, Efron
+    2014): the choice of the single best move jumps with which few people the labelled set
+    happens to hold, its bagged mean does not. Where one move wins in nearly every resample the
+    mean is that move; where the resamples disagree (a gain that rests on a few people, which
+    the resamples without them do not show) it stays nearer the soft vote, as far as the
+    evidence is shared among them."""
+    scores = np.where(np.isnan(replicates), -np.inf, replicates)
+    scored = ~np.all(np.isnan(replicates), axis=1)
+    if not scored.any():
+        return {}
+    best = np.argmax(scores[scored], axis=1)
+    shares: dict[int, float] = {}
+    for move, count in zip(*np.unique(best, return_counts=True)):
+        c, w = moves[int(move)]
+        if c:
+            shares[c] = shares.get(c, 0.0) + w * int(count) / int(scored.sum())
+    rounded = {c: float(np.floor(share * 100 + 1e-9) / 100) for c, share in sorted(shares.items())}
+    return {c: share for c, share in rounded.items() if share > 0}
 
 
 def evidence_choice(
@@ -402,33 +411,37 @@ class _Whole:
     consistent: Composed | None = None
 
 
-def blend(reference: Composed, other: Composed, weight: float) -> Composed:
-    """``(1 - weight) x reference + weight x other``, per task and on the 18-way joint where
-    both carry it, decided (`Composed.decided`): the two compositions of the same images."""
-    if weight == 0:
+def blend(reference: Composed, others: Sequence[Composed], weights: Sequence[float]) -> Composed:
+    """``(1 - sum(weights)) x reference + sum_i weights[i] x others[i]``, per task and on the
+    18-way joint where all carry it, decided (`Composed.decided`): compositions of the same
+    images. No weight: the reference; one other, all the way: that one."""
+    pairs = [(o, float(w)) for o, w in zip(others, weights) if w != 0]
+    if not pairs:
         return reference
-    if weight == 1:
-        return other
-    mix = lambda a, b: (1 - weight) * np.asarray(a, np.float64) + weight * np.asarray(b, np.float64)  # noqa: E731
-    joint = mix(reference.joint, other.joint) if reference.joint is not None and other.joint is not None else None
-    probs = {t: mix(reference.probs[t], other.probs[t]) for t in reference.probs}
+    if len(pairs) == 1 and pairs[0][1] == 1:
+        return pairs[0][0]
+    rest = 1 - sum(w for _, w in pairs)
+    mix = lambda parts: rest * np.asarray(parts[0], np.float64) + sum(w * np.asarray(p, np.float64) for p, (_, w) in zip(parts[1:], pairs))  # noqa: E731
+    everyone = [reference, *(o for o, _ in pairs)]
+    joint = mix([c.joint for c in everyone]) if all(c.joint is not None for c in everyone) else None
+    probs = {t: mix([c.probs[t] for c in everyone]) for t in reference.probs}
     return Composed.decided(reference.image_ids, probs, joint, "auto", reference.space)
 
 
 @dataclass(frozen=True)
 class FittedBlend(Fitted):
-    """Auto's move from the reference (the soft vote) toward another candidate: the weighted
-    mean of their compositions (`blend`), `weight` on the other."""
+    """Auto's move from the reference (the soft vote) toward other candidates: the weighted
+    mean of their compositions (`blend`), `weights` on the `others`."""
 
     reference: Fitted
-    other: Fitted
-    weight: float
+    others: tuple[Fitted, ...]
+    weights: tuple[float, ...]
 
     def apply(self, x: Sources) -> Composed:
-        return blend(self.reference.apply(x), self.other.apply(x), self.weight)
+        return blend(self.reference.apply(x), [o.apply(x) for o in self.others], self.weights)
 
     def describe(self) -> dict[str, Any]:
-        return {"blend": {"weight": self.weight, "toward": self.other.describe()}}
+        return {"blend": [{"weight": w, "toward": o.describe()} for o, w in zip(self.others, self.weights)]}
 
 
 @dataclass(frozen=True)
@@ -464,15 +477,15 @@ class Auto(Step):
     name: ClassVar[str] = "auto"
     help: ClassVar[str] = (
         "among the votes, the per-task choice (per task, each source alone, their vote, selection or stack) and the stack on the 18-way "
-        "joint, moves from the soft vote toward the one whose blend with it has the best cross-validated score less a standard deviation of its gain, at most half-way "
-        "unless that one wins beyond the noise (the rest stays the soft vote's), never learned on a class of fewer than 5 labelled people, never toward one whose eval "
-        "decisions run away (a declared competition: its metric, its groups; no joint stack)"
+        "joint, moves from the soft vote as far as the evidence carries it: the mean, over 1,000 resamples of the labelled people, of the blend with the best "
+        "cross-validated score (at most half-way toward one candidate unless it wins beyond the noise; the rest stays the soft vote's), never learned on a class of fewer "
+        "than 5 labelled people, never toward one whose eval decisions run away (a declared competition: its metric, its groups; no joint stack)"
     )
     combines: ClassVar[bool] = True
 
     def headline(self, mode: str, record: Mapping[str, Any], words: Words) -> str:
         if self.cautious and self.blends:
-            return f"the soft vote, moved toward the candidate (votes, per-task choices, stacks) whose blend with it has the best cross-validated {words.key if words.declared else words.metric} less a standard deviation of its gain, at most half-way unless it wins beyond the noise"
+            return f"the soft vote, moved toward the candidates (votes, per-task choices, stacks) by the mean over {REPLICATES:,} resamples of the blend with the best cross-validated {words.key if words.declared else words.metric}, at most half-way toward one unless it wins beyond the noise"
         return f"the soft vote, or the candidate with the best cross-validated {words.key if words.declared else words.metric} where it wins beyond the noise (votes, per-task choices, stacks)"
 
     def summary(self, record: Mapping[str, Any], words: Words) -> list[str]:
@@ -589,11 +602,12 @@ class Auto(Step):
     def _move(
         self, candidates: Sequence[_Whole], allowed: np.ndarray, scores: Sequence[Candidate], wholes: Judge, labels: np.ndarray, folds: Folds, persons: np.ndarray, weights: np.ndarray | None, record: dict[str, Any], ctx: Context
     ) -> tuple[_Whole, dict[str, Any]]:
-        """How far to move from the soft vote (candidate 0) toward another candidate: among the
-        blends ``(1 - w) x soft + w x candidate`` (`BLEND_WEIGHTS`, every allowed candidate),
-        the one with the best out-of-fold score (ties: the soft vote, then the earlier candidate,
-        then the smaller move).
-        The move is capped at `MAX_MOVE`: learned weights are shrunk toward the vote's equal
+        """How far to move from the soft vote (candidate 0) toward the others: the moves are
+        the blends ``(1 - w) x soft + w x candidate`` (`BLEND_WEIGHTS`, every allowed
+        candidate), and the one applied is their bootstrap-smoothed choice (`bagged`): the mean
+        of the move with the best out-of-fold score in each resample of the people, a blend of
+        the soft vote with as many candidates as won resamples.
+        The moves are capped at `MAX_MOVE`: learned weights are shrunk toward the vote's equal
         ones, since estimated combinations lose to equal weights by the variance of their
         estimate (the forecast-combination puzzle: Stock and Watson 2004; Smith and Wallis
         2009; shrinkage toward equal weights, Diebold and Shin 2019). Not toward the best
@@ -606,36 +620,35 @@ class Auto(Step):
         mix = None if weights is None else weights[every]
         top = pick(wholes.scores(every, mix), wholes, every, 0, allowed, True, mix)[0]  # the all-or-nothing rule: the candidate it moves to whole, or 0 (none)
         moves = [(0, 0.0)] + [(c, w) for c in range(1, len(candidates)) if allowed[c] for w in (SURE_WEIGHTS if c == top else BLEND_WEIGHTS)]
-        scored = [blend(soft.scored, candidates[c].scored, w) for c, w in moves]
-        judge = judge_of(ctx.competition, labels, persons, scored)
-        values = judge.scores(every, mix)
-        penalty = np.array([0.0 if c == top else MOVE_PENALTY for c, _ in moves])  # toward the candidate beyond the noise, its test has spoken
-        replicates = judge.replicates(every, mix, range(len(moves)))
-        best = steadiest(values, replicates, penalty)
-        c, w = moves[best]
+        judge = judge_of(ctx.competition, labels, persons, [blend(soft.scored, [candidates[c].scored], [w]) for c, w in moves])
+        shares = bagged(judge.replicates(every, mix, range(len(moves))), moves)
         listed = [s.as_dict() for s in scores]
-        if c == 0:
-            why = {"rule": "no blend of the soft vote with another candidate scores better out of fold by more than a standard deviation of its gain, so the soft vote is kept"}
+        if not shares:
+            why = {"rule": f"no blend of the soft vote with another candidate: the mean of the blend with the best cross-validated score in each of {REPLICATES:,} resamples of the {unit(ctx)} moves under 1% toward every one, so the soft vote is kept"}
             return soft, {"chosen": soft.label, "why": why, "candidates": listed, **record}
-        other = candidates[c]
-        label = other.label if w == 1 else f"{1 - w:.1f} x {soft.label} + {w:.1f} x {other.label}"  # all the way: the candidate itself
-        low, high, positive = _gain_interval(replicates[:, best] - replicates[:, 0])  # the paired gain the rule read
-        pair = judge_of(ctx.competition, labels, persons, [scored[0], scored[best]])  # the soft vote and the blend alone: the blend's folds
+        others, share = [candidates[c] for c in shares], list(shares.values())
+        moved = round(sum(share), 2)
+        whole = others[0] if share == [1.0] else None  # every resample took one candidate all the way: the candidate itself
+        label = whole.label if whole else " + ".join([f"{1 - moved:.2f} x {soft.label}", *(f"{w:.2f} x {o.label}" for o, w in zip(others, share))])
+        scored = blend(soft.scored, [o.scored for o in others], share)
+        pair = judge_of(ctx.competition, labels, persons, [soft.scored, scored])  # the soft vote and the move: the interval of its gain, its folds
+        values = pair.scores(every, mix)
+        low, high, positive = pair.gain(0, 1, every, mix)
         spread = float(np.std([pair.sign * pair.scores(held, None if weights is None else weights[held])[1] for _, held in folds]))
-        cap = (
-            f"{other.label} wins beyond the noise (the 90% interval of its paired gain over the soft vote is above 0), so the move may go all the way"
-            if c == top
-            else f"moves capped at {MAX_MOVE:.0%} toward a candidate not beyond the noise: learned weights shrunk toward the vote's"
-        )
+        toward = ", ".join(f"{o.label} {w:.0%}" for o, w in zip(others, share))
+        sure = f"; toward {candidates[top].label}, whose gain is beyond the noise (the 90% interval of its paired gain over the soft vote above 0), all the way" if top and top in shares else ""
         why = {
-            "rule": f"moved {w:.0%} of the way from the soft vote toward {other.label}, the blend with the best cross-validated score{'' if c == top else ' less a standard deviation of its gain'} ({cap})",
-            "margin": round(float(values[best] - values[0]), 4),
+            "rule": f"moved {moved:.0%} of the way from the soft vote ({toward}): the mean of the blend with the best cross-validated score in each of {REPLICATES:,} resamples of the {unit(ctx)} "
+            f"(moves capped at {MAX_MOVE:.0%} toward a candidate not beyond the noise: learned weights shrunk toward the vote's{sure})",
+            "margin": round(float(values[1] - values[0]), 4),
             "interval": [round(low, 4), round(high, 4)],
             "positive": round(positive, 3),
         }
-        moved = {**Candidate(label, float(judge.sign * values[best]), spread, judge.key).as_dict(), "weight": w, "toward": other.label}
-        whole = other if w == 1 else _Whole(label, FittedBlend(soft.fitted, other.fitted, w), scored[best], blend(soft.consistent or soft.scored, other.consistent or other.scored, w))
-        return whole, {"chosen": label, "why": why, "candidates": listed, "blend": moved, **record}
+        moved_record = {**Candidate(label, float(pair.sign * values[1]), spread, pair.key).as_dict(), "weight": moved, "toward": {o.label: w for o, w in zip(others, share)}}
+        if whole is None:
+            consistent = blend(soft.consistent or soft.scored, [o.consistent or o.scored for o in others], share)
+            whole = _Whole(label, FittedBlend(soft.fitted, tuple(o.fitted for o in others), tuple(share)), scored, consistent)
+        return whole, {"chosen": label, "why": why, "candidates": listed, "blend": moved_record, **record}
 
     def _candidates(
         self, recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, per_task: Sequence[_Whole], target: Sources | None, expected: Mapping[Task | str, np.ndarray] | None, ctx: Context
