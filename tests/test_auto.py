@@ -55,7 +55,7 @@ def test_the_bagged_move_is_the_mean_of_each_resamples_best_move():
         [0.5, 0.5, 0.1, 0.1],  # a tie with the soft vote: the soft vote
         [np.nan] * 4,  # a resample that scores nothing: left out
     ])
-    assert bagged(replicates, moves) == {1: 0.5, 2: 0.07}  # (1 + 1) / 4, and 0.3 / 4 = 0.075 rounded down
+    assert bagged(replicates, moves) == {1: 0.5, 2: 0.075}  # (1 + 1) / 4, and 0.3 / 4
     assert bagged(replicates[3:], moves) == {} and bagged(replicates[[0]], moves) == {1: 1.0}
 
 
@@ -77,7 +77,7 @@ def test_a_gain_that_rests_on_one_person_is_taken_only_where_the_resamples_hold_
     assert scores[1] > scores[2] + 0.05  # the best single move out of fold: the risky one
     held = np.mean(person_draws(60, len(replicates))[:, 57] > 0)  # the judge's draws: the share of resamples that hold person 57
     shares = bagged(replicates, [(0, 0.0), (1, 1.0), (2, 1.0), (3, 1.0)])
-    assert shares[1] <= held + 0.01 and shares[2] >= 1 - held - 0.01 and 3 not in shares  # a move equal to the soft vote never wins a resample
+    assert shares[1] <= held and shares[2] >= 1 - held and 3 not in shares  # a move equal to the soft vote never wins a resample
 
 
 def test_pick_keeps_the_reference_within_the_noise_and_leaves_it_beyond():

@@ -16,7 +16,7 @@ from ensembler.data.project import load_project
 from ensembler.data.sources import import_source
 from ensembler.data.store import PredictionSet, Split
 from ensembler.errors import EnsError
-from ensembler.pipeline.auto import Auto
+from ensembler.pipeline.auto import Auto, share_text
 from ensembler.pipeline.composition import compose, compose_submission
 from ensembler.pipeline.learned import Stack, select_weights
 from ensembler.pipeline.recipe import parse_recipe
@@ -241,8 +241,8 @@ def test_auto_takes_each_task_from_its_specialist_and_says_why(project, toy, tmp
     f1 = {c["label"]: c["f1"] for c in whole["candidates"]}
     moved = whole["blend"]
     toward = moved["toward"]  # the bagged move: each candidate's share
-    assert max(toward, key=toward.get) == max(f1, key=f1.get) and 0 < moved["weight"] == round(sum(toward.values()), 2) <= 0.5 and moved["f1"] > f1["soft vote g+m (18-way joint)"] + 0.1
-    assert whole["chosen"] == " + ".join([f"{1 - moved['weight']:.2f} x soft vote g+m (18-way joint)", *(f"{w:.2f} x {c}" for c, w in toward.items())]) == moved["label"]
+    assert max(toward, key=toward.get) == max(f1, key=f1.get) and 0 < moved["weight"] == round(sum(toward.values()), 6) <= 0.5 and moved["f1"] > f1["soft vote g+m (18-way joint)"] + 0.1
+    assert whole["chosen"] == " + ".join(f"{share_text(w)} x {c}" for c, w in [("soft vote g+m (18-way joint)", 1 - moved["weight"]), *toward.items()]) == moved["label"]
     assert whole["why"]["rule"].startswith(f"moved {moved['weight']:.0%} of the way from the soft vote (") and whole["why"]["interval"][0] > 0
     auto = whole["tasks"]
     chosen = {t: auto[t]["chosen"] for t in auto}
@@ -413,9 +413,9 @@ def test_auto_moves_from_the_soft_vote_at_most_half_way_and_plain_auto_keeps_iss
         allowed = {c["label"]: c["f1"] for c in record["candidates"][1:] if c["label"] not in away}
         sure = record["why"]["rule"].endswith("all the way)")  # toward the best allowed candidate, beyond the noise
         toward = moved["toward"]
-        assert 0 < moved["weight"] == round(sum(toward.values()), 2) <= 1.0 and set(toward) <= set(allowed)
+        assert 0 < moved["weight"] == round(sum(toward.values()), 6) <= 1.0 and set(toward) <= set(allowed)
         assert sure or (moved["weight"] <= 0.5 and all(w <= 0.5 for w in toward.values()))
-        whole = next(iter(toward)) if list(toward.values()) == [1.0] else " + ".join([f"{1 - moved['weight']:.2f} x {soft['label']}", *(f"{w:.2f} x {c}" for c, w in toward.items())])
+        whole = next(iter(toward)) if list(toward.values()) == [1.0] else " + ".join(f"{share_text(w)} x {c}" for c, w in [(soft["label"], 1 - moved["weight"]), *toward.items()])
         assert record["chosen"] == moved["label"] == whole
         assert record["why"]["margin"] == pytest.approx(moved["f1"] - soft["f1"], abs=2e-4)  # scored on the eval mix's weights: the margin is of those scores (a bagged move may score below the soft vote on all the images)
         low, high = record["why"]["interval"]

@@ -243,7 +243,8 @@ def bagged(replicates: np.ndarray, moves: Sequence[tuple[int, float]]) -> dict[i
     taken (ties: the first: the soft vote, then the earlier candidate, then the smaller move),
     and the moves are averaged: ``{candidate: share}``, each move ``(candidate, weight)`` of
     `moves` (candidate 0, the soft vote, first) adding its weight over the number of resamples
-    to its candidate's share; each share rounded down to the hundredth, none below it kept.
+    to its candidate's share (to six decimals: 1,000 resamples and weights in tenths give
+    multiples of 0.0001, shown as they are).
     Resamples that score no move (NaN: a metric a resample cannot compute) are left out.
 
     Bootstrap smoothing of a choice (bagging, Breiman 1996; the bootstrap's model weights,
@@ -263,8 +264,7 @@ def bagged(replicates: np.ndarray, moves: Sequence[tuple[int, float]]) -> dict[i
         c, w = moves[int(move)]
         if c:
             shares[c] = shares.get(c, 0.0) + w * int(count) / int(scored.sum())
-    rounded = {c: float(np.floor(share * 100 + 1e-9) / 100) for c, share in sorted(shares.items())}
-    return {c: share for c, share in rounded.items() if share > 0}
+    return {c: round(share, 6) for c, share in sorted(shares.items())}  # not rounded further: a share rounded down to the hundredth cost the mean trail and its worst case (bench/auto_rules.py)
 
 
 def evidence_choice(
@@ -409,6 +409,12 @@ class _Whole:
     fitted: Fitted
     scored: Composed
     consistent: Composed | None = None
+
+
+def share_text(share: float) -> str:
+    """A share of a bagged move as written in labels: as many decimals as it has, at most four
+    (``0.5``, ``0.2545``)."""
+    return np.format_float_positional(round(share, 4), precision=4, trim="-")
 
 
 def blend(reference: Composed, others: Sequence[Composed], weights: Sequence[float]) -> Composed:
@@ -627,9 +633,9 @@ class Auto(Step):
             why = {"rule": f"no blend of the soft vote with another candidate: the mean of the blend with the best cross-validated score in each of {REPLICATES:,} resamples of the {unit(ctx)} moves under 1% toward every one, so the soft vote is kept"}
             return soft, {"chosen": soft.label, "why": why, "candidates": listed, **record}
         others, share = [candidates[c] for c in shares], list(shares.values())
-        moved = round(sum(share), 2)
+        moved = round(sum(share), 6)
         whole = others[0] if share == [1.0] else None  # every resample took one candidate all the way: the candidate itself
-        label = whole.label if whole else " + ".join([f"{1 - moved:.2f} x {soft.label}", *(f"{w:.2f} x {o.label}" for o, w in zip(others, share))])
+        label = whole.label if whole else " + ".join(f"{share_text(w)} x {c.label}" for c, w in [(soft, 1 - moved), *zip(others, share)])
         scored = blend(soft.scored, [o.scored for o in others], share)
         pair = judge_of(ctx.competition, labels, persons, [soft.scored, scored])  # the soft vote and the move: the interval of its gain, its folds
         values = pair.scores(every, mix)
