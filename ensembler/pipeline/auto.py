@@ -630,7 +630,7 @@ class Auto(Step):
         shares = bagged(judge.replicates(every, mix, range(len(moves))), moves)
         listed = [s.as_dict() for s in scores]
         if not shares:
-            why = {"rule": f"no blend of the soft vote with another candidate: the mean of the blend with the best cross-validated score in each of {REPLICATES:,} resamples of the {unit(ctx)} moves under 1% toward every one, so the soft vote is kept"}
+            why = {"rule": f"no blend of the soft vote with another candidate scores better out of fold than the soft vote in any of {REPLICATES:,} resamples of the {unit(ctx)} (ties: the soft vote), so it is kept"}
             return soft, {"chosen": soft.label, "why": why, "candidates": listed, **record}
         others, share = [candidates[c] for c in shares], list(shares.values())
         moved = round(sum(share), 6)
