@@ -61,6 +61,16 @@ class Team:
     def best(self) -> int:
         return int(np.argmax(np.where(self.allowed, self.oof_scores, -np.inf)))
 
+    def moves(self) -> tuple[int, list[tuple[int, float]], F1Judge]:
+        """The moves `Auto()` chooses among: the candidate beyond the noise (its paired gain's 90 %
+        interval above 0, and the best out of fold; 0: none), the moves ``(candidate, weight)``
+        (the soft vote first; up to half-way toward each allowed candidate, all the way toward
+        that one), and the judge of their out-of-fold decisions."""
+        top = self.best()
+        top = top if top != 0 and self.gain(top)[0] > 0 else 0
+        moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(self.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
+        return top, moves, F1Judge([self.blend("oof", c, lam) for c, lam in moves], self.y, N_JOINT, self.persons)
+
     def gain(self, other: int, oof: np.ndarray | None = None) -> tuple[float, float, float]:
         mine = self.z["oof_labels"][other] if oof is None else oof
         return paired_gain(self.y, self.z["oof_labels"][0], mine, self.persons, N_JOINT, self.w)
@@ -131,17 +141,16 @@ def blend_lifted(only_best: bool, whole: bool = False) -> Rule:
 def steadiest_rule(anchored: float | None = None) -> Rule:
     """`blend_lifted(True)` (the lift toward the best candidate beyond the noise), each blend
     toward another candidate scored by its out-of-fold score less `MOVE_PENALTY` bootstrap
-    standard deviations of its paired gain over the soft vote (`auto.steadiest`): `Auto()`.
+    standard deviations of its paired gain over the soft vote (`steadiest`): `Auto()` before the
+    bagged move.
     `anchored` (tried, not kept: docs/explanation/auto.md): where a candidate is beyond the
     noise, every move is measured from that candidate whole instead (the all-or-nothing rule's
     choice): a blend short of it scored less `anchored` standard deviations of its paired gain
     over it, a blend toward another candidate less `MOVE_PENALTY` of its, the soft vote as it is."""
 
     def rule(t: Team) -> float:
-        top = t.best()
-        top = top if top != 0 and t.gain(top)[0] > 0 else 0
-        moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
-        judge, every = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons), np.arange(len(t.y))
+        top, moves, judge = t.moves()
+        every = np.arange(len(t.y))
         scores, replicates = judge.scores(every, t.w), judge.replicates(every, t.w, range(len(moves)))
         from_whole = anchored is not None and top != 0  # every move measured from the candidate whole (first: the reference, and ties)
         toward_top = anchored if from_whole else 0.0
@@ -163,10 +172,7 @@ def bagged_rule(t: Team) -> float:
     """`Auto()`: the moves of `blend_lifted(True)` (up to half-way toward any allowed candidate,
     all the way toward the best one where its gain is beyond the noise), the one applied their
     bootstrap-smoothed choice (`auto.bagged`: the mean of each resample's best move)."""
-    top = t.best()
-    top = top if top != 0 and t.gain(top)[0] > 0 else 0
-    moves = [(0, 0.0)] + [(int(c), float(lam)) for c in np.flatnonzero(t.allowed)[1:] for lam in GRID[(GRID > 0) & (GRID <= (1.0 if c == top else 0.5))]]
-    judge = F1Judge([t.blend("oof", c, lam) for c, lam in moves], t.y, N_JOINT, t.persons)
+    _, moves, judge = t.moves()
     shares = bagged(judge.replicates(np.arange(len(t.y)), t.w, range(len(moves))), moves)
     return macro_f1(t.answers, t.mixed("eval", shares), N_JOINT)
 
