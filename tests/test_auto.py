@@ -133,19 +133,27 @@ def test_a_stack_on_the_joint_is_refused_on_thin_gender_and_age(project, toy, tm
         ens.compose(project, "*:a+b", ens.Pool())
 
 
-def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
-    from ensembler.data.labels import TASKS, decode
-    from ensembler.pipeline.folds import Folds
+def _team_eval_mix(kind: str, n_eval_people: int, seed: int):
+    """A simulated team of 300 labelled people under the age shift, its members' labelled
+    prediction sets, and `eval_mix`'s weights and record on them."""
+    from ensembler.data.labels import TASKS
     from ensembler.data.store import PredictionSet, Split
     from ensembler.data.teams import simulate_team
     from ensembler.pipeline.auto import eval_mix
+    from ensembler.pipeline.folds import Folds
     from ensembler.pipeline.recipe import Recipe, Term
 
-    team = simulate_team("near-copies", "age", n_train_people=300, n_eval_people=150, seed=3)  # eval older (22 % 60+, labelled 7 %)
+    team = simulate_team(kind, "age", n_train_people=300, n_eval_people=n_eval_people, seed=seed)
     labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
     targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
     recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-    weights, record = eval_mix(recipe, labelled, team.labels, Folds.of(team.labelled_ids), targets)
+    return team, labelled, *eval_mix(recipe, labelled, team.labels, Folds.of(team.labelled_ids), targets)
+
+
+def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
+    from ensembler.data.labels import decode
+
+    team, _, weights, record = _team_eval_mix("near-copies", 150, seed=3)  # eval older (22 % 60+, labelled 7 %)
     age = decode(team.labels)[Task.AGE]
     assert record["age"]["eval"][2] > 2 * record["age"]["train"][2]  # EM sees the older eval set
     assert weights[age == 2].mean() > 2 and weights[age == 0].mean() < 1  # 60+ counts for more, under 30 for less
@@ -157,21 +165,11 @@ def test_the_eval_mix_is_estimated_task_by_task_with_a_bias_per_class_where_the_
     # age pair of the 18-way joint under five people allows temperature scaling alone, which
     # cannot undo that belief: EM on the joint ran away (60+ at 82 % of eval) and was dropped, and
     # a stack that had learned 60+ is rare won out of fold. Task by task, age keeps a bias per class.
-    from ensembler.data.labels import TASKS, decode
-    from ensembler.data.people import thin_pairs
-    from ensembler.pipeline.folds import Folds
-    from ensembler.data.store import PredictionSet, Split
-    from ensembler.data.teams import simulate_team
-    from ensembler.pipeline.auto import eval_mix
-    from ensembler.pipeline.recipe import Recipe, Term
+    from ensembler.data.labels import decode
 
-    team = simulate_team("classifiers18", "age", n_train_people=300, n_eval_people=300, seed=114)
+    team, labelled, _, record = _team_eval_mix("classifiers18", 300, seed=114)
     assert thin_pairs(team.labels, team.labelled_ids)  # the joint is too thin for a bias per class
-    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
-    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
     assert np.mean([p.probs[Task.AGE][:, 2].mean() for p in labelled.values()]) > 3 * np.mean(decode(team.labels)[Task.AGE] == 2)  # the members' belief
-    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-    weights, record = eval_mix(recipe, labelled, team.labels, Folds.of(team.labelled_ids), targets)
     truth = np.bincount(decode(team.answers)[Task.AGE], minlength=3) / len(team.answers)
     assert "dropped" not in record["age"]
     assert np.abs(np.array(record["age"]["eval"]) - truth).sum() < 0.12  # near the older eval set (60+: 27 %)

@@ -348,9 +348,9 @@ def eval_mix(recipe: Recipe, x: Sources, labels: np.ndarray, folds: Folds, targe
     EM needs the calibrated probabilities to hold the labelled mix, and members trained on
     balanced batches put a rare class far above its share (the simulated 18-class members: a
     mean 0.25 for 60+ where 6 % are), which a temperature cannot undo (Alexandari, Kundaje and
-    Shrikumar 2020: maximum likelihood with bias-corrected calibration). On the 18-way joint, where a gender x age pair of under
-    five people allows temperature scaling only, EM ran away on age and the estimate was
-    dropped; on a simulated team of 300 people with an older eval set a stack that had learned
+    Shrikumar 2020: maximum likelihood with bias-corrected calibration). On the 18-way joint,
+    where a gender x age pair of under five people allows temperature scaling only, EM ran away
+    on age and the estimate was dropped; on a simulated team of 300 people with an older eval set a stack that had learned
     60+ is rare then won out of fold by 0.08 and lost 0.05 on the hidden answers, and on 900
     teams (bench/auto_study.py) auto fell below the soft vote by more than 0.005 on 13, not 6
     (docs/explanation/auto.md)."""
