@@ -9,14 +9,16 @@ the hidden eval answers, plain and with ``--prior em`` / ``--prior bbse`` (appli
 labelled check says so), and ``em-raw``, the uncalibrated EM against the composition's own mean
 posterior that `ens` ran before (for comparison; never offered).
 
-    python bench/quality.py [--kinds all] [--shifts age,mask,none] [--methods soft,hard,geo,select,stack,auto] [--priors none,em,bbse] [--seed 1] [--eval-people 400]
+    python bench/quality.py [--kinds all] [--shifts age,mask,none] [--methods soft,hard,geo,select,stack,auto] [--priors none,em,bbse] [--seed 1] [--people 600] [--eval-people 400]
 
 `--methods` also takes ``auto-before``: auto's all-or-nothing rule of the last round
 (`Auto(blends=False)`), to hold today's auto against it team by team (the mean, the worst and
 the teams below it by more than 0.005 are summed up at the end). `--eval-people`: the hidden
 answers' size (400 people, as the teams were first drawn; 3,000 judges two close compositions
 with about a third of the noise, on teams whose labelled people are the same and whose members'
-outputs are drawn anew).
+outputs are drawn anew). `--people`: the labelled people (600, as the teams were first drawn;
+at 300 and fewer a gender x age class of 60+ often has under five people, where `--prior em`
+calibrates and corrects task by task).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--methods", default="soft,hard,geo,select,stack,auto")
     parser.add_argument("--priors", default=",".join(PRIORS), help="the prior corrections to try (none: plain)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--people", type=int, default=600, help="labelled people in each team")
     parser.add_argument("--eval-people", type=int, default=400, help="people in each team's hidden eval set")
     args = parser.parse_args()
     priors = tuple(args.priors.split(","))
@@ -67,7 +70,7 @@ def main() -> None:
     losses, behind, versus_before = [], [], []
     for shift in args.shifts.split(","):
         for kind in kinds:
-            team = simulate_team(kind, shift, n_eval_people=args.eval_people, seed=args.seed)
+            team = simulate_team(kind, shift, n_train_people=args.people, n_eval_people=args.eval_people, seed=args.seed)
             f1 = lambda labels: score(team.answers, labels).f1_18  # noqa: E731
             with tempfile.TemporaryDirectory() as tmp:
                 project = write_team(team, Path(tmp))

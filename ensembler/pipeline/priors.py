@@ -34,7 +34,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..data.labels import N_CLASSES, N_JOINT, TASKS, Task, decode, marginals, parse_task
-from ..data.people import person_of, thin_classes, thin_pairs, thin_text
+from ..data.people import MIN_PEOPLE, person_of, thin_classes, thin_pairs, thin_text
 from ..data.stable import decide
 from ..errors import EnsError
 from ..scoring.evidence import f1_replicates, person_draws
@@ -326,13 +326,18 @@ def fit_correction(
     train = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     joint_calibration, task_calibrations = None, {}
     thin = thin_classes(labels, labelled.image_ids)
-    if eval_composed.joint is not None and labelled.joint is not None:
-        pairs = thin_pairs(labels, labelled.image_ids)
-        choice = choose(labelled.joint, labels, folds, calibrate, f"gender x age {', '.join(pairs)}" if pairs else None)
+    pairs = thin_pairs(labels, labelled.image_ids) if eval_composed.joint is not None and labelled.joint is not None else []
+    if eval_composed.joint is not None and labelled.joint is not None and not pairs:
+        choice = choose(labelled.joint, labels, folds, calibrate)
         joint_calibration, cal_val_joint = choice.calibration, choice.oof
         cal_val = marginals(cal_val_joint)
         record["calibration"] = {"joint": choice.as_dict()}
     else:
+        if pairs:
+            record["joint"] = (
+                f"calibrated and corrected task by task: the 18-way joint's gender x age {', '.join(pairs)} has fewer than {MIN_PEOPLE} labelled people, "
+                "too few for a bias per class, and a temperature alone cannot move a class's mean, which EM needs"
+            )
         cal_val_joint, cal_val, calibrations = None, {}, {}
         for task in eval_composed.probs:
             choice = choose(labelled.probs[task], truth[task], folds, calibrate, thin_text(task, thin[task]) if task in thin else None)
@@ -419,6 +424,8 @@ class Priors(Step):
         for task, entry in prior.get("tasks", {}).items():
             dropped = f" (dropped: {entry['dropped']})" if "dropped" in entry else ""
             lines.append(f"{task} priors ({entry['from']}): train {entry['train']} -> eval {entry['eval']}{dropped}")
+        if prior.get("joint"):
+            lines.append(prior["joint"])
         for where, cal in (prior.get("calibration") or {}).items():
             losses = ", ".join(f"{m} {v:.4f}" for m, v in cal["oof_nll"].items())
             temperature = f", T={cal['temperature']:.2f}" if "temperature" in cal else ""
