@@ -52,16 +52,16 @@ def capture_team(job: tuple[str, str, int, int, int, str]) -> str:
         """Auto's fit on every labelled image is done (the engine fits it first, then in each
         fold for its own score, which the study does not need)."""
 
-    def spy_choose(self, recipe, x, labels, folds, per_task, target, expected, weights, ctx):
-        chosen = choose(self, recipe, x, labels, folds, per_task, target, expected, weights, ctx)
+    def spy_choose(self, recipe, x, labels, folds, per_task, target, guard, weights, ctx):
+        chosen = choose(self, recipe, x, labels, folds, per_task, target, guard, weights, ctx)
         if len(labels) == len(team.labels):
             ids = next(iter(x.values())).image_ids
             seen.update(n=len(labels), weights=weights, persons=ctx.groups(ids), folds=folds, labels=labels, chosen=chosen[0].label, whole=chosen[0])
             raise Captured
         return chosen
 
-    def spy_candidates(self, recipe, x, labels, folds, per_task, target, expected, ctx):
-        found = candidates(self, recipe, x, labels, folds, per_task, target, expected, ctx)
+    def spy_candidates(self, recipe, x, labels, folds, per_task, target, guard, ctx):
+        found = candidates(self, recipe, x, labels, folds, per_task, target, guard, ctx)
         if len(labels) == len(team.labels):
             seen["found"], seen["target"] = found, target
         return found
