@@ -94,12 +94,14 @@ def paragraph(out: str, seconds: float, seed: int) -> str:
 
 
 def auto_choice(chose: str) -> str:
-    """Auto's choice as the demo printed it, in words: ``moved 20 % of the way from the soft vote
-    toward the geo vote`` for a blend, ``kept the soft vote``, else ``chose the stack``."""
-    blend = re.fullmatch(r"(\d\.\d) x soft vote .+? \+ (\d\.\d) x (.+)", chose)
-    if blend:
-        return f"moved {float(blend[2]):.0%} of the way from the soft vote toward the {blend[3].split(' ana-')[0]}".replace("%", " %")
-    name = chose.split(" ana-")[0]
+    """Auto's choice as the demo printed it, in words: ``moved 21 % of the way from the soft vote
+    (toward the geo vote 20 %, the stack 1 %)`` for a blend (shares under half a percent left
+    out), ``kept the soft vote``, else ``chose the stack``."""
+    terms = re.findall(r"(\d(?:\.\d+)?) x (.+?)(?= \+ \d(?:\.\d+)? x |$)", chose)
+    if len(terms) > 1 and terms[0][1].startswith("soft vote"):
+        toward = ", ".join(f"the {name.split(' ana-')[0].removesuffix(' of')} {float(w):.0%}" for w, name in terms[1:] if float(w) >= 0.005)
+        return f"moved {1 - float(terms[0][0]):.0%} of the way from the soft vote (toward {toward})".replace("%", " %")
+    name = chose.split(" ana-")[0].removesuffix(" of")
     return "kept the soft vote" if name == "soft vote" else f"chose the {name}"
 
 
