@@ -363,8 +363,8 @@ class Guard:
     per task that decided 60+ for 1.1 to 1.5 % of eval where the labelled share is 6.3 to 6.7 %
     (under a quarter) were barred, and they beat the soft vote by 0.06 to 0.10 on the hidden
     answers (bench/auto_study.py). A stack that calls 60+ for 1 % out of fold where the weighted
-    share is 18 % was not judged on that class, only blends with it were, and half-way blends
-    with such stacks fell 0.02 below the soft vote: the bare guard holds there, and where a
+    share is 18 % was not judged on that class, only blends with it were, and a move 22 % of the
+    way toward it fell 0.027 below the soft vote: the bare guard holds there, and where a
     task's estimate is dropped (the judge then scores the labelled mix, and an eval set richer
     in the class, an older one, is what the bare guard catches)."""
 

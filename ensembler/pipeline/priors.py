@@ -11,17 +11,18 @@ confusion matrix of the hard decisions, which needs no calibration.
 A team that knows a task's eval priors (from the leaderboard, or the organisers) gives them
 instead (`PriorSpec.given`); the other tasks are then estimated or left as they are.
 
-`Priors` is the step `ens compose --prior` adds (`fit_correction`): calibrate the composition on its labelled
-images (`calibration.choose`), estimate each task's eval priors against the labelled images'
-true class mix, drop estimates that take a class below a quarter of its labelled share and EM
-estimates whose premise fails where the mix is known (`self_check`: EM on the labelled images'
-calibrated out-of-fold probabilities must give back their mix), then check the correction where
-the answers are known: the labelled images (calibrated out of fold, person-
-grouped) resampled by person and weighted to the estimated eval mix, corrected against
-uncorrected 18-class macro F1. It is applied only where it wins there, in at least `CHECK_WINS`
-of the resamples (or when forced); the record says which and why. The check measures the
-correction as if the estimate were right: it guards against corrections and calibrations that
-hurt, not against an estimate that is wrong.
+`Priors` is the step `ens compose --prior` adds (`fit_correction`): calibrate the composition on
+its labelled images (`calibration.choose`; the 18-way joint as a whole, or each task on its own
+where a gender x age class of the joint is too thin for a bias per class), estimate each task's
+eval priors against the labelled images' true class mix, drop estimates that take a class below
+a quarter of its labelled share and EM estimates whose premise fails where the mix is known
+(`self_check`: EM on the labelled images' calibrated out-of-fold probabilities must give back
+their mix), then check the correction where the answers are known: the labelled images
+(calibrated out of fold, person-grouped) resampled by person and weighted to the estimated eval
+mix, corrected against uncorrected 18-class macro F1. It is applied only where it wins there, in
+at least `CHECK_WINS` of the resamples (or when forced); the record says which and why. The
+check measures the correction as if the estimate were right: it guards against corrections and
+calibrations that hurt, not against an estimate that is wrong.
 """
 
 from __future__ import annotations
