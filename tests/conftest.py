@@ -158,3 +158,12 @@ def declared_project(root: Path, declared: dict) -> Project:
 
     (root / "model_zoo.yaml").write_text(yaml.safe_dump({"project": {"data": "."}, "competition": declared}, sort_keys=False))
     return load_project(root / "model_zoo.yaml")
+
+
+def team_recipe(team):
+    """The recipe of every member of a simulated team (`ensembler.data.teams`), each task from
+    the members that predict it."""
+    from ensembler.data.labels import TASKS
+    from ensembler.pipeline.recipe import Recipe, Term
+
+    return Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})

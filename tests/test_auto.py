@@ -3,6 +3,7 @@ learn, and run-aways, each on hand-made cases."""
 
 import numpy as np
 import pytest
+from conftest import team_recipe
 
 from ensembler.data.labels import MASK_SPACE, Task, encode
 from ensembler.data.people import person_codes, thin_classes, thin_pairs, thin_text
@@ -157,18 +158,13 @@ def test_a_stack_on_the_joint_is_refused_on_thin_gender_and_age(project, toy, tm
 def _team_eval_mix(kind: str, n_eval_people: int, seed: int):
     """A simulated team of 300 labelled people under the age shift, its members' labelled
     prediction sets, and `eval_mix`'s weights and record on them."""
-    from ensembler.data.labels import TASKS
-    from ensembler.data.store import PredictionSet, Split
     from ensembler.data.teams import simulate_team
     from ensembler.pipeline.auto import eval_mix
     from ensembler.pipeline.folds import Folds
-    from ensembler.pipeline.recipe import Recipe, Term
 
     team = simulate_team(kind, "age", n_train_people=300, n_eval_people=n_eval_people, seed=seed)
-    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
-    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
-    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-    return team, labelled, *eval_mix(recipe, labelled, team.labels, Folds.of(team.labelled_ids), targets)
+    labelled, targets = team.sets()
+    return team, labelled, *eval_mix(team_recipe(team), labelled, team.labels, Folds.of(team.labelled_ids), targets)
 
 
 def test_the_eval_mix_weighs_up_the_labelled_images_of_a_class_the_eval_set_holds_more_of():
@@ -250,14 +246,11 @@ def test_auto_does_not_blend_toward_a_candidate_that_loses_to_the_soft_vote_beyo
     with a clear loser that win resamples by chance; on the hidden answers of simulated teams
     such blends fell up to 0.041 below the soft vote). It is left out of the moves, and says so."""
     import ensembler as ens
-    from ensembler.data.labels import TASKS
     from ensembler.data.teams import simulate_team, write_team
-    from ensembler.pipeline.recipe import Recipe, Term
 
     team = simulate_team("specialists", "mask", n_train_people=60, n_eval_people=300, seed=121)
     project = write_team(team, tmp_path / "team")
-    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-    auto = ens.compose(project, recipe, ens.Auto())
+    auto = ens.compose(project, team_recipe(team), ens.Auto())
     record = auto.step("auto")["auto"]
     assert "beyond the noise out of fold" in record["losing"]["stack per task"]
     assert "stack per task" not in record.get("blend", {}).get("toward", {}) and "stack per task" not in record["chosen"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import write_csv
+from conftest import team_recipe, write_csv
 
 from ensembler.data.dataset import read_folds, split_project
 from ensembler.data.labels import Task, decode, encode, joint_from_tasks, one_hot
@@ -386,14 +386,11 @@ def test_auto_moves_from_the_soft_vote_at_most_half_way_and_plain_auto_keeps_iss
     unless the chosen candidate's paired gain has its 90 % interval above 0. Plain auto (issue
     11) takes the best out-of-fold score, and its own (nested) score does not beat that best
     beyond its fold spread: the choice is made on other folds than those it is scored on."""
-    from ensembler.data.labels import TASKS
     from ensembler.data.teams import simulate_team
-    from ensembler.pipeline.recipe import Recipe, Term
 
     team = simulate_team(kind, "none", n_train_people=100, n_eval_people=30, seed=3)
-    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
-    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
-    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
+    labelled, targets = team.sets()
+    recipe = team_recipe(team)
     _, scored, cv, plain = learn(recipe, labelled, team.labels, targets, Auto(cautious=False))
     candidates = plain["auto"]["candidates"]
     assert candidates[0]["label"].startswith("soft vote ")
@@ -428,14 +425,11 @@ def test_all_or_nothing_auto_keeps_the_soft_vote_unless_the_gain_is_beyond_the_n
     """`Auto(blends=False)`, the rule of before: the soft vote, or the best allowed candidate
     where its paired gain's 90 % interval lies above 0 (over-confident teams of 100 labelled
     people: seed 3's stack per task is beyond the noise, seed 5's best is not)."""
-    from ensembler.data.labels import TASKS
     from ensembler.data.teams import simulate_team
-    from ensembler.pipeline.recipe import Recipe, Term
 
     team = simulate_team("overconfident", "none", n_train_people=100, n_eval_people=30, seed=seed)
-    labelled = {m.name: PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels) for m in team.members}
-    targets = {m.name: PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint) for m in team.members}
-    recipe = Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
+    labelled, targets = team.sets()
+    recipe = team_recipe(team)
     before = learn(recipe, labelled, team.labels, targets, Auto(blends=False))[3]["auto"]
     soft = before["candidates"][0]["label"]
     assert (before["chosen"] != soft) == leaves

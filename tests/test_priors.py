@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_csv
+from conftest import team_recipe, write_csv
 
 from ensembler.data.labels import Task, decode, encode
 from ensembler.data.sources import import_source
@@ -170,13 +170,6 @@ def _team_project(tmp_path, kind, shift, seed=1):
     return team, write_team(team, tmp_path / kind)
 
 
-def _all_members(team):
-    from ensembler.data.labels import TASKS
-    from ensembler.pipeline.recipe import Recipe, Term
-
-    return Recipe({t: tuple(Term(m.name) for m in team.members if t in m.tasks) for t in TASKS})
-
-
 def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
     """The issue's case: an over-confident soft vote fed to EM with its own mean posterior as
     train priors called every eval image 60+. Calibrated first, against the true mix, checked."""
@@ -185,7 +178,7 @@ def test_em_no_longer_runs_away_on_an_overconfident_team(tmp_path):
     from ensembler.scoring.metrics import score
 
     team, project = _team_project(tmp_path, "overconfident", "age")
-    recipe = _all_members(team)
+    recipe = team_recipe(team)
     plain = ens.compose(project, recipe)
     # the old way, by hand: EM on the uncalibrated joint's age marginal, priors = its own mean
     labelled = ens.compose(project, recipe).val
@@ -208,7 +201,7 @@ def test_a_real_age_shift_is_corrected_and_raises_the_hidden_score(tmp_path):
     from ensembler.scoring.metrics import score
 
     team, project = _team_project(tmp_path, "near-copies", "age")
-    recipe = _all_members(team)
+    recipe = team_recipe(team)
     plain, fixed = ens.compose(project, recipe), ens.compose(project, recipe, [ens.Soft(), ens.Priors("em")])
     record = fixed.step("priors")["prior"]
     assert record["applied"] and record["check"]["gain"] > 0 and record["tasks"]["age"]["eval"][2] > record["tasks"]["age"]["train"][2]
@@ -219,7 +212,7 @@ def test_a_correction_the_labelled_check_rejects_is_not_applied_unless_forced(tm
     import ensembler as ens
 
     team, project = _team_project(tmp_path, "classifiers18", "none")
-    recipe = _all_members(team)
+    recipe = team_recipe(team)
     plain = ens.compose(project, recipe)
     kept = ens.compose(project, recipe, [ens.Soft(), ens.Priors("bbse")])
     record = kept.step("priors")["prior"]
@@ -273,18 +266,18 @@ def test_a_joint_too_thin_for_a_bias_per_class_is_calibrated_and_corrected_task_
 
     team = simulate_team("classifiers18", "none", n_train_people=150, n_eval_people=300, seed=108)
     project = write_team(team, tmp_path / "team")
-    fixed = ens.compose(project, _all_members(team), [ens.Soft(), ens.Priors("em")])
+    fixed = ens.compose(project, team_recipe(team), [ens.Soft(), ens.Priors("em")])
     record = fixed.step("priors")["prior"]
     assert "male 60+ has fewer than 5 labelled people" in record["joint"] and set(record["calibration"]) == {"mask", "gender", "age"}
     assert record["joint"] in fixed.lines()  # printed, not only recorded
     age = record["tasks"]["age"]
     truth = np.bincount(decode(team.answers)[Task.AGE], minlength=3) / len(team.answers)
     assert "dropped" not in age and np.abs(np.array(age["eval"]) - truth).sum() < 0.05
-    assert not record["applied"] and np.array_equal(fixed.eval.labels, ens.compose(project, _all_members(team)).eval.labels)  # the check: kept plain, exactly
+    assert not record["applied"] and np.array_equal(fixed.eval.labels, ens.compose(project, team_recipe(team)).eval.labels)  # the check: kept plain, exactly
 
     older = simulate_team("classifiers18", "age", n_train_people=150, n_eval_people=400, seed=1)
     project = write_team(older, tmp_path / "older")
-    plain, fixed = ens.compose(project, _all_members(older)), ens.compose(project, _all_members(older), [ens.Soft(), ens.Priors("em")])
+    plain, fixed = ens.compose(project, team_recipe(older)), ens.compose(project, team_recipe(older), [ens.Soft(), ens.Priors("em")])
     record = fixed.step("priors")["prior"]
     assert "joint" in record and record["applied"] and 0.15 < record["tasks"]["age"]["eval"][2] < 0.3  # 60+: 21 % of the older eval set
     assert score(older.answers, fixed.eval.labels).f1_18 > score(older.answers, plain.eval.labels).f1_18

@@ -67,6 +67,12 @@ class Team:
     answers: np.ndarray
     members: tuple[Member, ...]
 
+    def sets(self) -> tuple[dict[str, PredictionSet], dict[str, PredictionSet]]:
+        """Every member's labelled (out-of-fold) and eval prediction sets, as `write_team` stores them."""
+        labelled = {m.name: PredictionSet(m.name, Split.OOF, self.labelled_ids, m.labelled, m.labelled_joint, self.labels) for m in self.members}
+        evaluated = {m.name: PredictionSet(m.name, Split.EVAL, self.eval_ids, m.eval, m.eval_joint) for m in self.members}
+        return labelled, evaluated
+
 
 def _people(rng: np.random.Generator, n: int, age_mix: np.ndarray, prefix: str, drop_masked: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image ids ``(m,)``, joint labels ``(m,)`` and person index ``(m,)`` for `n` people."""

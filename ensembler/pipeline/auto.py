@@ -343,7 +343,7 @@ def run_away(decided: Mapping[Task | str, np.ndarray], expected: Mapping[Task | 
         lost = [c for c in range(len(share)) if expected[task][c] >= 0.01 and share[c] < COLLAPSE * expected[task][c] and not share[c] >= KEPT * judged[c]]
         if lost:
             c = lost[0]
-            also = "" if np.isnan(judged[lost[0]]) else f", and under {KEPT:.0%} of the {judged[c]:.1%} it decided out of fold (weighted to the estimated eval mix)"
+            also = "" if np.isnan(judged[c]) else f", and under {KEPT:.0%} of the {judged[c]:.1%} it decided out of fold (weighted to the estimated eval mix)"
             return f"{task} {space.classes[task][c]!r} decided for {share[c]:.1%} of the eval images where {expected[task][c]:.1%} are expected (the labelled share, or the members' own calls if fewer){also}"
     return None
 
@@ -695,7 +695,8 @@ class Auto(Step):
         every = np.arange(len(labels))
         mix = None if weights is None else weights[every]
         top = pick(wholes.scores(every, mix), wholes, every, 0, allowed, True, mix)[0]  # the all-or-nothing rule: the candidate it moves to whole, or 0 (none)
-        losing = {c: high for c in range(1, len(candidates)) if allowed[c] and (high := wholes.gain(0, c, every, mix)[1]) < 0}
+        paired = wholes.replicates(every, mix, range(len(candidates)))  # one draw for all: each candidate's paired gain over the soft vote, as `Judge.gain` gives it
+        losing = {c: high for c in range(1, len(candidates)) if allowed[c] and (high := _gain_interval(paired[:, c] - paired[:, 0])[1]) < 0}
         if losing:
             record = {**record, "losing": {candidates[c].label: f"not blended toward: it loses to the soft vote beyond the noise out of fold (the 90% interval of its paired gain ends at {high:+.4f})" for c, high in losing.items()}}
         moves = [(0, 0.0)] + [(c, w) for c in range(1, len(candidates)) if allowed[c] and c not in losing for w in (SURE_WEIGHTS if c == top else BLEND_WEIGHTS)]

@@ -327,8 +327,9 @@ def fit_correction(
     train = {t: np.bincount(truth[t], minlength=N_CLASSES[t]) / len(labels) for t in TASKS}
     joint_calibration, task_calibrations = None, {}
     thin = thin_classes(labels, labelled.image_ids)
-    pairs = thin_pairs(labels, labelled.image_ids) if eval_composed.joint is not None and labelled.joint is not None else []
-    if eval_composed.joint is not None and labelled.joint is not None and not pairs:
+    has_joint = eval_composed.joint is not None and labelled.joint is not None
+    pairs = thin_pairs(labels, labelled.image_ids) if has_joint else []
+    if has_joint and not pairs:
         choice = choose(labelled.joint, labels, folds, calibrate)
         joint_calibration, cal_val_joint = choice.calibration, choice.oof
         cal_val = marginals(cal_val_joint)
