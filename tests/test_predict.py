@@ -856,13 +856,13 @@ def test_tf32_is_turned_off_through_torchs_fp32_precision_settings_where_a_proce
         "from predictors.runner import _cuda_settings\n"
         "b = torch.backends\n"
         "b.cuda.matmul.fp32_precision = 'tf32'\n"
-        "with _cuda_settings(torch.device('cuda'), False, True):\n"
-        "    inside = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision)\n"
+        "with _cuda_settings(torch.device('cuda'), True):\n"
+        "    inside = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.benchmark)\n"
         "print(inside, (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "('ieee', 'ieee') ('tf32', 'tf32')"
+    assert done.stdout.strip() == "('ieee', 'ieee', False) ('tf32', 'tf32')"  # and no cuDNN autotuning
 
 
 # --- ONNX Runtime on the CPU ----------------------------------------------------------------------
