@@ -151,7 +151,7 @@ def main() -> None:
         for amp in amps:
             dtype = autocast_dtype(device, amp)
             label = precision_name(dtype) + ("" if dtype is None else " autocast")
-            ens(amp, workers=0)  # warm-up (first-call allocations, cudnn autotune), not timed
+            ens(amp, workers=0 if on_cpu else args.workers)  # warm-up (first-call allocations and kernels), not timed; on CUDA with the workers (one process decoding 12,600 images alone would hold the GPU bench for minutes)
             t_ens = timed(lambda: ens(amp))
             frozen_run = on_cpu and dtype is None  # ens freezes in float32 only; the bound runs the models as ens does
             t_eager = timed(lambda: ens(amp, freeze=False)) if frozen_run else None
