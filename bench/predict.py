@@ -9,6 +9,8 @@ On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
   pre-decoded tensors, both views in one batch, channels_last and, on CPU, traced and frozen as
   ens runs them). With perfect overlap a run takes max(decode, forward); with none, decode + forward.
 
+On CUDA it also times `ens predict` once as a command: a fresh process, which pays CUDA's start,
+cuDNN's loading and each new shape's kernels (about 18 s on an H200) before its speed shows.
 On CPU it also times ens with --no-freeze and the forward-only bound of the eager models, to
 show what freezing (`predictors.models.FrozenOnCPU`) brings; its tracing is inside ens's time.
 With onnxruntime installed, ens runs on it (``--backend auto``; the exports are made in the
