@@ -209,7 +209,7 @@ def declared(seeds: int, images: int) -> None:
                 a, b = detection(units, wrong, [], 1), detection(theirs, wrong, [], 1)
                 dominance[kind].append(at_their_point(hits, len(wrong), b[0], b[1]))
                 k = min(int((found["p_wrong"] >= FLAG).sum()), len(theirs))  # the flags, no more than cleanlab's count
-                capped[kind].append((hits[:k].sum() / k if k else 1.0, hits[:k].sum() / max(len(wrong), 1)))
+                capped[kind].append(detection(set(keys.iloc[:k]), wrong, [], 1))
                 if codes is not None:  # cleanlab's ranking of a group: its images' mean self-confidence score
                     score = np.bincount(codes, weights=score) / np.bincount(codes)
                 theirs_ranked = np.argsort(-score, kind="stable")
@@ -254,7 +254,7 @@ def declared(seeds: int, images: int) -> None:
     print("\na rule measured and not shipped: ens's flags cut to cleanlab's count (its most likely wrong first), per kind: mean precision, recall, F1")
     for kind, cells in capped.items():
         c = np.array(cells)
-        print(f"  {kind:<13} {c[:, 0].mean():.3f} {c[:, 1].mean():.3f} {np.mean(2 * c[:, 0] * c[:, 1] / np.maximum(c[:, 0] + c[:, 1], 1e-12)):.3f}")
+        print(f"  {kind:<13} {c[:, 0].mean():.3f} {c[:, 1].mean():.3f} {c[:, 2].mean():.3f}")
     print("\nthe most a threshold could give: per kind, the mean F1 of each ranking at the threshold that suits it best on the true errors (chosen after the fact),")
     print("beside the F1 at the default (ens: p_wrong >= 0.5; cleanlab: find_label_issues)")
     for kind, cells in ceiling.items():

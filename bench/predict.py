@@ -197,17 +197,17 @@ def main() -> None:
             elif t_naive32 is not None:
                 print(f"ens {label} against the naive float32 loop: {t_naive32 / t_ens:.2f}x")
         if not on_cpu:
-            one = ens_command(project, names, device, args, args.workers)
+            one = [sys.executable, "-m", "ensembler", *ens_args(project, names, device, args, args.workers)]
             start = time.perf_counter()
             subprocess.run(one, check=True, capture_output=True)
             t_one = time.perf_counter() - start
             print(f"ens predict as a command: {n / t_one:8.1f} images/s ({t_one:.2f} s; a fresh process: start-up, CUDA's and the kernels' loading included)")
 
 
-def ens_command(project, names, device, args, workers: int) -> list[str]:
-    """`ens predict` of `names` with hflip as a command line (the --device and --batch-size of the bench)."""
+def ens_args(project, names, device, args, workers: int) -> list[str]:
+    """The arguments of `ens predict` of `names` with hflip (the --device and --batch-size of the bench)."""
     kind = "cuda" if device.type == "cuda" else "cpu"
-    return [sys.executable, "-m", "ensembler", "--zoo", str(project.zoo), "predict", *[a for n in names for a in ("--model", n)], "--tta", "hflip", "--device", kind, "--batch-size", str(args.batch_size), "--force", "--workers", str(workers)]
+    return ["--zoo", str(project.zoo), "predict", *[a for n in names for a in ("--model", n)], "--tta", "hflip", "--device", kind, "--batch-size", str(args.batch_size), "--force", "--workers", str(workers)]
 
 
 def compare_ranks(project, names, device, args) -> None:
@@ -218,9 +218,9 @@ def compare_ranks(project, names, device, args) -> None:
 
     cores = os.cpu_count() or 1
     kind = "cuda" if device.type == "cuda" else "cpu"
-    one = ens_command(project, names, device, args, args.workers)
+    one = [sys.executable, "-m", "ensembler", *ens_args(project, names, device, args, args.workers)]
     per_rank = max(1, args.workers // args.ranks) if kind == "cpu" else args.workers
-    many, env = launch_command([f"cuda:{i}" for i in range(args.ranks)] if kind == "cuda" else ["cpu"] * args.ranks, ens_command(project, names, device, args, per_rank)[3:])
+    many, env = launch_command([f"cuda:{i}" for i in range(args.ranks)] if kind == "cuda" else ["cpu"] * args.ranks, ens_args(project, names, device, args, per_rank))
     if kind == "cpu":
         env["OMP_NUM_THREADS"] = str(max(1, cores // args.ranks))
     n = len(project.require_data().joinpath("eval", "info.csv").read_text().splitlines()) - 1
