@@ -9,8 +9,10 @@ On the same full-size images (384 x 512 JPEGs) and the same models (hflip TTA):
   pre-decoded tensors, both views in one batch, channels_last and, on CPU, traced and frozen as
   ens runs them). With perfect overlap a run takes max(decode, forward); with none, decode + forward.
 
-On CUDA it also times `ens predict` once as a command: a fresh process, which pays CUDA's start,
-cuDNN's loading and each new shape's kernels (about 18 s on an H200) before its speed shows.
+In float32 on CUDA all three run without TF32, as ens does (cuDNN's default convolutions use it);
+a line shows the forward passes with it. On CUDA the bench also times `ens predict` once as a
+command: a fresh process, which pays CUDA's start, cuDNN's loading and each new shape's kernels
+(19-26 s on an H200) before its speed shows.
 On CPU it also times ens with --no-freeze and the forward-only bound of the eager models, to
 show what freezing (`predictors.models.FrozenOnCPU`) brings; its tracing is inside ens's time.
 With onnxruntime installed, ens runs on it (``--backend auto``; the exports are made in the
@@ -53,6 +55,7 @@ from predictors.models import FrozenOnCPU, build_model  # noqa: E402
 from predictors.onnx import OnnxOnCPU  # noqa: E402
 from predictors.onnx import available as onnx_available  # noqa: E402
 from predictors.runner import (  # noqa: E402
+    _cuda_settings,
     autocast_dtype,
     bf16_is_native,
     precision_name,
@@ -163,6 +166,7 @@ def main() -> None:
             forward_only(batches[:1] + batches[-1:], models, pre, device, dtype)  # each shape's first pass (CUDA: kernels loaded and compiled, 0.5-4.8 s a model at 384x512), not timed, as ens's warm-up
             t_forward_eager = timed(lambda: forward_only(batches, models, pre, device, dtype))
             t_forward = t_forward_eager
+            t_forward_tf32 = timed(lambda: forward_only(batches, models, pre, device, dtype, tf32=True)) if device.type == "cuda" and dtype is None else None
             if frozen_run:
                 frozen = {k: FrozenOnCPU(m.to(memory_format=torch.channels_last)) for k, m in models.items()}
                 forward_only(batches[:1], frozen, pre, device, dtype)  # trace once per model, as ens does, not timed
@@ -184,6 +188,8 @@ def main() -> None:
                 print(f"  --no-freeze: {n / t_eager:7.1f} images/s ({t_eager:.2f} s)")
             print(f"naive loop  : {n / t_naive:8.1f} images/s ({t_naive:.2f} s)  -> ens is {t_naive / t_ens:.2f}x the naive way")
             print(f"forward only: {n / t_forward:8.1f} images/s ({t_forward:.2f} s){' (frozen)' if frozen_run else ''}")
+            if t_forward_tf32 is not None:
+                print(f"  with TF32 : {n / t_forward_tf32:8.1f} images/s ({t_forward_tf32:.2f} s) (cuDNN's default; ens's float32 is float32, without it)")
             if frozen_run:
                 print(f"  eager     : {n / t_forward_eager:8.1f} images/s ({t_forward_eager:.2f} s)")
             if t_forward_ort is not None:
@@ -201,13 +207,13 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(one, check=True, capture_output=True)
             t_one = time.perf_counter() - start
-            print(f"ens predict as a command: {n / t_one:8.1f} images/s ({t_one:.2f} s; a fresh process: start-up, CUDA's and the kernels' loading included)")
+            print(f"ens predict as a command, {precision_name(autocast_dtype(device, not args.no_amp))}: {n / t_one:8.1f} images/s ({t_one:.2f} s; a fresh process: start-up, CUDA's and the kernels' loading included)")
 
 
 def ens_args(project, names, device, args, workers: int) -> list[str]:
-    """The arguments of `ens predict` of `names` with hflip (the --device and --batch-size of the bench)."""
+    """The arguments of `ens predict` of `names` with hflip (the --device, --batch-size and --no-amp of the bench)."""
     kind = "cuda" if device.type == "cuda" else "cpu"
-    return ["--zoo", str(project.zoo), "predict", *[a for n in names for a in ("--model", n)], "--tta", "hflip", "--device", kind, "--batch-size", str(args.batch_size), "--force", "--workers", str(workers)]
+    return ["--zoo", str(project.zoo), "predict", *[a for n in names for a in ("--model", n)], "--tta", "hflip", "--device", kind, "--batch-size", str(args.batch_size), "--force", "--workers", str(workers), *(["--no-amp"] if args.no_amp else [])]
 
 
 def compare_ranks(project, names, device, args) -> None:
@@ -252,18 +258,20 @@ def naive(paths, models, size, device, batch_size, workers, dtype):
         model = model.to(device)
         wrapped = ttach.ClassificationTTAWrapper(model, ttach.aliases.hflip_transform())
         preds = []
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), _cuda_settings(device, dtype is None), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             for x in torch.utils.data.DataLoader(Images(), batch_size=batch_size, num_workers=workers):
                 preds.append(torch.softmax(wrapped(x.to(device)).float(), 1).cpu())
         out[name] = torch.cat(preds)
     return out
 
 
-def forward_only(batches, models, pre, device, dtype):
+def forward_only(batches, models, pre, device, dtype, tf32: bool = False):
+    """Every model on the decoded batches, both views in one batch. In float32 on CUDA without
+    TF32, as ens runs it, unless ``tf32`` (cuDNN's default, what a plain loop gets)."""
     xs = [normalize(b.to(device), pre).contiguous(memory_format=torch.channels_last) for b in batches]
     if device.type == "cuda":
         torch.cuda.synchronize()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    with torch.inference_mode(), _cuda_settings(device, dtype is None and not tf32), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for model in models.values():
             model = model.to(device, memory_format=torch.channels_last)
             for x in xs:
