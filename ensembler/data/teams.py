@@ -24,8 +24,10 @@ images in groups such as patients), for `bench/declared.py`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.special import softmax
@@ -67,10 +69,12 @@ class Team:
     answers: np.ndarray
     members: tuple[Member, ...]
 
-    def sets(self) -> tuple[dict[str, PredictionSet], dict[str, PredictionSet]]:
-        """Every member's labelled (out-of-fold) and eval prediction sets, as `write_team` stores them."""
-        labelled = {m.name: PredictionSet(m.name, Split.OOF, self.labelled_ids, m.labelled, m.labelled_joint, self.labels) for m in self.members}
-        evaluated = {m.name: PredictionSet(m.name, Split.EVAL, self.eval_ids, m.eval, m.eval_joint) for m in self.members}
+    def sets(self, meta: Mapping[str, Any] | None = None) -> tuple[dict[str, PredictionSet], dict[str, PredictionSet]]:
+        """Every member's labelled (out-of-fold) and eval prediction sets, with provenance `meta`
+        (`write_team` stores them)."""
+        meta = dict(meta or {})
+        labelled = {m.name: PredictionSet(m.name, Split.OOF, self.labelled_ids, m.labelled, m.labelled_joint, self.labels, meta) for m in self.members}
+        evaluated = {m.name: PredictionSet(m.name, Split.EVAL, self.eval_ids, m.eval, m.eval_joint, None, meta) for m in self.members}
         return labelled, evaluated
 
 
@@ -159,10 +163,10 @@ def write_team(team: Team, root: str | Path) -> Project:
     update_project(zoo, data=root / "data")
     project = load_project(zoo)
     store = project.store
-    meta = {"kind": "proba", "origin": {"type": "import", "file": f"simulated {team.kind}"}}
+    labelled, evaluated = team.sets({"kind": "proba", "origin": {"type": "import", "file": f"simulated {team.kind}"}})
     for m in team.members:
-        store.write(PredictionSet(m.name, Split.EVAL, team.eval_ids, m.eval, m.eval_joint, None, meta))
-        store.write(PredictionSet(m.name, Split.OOF, team.labelled_ids, m.labelled, m.labelled_joint, team.labels, meta))
+        store.write(evaluated[m.name])
+        store.write(labelled[m.name])
     return project
 
 
