@@ -7,6 +7,8 @@ class, not uniformly:
 - ``single``: one task of `k` classes in a ring of look-alikes (class c is confused with c - 1
   and c + 1); 1-3 % of the images relabelled to a look-alike, the likelier the more the image
   looks like it;
+- ``binary``: the same with two classes (each the other's look-alike), as a binary competition
+  has them;
 - ``multilabel``: several ``[no, yes]`` findings; positives left unmarked (missing positives, the
   common error of a radiologist's report) and a few false positives;
 - ``shared``: a diagnosis shared by each patient's 1-8 images (``shared: [diagnosis]``), whole
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DECLARED_KINDS = ("single", "multilabel", "shared", "shared-faint")
+DECLARED_KINDS = ("single", "binary", "multilabel", "shared", "shared-faint")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def noisy_team(kind: str, seed: int, n: int = 3000, k: int = 5, n_sources: int =
     rng = np.random.default_rng(seed)
     rate = rng.uniform(0.01, 0.03) if rate is None else rate
     ids = np.array([f"img{i:06d}.jpg" for i in range(n)], dtype=object)
-    if kind == "single":
+    if kind in ("single", "binary"):
+        k = 2 if kind == "binary" else k
         prior = rng.dirichlet(np.full(k, 4.0))
         truth = rng.choice(k, size=n, p=prior)
         look = _ring_look(rng, truth, k)

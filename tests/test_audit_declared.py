@@ -124,10 +124,59 @@ def test_a_missing_positive_and_a_false_positive_are_both_findings():
         for i, p in enumerate(sources(y, 2, rng)):
             probs[f"s{i}"][task] = p
     ids = np.array([f"x{i}" for i in range(n)], dtype=object)
-    flagged = audit_images(probs, given, ids, {"f0": ("no", "yes"), "f1": ("no", "yes")}).flagged()
-    f0, f1 = flagged[flagged["task"] == "f0"], flagged[flagged["task"] == "f1"]
-    assert set(ids[missing]) <= set(f0["image"]) and set(f0["suggested"]) == {"yes"}
-    assert set(ids[false]) <= set(f1["image"]) and set(f1["suggested"]) == {"no"}
+    result = audit_images(probs, given, ids, {"f0": ("no", "yes"), "f1": ("no", "yes")}, least=0.0)
+    ranked = {t: result.findings[result.findings["task"] == t] for t in ("f0", "f1")}  # most likely wrong first
+    assert set(ranked["f0"]["image"][:4]) == set(ids[missing]) and set(ranked["f0"]["suggested"][:4]) == {"yes"}
+    assert set(ranked["f1"]["image"][:4]) == set(ids[false]) and set(ranked["f1"]["suggested"][:4]) == {"no"}
+    # two classes, image by image: no more flags than confident learning counts wrong
+    # (cleanlab.count.num_label_issues gives 3 and 2 on these probabilities: it misses one and two)
+    flagged = result.flagged()
+    assert result.confident == {"f0": pytest.approx(3.3, abs=0.05), "f1": pytest.approx(2.1, abs=0.05)}
+    assert [len(flagged[flagged["task"] == t]) for t in ("f0", "f1")] == [3, 2]
+    assert set(flagged["image"][flagged["task"] == "f0"]) < set(ids[missing]) and set(flagged["image"][flagged["task"] == "f1"]) < set(ids[false])
+
+
+def test_two_classes_flag_no_more_labels_than_confident_learning_counts_wrong(monkeypatch):
+    # 80 right "no" images that look like a "yes" (a faint finding's shadow) and 30 "yes"
+    # labelled "no", drawn from 80 that look like a "no": where the two classes meet, the right
+    # labels fall under VOUCH with the wrong ones, and p_wrong is over-confident; the flags are
+    # bounded by the calibrated confident joint's count (which does not rest on the densities)
+    from ensembler.evaluate import audit_declared
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    truth = (rng.random(n) < 0.2).astype(int)
+    face = np.zeros((n, 2))
+    shadow = rng.choice(np.flatnonzero(truth == 0), 80, replace=False)
+    face[shadow, 1] = rng.uniform(1.5, 3.0, 80)
+    alike = rng.choice(np.flatnonzero(truth == 1), 80, replace=False)
+    face[alike, 0] = rng.uniform(1.5, 3.0, 80)
+    given = truth.copy()
+    given[alike[:30]] = 0
+    probs = {f"s{i}": {"f": p} for i, p in enumerate(sources(truth, 2, rng, face=face))}
+    ids = np.array([f"x{i}" for i in range(n)], dtype=object)
+    wrong = set(ids[alike[:30]])
+
+    def flagged() -> tuple[set, dict]:
+        result = audit_images(probs, {"f": given}, ids, {"f": ("no", "yes")})
+        return set(result.flagged()["image"]), result.confident
+
+    bounded, confident = flagged()
+    assert len(bounded) <= round(confident["f"]) and len(bounded) >= 8 and bounded <= wrong
+    monkeypatch.setattr(audit_declared, "at_most", lambda found, count: found)
+    free, _ = flagged()
+    assert bounded < free and len(free - wrong) >= 3
+
+
+def test_the_confident_count_is_the_calibrated_confident_joints_off_diagonal():
+    from ensembler.evaluate.audit_declared import confident_count
+
+    probs = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0], [0.3, 0.3, 0.4], [0.0, 0.1, 0.9]])
+    given = np.array([0, 0, 0, 1, 1, 1, 2])
+    # thresholds (the mean each class's own labels give it): a 0.6, b 0.533, c 0.9; labelled a:
+    # a, a, b (0.8 >= 0.533); labelled b: a (0.6 >= 0.6), b, none (0.4 < 0.9, 0.3 < 0.533); c: c
+    # rows scaled to their labels: a 1/3 of 3 off, b 1/2 of 3 off, c none
+    assert confident_count(probs, given) == pytest.approx(1.0 + 1.5)
 
 
 def test_a_class_whose_labels_are_wrong_more_often_learns_its_own_rate(monkeypatch):

@@ -410,6 +410,12 @@ class Flows(RuleBasedStateMachine):
             cautioned = {line.split(":")[0] for line in found.problems if "the evidence is faint" in line}
             assert cautioned == {t for t, rate in found.rates.items() if faint(found.disagree[t], rate)}
             assert set(found.disagree) == set(found.rates) and all(0 <= d <= 1 for d in found.disagree.values())
+            # a two-class task judged image by image flags no more labels than confident learning counts wrong
+            flagged = found.flagged()
+            assert set(found.confident) <= set(found.rates)
+            assert all((flagged["task"] == task).sum() <= round(count) for task, count in found.confident.items())
+            if self.t.kind == "chest":  # four [no, yes] findings: every one is bounded
+                assert len(found.confident) == len(found.rates)
 
     @rule(action=st.sampled_from(["add", "drop", "empty", "unname", "name"]), person=st.integers(0, 23), task=st.integers(0, 3))
     def edit_fixes(self, action, person, task):

@@ -565,7 +565,9 @@ def audit(
     image (each finding of a multi-label one), and group by group for a task its groups share
     (competition.train.shared). Writes audit/train.csv (profile, image, task, given, suggested,
     p_wrong, sources, …; a declared competition's image, group, task, …; most likely wrong
-    first) and audit/train.json; prints the top. With project.label_fixes set, the fixes are in
+    first) and audit/train.json; prints the top. A declared task of two classes judged image by
+    image flags no more labels than confident learning counts wrong (its p_wrong moved down to
+    that count; the count in audit/train.json). With project.label_fixes set, the fixes are in
     force (an accepted fix is not found again), and every score, fit and split reads the fixed
     labels."""
     from ..evaluate.audit import FLAG, write_audit
@@ -584,6 +586,8 @@ def audit(
         out.print(f"note: {note}", markup=False)
     if result.audit.rates:
         out.print("label errors learnt from the evidence: " + "; ".join(learnt_rate(task, rate, result.audit.class_rates.get(task, {})) for task, rate in result.audit.rates.items()), markup=False)
+    if result.audit.confident:
+        out.print("flags at most confident learning's count of wrong labels (two classes): " + "; ".join(f"{task} {count:g}" for task, count in result.audit.confident.items()), markup=False)
     flagged = result.audit.flagged()
     counts = ", ".join(f"{task} {int((flagged['task'] == task).sum())}" for task in result.tasks)
     out.print(f"wrote {_rel(path)}: {len(result.findings)} findings, {len(flagged)} at p_wrong >= {FLAG} ({counts})")

@@ -237,7 +237,7 @@ class LabelAudit:
             "problems": self.audit.problems,
             "notes": self.notes,
             "threshold": FLAG,
-            **({"error_rates": self.audit.rates, "error_rates_by_class": self.audit.class_rates, "disagree": self.audit.disagree} if self.audit.rates else {}),
+            **({"error_rates": self.audit.rates, "error_rates_by_class": self.audit.class_rates, "disagree": self.audit.disagree, "confident_count": self.audit.confident} if self.audit.rates else {}),
             "flagged": {t: int((flagged["task"] == t).sum()) for t in self.tasks},
             "label_fixes": None if self.fixes is None else self.fixes.describe(),
         }

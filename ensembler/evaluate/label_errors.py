@@ -63,7 +63,9 @@ class Audit:
     (declared competitions; `judge_units`' `learn_rate`), the mean over its labels;
     class_rates: per task and given class (its name), the rate learnt for the labels that name
     it; disagree: per task, the share of its labels (images, groups) whose sources' pooled
-    evidence favours another class (declared competitions)."""
+    evidence favours another class (declared competitions); confident: per two-class task
+    judged image by image, how many of its labels confident learning counts wrong, which its
+    flags do not outnumber (`audit_declared.at_most`)."""
 
     findings: pd.DataFrame
     people: dict[str, int]
@@ -71,6 +73,7 @@ class Audit:
     rates: dict[str, float] = field(default_factory=dict)
     class_rates: dict[str, dict[str, float]] = field(default_factory=dict)
     disagree: dict[str, float] = field(default_factory=dict)
+    confident: dict[str, float] = field(default_factory=dict)
 
     def flagged(self, threshold: float = FLAG) -> pd.DataFrame:
         """The findings at least `threshold` likely wrong."""
@@ -146,6 +149,7 @@ class Findings:
     rate: float = float("nan")  # the rate of label errors the prior took (learnt, or given)
     class_rates: np.ndarray | None = None  # (k,) the learnt rate of errors per given class (`judge_units`' learn_rate)
     disagree: float = float("nan")  # the share of units whose pooled evidence favours another class than the given one
+    odds: np.ndarray | None = None  # log(p_wrong / (1 - p_wrong)), exact where p_wrong rounds to 1
 
 
 def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], given: np.ndarray, units: np.ndarray, n_classes: int, noise: Noise = Noise(), label_prior: np.ndarray | None = None, rounds: int = 4, learn_rate: bool = False, by_size: bool = False, vouch: float = 0.5, versus_rest: bool = False) -> Findings:
@@ -317,12 +321,14 @@ def judge_units(logs: Mapping[str, np.ndarray], weights: Mapping[str, float], gi
             class_rates = per_class(1 - right, rate)
             label_prior = by_given(class_rates)
     p_wrong = 1 - right
+    wrong_classes = np.where(as_given, -np.inf, log_post)
+    odds = logsumexp(wrong_classes, axis=1) - log_post[rows, label]
     other = (evidence if versus_rest else post).copy()  # versus the rest, the posterior does not tell the other classes apart
     other[rows, label] = -np.inf
     suggested = other.argmax(axis=1)
     agree = sum((summed(own).argmax(axis=1) == suggested).astype(int) for own in logs.values())  # each source alone
     disagree = float(np.mean(evidence.argmax(axis=1) != label))
-    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates, disagree)
+    return Findings(rows, np.full(n_units, -1), label, suggested, p_wrong, agree, mean[rows, suggested], rate, class_rates, disagree, odds)
 
 
 def findings_table(who: Mapping[str, object], task: str, names: Sequence[str], found: Findings, of_sources: int) -> pd.DataFrame:
