@@ -375,6 +375,7 @@ def test_ens_audit_in_a_declared_competition_finds_flipped_images_and_writes_the
     assert record["flagged"] == {"label": len(flagged)} and "images" in record["scope"] and 0.002 <= record["error_rates"]["label"] <= 0.2
     by_class = record["error_rates_by_class"]["label"]
     assert list(by_class) == list(classes) and all(0.002 <= r <= 0.2 for r in by_class.values())
+    assert record["confident_count"] == {} and "confident learning" not in result.output  # five classes: not bounded
     page = (tmp_path / "audit.html").read_text()
     assert f"{len(flagged)} flagged images shown" in page or "flagged images shown" in page
     assert team.labelled_ids[sure[0]] in page
