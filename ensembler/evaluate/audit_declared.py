@@ -42,12 +42,12 @@ the four others offsets it). There the flags are bounded by confident learning's
 labels wrong (`confident_count`, Northcutt, Jiang and Chuang 2021), which does not rest on the
 densities: the log-odds of every label's `p_wrong` are moved down by one constant until no
 more than that many labels are at least `FLAG` likely wrong (`at_most`; the ranking is
-`judge_units`'). On five kinds of simulated two-class team (bench/audit.py --declared) its
-precision and recall each then match or beat `cleanlab.filter.find_label_issues`' at two seed
-sets, where without the bound its precision was below cleanlab's on three of the five (at one
-seed set or both); on
-groups the count over a group's mean images undercounts (recall 0.95 to 0.60) and with five
-classes the flags need no bound (docs/how-to/audit-labels.md).
+`judge_units`'). On five kinds of simulated two-class team (two of bench/audit.py
+--declared's, three more in docs/how-to/audit-labels.md) its precision and recall each then
+match or beat `cleanlab.filter.find_label_issues`' at two seed sets, where without the bound
+its precision was below cleanlab's on three of the five (at one seed set or both); over groups
+the count of a group's mean images undercounts (recall 0.95 to 0.60), and with five classes the
+flags need no bound, so neither is bounded.
 
 A task whose sources doubt many more of its labels than the audit learns are wrong (`faint`)
 gets a line in `Audit.problems` saying its flags are to be confirmed by eye: there the sources'
