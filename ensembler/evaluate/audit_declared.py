@@ -115,11 +115,12 @@ def confident_count(probs: np.ndarray, given: np.ndarray) -> float:
 
 
 def at_most(found: Findings, count: float) -> Findings:
-    """`found` with the log-odds of every label's `p_wrong` moved down by one constant (never
-    up) so that at most ``round(count)`` labels are at least `FLAG` likely wrong (fewer where
-    labels tie at the cut: tied labels stay together, below it); the order is kept."""
+    """`found` (`judge_units`' findings, which carry each label's exact log-odds) with the
+    log-odds of every label's `p_wrong` moved down by one constant (never up) so that at most
+    ``round(count)`` labels are at least `FLAG` likely wrong (fewer where labels tie at the
+    cut: tied labels stay together, below it); the order is kept."""
     cap = int(round(count))
-    odds = found.odds if found.odds is not None else logit(np.clip(found.p_wrong, 1e-300, 1 - 1e-16))
+    odds = found.odds
     ranked, line = np.sort(odds)[::-1], float(logit(FLAG))
     if np.count_nonzero(ranked >= line) <= cap:
         return found
